@@ -35,11 +35,18 @@ async def serve_app(
 
     try:
         await serve(app, config, task_status=_Started(task_status))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
+    except (OSError, BaseExceptionGroup) as exc:
+        if _address_in_use(exc):
             raise PortInUse(f"port {port} on {host} is already in use",
                             hint=f"stop whatever holds it (another meshp2p?) or pass {flag} with a free port") from exc
         raise
+
+
+def _address_in_use(exc: BaseException) -> bool:
+    """hypercorn binds inside its own nursery, so EADDRINUSE may come wrapped in exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_address_in_use(inner) for inner in exc.exceptions)
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
 
 
 class _Started:

@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=True)],
     )
+    # Per-request lines from the HTTP client and server drown what an operator needs; -v brings them back.
+    for noisy in ("httpx", "httpcore", "meshp2p.http"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         if args.command == "up":
             from meshp2p.cli.up import run_up
