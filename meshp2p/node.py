@@ -15,18 +15,17 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
 from meshp2p import __version__
 from meshp2p.api.console_app import create_console_app
 from meshp2p.api.openai_app import create_openai_app
-from meshp2p.api.proxy import make_backend_client
 from meshp2p.api.routing import LocalRouter
 from meshp2p.api.serve import serve_app
+from meshp2p.api.upstream import UpstreamPool
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.inference.binaries import LlamaBinaries
-from meshp2p.inference.llama_server import LlamaServer, ServerOptions
+from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class Node:
         ]
         self.router = LocalRouter(self.servers)
         self.started_at = time.time()
-        self._backend_client: httpx.AsyncClient | None = None
+        self.upstream = UpstreamPool()
 
     @property
     def api_url(self) -> str:
@@ -106,18 +105,14 @@ class Node:
             ],
         }
 
-    def _client(self) -> httpx.AsyncClient:
-        assert self._backend_client is not None, "the node is not running"
-        return self._backend_client
-
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. Started means: the API listens and every llama-server process is spawned."""
         cfg = self.config
-        async with make_backend_client() as client, trio.open_nursery() as nursery:
-            self._backend_client = client
+        async with trio.open_nursery() as nursery:
             for server in self.servers:
                 await nursery.start(server.run)
-            openai_app = create_openai_app(self.router, self._client)
+                nursery.start_soon(self._forget_dead_connections, server)
+            openai_app = create_openai_app(self.router, self.upstream)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
                 console_app = create_console_app(self.status)
@@ -130,6 +125,16 @@ class Node:
                 await trio.sleep_forever()
             finally:
                 runtime.unlink(missing_ok=True)
+                await self.upstream.aclose()
+
+    async def _forget_dead_connections(self, server: LlamaServer) -> None:
+        """A restarted llama-server listens on a new port: close the pooled connections to the old one."""
+        while True:
+            port = server.port
+            await server.wait_state(BackendState.RESTARTING, BackendState.STOPPED)
+            if port is not None:
+                await self.upstream.discard(LOOPBACK_HOST, port)
+            await server.wait_state(BackendState.LOADING)
 
 
 def _write_runtime_file(node: Node) -> Path:

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -15,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, SERVER_ERROR, ApiError, error_body
 from meshp2p.api.proxy import forward, with_default_stop
 from meshp2p.api.routing import LocalRouter
+from meshp2p.api.upstream import UpstreamPool
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -27,8 +27,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
-def create_openai_app(router: LocalRouter, backend_client: Callable[[], httpx.AsyncClient]) -> QuartTrio:
-    """The quart-trio app; `backend_client` gives the node's pooled client to llama-server."""
+def create_openai_app(router: LocalRouter, pool: UpstreamPool) -> QuartTrio:
+    """The quart-trio app; `pool` holds the node's keep-alive connections to its llama-servers."""
     app = QuartTrio("meshp2p.api.openai")
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=120)
     created = int(time.time())
@@ -71,7 +71,7 @@ def create_openai_app(router: LocalRouter, backend_client: Callable[[], httpx.As
                            code="embeddings_not_supported")
         stream = payload.get("stream") is True
         body = with_default_stop(payload, server.model.default_stop) or raw
-        reply = await forward(backend_client(), server, path, body, stream=stream)
+        reply = await forward(pool, server, path, body, stream=stream)
         if reply.chunks is not None:
             return Response(reply.chunks, status=reply.status, headers={**reply.headers, **_STREAM_HEADERS})
         return Response(reply.body or b"", status=reply.status, headers=reply.headers)

@@ -11,15 +11,13 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import trio
 
 from meshp2p.api.errors import UNAVAILABLE, ApiError, sse_error_event
+from meshp2p.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from meshp2p.inference.llama_server import LlamaServer
+from meshp2p.inference.ports import LOOPBACK
 
-#: Between two chunks of one answer; a long prompt on a slow CPU can take this long before its first token.
-BACKEND_READ_TIMEOUT_S = 600.0
-BACKEND_CONNECT_TIMEOUT_S = 5.0
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
 
 
@@ -33,14 +31,6 @@ class BackendReply:
     chunks: AsyncIterator[bytes] | None
 
 
-def make_backend_client() -> httpx.AsyncClient:
-    """One pooled client per node: keep-alive to llama-server saves a connect per request."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(BACKEND_READ_TIMEOUT_S, connect=BACKEND_CONNECT_TIMEOUT_S),
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
-    )
-
-
 def unavailable(server: LlamaServer, why: str) -> ApiError:
     retry = server.retry_after_s()
     return ApiError(
@@ -52,39 +42,33 @@ def unavailable(server: LlamaServer, why: str) -> ApiError:
     )
 
 
-async def forward(
-    client: httpx.AsyncClient, server: LlamaServer, path: str, body: bytes, *, stream: bool
-) -> BackendReply:
+async def forward(pool: UpstreamPool, server: LlamaServer, path: str, body: bytes, *, stream: bool) -> BackendReply:
     """POST `body` to the backend's `path`; raise ApiError(503) if the backend cannot take it."""
-    if not server.is_ready:
+    if not server.is_ready or server.port is None:
         raise unavailable(server, str(server.state.value))
-    request = client.build_request(
-        "POST", server.base_url + path, content=body, headers={"content-type": "application/json"}
-    )
     try:
-        response = await client.send(request, stream=True)
-    except httpx.TransportError as exc:
-        raise unavailable(server, f"not answering ({type(exc).__name__})") from exc
-    headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS}
-    if not stream or response.status_code != 200:
-        try:
-            data = await response.aread()
-        except httpx.TransportError as exc:
-            raise unavailable(server, f"failing ({type(exc).__name__})") from exc
-        finally:
-            await response.aclose()
-        return BackendReply(response.status_code, headers, data, None)
-    return BackendReply(response.status_code, headers, None, _relay(response, server))
+        response = await pool.request("POST", LOOPBACK, server.port, path, body)
+    except UpstreamError as exc:
+        raise unavailable(server, "not answering") from exc
+    headers = {k: v for k, v in response.headers if k.lower() not in _HOP_HEADERS}
+    if stream and response.status == 200:
+        return BackendReply(response.status, headers, None, _relay(response, server))
+    try:
+        data = await response.read()
+    except UpstreamError as exc:
+        raise unavailable(server, "failing") from exc
+    finally:
+        await response.aclose()
+    return BackendReply(response.status, headers, data, None)
 
 
-async def _relay(response: httpx.Response, server: LlamaServer) -> AsyncIterator[bytes]:
+async def _relay(response: UpstreamResponse, server: LlamaServer) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.iter_body():
             yield chunk
-    except httpx.TransportError as exc:
+    except UpstreamError as exc:
         yield sse_error_event(
-            f"the backend of model '{server.model.id}' failed mid-answer ({type(exc).__name__}); "
-            "the answer is incomplete",
+            f"the backend of model '{server.model.id}' failed mid-answer ({exc}); the answer is incomplete",
             code="backend_failed",
         )
     finally:

@@ -1,0 +1,328 @@
+"""Signed gossip messages per mesh topic, encrypted for private meshes (protocols/gossip.md).
+
+Gossipsub forwards whatever it is given, so the message proves itself: a signature by the sender's key,
+the mesh it belongs to, a send time and a sequence number. On a private mesh the signed message travels
+inside ChaCha20-Poly1305 under a key derived from the mesh secret, so non-members can neither read nor
+forge it. `ReplayGuard` and `SequenceCounter` are the small pure state the node keeps around this.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from meshp2p.wire._cbor import (
+    check_float,
+    check_keys,
+    check_text,
+    check_version,
+    dumps,
+    get_bytes,
+    get_float,
+    get_int,
+    get_map,
+    get_opt_int,
+    get_opt_text,
+    get_text,
+    get_text_list,
+    loads_map,
+    require_keys,
+)
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.identity import (
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    Identity,
+    peer_id_from_public_key,
+    sign_object,
+    verify_object,
+)
+from meshp2p.wire.mesh_id import (
+    MESH_ID_BYTES,
+    MESH_SECRET_BYTES,
+    check_mesh_id,
+    parse_mesh_id_hex,
+    private_mesh_id,
+)
+
+GOSSIP_DOMAIN = b"meshp2p/gossip/v1\x00"
+GOSSIP_KEY_INFO = b"meshp2p/gossip-key/v1"
+MAX_GOSSIP_BYTES = 16384
+#: Status is re-sent every few seconds; anything older is stale and could be a replay the guard forgot.
+MAX_MESSAGE_AGE_S = 30
+#: Tighter than records' skew: messages live seconds, and a far-future `ts` would outlive the age window.
+MAX_MESSAGE_AHEAD_S = 5
+GOSSIP_NONCE_BYTES = 12
+ENCRYPTION_SCHEME = 1
+MAX_TYPE_CHARS = 32
+TOPIC_NAMES = frozenset({"status", "demand", "blackboard"})
+#: Bounds the guard's memory against floods of fresh keys; see ReplayGuard.
+MAX_REPLAY_SENDERS = 4096
+
+STATUS_TYPE = "status"
+STATUS_ROLES = frozenset({"host", "worker", "client", "standby", "bootstrap"})
+MAX_TEXT_CHARS = 128
+MAX_LIST_ITEMS = 64
+MAX_RTT_ENTRIES = 64
+MAX_PORT = 65535
+
+_INNER_KEYS = frozenset({"v", "t", "mesh", "pk", "seq", "ts", "body", "sig"})
+_SEALED_KEYS = frozenset({"v", "enc", "mesh", "n", "ct"})
+_TOPIC_PREFIX = "/meshp2p/"
+_TOPIC_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class GossipMessage:
+    """A message that passed every check; `body` is the raw map, typed by the reader for `type`."""
+
+    type: str
+    sender: str
+    public_key: bytes
+    seq: int
+    sent_at_ms: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StatusBody:
+    """What a node tells its mesh every few seconds: the planner's view of capacity and load."""
+
+    role: str
+    ram_mb: int
+    vram_mb: int
+    gpu: str | None
+    loaded: tuple[str, ...]
+    available: tuple[str, ...]
+    load: float
+    api_port: int | None
+    version: str
+    region: str | None
+    rtt_ms: dict[str, float]
+
+
+def topic_name(mesh_id: bytes, name: str) -> str:
+    """`/meshp2p/<mesh id hex>/<name>/1`: one topic per mesh and purpose, so nodes subscribe only to their mesh."""
+    if name not in TOPIC_NAMES:
+        raise WireError("malformed", f"unknown topic {name!r}")
+    return f"{_TOPIC_PREFIX}{check_mesh_id(mesh_id).hex()}/{name}/{_TOPIC_VERSION}"
+
+
+def parse_topic(topic: str) -> tuple[bytes, str]:
+    """(mesh id, name) of a topic made by `topic_name`."""
+    parts = topic.split("/") if type(topic) is str else []
+    if len(parts) != 5 or parts[0] != "" or parts[1] != "meshp2p" or parts[4] != _TOPIC_VERSION:
+        raise WireError("malformed", f"not a meshp2p topic: {topic!r}")
+    if parts[3] not in TOPIC_NAMES:
+        raise WireError("malformed", f"unknown topic {parts[3]!r}")
+    return parse_mesh_id_hex(parts[2]), parts[3]
+
+
+def gossip_key(mesh_id: bytes, secret: bytes) -> bytes:
+    """The mesh's AEAD key; the mesh id as salt keeps one secret from yielding the same key for two meshes."""
+    if type(secret) is not bytes or len(secret) != MESH_SECRET_BYTES:
+        raise WireError("malformed", f"a mesh secret is {MESH_SECRET_BYTES} bytes")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=check_mesh_id(mesh_id), info=GOSSIP_KEY_INFO)
+    return hkdf.derive(secret)
+
+
+def encode_gossip(
+    identity: Identity,
+    mesh_id: bytes,
+    topic: str,
+    msg_type: str,
+    body: dict[str, Any],
+    *,
+    seq: int,
+    now: float,
+    secret: bytes | None,
+    nonce: bytes | None = None,
+) -> bytes:
+    """Sign (and, with a `secret`, encrypt) a message; `nonce` is for test vectors only: leave it None.
+
+    The result is run through `decode_gossip`, so a node never publishes what its peers would drop.
+    """
+    topic_mesh, _ = parse_topic(topic)
+    if topic_mesh != check_mesh_id(mesh_id):
+        raise WireError("key_mismatch", "topic belongs to another mesh")
+    if secret is not None and private_mesh_id(secret) != mesh_id:
+        raise WireError("bad_mesh_id", "mesh_id is not the id of this secret")
+    inner = sign_object(
+        identity,
+        GOSSIP_DOMAIN,
+        {
+            "v": 1,
+            "t": msg_type,
+            "mesh": mesh_id,
+            "pk": identity.public_key,
+            "seq": seq,
+            "ts": math.floor(now * 1000),
+            "body": body,
+        },
+    )
+    data = dumps(inner)
+    if secret is not None:
+        if nonce is None:
+            nonce = os.urandom(GOSSIP_NONCE_BYTES)
+        if type(nonce) is not bytes or len(nonce) != GOSSIP_NONCE_BYTES:
+            raise WireError("malformed", f"a gossip nonce is {GOSSIP_NONCE_BYTES} bytes")
+        sealed = ChaCha20Poly1305(gossip_key(mesh_id, secret)).encrypt(nonce, data, topic.encode("utf-8"))
+        data = dumps({"v": 1, "enc": ENCRYPTION_SCHEME, "mesh": mesh_id, "n": nonce, "ct": sealed})
+    decode_gossip(data, mesh_id=mesh_id, topic=topic, now=now, secret=secret)
+    return data
+
+
+def decode_gossip(data: bytes, *, mesh_id: bytes, topic: str, now: float, secret: bytes | None) -> GossipMessage:
+    """Validate a message received on `topic` of the mesh `mesh_id`; `secret` is None on a public mesh.
+
+    Replays are not checked here: pass the result's sender and seq to the topic's `ReplayGuard`.
+    """
+    m = loads_map(data, max_bytes=MAX_GOSSIP_BYTES)
+    topic_mesh, _ = parse_topic(topic)
+    if topic_mesh != check_mesh_id(mesh_id):
+        raise WireError("key_mismatch", "topic belongs to another mesh")
+    check_version(m)
+    if "enc" in m:
+        if secret is None:
+            raise WireError("malformed", "encrypted message on a public mesh")
+        m = _open(m, mesh_id=mesh_id, topic=topic, secret=secret)
+    elif secret is not None:
+        raise WireError("decrypt_failed", "plain message on a private mesh")
+    check_keys(m, _INNER_KEYS)
+    msg_type = get_text(m, "t", min_chars=1, max_chars=MAX_TYPE_CHARS)
+    mesh = get_bytes(m, "mesh", size=MESH_ID_BYTES)
+    public_key = get_bytes(m, "pk", size=PUBLIC_KEY_BYTES)
+    seq = get_int(m, "seq")
+    sent_at_ms = get_int(m, "ts")
+    body = get_map(m, "body")
+    get_bytes(m, "sig", size=SIGNATURE_BYTES)
+    if mesh != mesh_id:
+        raise WireError("key_mismatch", "message for another mesh")
+    if not verify_object(GOSSIP_DOMAIN, m):
+        raise WireError("bad_signature", f"gossip on {topic}")
+    now_ms = now * 1000
+    if sent_at_ms < now_ms - MAX_MESSAGE_AGE_S * 1000:
+        raise WireError("expired", f"sent {(now_ms - sent_at_ms) / 1000:.1f} s ago")
+    if sent_at_ms > now_ms + MAX_MESSAGE_AHEAD_S * 1000:
+        raise WireError("future", f"sent {(sent_at_ms - now_ms) / 1000:.1f} s ahead")
+    return GossipMessage(msg_type, peer_id_from_public_key(public_key), public_key, seq, sent_at_ms, body)
+
+
+def _open(m: dict[str, Any], *, mesh_id: bytes, topic: str, secret: bytes) -> dict[str, Any]:
+    check_keys(m, _SEALED_KEYS)
+    if get_int(m, "enc") != ENCRYPTION_SCHEME:
+        raise WireError("bad_version", f"encryption scheme {m['enc']}")
+    if get_bytes(m, "mesh", size=MESH_ID_BYTES) != mesh_id:
+        raise WireError("key_mismatch", "sealed message for another mesh")
+    nonce = get_bytes(m, "n", size=GOSSIP_NONCE_BYTES)
+    sealed = get_bytes(m, "ct")
+    try:
+        plain = ChaCha20Poly1305(gossip_key(mesh_id, secret)).decrypt(nonce, sealed, topic.encode("utf-8"))
+    except (InvalidTag, ValueError):
+        raise WireError("decrypt_failed", f"sealed message on {topic}") from None
+    inner = loads_map(plain, max_bytes=MAX_GOSSIP_BYTES)
+    check_version(inner)
+    return inner
+
+
+def status_to_body(status: StatusBody) -> dict[str, Any]:
+    """Floats are written as floats even when whole, so strict readers in any language see one type."""
+    return {
+        "role": status.role,
+        "ram_mb": status.ram_mb,
+        "vram_mb": status.vram_mb,
+        "gpu": status.gpu,
+        "loaded": list(status.loaded),
+        "available": list(status.available),
+        "load": float(status.load),
+        "api_port": status.api_port,
+        "version": status.version,
+        "region": status.region,
+        "rtt_ms": {peer: float(rtt) for peer, rtt in status.rtt_ms.items()},
+    }
+
+
+def status_from_body(body: dict[str, Any]) -> StatusBody:
+    """Strict reader for a `status` body; keys it does not know are ignored (added by newer nodes)."""
+    if type(body) is not dict:
+        raise WireError("malformed", "status body is not a map")
+    require_keys(body, _STATUS_KEYS, where="status body")
+    role = get_text(body, "role", max_chars=MAX_TEXT_CHARS)
+    if role not in STATUS_ROLES:
+        raise WireError("malformed", f"status role {role!r}")
+    rtt = get_map(body, "rtt_ms")
+    if len(rtt) > MAX_RTT_ENTRIES:
+        raise WireError("malformed", f"rtt_ms has {len(rtt)} entries > {MAX_RTT_ENTRIES}")
+    return StatusBody(
+        role=role,
+        ram_mb=get_int(body, "ram_mb"),
+        vram_mb=get_int(body, "vram_mb"),
+        gpu=get_opt_text(body, "gpu", max_chars=MAX_TEXT_CHARS),
+        loaded=get_text_list(body, "loaded", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS),
+        available=get_text_list(body, "available", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS),
+        load=get_float(body, "load"),
+        api_port=get_opt_int(body, "api_port", lo=1, hi=MAX_PORT),
+        version=get_text(body, "version", max_chars=MAX_TEXT_CHARS),
+        region=get_opt_text(body, "region", max_chars=MAX_TEXT_CHARS),
+        rtt_ms={
+            check_text(peer, "rtt_ms", min_chars=1, max_chars=MAX_TEXT_CHARS): check_float(value, "rtt_ms")
+            for peer, value in rtt.items()
+        },
+    )
+
+
+class SequenceCounter:
+    """A sender's `seq`: one counter per mesh, shared by all its topics, starting at the wall clock in ms.
+
+    Starting from the clock (and never falling behind it) means a restarted node, which has forgotten its
+    last seq, still sends numbers above those its peers remember, as long as it averaged under 1000
+    messages a second.
+    """
+
+    def __init__(self) -> None:
+        self._last = -1
+
+    def next(self, *, now: float) -> int:
+        seq = max(self._last + 1, math.floor(now * 1000))
+        self._last = seq
+        return seq
+
+
+class ReplayGuard:
+    """Highest `seq` accepted per sender on one topic; a message at or below it is a replay.
+
+    Keep one guard per subscribed topic: gossipsub does not order different topics against each other,
+    and the sender's one counter still rises on each topic. At most `max_senders` are remembered, least
+    recently accepted evicted first; an evicted sender's old messages are still refused by the age window.
+    """
+
+    def __init__(self, *, max_senders: int = MAX_REPLAY_SENDERS) -> None:
+        self._max_senders = max_senders
+        self._last: OrderedDict[str, int] = OrderedDict()
+
+    def accept(self, sender: str, seq: int) -> None:
+        """Record `seq` from `sender`, or raise WireError("replay") and remember nothing."""
+        last = self._last.get(sender)
+        if last is not None and seq <= last:
+            raise WireError("replay", f"seq {seq} <= {last} from {sender}")
+        self._last[sender] = seq
+        self._last.move_to_end(sender)
+        if len(self._last) > self._max_senders:
+            self._last.popitem(last=False)
+
+    def last_seq(self, sender: str) -> int | None:
+        return self._last.get(sender)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+
+_STATUS_KEYS = frozenset(status_to_body(StatusBody("host", 0, 0, None, (), (), 0.0, None, "", None, {})))
