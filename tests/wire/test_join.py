@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshp2p.wire import FrameReader, JoinDialer, JoinListener, frame, named_mesh_id, rejection
-from meshp2p.wire.join import MAX_FRAME_BYTES, PUBLIC_MESH_SECRET, join_key
+from meshp2p.wire.join import MAX_FRAME_BYTES, PUBLIC_MESH_SECRET, join_key, join_proof
 
 from .helpers import expect_reason, identity, ids, load_vectors, only_wire_errors
 
@@ -91,10 +91,14 @@ def test_wrong_secret_fails_on_both_sides() -> None:
     dialer, listener = machines(PRIVATE, dialer_secret=bytes(32))
     challenge = listener.receive(dialer.hello())
     expect_reason("bad_proof", lambda: dialer.receive(challenge))
-    # A dialer that skips checking still cannot produce the listener's expected proof.
-    _, listener = machines(PRIVATE)
-    listener.receive(JoinDialer(bytes.fromhex(PRIVATE["mesh_id"]), bytes(32), local_peer_id=b"a", remote_peer_id=b"b").hello())
-    expect_reason("bad_proof", lambda: listener.receive({"v": 1, "proof": bytes(32)}))
+    # A dialer that skips that check still cannot produce the proof the listener expects.
+    dialer, listener = machines(PRIVATE)
+    challenge = listener.receive(dialer.hello())
+    wrong_key = join_key(bytes.fromhex(PRIVATE["mesh_id"]), bytes(32))
+    transcript = (bytes.fromhex(PRIVATE["dialer_nonce"]), challenge["nonce"], A.peer_id_bytes, B.peer_id_bytes)
+    forged = join_proof(wrong_key, b"dialer", *transcript)
+    expect_reason("bad_proof", lambda: listener.receive({"v": 1, "proof": forged}))
+    assert not listener.joined
 
 
 def test_rejection_is_a_valid_message_and_machines_stay_failed() -> None:

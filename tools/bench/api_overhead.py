@@ -130,7 +130,7 @@ def main() -> int:
                        "meshp2p": f"http://127.0.0.1:{api}/v1/completions"}
             samples: dict[str, list[Sample]] = {name: [] for name in targets}
             with httpx.Client(timeout=120) as client:
-                for name, url in targets.items():  # warm both paths (connections, prompt cache)
+                for url in targets.values():  # warm both paths (connections, prompt cache)
                     stream_once(client, url, body)
                 for i in range(args.rounds):
                     order = list(targets) if i % 2 == 0 else list(reversed(targets))

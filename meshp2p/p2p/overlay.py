@@ -1,0 +1,243 @@
+"""The libp2p side of a node: host, Kademlia DHT and gossipsub, with meshp2p's safe defaults.
+
+py-libp2p's defaults are unsafe or slow for us (see ../shared/notes/py-libp2p.md); this module is the one
+place that overrides them:
+- security: Noise only (the default host also accepts plaintext and secio), muxer: yamux only;
+- `max_connections_per_peer=1` removes a 250 ms floor on every dial;
+- gossipsub heartbeat 1 s (default 120 s), a higher per-topic rate limit, and no IP-diversity "eclipse
+  protection", which on a LAN or loopback (every peer on one address) would keep the mesh from forming;
+- the DHT validates every `/meshp2p/...` value strictly (signed records, see protocols/dht-records.md);
+- libp2p's loggers propagate again and the DHT's per-stream warnings are quietened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.records.utils import InvalidRecordType
+from libp2p.records.validator import Validator
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.identity import Identity
+from meshp2p.wire.records import decode_record, select_record
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("meshp2p.p2p")
+
+GOSSIP_HEARTBEAT_S = 1
+#: Per peer per topic; status heartbeats and blackboard bursts stay far below, a flood does not.
+GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S = 50.0
+DHT_REFRESH_S = 30.0
+DIAL_TIMEOUT_S = 10.0
+DHT_OP_TIMEOUT_S = 15.0
+DHT_NAMESPACE = "meshp2p"
+
+
+def _tame_libp2p_logging() -> None:
+    """`import libp2p` takes over its logger; give it back to ours, and quieten the chatty parts."""
+    root = logging.getLogger("libp2p")
+    root.propagate = True
+    root.handlers.clear()
+    root.setLevel(logging.WARNING)
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("libp2p."):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    chatty = ("libp2p.kad_dht", "libp2p.pubsub", "libp2p.network", "libp2p.transport", "libp2p.host", "libp2p.tools")
+    for noisy in chatty:
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@dataclass
+class RejectCounter:
+    """How many hostile or broken inputs were refused, by source and reason (`dht:expired`, ...)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, source: str, reason: str) -> None:
+        self.counts[f"{source}:{reason}"] += 1
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class RecordValidator(Validator):
+    """Every `/meshp2p/...` DHT value must be a valid signed record (protocols/dht-records.md)."""
+
+    def __init__(self, rejects: RejectCounter, clock: Callable[[], float] = time.time) -> None:
+        self._rejects = rejects
+        self._clock = clock
+
+    def validate(self, key: str, value: bytes) -> None:
+        try:
+            decode_record(key, value, now=self._clock())
+        except WireError as exc:
+            self._rejects.add("dht", exc.reason)
+            raise InvalidRecordType(f"{key}: {exc.message}") from exc
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        try:
+            return select_record(key, values, now=self._clock())
+        except WireError:
+            return 0
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    listen_host: str = "127.0.0.1"
+    #: 0 picks a free port.
+    port: int = 0
+    bootstrap: tuple[str, ...] = ()
+    #: Bootstrap nodes and hosts serve DHT queries; API-only clients need not.
+    dht_server: bool = True
+
+
+class Overlay:
+    """Runs the libp2p host, DHT and pubsub for one node; the rest of meshp2p talks to libp2p through it."""
+
+    def __init__(self, identity: Identity, config: OverlayConfig, rejects: RejectCounter | None = None) -> None:
+        _tame_libp2p_logging()
+        self.identity = identity
+        self.config = config
+        self.rejects = rejects or RejectCounter()
+        key_pair = create_new_key_pair(identity.seed)
+        self.host = new_host(
+            key_pair=key_pair,
+            sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)},
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            connection_config=ConnectionConfig(max_connections_per_peer=1),
+        )
+        self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
+        self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
+        self.gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12,
+            heartbeat_interval=GOSSIP_HEARTBEAT_S, heartbeat_initial_delay=0.1,
+            max_messages_per_topic_per_second=GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S,
+            eclipse_protection_enabled=False,
+        )
+        self.pubsub = Pubsub(self.host, self.gossipsub)
+
+    @property
+    def peer_id(self) -> ID:
+        return self.host.get_id()
+
+    def addrs(self) -> list[str]:
+        """Full multiaddrs (with /p2p/ID) peers can dial."""
+        own = f"/p2p/{self.peer_id}"
+        return [a if own in a else a + own for a in (str(x) for x in self.host.get_addrs())]
+
+    def connected_peers(self) -> list[ID]:
+        return list(self.host.get_connected_peers())
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listen = multiaddr.Multiaddr(f"/ip4/{self.config.listen_host}/tcp/{self.config.port}")
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.host.run([listen]))
+            await stack.enter_async_context(background_trio_service(self.dht))
+            await stack.enter_async_context(background_trio_service(self.pubsub))
+            await stack.enter_async_context(background_trio_service(self.gossipsub))
+            await self.pubsub.wait_until_ready()
+            reached = await self.connect_many(self.config.bootstrap)
+            if self.config.bootstrap and not reached:
+                log.warning("none of the %d bootstrap peers answered; serving locally until one does",
+                            len(self.config.bootstrap))
+            task_status.started()
+            while True:
+                await trio.sleep(DHT_REFRESH_S)
+                if not self.connected_peers():
+                    await self.connect_many(self.config.bootstrap)
+                with trio.move_on_after(DHT_OP_TIMEOUT_S):
+                    await self.dht.refresh_routing_table()
+
+    async def connect(self, addr: str) -> PeerInfo | None:
+        """Dial a full multiaddr and add the peer to the DHT routing table; None if it did not answer."""
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        except Exception as exc:  # multiaddr raises a zoo of types on bad input
+            log.warning("ignoring malformed peer address %r: %s", addr, exc)
+            return None
+        if info.peer_id == self.peer_id:
+            return None
+        try:
+            with trio.fail_after(DIAL_TIMEOUT_S):
+                await self.host.connect(info)
+                await self.dht.add_peer(info.peer_id)
+        except Exception as exc:
+            log.debug("dial %s failed: %s", addr, exc)
+            return None
+        return info
+
+    async def connect_many(self, addrs: Sequence[str]) -> list[PeerInfo]:
+        """Dial peers concurrently, then refresh the routing table once; returns those reached."""
+        reached: list[PeerInfo] = []
+
+        async def one(addr: str) -> None:
+            info = await self.connect(addr)
+            if info is not None:
+                reached.append(info)
+
+        async with trio.open_nursery() as nursery:
+            for addr in addrs:
+                nursery.start_soon(one, addr)
+        if reached:
+            with trio.move_on_after(DHT_OP_TIMEOUT_S):
+                await self.dht.refresh_routing_table()
+        return reached
+
+    # -- DHT ----------------------------------------------------------------------------------------
+
+    async def put_record(self, key: str, value: bytes) -> None:
+        with trio.move_on_after(DHT_OP_TIMEOUT_S):
+            await self.dht.put_value(key, value)
+
+    async def get_record(self, key: str) -> bytes | None:
+        value: bytes | None = None
+        with trio.move_on_after(DHT_OP_TIMEOUT_S):
+            value = await self.dht.get_value(key)
+        return value
+
+    async def provide(self, content_key: bytes) -> None:
+        with trio.move_on_after(DHT_OP_TIMEOUT_S):
+            await self.dht.provide(content_key.hex())
+
+    async def find_providers(self, content_key: bytes) -> list[PeerInfo]:
+        """Providers of a key, deduplicated (py-libp2p repeats them once per responder)."""
+        unique: dict[ID, PeerInfo] = {}
+        with trio.move_on_after(DHT_OP_TIMEOUT_S):
+            for info in await self.dht.find_providers(content_key.hex()):
+                unique.setdefault(info.peer_id, info)
+        return list(unique.values())
+
+    # -- gossip -------------------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, validator: Callable[[ID, Any], bool] | None = None) -> Any:
+        if validator is not None:
+            self.pubsub.set_topic_validator(topic, validator, False)
+        return await self.pubsub.subscribe(topic)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        await self.pubsub.publish(topic, data)
