@@ -25,8 +25,13 @@ from meshp2p.api.serve import serve_app
 from meshp2p.api.upstream import UpstreamPool
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.inference.binaries import LlamaBinaries
+from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec
+from meshp2p.mesh_service import MeshService, MeshSettings
+from meshp2p.p2p.overlay import Overlay, OverlayConfig
+from meshp2p.wire.gossip import StatusBody
+from meshp2p.wire.identity import Identity
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
@@ -41,9 +46,21 @@ ALL_HOSTS = "0.0.0.0"
 
 
 @dataclass(frozen=True)
+class MeshConfig:
+    """Everything about joining the overlay; a node without one (`--solo`) never touches the network."""
+
+    identity: Identity
+    overlay: OverlayConfig
+    settings: MeshSettings
+    #: Share the GPU's name in status gossip (`--enumerate-host`).
+    enumerate_host: bool = False
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     models: tuple[ModelSpec, ...]
-    binaries: LlamaBinaries
+    #: None for API-only client nodes, which run no llama.cpp.
+    binaries: LlamaBinaries | None
     server_options: ServerOptions
     host: str = LOOPBACK_HOST
     api_port: int = DEFAULT_API_PORT
@@ -51,15 +68,26 @@ class NodeConfig:
     console_port: int | None = DEFAULT_CONSOLE_PORT
     #: What this node may use of its GPU; None: all of it.
     max_vram_gb: float | None = None
+    mesh: MeshConfig | None = None
 
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        binaries = config.binaries
+        if config.models and binaries is None:
+            raise ValueError("a node with models needs llama.cpp binaries")
         self.servers = [
-            LlamaServer(config.binaries, model, config.server_options, log_dir=logs_dir()) for model in config.models
+            LlamaServer(binaries, model, config.server_options, log_dir=logs_dir())  # type: ignore[arg-type]
+            for model in config.models
         ]
         self.router = LocalRouter(self.servers)
+        self.hardware: Hardware = detect_hardware()
+        self.overlay: Overlay | None = None
+        self.mesh: MeshService | None = None
+        if config.mesh is not None:
+            self.overlay = Overlay(config.mesh.identity, config.mesh.overlay)
+            self.mesh = MeshService(self.overlay, config.mesh.settings, self.local_status)
         self.started_at = time.time()
         self.upstream = UpstreamPool()
 
@@ -82,9 +110,12 @@ class Node:
                 "api_url": self.api_url,
                 "console_url": self.console_url,
                 "home": str(meshp2p_home()),
-                "llama_cpp": {"server": str(self.config.binaries.server), "source": self.config.binaries.source},
+                "llama_cpp": None if self.config.binaries is None else {
+                    "server": str(self.config.binaries.server), "source": self.config.binaries.source},
                 "max_vram_gb": self.config.max_vram_gb,
+                "role": self.role,
             },
+            "mesh": None if self.mesh is None else self.mesh.snapshot(),
             "models": [
                 {
                     "id": s.model.id,
@@ -105,13 +136,35 @@ class Node:
             ],
         }
 
+    @property
+    def role(self) -> str:
+        return "host" if self.servers else "client"
+
+    def local_status(self) -> StatusBody:
+        """What this node gossips about itself every few seconds."""
+        hw, cap = self.hardware, self.config.max_vram_gb
+        vram_mb = hw.vram_mb if cap is None else min(hw.vram_mb, int(cap * 1024))
+        mesh = self.config.mesh
+        return StatusBody(
+            role=self.role, ram_mb=hw.ram_mb, vram_mb=vram_mb,
+            gpu=hw.gpu_name if mesh is not None and mesh.enumerate_host else None,
+            loaded=tuple(s.model.id for s in self.servers if s.is_ready),
+            available=tuple(s.model.id for s in self.servers),
+            load=float(self.router.in_flight), api_port=self.config.api_port, version=__version__,
+            region=None if mesh is None else mesh.settings.region, rtt_ms={},
+        )
+
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled. Started means: the API listens and every llama-server process is spawned."""
+        """Run until cancelled. Started means: the API listens, every llama-server process is spawned and the
+        node has joined (or created) its mesh."""
         cfg = self.config
         async with trio.open_nursery() as nursery:
             for server in self.servers:
                 await nursery.start(server.run)
                 nursery.start_soon(self._forget_dead_connections, server)
+            if self.overlay is not None and self.mesh is not None:
+                await nursery.start(self.overlay.run)
+                await nursery.start(self.mesh.run)
             openai_app = create_openai_app(self.router, self.upstream)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
@@ -141,7 +194,8 @@ def _write_runtime_file(node: Node) -> Path:
     """Tell other `meshp2p` commands with the same MESHP2P_HOME where this node listens."""
     path = runtime_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"pid": os.getpid(), "api_url": node.api_url, "console_url": node.console_url}
+    info = {"pid": os.getpid(), "api_url": node.api_url, "console_url": node.console_url,
+            "p2p_addrs": node.overlay.addrs() if node.overlay is not None else []}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(info))
     tmp.replace(path)

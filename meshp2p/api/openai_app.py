@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from quart import Response, request
@@ -15,6 +15,7 @@ from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, SERVER_ERROR, ApiErro
 from meshp2p.api.proxy import forward, with_default_stop
 from meshp2p.api.routing import LocalRouter
 from meshp2p.api.upstream import UpstreamPool
+from meshp2p.inference.llama_server import LlamaServer
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -71,14 +72,30 @@ def create_openai_app(router: LocalRouter, pool: UpstreamPool) -> QuartTrio:
                            code="embeddings_not_supported")
         stream = payload.get("stream") is True
         body = with_default_stop(payload, server.model.default_stop) or raw
-        reply = await forward(pool, server, path, body, stream=stream)
+        router.in_flight += 1
+        try:
+            reply = await forward(pool, server, path, body, stream=stream)
+        except BaseException:
+            router.in_flight -= 1
+            raise
         if reply.chunks is not None:
-            return Response(reply.chunks, status=reply.status, headers={**reply.headers, **_STREAM_HEADERS})
+            chunks = _counted(reply.chunks, router)
+            return Response(chunks, status=reply.status, headers={**reply.headers, **_STREAM_HEADERS})
+        router.in_flight -= 1
         return Response(reply.body or b"", status=reply.status, headers=reply.headers)
 
     for path in FORWARDED_PATHS:
         app.add_url_rule(path, endpoint=path, view_func=_bind(proxied, path), methods=["POST"])
     return app
+
+
+async def _counted(chunks: AsyncIterator[bytes], router: LocalRouter) -> AsyncIterator[bytes]:
+    """Pass a stream through, counting it as in flight until it ends (or the client goes away)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        router.in_flight -= 1
 
 
 def _bind(view: Callable[[str], Any], path: str) -> Callable[[], Any]:
@@ -99,7 +116,7 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     return payload
 
 
-def _model_entry(server: Any, created: int) -> dict[str, Any]:
+def _model_entry(server: LlamaServer, created: int) -> dict[str, Any]:
     model = server.model
     return {
         "id": model.id,

@@ -18,17 +18,20 @@ class LocalRouter:
     """Routes among this node's own llama-servers."""
 
     def __init__(self, servers: Sequence[LlamaServer]) -> None:
-        if not servers:
-            raise ValueError("a router needs at least one backend")
         self.servers = list(servers)
         self._by_id = {s.model.id: s for s in servers}
+        #: Requests being answered right now (gossiped as this node's load).
+        self.in_flight = 0
 
     @property
-    def default(self) -> LlamaServer:
-        return self.servers[0]
+    def default(self) -> LlamaServer | None:
+        return self.servers[0] if self.servers else None
 
     def resolve(self, requested: object) -> LlamaServer:
         if requested is None or requested == "" or requested == DEFAULT_ALIAS:
+            if self.default is None:
+                raise ApiError(404, "this node serves no model (it runs as an API client)", type=NOT_FOUND,
+                               param="model", code="model_not_found")
             return self.default
         if not isinstance(requested, str):
             raise ApiError(400, "'model' must be a string", param="model", code="invalid_type")

@@ -54,10 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--threads", "-t", type=int, default=None,
                     help="CPU threads per llama-server (default: llama.cpp's choice)")
     up.add_argument("--listen-all", action="store_true",
-                    help="listen on every interface (0.0.0.0) instead of 127.0.0.1 only; anyone who can reach "
-                    "this machine can then use the API")
+                    help="listen on every interface (0.0.0.0) instead of 127.0.0.1 only, for the API and for "
+                    "peers: needed to mesh with other machines; anyone who can reach this one can use the API")
     up.add_argument("--no-build", action="store_true",
                     help="fail instead of building llama.cpp when no binaries are found")
+    mesh = up.add_argument_group("mesh", "Which mesh this node is in. Default: this node's own private mesh "
+                                 "(its invite token is printed at start).")
+    mesh.add_argument("--mesh-name", metavar="NAME",
+                      help="join the public mesh NAME, creating it if nobody runs it yet (same command on every node)")
+    mesh.add_argument("--auto", action="store_true",
+                      help="join the best public mesh found in the DHT (region match, capacity, models, fullness; "
+                      "see `meshp2p discover --auto`)")
+    mesh.add_argument("--join", metavar="TOKEN", help="join a private mesh with an invite token from one of its nodes")
+    mesh.add_argument("--publish", action="store_true",
+                      help="list this private mesh in the DHT so `discover` shows it (the listing carries no "
+                      "secret: joining still needs an invite token)")
+    mesh.add_argument("--region", metavar="CODE", help="tag this node and the mesh listing with a region, e.g. AU")
+    mesh.add_argument("--max-clients", type=int, metavar="N",
+                      help="stop listing the mesh once N API-client nodes are in it (default: no limit)")
+    mesh.add_argument("--client", action="store_true",
+                      help="join as an API-only node: run no model, answer the API for the mesh")
+    mesh.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                      help="a bootstrap peer (/ip4/../tcp/../p2p/ID); repeatable; also MESHP2P_BOOTSTRAP and "
+                      "bootstrap/peers.txt")
+    mesh.add_argument("--bind-port", type=int, default=0, metavar="PORT",
+                      help="TCP port for peer-to-peer traffic (default: any free port)")
+    mesh.add_argument("--enumerate-host", action="store_true",
+                      help="share this machine's GPU name with the mesh (RAM/VRAM sizes are always shared)")
+    mesh.add_argument("--solo", action="store_true",
+                      help="stay off the network: serve the API locally only, join no mesh")
 
     doctor = commands.add_parser(
         "doctor", help="check llama.cpp binaries, the default model and ports",
@@ -76,6 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--jobs", "-j", type=int, default=None, help="parallel compile jobs (default: all cores)")
     build.add_argument("--native", action="store_true",
                        help="optimise for this CPU (the binaries may not run on other CPUs)")
+
+    ident = commands.add_parser("id", help="print this node's PeerID (and addresses when it runs)",
+                                description="Print the PeerID of the identity in $MESHP2P_HOME (created if "
+                                "missing) and, when a node runs there, its peer addresses, so scripts can build "
+                                "/ip4/HOST/tcp/PORT/p2p/ID bootstrap addresses.")
+    ident.add_argument("--json", action="store_true", help="print {peer_id, addrs, key_file} as JSON")
+    commands.add_parser("rotate-key", help="replace this node's identity key",
+                        description="Make a new Ed25519 identity (new PeerID); the old key is kept as "
+                        "identity.key.old. Restart the node afterwards.")
+
+    discover = commands.add_parser("discover", help="browse meshes in the DHT",
+                                   description="Find meshes through the DHT (no directory server): by region, "
+                                   "by model, or all listed ones.")
+    discover.add_argument("--region", metavar="CODE", help="only meshes with nodes in this region, e.g. AU")
+    discover.add_argument("--model", metavar="ID", help="only meshes that serve or want this model")
+    discover.add_argument("--json", action="store_true", help="print the listings as JSON")
+    discover.add_argument("--auto", action="store_true",
+                          help="also say which mesh `up --auto` would join (scoring in mesh/discovery.py)")
+    discover.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                          help="bootstrap peer to ask (repeatable; also MESHP2P_BOOTSTRAP)")
+
+    boot = commands.add_parser("bootstrap", help="run a bootstrap node (DHT server, no models)",
+                               description="Run a DHT server with no models: the first contact of joining "
+                               "nodes. See bootstrap/README.md for running one as a service.")
+    boot.add_argument("--bind-port", type=int, default=0, metavar="PORT",
+                      help="TCP port to listen on (default: any free port; pin it for a public bootstrap)")
+    boot.add_argument("--listen-all", action="store_true",
+                      help="listen on every interface (0.0.0.0) instead of 127.0.0.1 only")
+    boot.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                      help="other bootstrap peers to connect to (repeatable)")
 
     status = commands.add_parser("status", help="show the running node's status",
                                  description="Ask the node running with this MESHP2P_HOME (or --console PORT) "
@@ -111,6 +166,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             build_llama_cpp(backend=args.backend, jobs=args.jobs, native=args.native, console=console)
             return 0
+        if args.command == "id":
+            from meshp2p.cli.identity import run_id
+
+            return run_id(args, console)
+        if args.command == "rotate-key":
+            from meshp2p.cli.identity import run_rotate_key
+
+            return run_rotate_key(args, console)
+        if args.command == "discover":
+            from meshp2p.cli.discover import run_discover
+
+            return run_discover(args, console)
+        if args.command == "bootstrap":
+            from meshp2p.cli.bootstrap import run_bootstrap
+
+            return run_bootstrap(args, console)
         if args.command == "status":
             from meshp2p.cli.status import run_status
 

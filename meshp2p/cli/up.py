@@ -5,19 +5,29 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
 
 import trio
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from meshp2p.discovery_client import discover_once
 from meshp2p.errors import BinaryNotFound, ConfigError, MeshP2PError
 from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.build import build_llama_cpp
 from meshp2p.inference.catalog import DEFAULT_MODEL_ID, resolve_model
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec
-from meshp2p.node import ALL_HOSTS, LOOPBACK_HOST, Node, NodeConfig
+from meshp2p.mesh.discovery import rank
+from meshp2p.mesh_service import MeshSettings
+from meshp2p.node import ALL_HOSTS, LOOPBACK_HOST, MeshConfig, Node, NodeConfig
+from meshp2p.p2p.bootstrap_peers import bootstrap_peers
+from meshp2p.p2p.identity_store import load_or_create_identity, load_or_create_mesh_secret
+from meshp2p.p2p.overlay import OverlayConfig
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.mesh_id import named_mesh_id, normalise_mesh_name, private_mesh_id
+from meshp2p.wire.token import decode_token
 
 log = logging.getLogger("meshp2p.up")
 #: Model files take this much more memory than their size once loaded (KV cache, buffers).
@@ -42,8 +52,11 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
             raise ConfigError(f"{flag} {value} is not a usable port", hint=f"pass {flag} between 1 and 65535")
     if args.max_vram is not None and args.max_vram < 0:
         raise ConfigError("--max-vram cannot be negative", hint="pass a size in GB, or 0 for CPU only")
-    binaries = ensure_binaries(console, allow_build=not args.no_build)
-    models = tuple(resolve_model(name) for name in (args.model or [DEFAULT_MODEL_ID]))
+    if args.client and args.model:
+        raise ConfigError("--client runs no model, but --model was given", hint="drop one of them")
+    mesh = mesh_config_from_args(args)
+    binaries = None if args.client else ensure_binaries(console, allow_build=not args.no_build)
+    models = () if args.client else tuple(resolve_model(name) for name in (args.model or [DEFAULT_MODEL_ID]))
     ids = [m.id for m in models]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -59,7 +72,69 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         api_port=args.port,
         console_port=args.console or None,
         max_vram_gb=args.max_vram,
+        mesh=mesh,
     )
+
+
+def choose_mesh_automatically(args: argparse.Namespace) -> str:
+    """The best public mesh in the DHT (scoring: mesh/discovery.py), or a clear error when there is none."""
+    peers = bootstrap_peers(args.bootstrap or ())
+    if not peers:
+        raise ConfigError("--auto needs bootstrap peers to search the DHT",
+                          hint="pass --bootstrap MULTIADDR or set MESHP2P_BOOTSTRAP")
+    found = trio.run(lambda: discover_once(peers, region=args.region))
+    wanted = next(iter(args.model or []), None)
+    for _, candidate in rank(found, region=args.region, model=wanted):
+        if candidate.listing.name is not None:
+            log.info("--auto chose mesh '%s' (%d nodes)", candidate.listing.name, candidate.listing.nodes)
+            return candidate.listing.name
+    raise ConfigError("--auto found no joinable public mesh",
+                      hint="start one with --mesh-name NAME, or check --region and the bootstrap peers")
+
+
+def mesh_config_from_args(args: argparse.Namespace) -> MeshConfig | None:
+    """Which mesh to be in, from --solo / --join / --mesh-name (else this node's own private mesh)."""
+    meshy = [f for f, v in (("--join", args.join), ("--mesh-name", args.mesh_name), ("--publish", args.publish),
+                            ("--region", args.region), ("--bootstrap", args.bootstrap)) if v]
+    if args.solo:
+        if meshy:
+            raise ConfigError(f"--solo keeps the node off the network, but {', '.join(meshy)} was given",
+                              hint="drop --solo to join a mesh")
+        return None
+    if sum(map(bool, (args.join, args.mesh_name, args.auto))) > 1:
+        raise ConfigError("--join, --mesh-name and --auto each choose a mesh", hint="give one of them")
+    if args.auto:
+        args.mesh_name = choose_mesh_automatically(args)
+    if args.max_clients is not None and args.max_clients < 1:
+        raise ConfigError("--max-clients must be at least 1", hint="leave it out for no limit")
+    common = {"region": args.region.strip().upper() if args.region else None, "max_clients": args.max_clients,
+              "role": "client" if args.client else "host"}
+    if args.join:
+        try:
+            token = decode_token(args.join, now=time.time())
+        except WireError as exc:
+            raise ConfigError(f"the invite token was rejected ({exc.reason}): {exc.message}",
+                              hint="ask a member of the mesh for a fresh token (`meshp2p up` prints one)") from exc
+        settings = MeshSettings(mesh_id=token.mesh_id, secret=token.secret, name=token.name,
+                                publish=args.publish, join_addrs=token.addrs, **common)
+    elif args.mesh_name:
+        try:
+            name = normalise_mesh_name(args.mesh_name)
+        except WireError as exc:
+            raise ConfigError(f"--mesh-name {args.mesh_name!r}: {exc.message}",
+                              hint="use letters, digits and dashes, e.g. poker-night") from exc
+        settings = MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name, publish=True, **common)
+    else:
+        secret = load_or_create_mesh_secret()
+        settings = MeshSettings(mesh_id=private_mesh_id(secret), secret=secret, publish=args.publish, **common)
+    overlay = OverlayConfig(
+        listen_host=ALL_HOSTS if args.listen_all else LOOPBACK_HOST,
+        port=args.bind_port,
+        bootstrap=bootstrap_peers(args.bootstrap or ()),
+        dht_server=not args.client,
+    )
+    return MeshConfig(identity=load_or_create_identity(), overlay=overlay, settings=settings,
+                      enumerate_host=args.enumerate_host)
 
 
 def gpu_layers(models: tuple[ModelSpec, ...], max_vram_gb: float | None) -> int | None:
@@ -135,10 +210,26 @@ def _describe(server: LlamaServer) -> str:
 
 
 def _summary(node: Node) -> Panel:
-    lines = [f"[bold green]serving[/] {', '.join(s.model.id for s in node.servers)}",
-             f"OpenAI API  [bold]{node.api_url}[/]   (default model: {node.router.default.model.id})"]
+    default = node.router.default
+    served = ", ".join(s.model.id for s in node.servers) or "nothing (API client)"
+    lines = [f"[bold green]serving[/] {served}",
+             f"OpenAI API  [bold]{node.api_url}[/]" + (f"   (default model: {default.model.id})" if default else "")]
     if node.console_url:
         lines.append(f"status      {node.console_url}/api/status")
+    if node.mesh is not None and node.overlay is not None:
+        settings = node.mesh.settings
+        kind = f"'{settings.name}' (public)" if not settings.private else "private" + (
+            " (listed)" if settings.listed else "")
+        how = "started it" if node.mesh.created else "joined it"
+        lines.append(f"mesh        {kind}, {how}; peer {node.overlay.peer_id}")
+        if not node.overlay.config.bootstrap:
+            lines.append("[yellow]no bootstrap peers[/]: others can join with the invite token or --bootstrap "
+                         f"{node.overlay.addrs()[0]}")
+        if settings.private:
+            lines.append(f"invite      [bold]{node.mesh.invite_token()}[/]")
+            lines.append("[dim]            others join with: meshp2p up --join <invite>[/]")
+    else:
+        lines.append("mesh        none (--solo)")
     lines.append("[dim]Ctrl-C stops every llama-server and frees its port[/]")
     return Panel("\n".join(lines), title="meshp2p", expand=False)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from meshp2p.errors import ConfigError
 from meshp2p.home import meshp2p_home
 from meshp2p.wire.identity import SEED_BYTES, Identity
+from meshp2p.wire.mesh_id import MESH_SECRET_BYTES, new_mesh_secret
 
 IDENTITY_FILE = "identity.key"
 
@@ -60,3 +61,27 @@ def _write(path: Path, identity: Identity) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(identity.seed.hex() + "\n")
     tmp.replace(path)
+
+
+MESH_SECRET_FILE = "mesh.secret"
+
+
+def load_or_create_mesh_secret(home: Path | None = None) -> bytes:
+    """The secret of this node's own private mesh, kept so its invite tokens survive restarts."""
+    path = (home or meshp2p_home()) / MESH_SECRET_FILE
+    if path.exists():
+        try:
+            secret = bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path} is unreadable ({exc})",
+                              hint="delete it to start a new private mesh (old invite tokens stop working)") from exc
+        if len(secret) == MESH_SECRET_BYTES:
+            return secret
+        raise ConfigError(f"{path} does not hold a {MESH_SECRET_BYTES}-byte secret",
+                          hint="delete it to start a new private mesh (old invite tokens stop working)")
+    secret = new_mesh_secret()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex() + "\n")
+    return secret

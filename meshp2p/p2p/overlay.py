@@ -13,6 +13,7 @@ place that overrides them:
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -70,6 +71,16 @@ def _tame_libp2p_logging() -> None:
     chatty = ("libp2p.kad_dht", "libp2p.pubsub", "libp2p.network", "libp2p.transport", "libp2p.host", "libp2p.tools")
     for noisy in chatty:
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _interface_ipv4s() -> list[str]:
+    """This machine's IPv4 addresses as its hostname resolves them, non-loopback first, loopback last."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, family=socket.AF_INET)
+    except OSError:
+        infos = []
+    found = {str(info[4][0]) for info in infos}
+    return [*sorted(a for a in found if not a.startswith("127.")), "127.0.0.1"]
 
 
 @dataclass
@@ -146,9 +157,17 @@ class Overlay:
         return self.host.get_id()
 
     def addrs(self) -> list[str]:
-        """Full multiaddrs (with /p2p/ID) peers can dial."""
+        """Full multiaddrs (with /p2p/ID) peers can dial: a wildcard listen address becomes each interface's."""
         own = f"/p2p/{self.peer_id}"
-        return [a if own in a else a + own for a in (str(x) for x in self.host.get_addrs())]
+        out: list[str] = []
+        for addr in (str(x) for x in self.host.get_addrs()):
+            base = addr.split("/p2p/")[0]
+            if base.startswith("/ip4/0.0.0.0/"):
+                rest = base.removeprefix("/ip4/0.0.0.0")
+                out += [f"/ip4/{ip}{rest}{own}" for ip in _interface_ipv4s()]
+            else:
+                out.append(base + own)
+        return list(dict.fromkeys(out))
 
     def connected_peers(self) -> list[ID]:
         return list(self.host.get_connected_peers())

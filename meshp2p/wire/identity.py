@@ -42,6 +42,8 @@ def peer_id_from_public_key(public_key: bytes) -> str:
 
 def verify(public_key: bytes, data: bytes, signature: bytes) -> bool:
     """True only for a valid signature; a malformed key or signature is just invalid, never an exception."""
+    if type(public_key) is not bytes or type(signature) is not bytes or type(data) is not bytes:
+        return False
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     try:

@@ -60,6 +60,10 @@ def test_signature_vector_and_verify() -> None:
     assert not verify(ident.public_key[:31], data, sig)
     assert not verify(ident.public_key, data, sig[:63])
     assert not verify(bytes(32), data, sig)
+    # RFC 8032 malleability: S + L is the same signature mathematically and MUST be rejected.
+    order = 2**252 + 27742317777372353535851937790883648493
+    malleated = sig[:32] + (int.from_bytes(sig[32:], "little") + order).to_bytes(32, "little")
+    assert not verify(ident.public_key, data, malleated)
 
 
 def test_identity_keeps_its_seed_out_of_repr() -> None:

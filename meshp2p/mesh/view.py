@@ -1,0 +1,105 @@
+"""The mesh as this node sees it: one plain-data object the rest of the code reads.
+
+It is fed status gossip (`update`) and ticks of time (`expire`); it does no I/O, so its timing rules are
+tested with plain numbers. A peer that stops talking is dropped after `PEER_TIMEOUT_S`: with status every
+`STATUS_INTERVAL_S` and expiry checked every `EXPIRE_CHECK_S`, a vanished node leaves every view within
+PEER_TIMEOUT_S + EXPIRE_CHECK_S = 7 s (the goal is 10 s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshp2p.wire.gossip import StatusBody
+
+STATUS_INTERVAL_S = 2.0
+PEER_TIMEOUT_S = 6.0
+EXPIRE_CHECK_S = 1.0
+SERVING_ROLES = frozenset({"host", "worker", "standby"})
+
+
+@dataclass(frozen=True)
+class PeerView:
+    peer_id: str
+    status: StatusBody
+    last_seen: float
+
+
+@dataclass
+class MeshView:
+    """Peers of one mesh (this node included, as `self_id`) and their last status."""
+
+    mesh_id: bytes
+    self_id: str
+    peers: dict[str, PeerView] = field(default_factory=dict)
+
+    def update(self, peer_id: str, status: StatusBody, now: float) -> bool:
+        """Record a status; True if the peer is new to the view."""
+        is_new = peer_id not in self.peers
+        self.peers[peer_id] = PeerView(peer_id, status, now)
+        return is_new
+
+    def remove(self, peer_id: str) -> bool:
+        return self.peers.pop(peer_id, None) is not None
+
+    def expire(self, now: float) -> list[str]:
+        """Drop peers silent for longer than PEER_TIMEOUT_S (never ourselves); returns who was dropped."""
+        gone = [p for p, v in self.peers.items() if p != self.self_id and now - v.last_seen > PEER_TIMEOUT_S]
+        for peer_id in gone:
+            del self.peers[peer_id]
+        return gone
+
+    # -- derived facts --------------------------------------------------------------------------------
+
+    def node_count(self) -> int:
+        return sum(1 for v in self.peers.values() if v.status.role != "client")
+
+    def client_count(self) -> int:
+        return sum(1 for v in self.peers.values() if v.status.role == "client")
+
+    def served_models(self) -> tuple[str, ...]:
+        return tuple(sorted({m for v in self.peers.values() for m in v.status.loaded}))
+
+    def available_models(self) -> tuple[str, ...]:
+        return tuple(sorted({m for v in self.peers.values() for m in v.status.available}))
+
+    def capacity_mb(self) -> int:
+        """What the serving nodes can hold: VRAM where they have it, else RAM."""
+        return sum(v.status.vram_mb or v.status.ram_mb for v in self.peers.values()
+                   if v.status.role in SERVING_ROLES)
+
+    def leader(self) -> str:
+        """The serving node with the lowest PeerID: it publishes the mesh listing, so the DHT sees one writer.
+
+        Falls back to the lowest PeerID of any member (a mesh of clients still has a listing).
+        """
+        serving = [p for p, v in self.peers.items() if v.status.role in SERVING_ROLES]
+        return min(serving or self.peers or [self.self_id])
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """JSON-ready view for /api/status and the console."""
+        return {
+            "mesh_id": self.mesh_id.hex(),
+            "nodes": self.node_count(),
+            "clients": self.client_count(),
+            "served": list(self.served_models()),
+            "capacity_mb": self.capacity_mb(),
+            "peers": [
+                {
+                    "peer_id": v.peer_id,
+                    "self": v.peer_id == self.self_id,
+                    "role": v.status.role,
+                    "region": v.status.region,
+                    "ram_mb": v.status.ram_mb,
+                    "vram_mb": v.status.vram_mb,
+                    "gpu": v.status.gpu,
+                    "loaded": list(v.status.loaded),
+                    "available": list(v.status.available),
+                    "load": v.status.load,
+                    "version": v.status.version,
+                    "last_seen_s": round(now - v.last_seen, 2),
+                }
+                for v in sorted(self.peers.values(), key=lambda v: v.peer_id)
+            ],
+        }

@@ -1,0 +1,302 @@
+"""A node's life in a mesh: find or create it, join it, gossip status, keep its DHT records fresh.
+
+App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the pure mesh view (mesh/).
+
+- Named mesh (`--mesh-name`): the id is derived from the name, the secret is empty. The node looks the listing
+  up in the DHT and joins its addresses; if there is none it is the first and creates it.
+- Private mesh: the id is derived from a 32-byte secret kept in `$MESHP2P_HOME/mesh.secret`, so the invite
+  token stays valid across restarts. `--join TOKEN` joins someone else's. Gossip is encrypted with a key
+  derived from the secret; the listing (only with `--publish`) never carries the secret.
+- The serving node with the lowest PeerID publishes the mesh listing (one writer per key); every node
+  publishes its own node record and provider records (`meshes`, `region:R`, `model:M`) so `discover`
+  needs only a few lookups. Records live RECORD_TTL_S and are republished well before.
+- Every few seconds the listing is looked up again: two nodes that created the same named mesh at the same
+  moment find each other and merge.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.peer.id import ID
+
+from meshp2p import __version__
+from meshp2p.mesh.view import EXPIRE_CHECK_S, STATUS_INTERVAL_S, MeshView
+from meshp2p.p2p.join_protocol import Membership
+from meshp2p.p2p.overlay import Overlay
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.gossip import (
+    GossipMessage,
+    ReplayGuard,
+    SequenceCounter,
+    StatusBody,
+    decode_gossip,
+    encode_gossip,
+    status_from_body,
+    status_to_body,
+    topic_name,
+)
+from meshp2p.wire.records import (
+    KIND_MESH,
+    KIND_NODE,
+    MESHES_TOPIC,
+    MeshListing,
+    NodeRecord,
+    decode_record,
+    encode_record,
+    mesh_key,
+    model_topic,
+    provider_key,
+    region_topic,
+)
+from meshp2p.wire.token import encode_token
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("meshp2p.mesh")
+
+RECORD_TTL_S = 300
+REPUBLISH_S = 60.0
+#: How often the listing is rewritten when what it says changed, and how often we look for split meshes.
+LISTING_REFRESH_S = 5.0
+_DECODED_CACHE_MAX = 1024
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    mesh_id: bytes
+    #: b"" for a named (public) mesh.
+    secret: bytes
+    name: str | None = None
+    #: Put the listing in the DHT (named meshes always are).
+    publish: bool = False
+    region: str | None = None
+    max_clients: int | None = None
+    role: str = "host"
+    #: Where to join: from an invite token, or empty to look the mesh up (named) / create it.
+    join_addrs: tuple[str, ...] = ()
+
+    @property
+    def private(self) -> bool:
+        return self.secret != b""
+
+    @property
+    def listed(self) -> bool:
+        return (self.name is not None and not self.private) or self.publish
+
+
+class MeshService:
+    def __init__(self, overlay: Overlay, settings: MeshSettings, local_status: Callable[[], StatusBody],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.overlay = overlay
+        self.settings = settings
+        self.local_status = local_status
+        self.clock = clock
+        self.membership = Membership(overlay, settings.mesh_id, settings.secret)
+        self.view = MeshView(settings.mesh_id, str(overlay.peer_id))
+        self.status_topic = topic_name(settings.mesh_id, "status")
+        self._seq = SequenceCounter()
+        self._replays = ReplayGuard()
+        self._decoded: dict[bytes, GossipMessage] = {}
+        self._published_listing: MeshListing | None = None
+        self._listing_published_at = 0.0
+        self.created = False
+
+    # -- what the rest of the node reads ----------------------------------------------------------------
+
+    def invite_token(self, *, ttl_s: int | None = None) -> str:
+        return encode_token(self.overlay.identity, self.settings.mesh_id, self.settings.secret,
+                            self.overlay.addrs()[:8], now=self.clock(), name=self.settings.name, ttl_s=ttl_s)
+
+    def snapshot(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            **self.view.snapshot(self.clock()),
+            "name": s.name,
+            "private": s.private,
+            "listed": s.listed,
+            "region": s.region,
+            "max_clients": s.max_clients,
+            "peer_id": str(self.overlay.peer_id),
+            "addrs": self.overlay.addrs(),
+            "members": sorted(str(p) for p in self.membership.members),
+            "rejected": self.overlay.rejects.as_dict(),
+        }
+
+    def listing(self) -> MeshListing:
+        s, v = self.settings, self.view
+        wanted = tuple(m for m in v.available_models() if m not in v.served_models())
+        return MeshListing(
+            name=s.name, region=s.region, public=not s.private, nodes=v.node_count(), clients=v.client_count(),
+            max_clients=s.max_clients, served=v.served_models()[:64], wanted=wanted[:64],
+            capacity_mb=v.capacity_mb(), addrs=tuple(self._join_addrs()), version=__version__,
+        )
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.membership.install()
+        subscription = await self.overlay.subscribe(self.status_topic, self._validate)
+        self.view.update(self.view.self_id, self.local_status(), self.clock())
+        await self._find_and_join()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive, subscription)
+            nursery.start_soon(self._heartbeat)
+            nursery.start_soon(self._expire)
+            nursery.start_soon(self._keep_records)
+            task_status.started()
+
+    async def _find_and_join(self) -> None:
+        addrs = list(self.settings.join_addrs)
+        if not addrs and self.settings.name is not None:
+            listing = await self.lookup_listing()
+            if listing is not None:
+                addrs = list(listing.addrs)
+        if not addrs:
+            self.created = True
+            log.info("no existing mesh found: this node starts it")
+            return
+        joined = await self.join_addrs(addrs)
+        if not joined:
+            log.warning("could not join any of the mesh's %d addresses; serving on our own until one answers",
+                        len(addrs))
+
+    async def join_addrs(self, addrs: list[str]) -> int:
+        """Connect to and join every reachable address; returns how many peers accepted us."""
+        reached = await self.overlay.connect_many([a for a in addrs if str(self.overlay.peer_id) not in a])
+        accepted = 0
+        for info in reached:
+            if info.peer_id in self.membership.members or await self.membership.join(info.peer_id):
+                accepted += 1
+        return accepted
+
+    async def lookup_listing(self) -> MeshListing | None:
+        key = mesh_key(self.settings.mesh_id)
+        value = await self.overlay.get_record(key)
+        if value is None:
+            return None
+        try:
+            body = decode_record(key, value, now=self.clock()).body
+        except WireError as exc:
+            self.overlay.rejects.add("dht", exc.reason)
+            return None
+        return body if isinstance(body, MeshListing) else None
+
+    # -- gossip -----------------------------------------------------------------------------------------
+
+    def _validate(self, peer_id: ID, msg: Any) -> bool:
+        """Gossipsub validator: decode and verify before anything is relayed; junk is counted and dropped."""
+        try:
+            decoded = decode_gossip(msg.data, mesh_id=self.settings.mesh_id, topic=self.status_topic,
+                                    now=self.clock(), secret=self.settings.secret or None)
+            if ID(msg.from_id).to_base58() != decoded.sender:
+                raise WireError("key_mismatch", "the gossip sender is not the message's signer")
+            status_from_body(decoded.body)
+        except WireError as exc:
+            self.overlay.rejects.add("gossip", exc.reason)
+            return False
+        except Exception:
+            self.overlay.rejects.add("gossip", "malformed")
+            return False
+        if len(self._decoded) >= _DECODED_CACHE_MAX:
+            self._decoded.clear()
+        self._decoded[msg.data] = decoded
+        return True
+
+    async def _receive(self, subscription: Any) -> None:
+        while True:
+            msg = await subscription.get()
+            decoded = self._decoded.pop(msg.data, None)
+            if decoded is None or decoded.sender == self.view.self_id:
+                continue
+            try:
+                self._replays.accept(decoded.sender, decoded.seq)
+            except WireError as exc:
+                self.overlay.rejects.add("gossip", exc.reason)
+                continue
+            if self.view.update(decoded.sender, status_from_body(decoded.body), self.clock()):
+                log.info("peer %s joined the mesh view", decoded.sender)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            status = self.local_status()
+            now = self.clock()
+            self.view.update(self.view.self_id, status, now)
+            data = encode_gossip(self.overlay.identity, self.settings.mesh_id, self.status_topic, "status",
+                                 status_to_body(status), seq=self._seq.next(now=now), now=now,
+                                 secret=self.settings.secret or None)
+            try:
+                await self.overlay.publish(self.status_topic, data)
+            except Exception as exc:
+                log.debug("status publish failed: %s", exc)
+            await trio.sleep(STATUS_INTERVAL_S)
+
+    async def _expire(self) -> None:
+        while True:
+            await trio.sleep(EXPIRE_CHECK_S)
+            for peer_id in self.view.expire(self.clock()):
+                log.info("peer %s left the mesh view (silent for too long)", peer_id)
+
+    # -- DHT records --------------------------------------------------------------------------------------
+
+    async def _keep_records(self) -> None:
+        """Node record and provider records every REPUBLISH_S; the listing whenever it changes (leader only)."""
+        last_full = -REPUBLISH_S
+        while True:
+            now = self.clock()
+            if self.settings.listed:
+                if now - last_full >= REPUBLISH_S:
+                    await self._publish_node_and_providers()
+                    last_full = now
+                await self._maybe_publish_listing(now)
+            if self.settings.name is not None or self.settings.join_addrs:
+                await self._heal_split()
+            await trio.sleep(LISTING_REFRESH_S)
+
+    async def _publish_node_and_providers(self) -> None:
+        status = self.local_status()
+        record = NodeRecord(mesh=self.settings.mesh_id.hex(), region=self.settings.region, role=self.settings.role,
+                            addrs=tuple(self.overlay.addrs()[:16]), models=status.loaded[:64], version=__version__)
+        key, value = encode_record(self.overlay.identity, KIND_NODE, str(self.overlay.peer_id), record,
+                                   now=self.clock(), ttl_s=RECORD_TTL_S)
+        await self.overlay.put_record(key, value)
+        topics = [MESHES_TOPIC] + ([region_topic(self.settings.region)] if self.settings.region else [])
+        topics += [model_topic(m) for m in status.loaded]
+        for topic in topics:
+            await self.overlay.provide(provider_key(topic))
+
+    async def _maybe_publish_listing(self, now: float) -> None:
+        if self.view.leader() != self.view.self_id:
+            return
+        listing = self.listing()
+        full = listing.max_clients is not None and listing.clients >= listing.max_clients
+        stale = now - self._listing_published_at >= REPUBLISH_S
+        if full or (listing == self._published_listing and not stale):
+            return
+        key, value = encode_record(self.overlay.identity, KIND_MESH, self.settings.mesh_id.hex(), listing,
+                                   now=now, ttl_s=RECORD_TTL_S)
+        await self.overlay.put_record(key, value)
+        self._published_listing, self._listing_published_at = listing, now
+
+    async def _heal_split(self) -> None:
+        """Join listed members we are not connected to (two nodes created the same named mesh at once)."""
+        if self.settings.name is None:
+            return
+        listing = await self.lookup_listing()
+        if listing is None:
+            return
+        missing = [a for a in listing.addrs if not any(str(p) in a for p in self.membership.members)
+                   and str(self.overlay.peer_id) not in a]
+        if missing:
+            await self.join_addrs(missing)
+
+    def _join_addrs(self) -> list[str]:
+        """Our own addresses first, then other members' (from the view), up to 16."""
+        own = self.overlay.addrs()
+        return own[:16]

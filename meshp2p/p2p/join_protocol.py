@@ -1,0 +1,104 @@
+"""`/meshp2p/join/1.0.0` over libp2p streams: the I/O around wire/join.py's handshake machines.
+
+A peer is a *member* once a join handshake succeeded in either direction; mesh protocols (tunnels, sync)
+ask `Membership.is_member` before serving anyone. Failed handshakes are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from meshp2p.p2p.overlay import Overlay
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.join import JOIN_PROTOCOL_ID, FrameReader, JoinDialer, JoinListener, frame, rejection
+
+log = logging.getLogger("meshp2p.p2p.join")
+
+JOIN_PROTOCOL = TProtocol(JOIN_PROTOCOL_ID)
+JOIN_TIMEOUT_S = 10.0
+_READ_BYTES = 4096
+
+
+class Membership:
+    """Who proved membership of our mesh, and the handshake in both directions."""
+
+    def __init__(self, overlay: Overlay, mesh_id: bytes, secret: bytes) -> None:
+        self.overlay = overlay
+        self.mesh_id = mesh_id
+        self.secret = secret
+        self.members: set[ID] = set()
+
+    @property
+    def meshes(self) -> Mapping[bytes, bytes]:
+        return {self.mesh_id: self.secret}
+
+    def is_member(self, peer_id: ID) -> bool:
+        return peer_id in self.members
+
+    def install(self) -> None:
+        self.overlay.host.set_stream_handler(JOIN_PROTOCOL, self._handle)
+
+    async def join(self, peer_id: ID) -> bool:
+        """Prove our membership to `peer_id` (and check theirs); True when both sides agree."""
+        local, remote = self.overlay.peer_id.to_bytes(), peer_id.to_bytes()
+        dialer = JoinDialer(self.mesh_id, self.secret, local_peer_id=local, remote_peer_id=remote)
+        try:
+            with trio.fail_after(JOIN_TIMEOUT_S):
+                stream = await self.overlay.host.new_stream(peer_id, [JOIN_PROTOCOL])
+                try:
+                    reader = FrameReader()
+                    reply: dict[str, Any] | None = dialer.hello()
+                    while reply is not None:
+                        await stream.write(frame(reply))
+                        reply = dialer.receive(await _read_message(stream, reader))
+                finally:
+                    await stream.close()
+        except WireError as exc:
+            self.overlay.rejects.add("join", exc.reason)
+            log.warning("peer %s refused or failed the join handshake: %s", peer_id, exc.message)
+            return False
+        except Exception as exc:
+            log.debug("join handshake with %s failed: %s", peer_id, exc)
+            return False
+        self.members.add(peer_id)
+        return True
+
+    async def _handle(self, stream: Any) -> None:
+        remote: ID = stream.muxed_conn.peer_id
+        listener = JoinListener(self.meshes, local_peer_id=self.overlay.peer_id.to_bytes(),
+                                remote_peer_id=remote.to_bytes())
+        reader = FrameReader()
+        try:
+            with trio.fail_after(JOIN_TIMEOUT_S):
+                while not listener.joined:
+                    await stream.write(frame(listener.receive(await _read_message(stream, reader))))
+            self.members.add(remote)
+        except WireError as exc:
+            self.overlay.rejects.add("join", exc.reason)
+            log.info("refused a join from %s: %s", remote, exc.message)
+            with contextlib.suppress(Exception):
+                await stream.write(frame(rejection(exc.reason)))
+        except Exception as exc:
+            log.debug("join from %s failed: %s", remote, exc)
+        finally:
+            await stream.close()
+
+
+async def _read_message(stream: Any, reader: FrameReader) -> dict[str, Any]:
+    """The next framed message; a hang-up before it is a malformed handshake."""
+    pending: list[dict[str, Any]] = []
+    while not pending:
+        data = await stream.read(_READ_BYTES)
+        if not data:
+            raise WireError("malformed", "the peer closed the stream mid-handshake")
+        pending = reader.feed(data)
+    if len(pending) > 1:
+        raise WireError("malformed", "unexpected extra message in the handshake")
+    return pending[0]
