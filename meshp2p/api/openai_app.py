@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from quart import Response, request
@@ -73,29 +73,14 @@ def create_openai_app(router: LocalRouter, pool: UpstreamPool) -> QuartTrio:
         stream = payload.get("stream") is True
         body = with_default_stop(payload, server.model.default_stop) or raw
         router.in_flight += 1
-        try:
-            reply = await forward(pool, server, path, body, stream=stream)
-        except BaseException:
-            router.in_flight -= 1
-            raise
+        reply = await forward(pool, server, path, body, stream=stream, on_done=router.request_done)
         if reply.chunks is not None:
-            chunks = _counted(reply.chunks, router)
-            return Response(chunks, status=reply.status, headers={**reply.headers, **_STREAM_HEADERS})
-        router.in_flight -= 1
+            return Response(reply.chunks, status=reply.status, headers={**reply.headers, **_STREAM_HEADERS})
         return Response(reply.body or b"", status=reply.status, headers=reply.headers)
 
     for path in FORWARDED_PATHS:
         app.add_url_rule(path, endpoint=path, view_func=_bind(proxied, path), methods=["POST"])
     return app
-
-
-async def _counted(chunks: AsyncIterator[bytes], router: LocalRouter) -> AsyncIterator[bytes]:
-    """Pass a stream through, counting it as in flight until it ends (or the client goes away)."""
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        router.in_flight -= 1
 
 
 def _bind(view: Callable[[str], Any], path: str) -> Callable[[], Any]:

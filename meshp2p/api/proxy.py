@@ -8,7 +8,7 @@ OpenAI-style error event, so a client never hangs on a half-finished answer.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import trio
@@ -42,27 +42,38 @@ def unavailable(server: LlamaServer, why: str) -> ApiError:
     )
 
 
-async def forward(pool: UpstreamPool, server: LlamaServer, path: str, body: bytes, *, stream: bool) -> BackendReply:
-    """POST `body` to the backend's `path`; raise ApiError(503) if the backend cannot take it."""
-    if not server.is_ready or server.port is None:
-        raise unavailable(server, str(server.state.value))
+async def forward(
+    pool: UpstreamPool, server: LlamaServer, path: str, body: bytes, *, stream: bool, on_done: Callable[[], None]
+) -> BackendReply:
+    """POST `body` to the backend's `path`; raise ApiError(503) if the backend cannot take it.
+
+    `on_done` runs exactly once, when the answer is over: at once for errors and whole bodies, at the end of
+    the relay (or when the client goes away) for streams.
+    """
     try:
-        response = await pool.request("POST", LOOPBACK, server.port, path, body)
-    except UpstreamError as exc:
-        raise unavailable(server, "not answering") from exc
-    headers = {k: v for k, v in response.headers if k.lower() not in _HOP_HEADERS}
-    if stream and response.status == 200:
-        return BackendReply(response.status, headers, None, _relay(response, server))
-    try:
-        data = await response.read()
-    except UpstreamError as exc:
-        raise unavailable(server, "failing") from exc
-    finally:
-        await response.aclose()
+        if not server.is_ready or server.port is None:
+            raise unavailable(server, str(server.state.value))
+        try:
+            response = await pool.request("POST", LOOPBACK, server.port, path, body)
+        except UpstreamError as exc:
+            raise unavailable(server, "not answering") from exc
+        headers = {k: v for k, v in response.headers if k.lower() not in _HOP_HEADERS}
+        if stream and response.status == 200:
+            return BackendReply(response.status, headers, None, _relay(response, server, on_done))
+        try:
+            data = await response.read()
+        except UpstreamError as exc:
+            raise unavailable(server, "failing") from exc
+        finally:
+            await response.aclose()
+    except BaseException:
+        on_done()
+        raise
+    on_done()
     return BackendReply(response.status, headers, data, None)
 
 
-async def _relay(response: UpstreamResponse, server: LlamaServer) -> AsyncIterator[bytes]:
+async def _relay(response: UpstreamResponse, server: LlamaServer, on_done: Callable[[], None]) -> AsyncIterator[bytes]:
     try:
         async for chunk in response.iter_body():
             yield chunk
@@ -72,6 +83,7 @@ async def _relay(response: UpstreamResponse, server: LlamaServer) -> AsyncIterat
             code="backend_failed",
         )
     finally:
+        on_done()
         with trio.CancelScope(shield=True):
             await response.aclose()
 

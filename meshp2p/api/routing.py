@@ -23,6 +23,9 @@ class LocalRouter:
         #: Requests being answered right now (gossiped as this node's load).
         self.in_flight = 0
 
+    def request_done(self) -> None:
+        self.in_flight -= 1
+
     @property
     def default(self) -> LlamaServer | None:
         return self.servers[0] if self.servers else None
