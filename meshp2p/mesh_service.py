@@ -121,6 +121,7 @@ class MeshService:
             "name": s.name,
             "private": s.private,
             "listed": s.listed,
+            "created": self.created,
             "region": s.region,
             "max_clients": s.max_clients,
             "peer_id": str(self.overlay.peer_id),
@@ -297,6 +298,5 @@ class MeshService:
             await self.join_addrs(missing)
 
     def _join_addrs(self) -> list[str]:
-        """Our own addresses first, then other members' (from the view), up to 16."""
-        own = self.overlay.addrs()
-        return own[:16]
+        """Where joiners should dial: the listing's writer (us), up to 16 addresses."""
+        return self.overlay.addrs()[:16]

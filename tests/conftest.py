@@ -208,3 +208,50 @@ def tiny_node(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels,
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+@dataclass
+class BootstrapProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    addr: str
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(NODE_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_bootstrap(home: Path, timeout_s: float = 60.0) -> BootstrapProcess:
+    """`meshp2p bootstrap` on loopback; returns once it printed the address others dial."""
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "bootstrap-output.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "meshp2p", "bootstrap"], stdout=out,
+                                   stderr=subprocess.STDOUT, env={**os.environ, "MESHP2P_HOME": str(home)})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in log_path.read_text(errors="replace").splitlines():
+            if line.startswith("/ip4/127.0.0.1/") and "/p2p/" in line:
+                return BootstrapProcess(process, log_path, line.strip())
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    pytest.fail(f"bootstrap node did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> float:
+    """Poll `predicate()` until truthy; returns the seconds it took, fails with `what` after the deadline."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+    return time.monotonic() - start

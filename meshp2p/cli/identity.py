@@ -13,7 +13,7 @@ from meshp2p.p2p.identity_store import identity_path, load_or_create_identity, r
 
 def run_id(args: argparse.Namespace, console: Console) -> int:
     identity = load_or_create_identity()
-    addrs = _running_addrs()
+    addrs = running_addrs()
     if args.json:
         print(json.dumps({"peer_id": identity.peer_id, "addrs": addrs, "key_file": str(identity_path())}))
         return 0
@@ -35,7 +35,8 @@ def run_rotate_key(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _running_addrs() -> list[str]:
+def running_addrs() -> list[str]:
+    """Peer addresses of the node running with this MESHP2P_HOME (empty when none runs)."""
     try:
         addrs = json.loads(runtime_file().read_text()).get("p2p_addrs", [])
     except (OSError, ValueError):

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Make a new Ed25519 identity (new PeerID); the old key is kept as "
                         "identity.key.old. Restart the node afterwards.")
 
+    invite = commands.add_parser("invite", help="print an invite token for this node's private mesh",
+                                 description="Print an invite token for the private mesh of the node running with "
+                                 "this MESHP2P_HOME; others join with `meshp2p up --join TOKEN`.")
+    invite.add_argument("--ttl-hours", type=float, default=None, metavar="H",
+                        help="make the token expire after H hours (default: never)")
+
     discover = commands.add_parser("discover", help="browse meshes in the DHT",
                                    description="Find meshes through the DHT (no directory server): by region, "
                                    "by model, or all listed ones.")
@@ -174,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from meshp2p.cli.identity import run_rotate_key
 
             return run_rotate_key(args, console)
+        if args.command == "invite":
+            from meshp2p.cli.invite import run_invite
+
+            return run_invite(args, console)
         if args.command == "discover":
             from meshp2p.cli.discover import run_discover
 

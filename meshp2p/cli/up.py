@@ -186,6 +186,9 @@ async def _show_progress(node: Node, console: Console) -> None:
                 progress.update(tasks[s.model.id], completed=100 * s.load_progress, state=_describe(s))
             await trio.sleep(_REFRESH_S)
     console.print(_summary(node))
+    if node.mesh is not None and node.mesh.settings.private:
+        # Unwrapped on its own line, so it can be copied whole (also: `meshp2p invite`).
+        console.print(f"invite: {node.mesh.invite_token()}", soft_wrap=True, highlight=False, markup=False)
     last = {s.model.id: s.state for s in node.servers}
     async with trio.open_nursery() as nursery:
         for server in node.servers:
@@ -226,8 +229,7 @@ def _summary(node: Node) -> Panel:
             lines.append("[yellow]no bootstrap peers[/]: others can join with the invite token or --bootstrap "
                          f"{node.overlay.addrs()[0]}")
         if settings.private:
-            lines.append(f"invite      [bold]{node.mesh.invite_token()}[/]")
-            lines.append("[dim]            others join with: meshp2p up --join <invite>[/]")
+            lines.append("invite      printed below; others join with: meshp2p up --join <invite>")
     else:
         lines.append("mesh        none (--solo)")
     lines.append("[dim]Ctrl-C stops every llama-server and frees its port[/]")
