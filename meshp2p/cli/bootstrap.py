@@ -1,4 +1,4 @@
-"""`meshp2p bootstrap`: a DHT server with no models, the first contact of nodes that join the network."""
+"""`meshp2p bootstrap`: a DHT server and circuit-relay v2 hop with no models: the first contact of joining nodes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from meshp2p.p2p.overlay import Overlay, OverlayConfig
 def run_bootstrap(args: argparse.Namespace, console: Console) -> int:
     overlay = Overlay(load_or_create_identity(), OverlayConfig(
         listen_host=ALL_HOSTS if args.listen_all else LOOPBACK_HOST, port=args.bind_port,
-        bootstrap=bootstrap_peers(args.bootstrap or ()), dht_server=True))
+        bootstrap=bootstrap_peers(args.bootstrap or ()), dht_server=True, relay_hop=True))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

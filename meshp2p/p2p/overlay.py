@@ -35,6 +35,10 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import Validator
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -57,6 +61,9 @@ DHT_REFRESH_S = 30.0
 DIAL_TIMEOUT_S = 10.0
 DHT_OP_TIMEOUT_S = 15.0
 DHT_NAMESPACE = "meshp2p"
+#: What one bootstrap relay gives each relayed connection: enough for joins, gossip and API calls to pass
+#: while hole punching is tried, not for bulk model traffic.
+RELAY_LIMITS = RelayLimits(duration=3600, data=256 * 1024 * 1024, max_circuit_conns=64, max_reservations=128)
 
 
 def _tame_libp2p_logging() -> None:
@@ -125,6 +132,8 @@ class OverlayConfig:
     bootstrap: tuple[str, ...] = ()
     #: Bootstrap nodes and hosts serve DHT queries; API-only clients need not.
     dht_server: bool = True
+    #: Act as a circuit-relay v2 hop (bootstrap nodes): peers behind NAT reserve a slot and are dialed through it.
+    relay_hop: bool = False
 
 
 class Overlay:
@@ -151,6 +160,12 @@ class Overlay:
             eclipse_protection_enabled=False,
         )
         self.pubsub = Pubsub(self.host, self.gossipsub)
+        self.relay: CircuitV2Protocol | None = None
+        if config.relay_hop:
+            self.relay = CircuitV2Protocol(self.host, limits=RELAY_LIMITS, allow_hop=True)
+            self.relay_transport = CircuitV2Transport(
+                self.host, self.relay, RelayConfig(roles=RelayRole.HOP | RelayRole.STOP | RelayRole.CLIENT,
+                                                   limits=RELAY_LIMITS))
 
     @property
     def peer_id(self) -> ID:
@@ -179,6 +194,8 @@ class Overlay:
             await stack.enter_async_context(background_trio_service(self.dht))
             await stack.enter_async_context(background_trio_service(self.pubsub))
             await stack.enter_async_context(background_trio_service(self.gossipsub))
+            if self.relay is not None:
+                await stack.enter_async_context(background_trio_service(self.relay))
             await self.pubsub.wait_until_ready()
             reached = await self.connect_many(self.config.bootstrap)
             if self.config.bootstrap and not reached:
