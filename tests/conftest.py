@@ -134,16 +134,21 @@ class NodeProcess:
         pytest.fail(f"node not ready after {timeout_s} s:\n{self.output()}")
 
     def stop(self) -> int:
-        """Ctrl-C, as a user would; escalate to SIGKILL only if it hangs. Returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(NODE_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                pytest.fail(f"meshp2p up ignored Ctrl-C for {NODE_STOP_TIMEOUT_S} s:\n{self.output()}")
-        return self.process.returncode
+        return interrupt(self.process, self.log_path)
+
+
+def interrupt(process: subprocess.Popen[bytes], log_path: Path) -> int:
+    """Ctrl-C, as a user would; escalate to SIGKILL (and fail) only if it hangs. Returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(NODE_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"{process.args} ignored Ctrl-C for {NODE_STOP_TIMEOUT_S} s:\n"
+                        f"{log_path.read_text(errors='replace')}")
+    return process.returncode
 
 
 def start_node(
@@ -217,14 +222,7 @@ class BootstrapProcess:
     addr: str
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(NODE_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return interrupt(self.process, self.log_path)
 
 
 def start_bootstrap(home: Path, timeout_s: float = 60.0) -> BootstrapProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,20 @@ Environment:
   MESHP2P_HOME       data dir: identity, model store, logs (default ~/.meshp2p)
   MESHP2P_LLAMA_DIR  folder with llama-server / ggml-rpc-server to use instead of the built ones
 """
+
+
+#: command -> "module:function(args, console) -> exit status"
+COMMANDS = {
+    "up": "meshp2p.cli.up:run_up",
+    "doctor": "meshp2p.cli.doctor:run_doctor",
+    "llama": "meshp2p.cli.llama:run_llama",
+    "id": "meshp2p.cli.identity:run_id",
+    "rotate-key": "meshp2p.cli.identity:run_rotate_key",
+    "invite": "meshp2p.cli.invite:run_invite",
+    "discover": "meshp2p.cli.discover:run_discover",
+    "bootstrap": "meshp2p.cli.bootstrap:run_bootstrap",
+    "status": "meshp2p.cli.status:run_status",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,44 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Per-request lines from the HTTP client and server drown what an operator needs; -v brings them back.
     for noisy in ("httpx", "httpcore", "meshp2p.http"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    module_name, function_name = COMMANDS[args.command].split(":")
     try:
-        if args.command == "up":
-            from meshp2p.cli.up import run_up
-
-            return run_up(args, console)
-        if args.command == "doctor":
-            from meshp2p.cli.doctor import run_doctor
-
-            return run_doctor(args, console)
-        if args.command == "llama":
-            from meshp2p.inference.build import build_llama_cpp
-
-            build_llama_cpp(backend=args.backend, jobs=args.jobs, native=args.native, console=console)
-            return 0
-        if args.command == "id":
-            from meshp2p.cli.identity import run_id
-
-            return run_id(args, console)
-        if args.command == "rotate-key":
-            from meshp2p.cli.identity import run_rotate_key
-
-            return run_rotate_key(args, console)
-        if args.command == "invite":
-            from meshp2p.cli.invite import run_invite
-
-            return run_invite(args, console)
-        if args.command == "discover":
-            from meshp2p.cli.discover import run_discover
-
-            return run_discover(args, console)
-        if args.command == "bootstrap":
-            from meshp2p.cli.bootstrap import run_bootstrap
-
-            return run_bootstrap(args, console)
-        if args.command == "status":
-            from meshp2p.cli.status import run_status
-
-            return run_status(args, console)
+        # Imported on use: `meshp2p id` should not pay for libp2p and quart.
+        command = getattr(importlib.import_module(module_name), function_name)
+        code: int = command(args, console)
+        return code
     except MeshP2PError as exc:
         console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         if exc.hint:
@@ -203,7 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    raise AssertionError(f"unhandled command {args.command}")
 
 
 if __name__ == "__main__":
