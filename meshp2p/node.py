@@ -25,8 +25,9 @@ from meshp2p.api.serve import serve_app
 from meshp2p.api.upstream import UpstreamPool
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.inference.binaries import LlamaBinaries
+from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
-from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
+from meshp2p.inference.llama_server import ServerOptions
 from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
@@ -74,14 +75,12 @@ class NodeConfig:
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        binaries = config.binaries
-        if config.models and binaries is None:
-            raise ValueError("a node with models needs llama.cpp binaries")
-        self.servers = [
-            LlamaServer(binaries, model, config.server_options, log_dir=logs_dir())  # type: ignore[arg-type]
-            for model in config.models
-        ]
-        self.router = LocalRouter(self.servers)
+        self.upstream = UpstreamPool()
+        self.fleet = ServerFleet(config.binaries, config.server_options, log_dir=logs_dir(),
+                                 on_port_retired=partial(self.upstream.discard, LOOPBACK_HOST))
+        for model in config.models:
+            self.fleet.add(model)
+        self.router = LocalRouter(self.fleet.servers)
         self.hardware: Hardware = detect_hardware()
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
@@ -89,7 +88,6 @@ class Node:
             self.overlay = Overlay(config.mesh.identity, config.mesh.overlay)
             self.mesh = MeshService(self.overlay, config.mesh.settings, self.local_status)
         self.started_at = time.time()
-        self.upstream = UpstreamPool()
 
     @property
     def api_url(self) -> str:
@@ -132,13 +130,15 @@ class Node:
                     "last_error": s.last_error,
                     "log": str(s.log_path),
                 }
-                for s in self.servers
+                for s in self.router.servers
             ],
         }
 
     @property
     def role(self) -> str:
-        return "host" if self.servers else "client"
+        if self.config.binaries is None:
+            return "client"
+        return "host" if self.router.servers else "standby"
 
     def local_status(self) -> StatusBody:
         """What this node gossips about itself every few seconds."""
@@ -148,8 +148,8 @@ class Node:
         return StatusBody(
             role=self.role, ram_mb=hw.ram_mb, vram_mb=vram_mb,
             gpu=hw.gpu_name if mesh is not None and mesh.enumerate_host else None,
-            loaded=tuple(s.model.id for s in self.servers if s.is_ready),
-            available=tuple(s.model.id for s in self.servers),
+            loaded=tuple(s.model.id for s in self.router.servers if s.is_ready),
+            available=tuple(s.model.id for s in self.router.servers),
             load=float(self.router.in_flight), api_port=self.config.api_port, version=__version__,
             region=None if mesh is None else mesh.settings.region, rtt_ms={},
         )
@@ -159,9 +159,7 @@ class Node:
         node has joined (or created) its mesh."""
         cfg = self.config
         async with trio.open_nursery() as nursery:
-            for server in self.servers:
-                await nursery.start(server.run)
-                nursery.start_soon(self._forget_dead_connections, server)
+            await nursery.start(self.fleet.run)
             if self.overlay is not None and self.mesh is not None:
                 await nursery.start(self.overlay.run)
                 await nursery.start(self.mesh.run)
@@ -179,15 +177,6 @@ class Node:
             finally:
                 runtime.unlink(missing_ok=True)
                 await self.upstream.aclose()
-
-    async def _forget_dead_connections(self, server: LlamaServer) -> None:
-        """A restarted llama-server listens on a new port: close the pooled connections to the old one."""
-        while True:
-            port = server.port
-            await server.wait_state(BackendState.RESTARTING, BackendState.STOPPED)
-            if port is not None:
-                await self.upstream.discard(LOOPBACK_HOST, port)
-            await server.wait_state(BackendState.LOADING)
 
 
 def _write_runtime_file(node: Node) -> Path:

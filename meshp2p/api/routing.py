@@ -6,7 +6,7 @@ model (the first `--model`, or the embedded one). Anything else that is not an i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from meshp2p.api.errors import NOT_FOUND, ApiError
 from meshp2p.inference.llama_server import LlamaServer
@@ -17,9 +17,9 @@ DEFAULT_ALIAS = "default"
 class LocalRouter:
     """Routes among this node's own llama-servers."""
 
-    def __init__(self, servers: Sequence[LlamaServer]) -> None:
-        self.servers = list(servers)
-        self._by_id = {s.model.id: s for s in servers}
+    def __init__(self, servers: Mapping[str, LlamaServer]) -> None:
+        #: Live: the node's fleet adds and removes servers while it runs.
+        self._by_id = servers
         #: Requests being answered right now (gossiped as this node's load).
         self.in_flight = 0
 
@@ -27,8 +27,12 @@ class LocalRouter:
         self.in_flight -= 1
 
     @property
+    def servers(self) -> list[LlamaServer]:
+        return list(self._by_id.values())
+
+    @property
     def default(self) -> LlamaServer | None:
-        return self.servers[0] if self.servers else None
+        return next(iter(self._by_id.values()), None)
 
     def resolve(self, requested: object) -> LlamaServer:
         if requested is None or requested == "" or requested == DEFAULT_ALIAS:

@@ -179,19 +179,19 @@ async def _show_progress(node: Node, console: Console) -> None:
         TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=console, transient=True,
     ) as progress:
         tasks: dict[str, TaskID] = {
-            s.model.id: progress.add_task(s.model.id, total=100, state="starting") for s in node.servers
+            s.model.id: progress.add_task(s.model.id, total=100, state="starting") for s in node.router.servers
         }
-        while not all(s.is_ready for s in node.servers):
-            for s in node.servers:
+        while not all(s.is_ready for s in node.router.servers):
+            for s in node.router.servers:
                 progress.update(tasks[s.model.id], completed=100 * s.load_progress, state=_describe(s))
             await trio.sleep(_REFRESH_S)
     console.print(_summary(node))
     if node.mesh is not None and node.mesh.settings.private:
         # Unwrapped on its own line, so it can be copied whole (also: `meshp2p invite`).
         console.print(f"invite: {node.mesh.invite_token()}", soft_wrap=True, highlight=False, markup=False)
-    last = {s.model.id: s.state for s in node.servers}
+    last = {s.model.id: s.state for s in node.router.servers}
     async with trio.open_nursery() as nursery:
-        for server in node.servers:
+        for server in node.router.servers:
             nursery.start_soon(_log_changes, server, last)
 
 
@@ -214,7 +214,7 @@ def _describe(server: LlamaServer) -> str:
 
 def _summary(node: Node) -> Panel:
     default = node.router.default
-    served = ", ".join(s.model.id for s in node.servers) or "nothing (API client)"
+    served = ", ".join(s.model.id for s in node.router.servers) or "nothing (API client)"
     lines = [f"[bold green]serving[/] {served}",
              f"OpenAI API  [bold]{node.api_url}[/]" + (f"   (default model: {default.model.id})" if default else "")]
     if node.console_url:

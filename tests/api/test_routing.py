@@ -21,7 +21,8 @@ def _server(model_id: str, tmp_path: Path) -> LlamaServer:
 
 @pytest.fixture
 def router(tmp_path):
-    return LocalRouter([_server("first", tmp_path), _server("second", tmp_path)])
+    servers = [_server("first", tmp_path), _server("second", tmp_path)]
+    return LocalRouter({s.model.id: s for s in servers})
 
 
 @pytest.mark.parametrize("requested", [None, "", "default"])
