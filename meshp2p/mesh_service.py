@@ -107,6 +107,7 @@ class MeshService:
         self._published_listing: MeshListing | None = None
         self._listing_published_at = 0.0
         self.created = False
+        self._announce = trio.Event()
 
     # -- what the rest of the node reads ----------------------------------------------------------------
 
@@ -224,6 +225,10 @@ class MeshService:
             if self.view.update(decoded.sender, status_from_body(decoded.body), self.clock()):
                 log.info("peer %s joined the mesh view", decoded.sender)
 
+    def announce_now(self) -> None:
+        """Send our status at once instead of at the next heartbeat (we just changed what we serve)."""
+        self._announce.set()
+
     async def _heartbeat(self) -> None:
         while True:
             status = self.local_status()
@@ -236,7 +241,9 @@ class MeshService:
                 await self.overlay.publish(self.status_topic, data)
             except Exception as exc:
                 log.debug("status publish failed: %s", exc)
-            await trio.sleep(STATUS_INTERVAL_S)
+            with trio.move_on_after(STATUS_INTERVAL_S):
+                await self._announce.wait()
+            self._announce = trio.Event()
 
     async def _expire(self) -> None:
         while True:

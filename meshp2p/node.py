@@ -134,6 +134,17 @@ class Node:
             ],
         }
 
+    async def drop_model(self, model_id: str) -> bool:
+        """Stop serving a model here and tell the mesh at once (`meshp2p drop`)."""
+        server = self.fleet.get(model_id)
+        if server is None or not self.fleet.stop(model_id):
+            return False
+        if server.port is not None:
+            await self.upstream.discard(LOOPBACK_HOST, server.port)
+        if self.mesh is not None:
+            self.mesh.announce_now()
+        return True
+
     @property
     def role(self) -> str:
         if self.config.binaries is None:
@@ -166,7 +177,7 @@ class Node:
             openai_app = create_openai_app(self.router, self.upstream)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
-                console_app = create_console_app(self.status)
+                console_app = create_console_app(self.status, self.drop_model)
                 await nursery.start(
                     partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
             runtime = _write_runtime_file(self)

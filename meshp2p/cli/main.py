@@ -37,6 +37,7 @@ COMMANDS = {
     "discover": "meshp2p.cli.discover:run_discover",
     "bootstrap": "meshp2p.cli.bootstrap:run_bootstrap",
     "status": "meshp2p.cli.status:run_status",
+    "drop": "meshp2p.cli.drop:run_drop",
 }
 
 
@@ -152,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="listen on every interface (0.0.0.0) instead of 127.0.0.1 only")
     boot.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
                       help="other bootstrap peers to connect to (repeatable)")
+
+    drop = commands.add_parser("drop", help="stop serving a model on the running node",
+                               description="Stop serving MODEL on the node running with this MESHP2P_HOME (or "
+                               "--console PORT); its llama-server is stopped and the mesh is told at once.")
+    drop.add_argument("model", metavar="MODEL", help="id of the model to stop serving (see `meshp2p status`)")
+    drop.add_argument("--console", type=int, default=None, metavar="PORT",
+                      help="console port of the node (default: read from $MESHP2P_HOME/node.json)")
 
     status = commands.add_parser("status", help="show the running node's status",
                                  description="Ask the node running with this MESHP2P_HOME (or --console PORT) "

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import httpx
 from conftest import pid_alive, port_is_free
 
 
@@ -66,3 +67,22 @@ def test_missing_binaries_with_no_build_says_how_to_fix(tmp_path):
                                         "MESHP2P_LLAMA_DIR": str(tmp_path / "empty")})
     assert r.returncode == 1
     assert "MESHP2P_LLAMA_DIR" in r.stderr
+
+
+def test_drop_stops_one_model_and_keeps_the_rest(node_factory, tiny_models, llama_binaries):
+    node = node_factory("--model", str(tiny_models.dense), "--model", str(tiny_models.other), "--threads", "1")
+    before = {m["id"]: m for m in node.wait_ready()["models"]}
+
+    r = run_meshp2p("drop", "tiny-other", home=node.home)
+    assert r.returncode == 0, r.stderr
+    after = node.status()
+    assert [m["id"] for m in after["models"]] == ["tiny-dense"]
+    assert not pid_alive(before["tiny-other"]["pid"])
+    assert pid_alive(before["tiny-dense"]["pid"])
+    listed = httpx.get(node.base_url + "/models", timeout=10).json()["data"]
+    assert [m["id"] for m in listed] == ["tiny-dense"]
+    assert after["mesh"]["peers"][0]["available"] == ["tiny-dense"]
+
+    r = run_meshp2p("drop", "tiny-other", home=node.home)
+    assert r.returncode == 1
+    assert "does not serve 'tiny-other'" in r.stderr
