@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+from libp2p.peer.id import ID
 
 from meshp2p import __version__
 from meshp2p.api.console_app import create_console_app
 from meshp2p.api.openai_app import create_openai_app
-from meshp2p.api.routing import LocalRouter
+from meshp2p.api.routing import Router
 from meshp2p.api.serve import serve_app
 from meshp2p.api.upstream import UpstreamPool
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
@@ -29,8 +30,11 @@ from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.llama_server import ServerOptions
 from meshp2p.inference.models import ModelSpec
+from meshp2p.mesh.demand import DemandCounter
+from meshp2p.mesh_gateway import OverlayGateway, tunnel_handler
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
+from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
 
@@ -80,13 +84,18 @@ class Node:
                                  on_port_retired=partial(self.upstream.discard, LOOPBACK_HOST))
         for model in config.models:
             self.fleet.add(model)
-        self.router = LocalRouter(self.fleet.servers)
         self.hardware: Hardware = detect_hardware()
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
+        self.tunnel: TunnelClient | None = None
+        self.demand = DemandCounter()
+        gateway: OverlayGateway | None = None
         if config.mesh is not None:
             self.overlay = Overlay(config.mesh.identity, config.mesh.overlay)
             self.mesh = MeshService(self.overlay, config.mesh.settings, self.local_status)
+            self.tunnel = TunnelClient(self.overlay)
+            gateway = OverlayGateway(self.mesh.view, self.tunnel, self.demand)
+        self.router = Router(self.fleet.servers, gateway)
         self.started_at = time.time()
 
     @property
@@ -163,6 +172,7 @@ class Node:
             available=tuple(s.model.id for s in self.router.servers),
             load=float(self.router.in_flight), api_port=self.config.api_port, version=__version__,
             region=None if mesh is None else mesh.settings.region, rtt_ms={},
+            addrs=tuple(self.overlay.addrs()[:16]) if self.overlay is not None else (),
         )
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -173,6 +183,7 @@ class Node:
             await nursery.start(self.fleet.run)
             if self.overlay is not None and self.mesh is not None:
                 await nursery.start(self.overlay.run)
+                self._serve_tunnel(self.overlay, self.mesh)
                 await nursery.start(self.mesh.run)
             openai_app = create_openai_app(self.router, self.upstream)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
@@ -188,6 +199,22 @@ class Node:
             finally:
                 runtime.unlink(missing_ok=True)
                 await self.upstream.aclose()
+                if self.tunnel is not None:
+                    await self.tunnel.aclose()
+
+    def _serve_tunnel(self, overlay: Overlay, mesh: MeshService) -> None:
+        """Answer other members' requests for models served here (the other end of their routing)."""
+
+        def is_member(peer: ID) -> bool:
+            # A joined peer, or one whose signed status we read on our mesh topic (on a private mesh that
+            # status was encrypted with the mesh key: reading it proves the sender has the secret).
+            return mesh.membership.is_member(peer) or peer.to_base58() in mesh.view.peers
+
+        def started() -> None:
+            self.router.in_flight += 1
+
+        handler = tunnel_handler(self.fleet.servers, self.upstream, started, self.router.request_done)
+        TunnelServer(overlay, is_member=is_member, handler=handler).install()
 
 
 def _write_runtime_file(node: Node) -> Path:

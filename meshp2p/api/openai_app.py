@@ -12,10 +12,10 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, SERVER_ERROR, ApiError, error_body
-from meshp2p.api.proxy import forward, with_default_stop
-from meshp2p.api.routing import LocalRouter
+from meshp2p.api.proxy import answer_locally
+from meshp2p.api.remote import forward_remote
+from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.upstream import UpstreamPool
-from meshp2p.inference.llama_server import LlamaServer
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -28,7 +28,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
-def create_openai_app(router: LocalRouter, pool: UpstreamPool) -> QuartTrio:
+def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
     """The quart-trio app; `pool` holds the node's keep-alive connections to its llama-servers."""
     app = QuartTrio("meshp2p.api.openai")
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=120)
@@ -51,36 +51,54 @@ def create_openai_app(router: LocalRouter, pool: UpstreamPool) -> QuartTrio:
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        return json_response({"object": "list", "data": [_model_entry(s, created) for s in router.servers]})
+        return json_response({"object": "list", "data": [_model_entry(router, m, created) for m in router.model_ids()]})
 
     @app.get("/v1/models/<path:model_id>")
     async def get_model(model_id: str) -> Response:
-        return json_response(_model_entry(router.resolve(model_id), created))
+        return json_response(_model_entry(router, router.resolve_id(model_id), created))
 
     @app.get("/health")
     async def health() -> Response:
-        ready = any(s.is_ready for s in router.servers)
+        ready = any(s.is_ready for s in router.servers) or bool(router.remote_models())
         return json_response({"status": "ok" if ready else "loading"}, 200 if ready else 503)
 
     async def proxied(path: str) -> Response:
         data = await request.get_data(cache=False, as_text=False)
         raw = data.encode() if isinstance(data, str) else data
         payload = _parse_object(raw)
-        server = router.resolve(payload.get("model"))
-        if path == "/v1/embeddings" and not server.model.embeddings:
-            raise ApiError(400, f"model '{server.model.id}' does not serve embeddings", param="model",
-                           code="embeddings_not_supported")
-        stream = payload.get("stream") is True
-        body = with_default_stop(payload, server.model.default_stop) or raw
+        requested = payload.get("model")
+        gateway = router.gateway
+        if gateway is not None and isinstance(requested, str) and requested not in ("", DEFAULT_ALIAS):
+            gateway.record_demand(requested)  # before resolving: demand for a model nobody serves is the point
+        model_id = router.resolve_id(requested)
+        local = router.local(model_id)
+        remotes = gateway.remote_servers(model_id) if gateway is not None else ()
         router.in_flight += 1
-        reply = await forward(pool, server, path, body, stream=stream, on_done=router.request_done)
-        if reply.chunks is not None:
-            return Response(reply.chunks, status=reply.status, headers={**reply.headers, **_STREAM_HEADERS})
-        return Response(reply.body or b"", status=reply.status, headers=reply.headers)
+        if local is not None and (local.is_ready or not remotes):
+            reply = await answer_locally(pool, local, path, payload, raw, on_done=router.request_done)
+            status, headers, body, chunks = reply.status, reply.headers, reply.body, reply.chunks
+        else:
+            assert gateway is not None
+            answer = await forward_remote(
+                gateway, remotes, path, payload, raw, stream=payload.get("stream") is True,
+                session_key=_session_key(payload), model_id=model_id, on_done=router.request_done)
+            status, headers, body, chunks = answer.status, answer.headers, answer.body, answer.chunks
+        if chunks is not None:
+            return Response(chunks, status=status, headers={**headers, **_STREAM_HEADERS})
+        return Response(body or b"", status=status, headers=headers)
 
     for path in FORWARDED_PATHS:
         app.add_url_rule(path, endpoint=path, view_func=_bind(proxied, path), methods=["POST"])
     return app
+
+
+def _session_key(payload: dict[str, Any]) -> str | None:
+    """Requests of one conversation stick to one server: OpenAI's `user` field, or a `session_id` extension."""
+    for key in ("user", "session_id"):
+        value = request.headers.get("x-session-id") if key == "session_id" else payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _bind(view: Callable[[str], Any], path: str) -> Callable[[], Any]:
@@ -101,18 +119,14 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
     return payload
 
 
-def _model_entry(server: LlamaServer, created: int) -> dict[str, Any]:
-    model = server.model
-    return {
-        "id": model.id,
-        "object": "model",
-        "created": created,
-        "owned_by": "meshp2p",
-        "meshp2p": {
-            "state": server.state.value,
-            "local": True,
-            "size_bytes": model.size_bytes,
-            "architecture": model.architecture,
-            "embeddings": model.embeddings,
-        },
-    }
+def _model_entry(router: Router, model_id: str, created: int) -> dict[str, Any]:
+    """One /v1/models entry; `meshp2p` says where the model runs (this node, others, or both)."""
+    server = router.local(model_id)
+    remote_nodes = [str(p) for p in router.remote_models().get(model_id, ())]  # type: ignore[attr-defined]
+    extra: dict[str, Any] = {"local": server is not None, "nodes": remote_nodes}
+    if server is not None:
+        extra.update(state=server.state.value, size_bytes=server.model.size_bytes,
+                     architecture=server.model.architecture, embeddings=server.model.embeddings)
+    else:
+        extra["state"] = "remote"
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "meshp2p", "meshp2p": extra}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -18,7 +19,12 @@ from meshp2p.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from meshp2p.inference.llama_server import LlamaServer
 from meshp2p.inference.ports import LOOPBACK
 
+EMBEDDINGS_PATH = "/v1/embeddings"
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
+
+
+class BackendFailed(Exception):
+    """The llama-server broke mid-answer (raised instead of an error event when the caller relays elsewhere)."""
 
 
 @dataclass
@@ -43,12 +49,14 @@ def unavailable(server: LlamaServer, why: str) -> ApiError:
 
 
 async def forward(
-    pool: UpstreamPool, server: LlamaServer, path: str, body: bytes, *, stream: bool, on_done: Callable[[], None]
+    pool: UpstreamPool, server: LlamaServer, path: str, body: bytes, *, stream: bool, on_done: Callable[[], None],
+    raise_mid_stream: bool = False,
 ) -> BackendReply:
     """POST `body` to the backend's `path`; raise ApiError(503) if the backend cannot take it.
 
     `on_done` runs exactly once, when the answer is over: at once for errors and whole bodies, at the end of
-    the relay (or when the client goes away) for streams.
+    the relay (or when the client goes away) for streams. A backend that breaks mid-stream ends the stream with
+    an error event, or, with `raise_mid_stream`, raises BackendFailed (the tunnel turns it into an ERROR frame).
     """
     try:
         if not server.is_ready or server.port is None:
@@ -59,7 +67,8 @@ async def forward(
             raise unavailable(server, "not answering") from exc
         headers = {k: v for k, v in response.headers if k.lower() not in _HOP_HEADERS}
         if stream and response.status == 200:
-            return BackendReply(response.status, headers, None, _relay(response, server, on_done))
+            return BackendReply(response.status, headers, None,
+                                _relay(response, server, on_done, raise_mid_stream=raise_mid_stream))
         try:
             data = await response.read()
         except UpstreamError as exc:
@@ -73,11 +82,14 @@ async def forward(
     return BackendReply(response.status, headers, data, None)
 
 
-async def _relay(response: UpstreamResponse, server: LlamaServer, on_done: Callable[[], None]) -> AsyncIterator[bytes]:
+async def _relay(response: UpstreamResponse, server: LlamaServer, on_done: Callable[[], None], *,
+                 raise_mid_stream: bool) -> AsyncIterator[bytes]:
     try:
         async for chunk in response.iter_body():
             yield chunk
     except UpstreamError as exc:
+        if raise_mid_stream:
+            raise BackendFailed(f"the backend of model '{server.model.id}' failed mid-answer: {exc}") from exc
         yield sse_error_event(
             f"the backend of model '{server.model.id}' failed mid-answer ({exc}); the answer is incomplete",
             code="backend_failed",
@@ -86,6 +98,23 @@ async def _relay(response: UpstreamResponse, server: LlamaServer, on_done: Calla
         on_done()
         with trio.CancelScope(shield=True):
             await response.aclose()
+
+
+async def answer_locally(
+    pool: UpstreamPool, server: LlamaServer, path: str, payload: dict[str, Any], raw: bytes, *,
+    on_done: Callable[[], None], raise_mid_stream: bool = False,
+) -> BackendReply:
+    """Answer with this node's own llama-server: the one place that knows how a local model is asked.
+
+    Used for the node's own API clients and for requests other nodes send through the tunnel.
+    """
+    if path == EMBEDDINGS_PATH and not server.model.embeddings:
+        on_done()
+        raise ApiError(400, f"model '{server.model.id}' does not serve embeddings", param="model",
+                       code="embeddings_not_supported")
+    body = with_default_stop(payload, server.model.default_stop) or raw
+    return await forward(pool, server, path, body, stream=payload.get("stream") is True, on_done=on_done,
+                         raise_mid_stream=raise_mid_stream)
 
 
 def with_default_stop(payload: dict[str, object], stop: tuple[str, ...]) -> bytes | None:

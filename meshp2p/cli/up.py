@@ -213,10 +213,10 @@ def _describe(server: LlamaServer) -> str:
 
 
 def _summary(node: Node) -> Panel:
-    default = node.router.default
+    default = node.router.default_id()
     served = ", ".join(s.model.id for s in node.router.servers) or "nothing (API client)"
     lines = [f"[bold green]serving[/] {served}",
-             f"OpenAI API  [bold]{node.api_url}[/]" + (f"   (default model: {default.model.id})" if default else "")]
+             f"OpenAI API  [bold]{node.api_url}[/]" + (f"   (default model: {default})" if default else "")]
     if node.console_url:
         lines.append(f"status      {node.console_url}/api/status")
     if node.mesh is not None and node.overlay is not None:

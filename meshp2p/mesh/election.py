@@ -21,13 +21,18 @@ failed to load a model should drop it from `available` for a while, so the ranki
 
 Stampede avoidance: the eligible candidates for a model are ranked by a key every node computes alike:
 standby before host, then most free memory (in FREE_MB_RANK_STEP_MB steps, so jitter between two status
-messages does not reorder them), then lowest load, then a hash of (peer_id, model_id, epoch) with
-epoch = floor(now / PROMOTION_EPOCH_S). The k-th ranked candidate (0-based) may promote once
+messages does not reorder them), then lowest load, then a hash of (peer_id, model_id), which spreads different
+models over otherwise equal nodes. The k-th ranked candidate (0-based) may promote once
 now - unserved_since[model] >= k x PROMOTION_GRACE_S: the first goes at once, and if the model still needs a
 server PROMOTION_GRACE_S later (the first one died, or is stuck), the next one goes, and so on. An orphaned model
-therefore has its first taker at once and two backups within 10 s. `now` must be wall-clock (unix) seconds for the
-epochs to line up across nodes; close to an epoch boundary two tied nodes can briefly disagree, which costs at
-worst one extra replica.
+therefore has its first taker at once and two backups within 10 s (of the decision; loading takes longer).
+The tie-break deliberately has no time epoch in it: an order that rotates every few seconds would let a second
+node see itself first while the first one's "loading" status is still on its way, which is the stampede this
+avoids; a first candidate that never acts is already passed over by the grace rule.
+
+This only works if a promotion is visible at once: the promoting node must list the model in its own
+`loading` (and gossip it) from the moment it decides, or the grace rule sends the next candidates after it while
+it loads.
 
 Each node promotes at most one model per decision. Several needs are handled in parallel: walking the needs in
 priority order, the first-ranked candidate of each need is set aside, so the next need goes to someone else.
@@ -50,7 +55,6 @@ from meshp2p.mesh.view import MeshView
 
 HOT_MIN_REQ_PER_MIN = 10.0
 HOT_IMBALANCE = 3.0
-PROMOTION_EPOCH_S = 10.0
 PROMOTION_GRACE_S = 5.0
 #: A model whose last server left longer ago than this is no longer orphaned (only wanted, if it has demand).
 ORPHAN_MEMORY_S = 300.0
@@ -171,20 +175,19 @@ def is_eligible(node: NodeInfo, model_id: str, model_sizes_mb: Mapping[str, int]
     return size_mb is None or node.free_mb >= PROMOTION_HEADROOM * size_mb
 
 
-def _tiebreak(peer_id: str, model_id: str, epoch: int) -> int:
-    digest = hashlib.sha256(f"{peer_id}\x00{model_id}\x00{epoch}".encode()).digest()
+def _tiebreak(peer_id: str, model_id: str) -> int:
+    digest = hashlib.sha256(f"{peer_id}\x00{model_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
-def rank_candidates(view: MeshSnapshot, model_id: str, *, now: float,
+def rank_candidates(view: MeshSnapshot, model_id: str, *,
                     model_sizes_mb: Mapping[str, int] = _EMPTY_SIZES) -> list[NodeInfo]:
     """Eligible nodes for `model_id`, in the order they may take it (identical on every node with this view)."""
-    epoch = math.floor(now / PROMOTION_EPOCH_S)
 
     def key(node: NodeInfo) -> tuple[int, int, float, int, str]:
         load = node.load if math.isfinite(node.load) else math.inf
         return (PROMOTING_ROLES.index(node.role), -(node.free_mb // FREE_MB_RANK_STEP_MB), load,
-                _tiebreak(node.peer_id, model_id, epoch), node.peer_id)
+                _tiebreak(node.peer_id, model_id), node.peer_id)
 
     return sorted((n for n in view.peers if is_eligible(n, model_id, model_sizes_mb)), key=key)
 
@@ -203,14 +206,14 @@ def plan_promotions(
 
     `recently_served`: model -> when it last had a server; `unserved_since`: model -> since when it has needed a
     server (a model missing there counts as needing one since `now`, so only the first candidate acts).
-    `NeedTracker` keeps both.
+    `NeedTracker` keeps both. Acting on the result, the caller lists the model in this node's `loading` at once.
     """
     me = view.node(self_id)
     if me is None or me.role not in PROMOTING_ROLES or me.loading:
         return None
     set_aside: set[str] = set()
     for need in needs(view, demand, now=now, recently_served=recently_served):
-        ranked = [n for n in rank_candidates(view, need.model_id, now=now, model_sizes_mb=model_sizes_mb)
+        ranked = [n for n in rank_candidates(view, need.model_id, model_sizes_mb=model_sizes_mb)
                   if n.peer_id not in set_aside]
         if not ranked:
             continue

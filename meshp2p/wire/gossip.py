@@ -73,6 +73,9 @@ MAX_TEXT_CHARS = 128
 MAX_LIST_ITEMS = 64
 MAX_RTT_ENTRIES = 64
 MAX_PORT = 65535
+MAX_STATUS_ADDRS = 16
+#: Relayed multiaddrs (`.../p2p-circuit/...`) run to ~180 characters.
+MAX_ADDR_CHARS = 256
 
 _INNER_KEYS = frozenset({"v", "t", "mesh", "pk", "seq", "ts", "body", "sig"})
 _SEALED_KEYS = frozenset({"v", "enc", "mesh", "n", "ct"})
@@ -107,6 +110,8 @@ class StatusBody:
     version: str
     region: str | None
     rtt_ms: dict[str, float]
+    #: Where peers can dial this node (full multiaddrs). Added within v1, so optional to readers.
+    addrs: tuple[str, ...] = ()
 
 
 def topic_name(mesh_id: bytes, name: str) -> str:
@@ -247,6 +252,7 @@ def status_to_body(status: StatusBody) -> dict[str, Any]:
         "version": status.version,
         "region": status.region,
         "rtt_ms": {peer: float(rtt) for peer, rtt in status.rtt_ms.items()},
+        "addrs": list(status.addrs),
     }
 
 
@@ -276,6 +282,8 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
             check_text(peer, "rtt_ms", min_chars=1, max_chars=MAX_TEXT_CHARS): check_float(value, "rtt_ms")
             for peer, value in rtt.items()
         },
+        addrs=get_text_list(body, "addrs", max_items=MAX_STATUS_ADDRS, max_chars=MAX_ADDR_CHARS)
+        if "addrs" in body else (),
     )
 
 
@@ -325,4 +333,4 @@ class ReplayGuard:
         return len(self._last)
 
 
-_STATUS_KEYS = frozenset(status_to_body(StatusBody("host", 0, 0, None, (), (), 0.0, None, "", None, {})))
+_STATUS_KEYS = frozenset(status_to_body(StatusBody("host", 0, 0, None, (), (), 0.0, None, "", None, {}))) - {"addrs"}

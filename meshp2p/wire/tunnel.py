@@ -15,16 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from meshp2p.wire._cbor import (
-    check_keys,
-    check_text,
-    check_version,
-    dumps,
-    get_int,
-    get_opt_int,
-    get_text,
-    loads_map,
-)
+from meshp2p.wire._cbor import check_keys, check_text, check_version, dumps, get_int, get_opt_int, get_text, loads_map
 from meshp2p.wire.errors import WireError
 
 TUNNEL_PROTOCOL_ID = "/meshp2p/http/1.0.0"
@@ -140,13 +131,14 @@ def _request_head(m: dict[str, Any]) -> RequestHead:
     check_version(m)
     check_keys(m, ("v", "id", "method", "path", "headers", "model"))
     request_id = get_int(m, "id")
-    if m["method"] not in METHODS:
+    method = get_text(m, "method", max_chars=8)
+    if method not in METHODS:
         raise WireError("malformed", f"'method' is not one of {sorted(METHODS)}")
     path = _path(m)
     model = m["model"]
     if model is not None:
         model = check_text(model, "model", max_chars=MAX_MODEL_CHARS, min_chars=1)
-    return RequestHead(request_id, m["method"], path, _headers(m["headers"]), model)
+    return RequestHead(request_id, method, path, _headers(m["headers"]), model)
 
 
 def _response_head(m: dict[str, Any]) -> ResponseHead:
@@ -277,43 +269,46 @@ class FrameDecoder:
 # ---------------------------------------------------------------- exchange state machines
 
 
-class _Connection:
-    def __init__(self) -> None:
-        self._decoder = FrameDecoder()
-        self._failed: WireError | None = None
-        self._closed = False
-        self._last_id = -1
-        self._id = -1
+class _Stream:
+    """What both sides share: the decoder, request ids, and the failed and closed flags."""
 
-    def _check_alive(self) -> None:
-        if self._failed is not None:
-            raise WireError(self._failed.reason, "the stream already failed")
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder()
+        self.failed: WireError | None = None
+        self.closed = False
+        self.last_id = -1
+        self.id = -1
+
+    @property
+    def usable(self) -> bool:
+        return self.failed is None and not self.closed
+
+    def check_alive(self) -> None:
+        if self.failed is not None:
+            raise WireError(self.failed.reason, "the stream already failed")
 
     @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
+    def guard(self) -> Iterator[None]:
         """A protocol error from the peer fails the connection for good: the stream must be reset."""
-        self._check_alive()
+        self.check_alive()
         try:
             yield
         except WireError as exc:
-            self._failed = exc
+            self.failed = exc
             raise
 
-    def _feed(self, data: bytes) -> list[TunnelEvent]:
-        if self._closed and data:
+    def feed(self, data: bytes) -> list[TunnelEvent]:
+        if self.closed and data:
             raise WireError("malformed", "data after EOF")
-        return self._decoder.feed(data)
+        return self.decoder.feed(data)
 
-    def _truncated(self, what: str) -> WireError:
-        # TODO(wire): a dedicated "truncated" reason; until errors.py has one, truncation is "malformed".
-        return WireError("malformed", f"truncated: EOF {what}")
-
-    def _eof(self, mid_exchange: bool) -> None:
-        self._closed = True
-        if self._decoder.buffered:
-            raise self._truncated(f"inside a frame ({self._decoder.buffered} bytes buffered)")
+    def eof(self, mid_exchange: bool) -> None:
+        # Truncation has no reason of its own (yet): it is "malformed" with a detail starting "truncated".
+        self.closed = True
+        if self.decoder.buffered:
+            raise WireError("malformed", f"truncated: EOF inside a frame ({self.decoder.buffered} bytes buffered)")
         if mid_exchange:
-            raise self._truncated(f"in the middle of exchange id {self._id}")
+            raise WireError("malformed", f"truncated: EOF in the middle of exchange id {self.id}")
 
 
 class _Client(enum.Enum):
@@ -326,35 +321,34 @@ class TunnelClientConnection:
     """Side A, which opened the stream: `send_request`, then `receive` until End or TunnelErrorFrame, repeat."""
 
     def __init__(self) -> None:
-        self._conn = _Connection()
+        self._stream = _Stream()
         self._state = _Client.IDLE
 
     @property
     def idle(self) -> bool:
         """True when the stream can carry the next request (no request in flight, no failure, no EOF)."""
-        c = self._conn
-        return self._state is _Client.IDLE and c._failed is None and not c._closed
+        return self._state is _Client.IDLE and self._stream.usable
 
     def send_request(self, head: RequestHead, body: bytes = b"") -> bytes:
-        c = self._conn
-        c._check_alive()
+        stream = self._stream
+        stream.check_alive()
         if not self.idle:
             raise WireError("malformed", "a request is in flight or the stream is closed")
-        if head.id <= c._last_id:
-            raise WireError("malformed", f"request id {head.id} does not increase (last {c._last_id})")
+        if head.id <= stream.last_id:
+            raise WireError("malformed", f"request id {head.id} does not increase (last {stream.last_id})")
         data = encode_request(head, body)
-        c._last_id = c._id = head.id
+        stream.last_id = stream.id = head.id
         self._state = _Client.AWAIT_HEAD
         return data
 
     def receive(self, data: bytes) -> list[ResponseEvent]:
-        with self._conn._guard():
-            return [self._on_event(event) for event in self._conn._feed(data)]
+        with self._stream.guard():
+            return [self._on_event(event) for event in self._stream.feed(data)]
 
     def eof(self) -> None:
         """The peer closed its side; raises if that cut a response short."""
-        with self._conn._guard():
-            self._conn._eof(self._state is not _Client.IDLE)
+        with self._stream.guard():
+            self._stream.eof(self._state is not _Client.IDLE)
 
     def _on_event(self, event: TunnelEvent) -> ResponseEvent:
         if isinstance(event, RequestHead):
@@ -365,8 +359,8 @@ class TunnelClientConnection:
             if self._state is not _Client.BODY:
                 raise WireError("malformed", "BODY before RESPONSE_HEAD")
             return event
-        if event.id != self._conn._id:
-            raise WireError("malformed", f"{type(event).__name__} for id {event.id}, expected {self._conn._id}")
+        if event.id != self._stream.id:
+            raise WireError("malformed", f"{type(event).__name__} for id {event.id}, expected {self._stream.id}")
         if isinstance(event, ResponseHead):
             if self._state is not _Client.AWAIT_HEAD:
                 raise WireError("malformed", "a second RESPONSE_HEAD")
@@ -398,7 +392,7 @@ class TunnelServerConnection:
     """
 
     def __init__(self) -> None:
-        self._conn = _Connection()
+        self._stream = _Stream()
         self._request = _Request.IDLE
         self._response = _Response.WAIT
         self._body_bytes = 0
@@ -406,22 +400,21 @@ class TunnelServerConnection:
     @property
     def idle(self) -> bool:
         """True between exchanges while the stream is open: the next thing to arrive is a RequestHead."""
-        c = self._conn
-        return self._request is _Request.IDLE and c._failed is None and not c._closed
+        return self._request is _Request.IDLE and self._stream.usable
 
     def receive(self, data: bytes) -> list[RequestEvent]:
-        with self._conn._guard():
-            return [self._on_event(event) for event in self._conn._feed(data)]
+        with self._stream.guard():
+            return [self._on_event(event) for event in self._stream.feed(data)]
 
     def eof(self) -> None:
         """The peer closed its side; raises if that cut a request short. A complete request still gets its response."""
-        with self._conn._guard():
-            self._conn._eof(self._request is _Request.BODY)
+        with self._stream.guard():
+            self._stream.eof(self._request is _Request.BODY)
 
     def send_response_head(self, head: ResponseHead) -> bytes:
         self._check_send(_Response.WAIT)
-        if head.id != self._conn._id:
-            raise WireError("malformed", f"response head for id {head.id}, the request is {self._conn._id}")
+        if head.id != self._stream.id:
+            raise WireError("malformed", f"response head for id {head.id}, the request is {self._stream.id}")
         frame = encode_response_head(head)
         self._response = _Response.BODY
         return frame
@@ -432,17 +425,17 @@ class TunnelServerConnection:
 
     def send_end(self) -> bytes:
         self._check_send(_Response.BODY)
-        return self._finish(encode_end(self._conn._id))
+        return self._finish(encode_end(self._stream.id))
 
     def send_error(self, code: str, message: str, retry_after_s: int | None = None) -> bytes:
         self._check_send(_Response.WAIT, _Response.BODY)
-        return self._finish(encode_error(TunnelErrorFrame(self._conn._id, code, message, retry_after_s)))
+        return self._finish(encode_error(TunnelErrorFrame(self._stream.id, code, message, retry_after_s)))
 
     def _check_send(self, *allowed: _Response) -> None:
-        self._conn._check_alive()
+        self._stream.check_alive()
         if self._request is _Request.IDLE or self._response not in allowed:
-            raise WireError("malformed", f"cannot send that now (request {self._request.value}, "
-                                         f"response {self._response.value})")  # fmt: skip
+            state = f"request {self._request.value}, response {self._response.value}"
+            raise WireError("malformed", f"cannot send that now ({state})")
 
     def _finish(self, frame: bytes) -> bytes:
         self._response = _Response.DONE
@@ -461,9 +454,9 @@ class TunnelServerConnection:
         if isinstance(event, RequestHead):
             if self._request is not _Request.IDLE:
                 raise WireError("malformed", "REQUEST_HEAD inside a request")
-            if event.id <= self._conn._last_id:
-                raise WireError("malformed", f"request id {event.id} does not increase (last {self._conn._last_id})")
-            self._conn._last_id = self._conn._id = event.id
+            if event.id <= self._stream.last_id:
+                raise WireError("malformed", f"request id {event.id} does not increase (last {self._stream.last_id})")
+            self._stream.last_id = self._stream.id = event.id
             self._request, self._body_bytes = _Request.BODY, 0
             return event
         if self._request is _Request.IDLE:
@@ -473,8 +466,8 @@ class TunnelServerConnection:
             if self._body_bytes > MAX_REQUEST_BODY:
                 raise WireError("oversized", f"request body over {MAX_REQUEST_BODY} bytes")
             return event
-        if event.id != self._conn._id:
-            raise WireError("malformed", f"END for id {event.id}, expected {self._conn._id}")
+        if event.id != self._stream.id:
+            raise WireError("malformed", f"END for id {event.id}, expected {self._stream.id}")
         self._request = _Request.DONE
         self._maybe_complete()
         return event

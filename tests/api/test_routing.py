@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from meshp2p.api.errors import ApiError
-from meshp2p.api.routing import LocalRouter
+from meshp2p.api.routing import Router
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec
@@ -22,29 +22,29 @@ def _server(model_id: str, tmp_path: Path) -> LlamaServer:
 @pytest.fixture
 def router(tmp_path):
     servers = [_server("first", tmp_path), _server("second", tmp_path)]
-    return LocalRouter({s.model.id: s for s in servers})
+    return Router({s.model.id: s for s in servers})
 
 
 @pytest.mark.parametrize("requested", [None, "", "default"])
 def test_missing_or_default_means_the_first_model(router, requested):
-    assert router.resolve(requested).model.id == "first"
+    assert router.resolve_id(requested) == "first"
 
 
 def test_exact_id(router):
-    assert router.resolve("second").model.id == "second"
+    assert router.resolve_id("second") == "second"
 
 
 @pytest.mark.parametrize("requested", ["Second", "second ", "third"])
 def test_anything_else_is_404_with_the_list(router, requested):
     with pytest.raises(ApiError) as err:
-        router.resolve(requested)
+        router.resolve_id(requested)
     assert err.value.status == 404
     assert "first, second" in err.value.message
 
 
 def test_non_string_model_is_400(router):
     with pytest.raises(ApiError) as err:
-        router.resolve(["first"])
+        router.resolve_id(["first"])
     assert err.value.status == 400
 
 

@@ -7,10 +7,13 @@ outlives a test. Waiting is always for a condition with a deadline, never for a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
+from libp2p.host.basic_host import BasicHost
 from libp2p.records.validator import Validator
 
 from meshp2p.mesh_service import MeshService, MeshSettings
@@ -21,6 +24,7 @@ from meshp2p.wire.identity import Identity
 POLL_S = 0.02
 #: Generous for a loaded 2-core CI machine; the conditions waited for hold within a second on loopback.
 WAIT_S = 10.0
+CLOSE_S = 5.0
 
 
 def status(role: str = "host", *, ram_mb: int = 8192, vram_mb: int = 0, loaded: tuple[str, ...] = (),
@@ -77,30 +81,89 @@ class Node:
                     task_status.started()
             finally:
                 self.running = False
+                with trio.move_on_after(CLOSE_S, shield=True):
+                    await stop_system_tasks(self.overlay.host)
 
 
-async def start_overlay(nursery: trio.Nursery, bootstrap: tuple[str, ...] = ()) -> Node:
-    node = Node(Overlay(Identity.generate(), OverlayConfig(bootstrap=bootstrap)))
-    await nursery.start(node._run)
-    return node
+async def stop_system_tasks(host: BasicHost) -> None:
+    """Stop what py-libp2p runs as trio *system* tasks, outside every nursery, so cancelling a host misses it.
+
+    Its TCP listener keeps the port open and identify exchanges run on for up to 30 s. `Overlay.run` does not
+    close them when cancelled (`host.close()` would, but spends 0.2 s per connection).
+    """
+    for scope in list(getattr(host, "_identify_tasks", ())):
+        scope.cancel()
+    for listener in list(host.get_network().listeners.values()):
+        await listener.close()
 
 
-async def start_member(nursery: trio.Nursery, settings: MeshSettings,
-                       local_status: Callable[[], StatusBody] | None = None) -> Node:
-    """A MeshService node; the overlay bootstraps off the mesh's join addresses, as `meshp2p up` does."""
-    overlay = Overlay(Identity.generate(), OverlayConfig(bootstrap=settings.join_addrs))
-    node = Node(overlay, MeshService(overlay, settings, local_status or status))
-    await nursery.start(node._run)
-    return node
+def port_is_free(port: int) -> bool:
+    """Nothing listens on it any more (TIME_WAIT leftovers of closed connections do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class Network:
+    """Nodes started under one nursery; see `network()`."""
+
+    nursery: trio.Nursery
+    nodes: list[Node] = field(default_factory=list)
+    #: Every port a node listened on, checked free once the network stopped.
+    ports: list[int] = field(default_factory=list)
+
+    async def start_overlay(self, bootstrap: tuple[str, ...] = ()) -> Node:
+        return await self._start(Node(Overlay(Identity.generate(), OverlayConfig(bootstrap=bootstrap))))
+
+    async def start_member(self, settings: MeshSettings,
+                           local_status: Callable[[], StatusBody] | None = None) -> Node:
+        """A MeshService node; its overlay bootstraps off the mesh's join addresses, as `meshp2p up` does."""
+        overlay = Overlay(Identity.generate(), OverlayConfig(bootstrap=settings.join_addrs))
+        return await self._start(Node(overlay, MeshService(overlay, settings, local_status or status)))
+
+    async def _start(self, node: Node) -> Node:
+        await self.nursery.start(node._run)
+        self.nodes.append(node)
+        self.ports += [int(addr.split("/tcp/")[1].split("/")[0]) for addr in node.overlay.addrs()]
+        return node
+
+
+@asynccontextmanager
+async def network() -> AsyncIterator[Network]:
+    """Run nodes for the duration of the block, then stop them all and check nothing is left behind."""
+    tasks_before = trio.lowlevel.current_statistics().tasks_living
+    try:
+        async with trio.open_nursery() as nursery:
+            net = Network(nursery)
+            yield net
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Trio groups even a lone failure; unwrap it so assertions and `xfail(raises=...)` read plainly.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    await wait_for(lambda: trio.lowlevel.current_statistics().tasks_living <= tasks_before,
+                   "every task of the network to end", timeout_s=CLOSE_S)
+    busy = [port for port in net.ports if not port_is_free(port)]
+    assert not busy, f"ports still listening after the network stopped: {busy}"
 
 
 async def connect_all(nodes: list[Node]) -> None:
-    """Full mesh of connections and filled DHT routing tables."""
-    for i, node in enumerate(nodes):
-        for other in nodes[i + 1:]:
-            assert await node.overlay.connect(other.overlay.addrs()[0]) is not None
-    for node in nodes:
-        await node.overlay.dht.refresh_routing_table()
-    expected = len(nodes) - 1
-    await wait_for(lambda: all(n.overlay.dht.get_routing_table_size() >= expected for n in nodes),
-                   "every DHT routing table to hold every other node")
+    """Every node dials every other one, which also puts it in the dialer's DHT routing table."""
+    reached: list[bool] = []
+
+    async def connect(node: Node, other: Node) -> None:
+        reached.append(await node.overlay.connect(other.overlay.addrs()[0]) is not None)
+
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            for other in nodes:
+                if other is not node:
+                    nursery.start_soon(connect, node, other)
+    assert all(reached), "a loopback dial failed"
+    assert all(n.overlay.dht.get_routing_table_size() == len(nodes) - 1 for n in nodes)

@@ -1,0 +1,173 @@
+"""A private mesh on real nodes: members find each other; a peer without the secret can neither join, read
+the members' status gossip, nor get anything it publishes past their validator."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from meshp2p.mesh_service import MeshSettings
+from meshp2p.p2p.join_protocol import JOIN_PROTOCOL, Membership
+from meshp2p.wire._cbor import dumps
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.gossip import (
+    decode_gossip,
+    encode_gossip,
+    gossip_key,
+    status_from_body,
+    status_to_body,
+    topic_name,
+)
+from meshp2p.wire.join import FrameReader, frame
+from meshp2p.wire.mesh_id import new_mesh_secret, private_mesh_id
+
+from .helpers import Network, Node, network, status, wait_for
+
+#: Status goes out every 2 s, so a view fills within a couple of heartbeats once gossipsub has grafted.
+VIEW_S = 10.0
+
+
+def mesh_settings(secret: bytes, join_addrs: tuple[str, ...] = ()) -> MeshSettings:
+    return MeshSettings(mesh_id=private_mesh_id(secret), secret=secret, join_addrs=join_addrs)
+
+
+async def start_private_mesh(net: Network, secret: bytes) -> tuple[Node, Node]:
+    first = await net.start_member(mesh_settings(secret), lambda: status(ram_mb=1000))
+    second = await net.start_member(mesh_settings(secret, tuple(first.overlay.addrs())), lambda: status(ram_mb=2000))
+    both = {first.peer_id, second.peer_id}
+    await wait_for(lambda: all(set(n.service.view.peers) == both for n in (first, second)),
+                   "both members in both views", VIEW_S)
+    return first, second
+
+
+def rejects(node: Node) -> dict[str, int]:
+    return node.overlay.rejects.as_dict()
+
+
+async def test_members_see_each_other_and_are_joined_both_ways():
+    secret = new_mesh_secret()
+    async with network() as net:
+        first, second = await start_private_mesh(net, secret)
+        assert second.service.created is False and first.service.created is True
+        assert first.overlay.peer_id in second.service.membership.members
+        assert second.overlay.peer_id in first.service.membership.members
+        assert first.service.view.peers[second.peer_id].status.ram_mb == 2000
+        assert second.service.view.peers[first.peer_id].status.ram_mb == 1000
+        assert not rejects(first) and not rejects(second)
+
+
+async def test_a_peer_without_the_secret_cannot_join():
+    secret = new_mesh_secret()
+    async with network() as net:
+        first, second = await start_private_mesh(net, secret)
+        outsider = await net.start_overlay(bootstrap=tuple(first.overlay.addrs()))
+        members = first.service.membership
+
+        # Right mesh id, wrong secret: the member proves itself first, the outsider sees the proof is not for
+        # its key and hangs up without a proof of its own.
+        guesser = Membership(outsider.overlay, first.service.settings.mesh_id, new_mesh_secret())
+        assert await guesser.join(first.overlay.peer_id) is False
+        assert rejects(outsider) == {"join:bad_proof": 1}
+        await wait_for(lambda: rejects(first).get("join:malformed") == 1, "the member to count the hang-up")
+
+        # Another mesh altogether: refused at hello.
+        other_secret = new_mesh_secret()
+        stranger = Membership(outsider.overlay, private_mesh_id(other_secret), other_secret)
+        assert await stranger.join(first.overlay.peer_id) is False
+        assert rejects(outsider)["join:rejected"] == 1
+        await wait_for(lambda: rejects(first).get("join:bad_mesh_id") == 1, "the member to count bad_mesh_id")
+
+        # A proof made up without the secret: refused with bad_proof, and told so.
+        reply = await send_made_up_proof(outsider, first)
+        assert reply == {"v": 1, "ok": False, "error": "bad_proof"}
+        await wait_for(lambda: rejects(first).get("join:bad_proof") == 1, "the member to count bad_proof")
+
+        assert outsider.overlay.peer_id not in members.members
+        assert not members.is_member(outsider.overlay.peer_id)
+        assert outsider.peer_id not in first.service.view.peers
+        assert first.running and second.running
+
+
+async def send_made_up_proof(outsider: Node, member: Node) -> dict[str, Any]:
+    """Speak /meshp2p/join/1.0.0 by hand: a correct hello, then 32 random bytes as the proof."""
+    reader = FrameReader()
+
+    async def next_message() -> dict[str, Any]:
+        while True:
+            data = await stream.read(4096)
+            assert data, "the member hung up without a result"
+            messages = reader.feed(data)
+            if messages:
+                return messages[0]
+
+    with trio.fail_after(VIEW_S):
+        stream = await outsider.overlay.host.new_stream(member.overlay.peer_id, [JOIN_PROTOCOL])
+        try:
+            await stream.write(frame({"v": 1, "mesh": member.service.settings.mesh_id, "nonce": os.urandom(32)}))
+            challenge = await next_message()
+            assert set(challenge) == {"v", "nonce", "proof"}
+            await stream.write(frame({"v": 1, "proof": os.urandom(32)}))
+            return await next_message()
+        finally:
+            await stream.close()
+
+
+async def test_an_outsider_reads_no_gossip_and_its_forgeries_are_rejected():
+    secret = new_mesh_secret()
+    mesh_id = private_mesh_id(secret)
+    topic = topic_name(mesh_id, "status")
+    async with network() as net:
+        first, second = await start_private_mesh(net, secret)
+        outsider = await net.start_overlay()
+        for member in (first, second):
+            assert await outsider.overlay.connect(member.overlay.addrs()[0]) is not None
+        subscription = await outsider.overlay.pubsub.subscribe(topic)
+
+        # It receives the members' status messages (gossipsub relays them) but cannot read them.
+        with trio.fail_after(VIEW_S):
+            message = await subscription.get()
+        captured = message.data
+        now = time.time()
+        for wrong in (None, new_mesh_secret()):
+            try:
+                decode_gossip(captured, mesh_id=mesh_id, topic=topic, now=now, secret=wrong)
+            except WireError as exc:
+                assert exc.reason == ("malformed" if wrong is None else "decrypt_failed")
+            else:
+                raise AssertionError("a non-member read a private mesh's gossip")
+        # A member can (so the message was a real status, not noise).
+        assert status_from_body(decode_gossip(captured, mesh_id=mesh_id, topic=topic, now=now, secret=secret).body)
+
+        identity = outsider.overlay.identity
+        plain = encode_gossip(identity, mesh_id, topic, "status", status_to_body(status()), seq=1, now=time.time(),
+                              secret=None)
+        nonce = os.urandom(12)
+        sealed_with_a_guess = dumps({
+            "v": 1, "enc": 1, "mesh": mesh_id, "n": nonce,
+            "ct": ChaCha20Poly1305(gossip_key(mesh_id, new_mesh_secret())).encrypt(nonce, plain, topic.encode()),
+        })
+        forgeries = [
+            (b"\xffnot cbor at all", "malformed"),
+            (plain, "decrypt_failed"),
+            (sealed_with_a_guess, "decrypt_failed"),
+            # A member's genuine message, re-published by the outsider: the signer is not the gossip sender.
+            (captured, "key_mismatch"),
+        ]
+        for data, reason in forgeries:
+            expected = {n.peer_id: rejects(n).get(f"gossip:{reason}", 0) + 1 for n in (first, second)}
+            await outsider.overlay.publish(topic, data)
+            await wait_for(lambda: {n.peer_id: rejects(n).get(f"gossip:{reason}", 0) for n in (first, second)}
+                           == expected, f"both members to count gossip:{reason}")  # noqa: B023
+
+        # The members are still running and still hear each other after the attack.
+        attack_over = time.time()
+        await wait_for(lambda: all(n.service.view.peers[o.peer_id].last_seen > attack_over
+                                   for n, o in ((first, second), (second, first))),
+                       "fresh status between the members after the attack", VIEW_S)
+        assert first.running and second.running
+        assert set(first.service.view.peers) == {first.peer_id, second.peer_id}
+        assert all(not key.startswith("join:") for n in (first, second) for key in rejects(n))
