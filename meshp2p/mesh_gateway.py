@@ -31,6 +31,9 @@ from meshp2p.wire.tunnel import RequestHead
 log = logging.getLogger("meshp2p.gateway")
 
 _JSON = (("content-type", "application/json"),)
+#: Hop-by-hop and framing headers never cross the tunnel (protocols/http-tunnel.md).
+_NOT_TUNNELLED = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+                            "upgrade", "host", "content-length", "authorization", "cookie", "server", "date"})
 
 
 class _Reply:
@@ -57,8 +60,9 @@ class _Reply:
 
 class OverlayGateway:
     def __init__(self, view: MeshView, tunnel: TunnelClient, demand: DemandCounter,
-                 clock: Callable[[], float] = time.time) -> None:
+                 wanted: Callable[[], list[str]], clock: Callable[[], float] = time.time) -> None:
         self.view = view
+        self.wanted = wanted
         self.tunnel = tunnel
         self.demand = demand
         self.clock = clock
@@ -82,7 +86,11 @@ class OverlayGateway:
         return models
 
     def wanted_models(self) -> Sequence[str]:
-        return []
+        return self.wanted()
+
+    def offered_models(self) -> set[str]:
+        """Models some member has on disk and could load (promotion), served or not."""
+        return {m for p in self.view.peers.values() for m in p.status.available}
 
     def record_demand(self, model_id: str) -> None:
         self.demand.record(model_id, self.clock())
@@ -134,7 +142,7 @@ def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool,
                                          raise_mid_stream=True)
         except ApiError as exc:
             return TunnelAnswer(exc.status, _JSON, json.dumps(exc.body()).encode())
-        headers = tuple((k.lower(), v) for k, v in reply.headers.items())
+        headers = tuple((k.lower(), v) for k, v in reply.headers.items() if k.lower() not in _NOT_TUNNELLED)
         if reply.chunks is None:
             return TunnelAnswer(reply.status, headers, reply.body or b"")
         return TunnelAnswer(reply.status, headers, None, _failing_as_tunnel(reply.chunks))

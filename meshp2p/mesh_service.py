@@ -26,6 +26,7 @@ import trio
 from libp2p.peer.id import ID
 
 from meshp2p import __version__
+from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand_to_body
 from meshp2p.mesh.view import EXPIRE_CHECK_S, STATUS_INTERVAL_S, MeshView
 from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.overlay import Overlay
@@ -66,6 +67,14 @@ REPUBLISH_S = 60.0
 #: How often the listing is rewritten when what it says changed, and how often we look for split meshes.
 LISTING_REFRESH_S = 5.0
 _DECODED_CACHE_MAX = 1024
+DEMAND_INTERVAL_S = 5.0
+
+
+def _demand_from_body(body: dict[str, Any]) -> dict[str, float]:
+    try:
+        return demand_from_body(body)
+    except ValueError as exc:
+        raise WireError("malformed", f"demand body: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -93,17 +102,20 @@ class MeshSettings:
 
 class MeshService:
     def __init__(self, overlay: Overlay, settings: MeshSettings, local_status: Callable[[], StatusBody],
-                 clock: Callable[[], float] = time.time) -> None:
+                 local_demand: Callable[[], dict[str, float]] = dict, clock: Callable[[], float] = time.time) -> None:
         self.overlay = overlay
         self.settings = settings
         self.local_status = local_status
+        self.local_demand = local_demand
         self.clock = clock
         self.membership = Membership(overlay, settings.mesh_id, settings.secret)
         self.view = MeshView(settings.mesh_id, str(overlay.peer_id))
         self.status_topic = topic_name(settings.mesh_id, "status")
+        self.demand_topic = topic_name(settings.mesh_id, "demand")
+        #: Requests per minute per model, merged from every member's reports.
+        self.demand = DemandMap()
         self._seq = SequenceCounter()
-        self._replays = ReplayGuard()
-        self._decoded: dict[bytes, GossipMessage] = {}
+        self._decoded: dict[bytes, tuple[GossipMessage, object]] = {}
         self._published_listing: MeshListing | None = None
         self._listing_published_at = 0.0
         self.created = False
@@ -129,11 +141,17 @@ class MeshService:
             "addrs": self.overlay.addrs(),
             "members": sorted(str(p) for p in self.membership.members),
             "rejected": self.overlay.rejects.as_dict(),
+            "demand": self.demand.total(self.clock()),
+            "wanted": self.wanted_models(),
         }
+
+    def wanted_models(self) -> list[str]:
+        """Models asked for in the mesh that nobody serves, hottest first."""
+        return self.demand.wanted(self.clock(), set(self.view.served_models()))
 
     def listing(self) -> MeshListing:
         s, v = self.settings, self.view
-        wanted = tuple(m for m in v.available_models() if m not in v.served_models())
+        wanted = tuple(self.wanted_models())
         return MeshListing(
             name=s.name, region=s.region, public=not s.private, nodes=v.node_count(), clients=v.client_count(),
             max_clients=s.max_clients, served=v.served_models()[:64], wanted=wanted[:64],
@@ -144,12 +162,17 @@ class MeshService:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.membership.install()
-        subscription = await self.overlay.subscribe(self.status_topic, self._validate)
+        statuses = await self.overlay.subscribe(self.status_topic,
+                                                self._validator(self.status_topic, status_from_body))
+        demands = await self.overlay.subscribe(self.demand_topic,
+                                               self._validator(self.demand_topic, _demand_from_body))
         self.view.update(self.view.self_id, self.local_status(), self.clock())
         await self._find_and_join()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive, subscription)
+            nursery.start_soon(self._receive, statuses, self._apply_status)
+            nursery.start_soon(self._receive, demands, self._apply_demand)
             nursery.start_soon(self._heartbeat)
+            nursery.start_soon(self._gossip_demand)
             nursery.start_soon(self._expire)
             nursery.start_soon(self._keep_records)
             task_status.started()
@@ -192,38 +215,60 @@ class MeshService:
 
     # -- gossip -----------------------------------------------------------------------------------------
 
-    def _validate(self, peer_id: ID, msg: Any) -> bool:
-        """Gossipsub validator: decode and verify before anything is relayed; junk is counted and dropped."""
-        try:
-            decoded = decode_gossip(msg.data, mesh_id=self.settings.mesh_id, topic=self.status_topic,
-                                    now=self.clock(), secret=self.settings.secret or None)
-            if ID(msg.from_id).to_base58() != decoded.sender:
-                raise WireError("key_mismatch", "the gossip sender is not the message's signer")
-            status_from_body(decoded.body)
-        except WireError as exc:
-            self.overlay.rejects.add("gossip", exc.reason)
-            return False
-        except Exception:
-            self.overlay.rejects.add("gossip", "malformed")
-            return False
-        if len(self._decoded) >= _DECODED_CACHE_MAX:
-            self._decoded.clear()
-        self._decoded[msg.data] = decoded
-        return True
+    def _validator(self, topic: str, parse: Callable[[dict[str, Any]], object]) -> Callable[[ID, Any], bool]:
+        """A gossipsub validator for `topic`: decode and verify before anything is relayed; junk is counted."""
 
-    async def _receive(self, subscription: Any) -> None:
+        def validate(peer_id: ID, msg: Any) -> bool:
+            try:
+                decoded = decode_gossip(msg.data, mesh_id=self.settings.mesh_id, topic=topic, now=self.clock(),
+                                        secret=self.settings.secret or None)
+                if ID(msg.from_id).to_base58() != decoded.sender:
+                    raise WireError("key_mismatch", "the gossip sender is not the message's signer")
+                parsed = parse(decoded.body)
+            except WireError as exc:
+                self.overlay.rejects.add("gossip", exc.reason)
+                return False
+            except Exception:
+                self.overlay.rejects.add("gossip", "malformed")
+                return False
+            if len(self._decoded) >= _DECODED_CACHE_MAX:
+                self._decoded.clear()
+            self._decoded[msg.data] = (decoded, parsed)
+            return True
+
+        return validate
+
+    async def _receive(self, subscription: Any, apply: Callable[[str, Any], None]) -> None:
+        """Feed verified messages of one topic to `apply(sender, parsed body)`, once each, never our own."""
+        replays = ReplayGuard()
         while True:
             msg = await subscription.get()
-            decoded = self._decoded.pop(msg.data, None)
-            if decoded is None or decoded.sender == self.view.self_id:
+            entry = self._decoded.pop(msg.data, None)
+            if entry is None or entry[0].sender == self.view.self_id:
                 continue
+            decoded, parsed = entry
             try:
-                self._replays.accept(decoded.sender, decoded.seq)
+                replays.accept(decoded.sender, decoded.seq)
             except WireError as exc:
                 self.overlay.rejects.add("gossip", exc.reason)
                 continue
-            if self.view.update(decoded.sender, status_from_body(decoded.body), self.clock()):
-                log.info("peer %s joined the mesh view", decoded.sender)
+            apply(decoded.sender, parsed)
+
+    def _apply_status(self, sender: str, status: StatusBody) -> None:
+        if self.view.update(sender, status, self.clock()):
+            log.info("peer %s joined the mesh view", sender)
+
+    def _apply_demand(self, sender: str, rates: dict[str, float]) -> None:
+        self.demand.apply(sender, rates, self.clock())
+
+    async def _publish(self, topic: str, msg_type: str, body: dict[str, Any]) -> None:
+        now = self.clock()
+        data = encode_gossip(self.overlay.identity, self.settings.mesh_id, topic, msg_type, body,
+                             seq=self._seq.next(now=now), now=now, secret=self.settings.secret or None)
+        try:
+            await self.overlay.publish(topic, data)
+        except Exception as exc:
+            log.debug("%s publish failed: %s", msg_type, exc)
 
     def announce_now(self) -> None:
         """Send our status at once instead of at the next heartbeat (we just changed what we serve)."""
@@ -232,18 +277,19 @@ class MeshService:
     async def _heartbeat(self) -> None:
         while True:
             status = self.local_status()
-            now = self.clock()
-            self.view.update(self.view.self_id, status, now)
-            data = encode_gossip(self.overlay.identity, self.settings.mesh_id, self.status_topic, "status",
-                                 status_to_body(status), seq=self._seq.next(now=now), now=now,
-                                 secret=self.settings.secret or None)
-            try:
-                await self.overlay.publish(self.status_topic, data)
-            except Exception as exc:
-                log.debug("status publish failed: %s", exc)
+            self.view.update(self.view.self_id, status, self.clock())
+            await self._publish(self.status_topic, "status", status_to_body(status))
             with trio.move_on_after(STATUS_INTERVAL_S):
                 await self._announce.wait()
             self._announce = trio.Event()
+
+    async def _gossip_demand(self) -> None:
+        """Our request rates every DEMAND_INTERVAL_S (also when empty: that is how old demand fades)."""
+        while True:
+            rates = self.local_demand()
+            self.demand.apply(self.view.self_id, rates, self.clock())
+            await self._publish(self.demand_topic, DEMAND_TYPE, demand_to_body(rates))
+            await trio.sleep(DEMAND_INTERVAL_S)
 
     async def _expire(self) -> None:
         while True:

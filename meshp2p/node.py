@@ -31,6 +31,7 @@ from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.llama_server import ServerOptions
 from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh.demand import DemandCounter
+from meshp2p.mesh.election import NeedTracker, plan_promotions, snapshot_from_view
 from meshp2p.mesh_gateway import OverlayGateway, tunnel_handler
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
@@ -47,6 +48,7 @@ log = logging.getLogger("meshp2p.node")
 DEFAULT_API_PORT = 9337
 DEFAULT_CONSOLE_PORT = 3131
 LOOPBACK_HOST = "127.0.0.1"
+PROMOTE_CHECK_S = 1.0
 ALL_HOSTS = "0.0.0.0"
 
 
@@ -74,6 +76,8 @@ class NodeConfig:
     #: What this node may use of its GPU; None: all of it.
     max_vram_gb: float | None = None
     mesh: MeshConfig | None = None
+    #: Start no model: `models` are only offered to the mesh, loaded when it needs them (promotion).
+    standby: bool = False
 
 
 class Node:
@@ -82,8 +86,11 @@ class Node:
         self.upstream = UpstreamPool()
         self.fleet = ServerFleet(config.binaries, config.server_options, log_dir=logs_dir(),
                                  on_port_retired=partial(self.upstream.discard, LOOPBACK_HOST))
-        for model in config.models:
-            self.fleet.add(model)
+        #: Models this node can serve, loaded or not: what it offers the mesh for promotion.
+        self.available = {m.id: m for m in config.models}
+        if not config.standby:
+            for model in config.models:
+                self.fleet.add(model)
         self.hardware: Hardware = detect_hardware()
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
@@ -92,9 +99,10 @@ class Node:
         gateway: OverlayGateway | None = None
         if config.mesh is not None:
             self.overlay = Overlay(config.mesh.identity, config.mesh.overlay)
-            self.mesh = MeshService(self.overlay, config.mesh.settings, self.local_status)
+            self.mesh = MeshService(self.overlay, config.mesh.settings, self.local_status,
+                                    lambda: self.demand.rates(time.time()))
             self.tunnel = TunnelClient(self.overlay)
-            gateway = OverlayGateway(self.mesh.view, self.tunnel, self.demand)
+            gateway = OverlayGateway(self.mesh.view, self.tunnel, self.demand, self.mesh.wanted_models)
         self.router = Router(self.fleet.servers, gateway)
         self.started_at = time.time()
 
@@ -144,10 +152,11 @@ class Node:
         }
 
     async def drop_model(self, model_id: str) -> bool:
-        """Stop serving a model here and tell the mesh at once (`meshp2p drop`)."""
+        """Stop serving a model here, stop offering it for promotion, and tell the mesh at once (`meshp2p drop`)."""
+        offered = self.available.pop(model_id, None)
         server = self.fleet.get(model_id)
         if server is None or not self.fleet.stop(model_id):
-            return False
+            return offered is not None
         if server.port is not None:
             await self.upstream.discard(LOOPBACK_HOST, server.port)
         if self.mesh is not None:
@@ -160,6 +169,29 @@ class Node:
             return "client"
         return "host" if self.router.servers else "standby"
 
+    async def _promote_when_needed(self, mesh: MeshService) -> None:
+        """Run the election (mesh/election.py) on the gossiped view; start serving what it hands this node.
+
+        Every node runs the same rules on nearly the same view, so they agree on who promotes without voting.
+        """
+        tracker = NeedTracker()
+        sizes = {m.id: m.size_bytes // (1024 * 1024) for m in self.available.values()}
+        while True:
+            await trio.sleep(PROMOTE_CHECK_S)
+            now = time.time()
+            snapshot = snapshot_from_view(mesh.view)
+            demand = mesh.demand.total(now)
+            tracker.observe(snapshot, demand, now)
+            promotion = plan_promotions(snapshot, demand, self_id=mesh.view.self_id, now=now,
+                                        recently_served=tracker.last_served, unserved_since=tracker.need_since,
+                                        model_sizes_mb=sizes)
+            spec = self.available.get(promotion.model_id) if promotion is not None else None
+            if promotion is None or spec is None or self.fleet.get(spec.id) is not None:
+                continue
+            log.info("promoting: serving %s (%s)", spec.id, promotion.reason)
+            await self.fleet.start(spec)
+            mesh.announce_now()
+
     def local_status(self) -> StatusBody:
         """What this node gossips about itself every few seconds."""
         hw, cap = self.hardware, self.config.max_vram_gb
@@ -169,7 +201,8 @@ class Node:
             role=self.role, ram_mb=hw.ram_mb, vram_mb=vram_mb,
             gpu=hw.gpu_name if mesh is not None and mesh.enumerate_host else None,
             loaded=tuple(s.model.id for s in self.router.servers if s.is_ready),
-            available=tuple(s.model.id for s in self.router.servers),
+            loading=tuple(s.model.id for s in self.router.servers if not s.is_ready),
+            available=tuple(self.available)[:64],
             load=float(self.router.in_flight), api_port=self.config.api_port, version=__version__,
             region=None if mesh is None else mesh.settings.region, rtt_ms={},
             addrs=tuple(self.overlay.addrs()[:16]) if self.overlay is not None else (),
@@ -185,6 +218,8 @@ class Node:
                 await nursery.start(self.overlay.run)
                 self._serve_tunnel(self.overlay, self.mesh)
                 await nursery.start(self.mesh.run)
+                if self.config.binaries is not None:
+                    nursery.start_soon(self._promote_when_needed, self.mesh)
             openai_app = create_openai_app(self.router, self.upstream)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:

@@ -48,6 +48,10 @@ class MeshGateway(Protocol):
         """Models asked for in the mesh that nobody serves."""
         ...
 
+    def offered_models(self) -> set[str]:
+        """Models some member could load if asked (served or not)."""
+        ...
+
     async def request(self, peer_id: str, path: str, body: bytes, *, model: str) -> RemoteReply:
         """Send a request through the tunnel; raise RemoteFailure when the peer refuses or breaks."""
         ...

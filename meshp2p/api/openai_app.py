@@ -51,7 +51,12 @@ def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
 
     @app.get("/v1/models")
     async def list_models() -> Response:
-        return json_response({"object": "list", "data": [_model_entry(router, m, created) for m in router.model_ids()]})
+        """Served models (here and in the mesh), then the mesh's wanted ones, marked `state: wanted`."""
+        entries = [_model_entry(router, m, created) for m in router.model_ids()]
+        wanted = router.gateway.wanted_models() if router.gateway is not None else ()
+        entries += [{"id": m, "object": "model", "created": created, "owned_by": "meshp2p",
+                     "meshp2p": {"local": False, "nodes": [], "state": "wanted"}} for m in wanted]
+        return json_response({"object": "list", "data": entries})
 
     @app.get("/v1/models/<path:model_id>")
     async def get_model(model_id: str) -> Response:
@@ -122,7 +127,7 @@ def _parse_object(raw: bytes) -> dict[str, Any]:
 def _model_entry(router: Router, model_id: str, created: int) -> dict[str, Any]:
     """One /v1/models entry; `meshp2p` says where the model runs (this node, others, or both)."""
     server = router.local(model_id)
-    remote_nodes = [str(p) for p in router.remote_models().get(model_id, ())]  # type: ignore[attr-defined]
+    remote_nodes = list(router.remote_models().get(model_id, ()))
     extra: dict[str, Any] = {"local": server is not None, "nodes": remote_nodes}
     if server is not None:
         extra.update(state=server.state.value, size_bytes=server.model.size_bytes,

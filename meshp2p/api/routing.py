@@ -6,18 +6,21 @@ Rules:
   the embedded one); on a node that serves none (an API client) it means the model served by the most nodes of
   the mesh (ties: the smallest id);
 - a model served here and ready is answered here (no network hop); a model served only elsewhere, or whose
-  local llama-server is restarting, goes through the tunnel; an id nobody serves gets 404 listing the ids.
+  local llama-server is restarting, goes through the tunnel;
+- a model nobody serves but some member has on disk gets 503 + Retry-After: the request is counted as demand,
+  and the election makes a standby node load it; any other id gets 404 listing the ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from meshp2p.api.errors import NOT_FOUND, ApiError
+from meshp2p.api.errors import NOT_FOUND, UNAVAILABLE, ApiError
 from meshp2p.api.gateway import MeshGateway
 from meshp2p.inference.llama_server import LlamaServer
 
 DEFAULT_ALIAS = "default"
+PROMOTION_RETRY_S = 5
 
 
 class Router:
@@ -35,7 +38,7 @@ class Router:
     def local(self, model_id: str) -> LlamaServer | None:
         return self._local.get(model_id)
 
-    def remote_models(self) -> Mapping[str, object]:
+    def remote_models(self) -> Mapping[str, Sequence[str]]:
         return {} if self.gateway is None else self.gateway.remote_models()
 
     def model_ids(self) -> list[str]:
@@ -62,6 +65,11 @@ class Router:
             raise ApiError(400, "'model' must be a string", param="model", code="invalid_type")
         if requested in self._local or requested in self.remote_models():
             return requested
+        if self.gateway is not None and requested in self.gateway.offered_models():
+            # Nobody serves it yet, but a member has it on disk: the demand just recorded makes one load it.
+            raise ApiError(503, f"model '{requested}' is not served yet; a node that has it is being asked to "
+                           f"load it, retry in {PROMOTION_RETRY_S} s", type=UNAVAILABLE, code="model_loading",
+                           headers={"Retry-After": str(PROMOTION_RETRY_S)})
         available = ", ".join(self.model_ids()) or "none"
         raise ApiError(404, f"The model '{requested}' does not exist on this mesh. Available models: {available}",
                        type=NOT_FOUND, param="model", code="model_not_found")

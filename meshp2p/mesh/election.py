@@ -113,7 +113,8 @@ def snapshot_from_view(view: MeshView) -> MeshSnapshot:
         status = peer.status
         memory_mb = status.vram_mb or status.ram_mb
         peers.append(NodeInfo(peer.peer_id, status.role, frozenset(status.loaded), frozenset(status.available),
-                              capacity_mb=memory_mb, free_mb=memory_mb, load=status.load))
+                              capacity_mb=memory_mb, free_mb=memory_mb, load=status.load,
+                              loading=frozenset(status.loading)))
     return MeshSnapshot(tuple(sorted(peers, key=lambda n: n.peer_id)))
 
 

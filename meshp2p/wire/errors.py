@@ -25,6 +25,7 @@ WireReason = Literal[
     "bad_proof",
     "rejected",
     "no_valid_record",
+    "truncated",
 ]
 
 #: Every reason a `WireError` can carry, for metrics that pre-register their labels.

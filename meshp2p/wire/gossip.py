@@ -112,6 +112,8 @@ class StatusBody:
     rtt_ms: dict[str, float]
     #: Where peers can dial this node (full multiaddrs). Added within v1, so optional to readers.
     addrs: tuple[str, ...] = ()
+    #: Models this node is loading now (promotion in progress). Added within v1, optional to readers.
+    loading: tuple[str, ...] = ()
 
 
 def topic_name(mesh_id: bytes, name: str) -> str:
@@ -253,6 +255,7 @@ def status_to_body(status: StatusBody) -> dict[str, Any]:
         "region": status.region,
         "rtt_ms": {peer: float(rtt) for peer, rtt in status.rtt_ms.items()},
         "addrs": list(status.addrs),
+        "loading": list(status.loading),
     }
 
 
@@ -284,6 +287,8 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
         },
         addrs=get_text_list(body, "addrs", max_items=MAX_STATUS_ADDRS, max_chars=MAX_ADDR_CHARS)
         if "addrs" in body else (),
+        loading=get_text_list(body, "loading", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS)
+        if "loading" in body else (),
     )
 
 
@@ -333,4 +338,7 @@ class ReplayGuard:
         return len(self._last)
 
 
-_STATUS_KEYS = frozenset(status_to_body(StatusBody("host", 0, 0, None, (), (), 0.0, None, "", None, {}))) - {"addrs"}
+#: Keys every status body must carry; those added later within v1 are optional.
+_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading"})
+_STATUS_KEYS = frozenset(status_to_body(StatusBody("host", 0, 0, None, (), (), 0.0, None, "", None, {}))) - (
+    _OPTIONAL_STATUS_KEYS)

@@ -303,12 +303,11 @@ class _Stream:
         return self.decoder.feed(data)
 
     def eof(self, mid_exchange: bool) -> None:
-        # Truncation has no reason of its own (yet): it is "malformed" with a detail starting "truncated".
         self.closed = True
         if self.decoder.buffered:
-            raise WireError("malformed", f"truncated: EOF inside a frame ({self.decoder.buffered} bytes buffered)")
+            raise WireError("truncated", f"EOF inside a frame ({self.decoder.buffered} bytes buffered)")
         if mid_exchange:
-            raise WireError("malformed", f"truncated: EOF in the middle of exchange id {self.id}")
+            raise WireError("truncated", f"EOF in the middle of exchange id {self.id}")
 
 
 class _Client(enum.Enum):

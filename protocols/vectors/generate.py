@@ -380,6 +380,7 @@ STATUS_BODY: dict[str, Any] = {
     "region": "AU",
     "rtt_ms": {B.peer_id: 12.25},
     "addrs": [f"/ip4/192.0.2.1/tcp/4001/p2p/{A.peer_id}"],
+    "loading": [],
 }
 DEMAND_BODY: dict[str, Any] = {"rates": {"unsloth/gemma-3-270m-it-GGUF:Q4_K_M": 0.5}, "ttl_s": 60}
 SEQ = 1_749_999_990_000

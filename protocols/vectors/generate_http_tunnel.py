@@ -238,8 +238,8 @@ def invalid_vectors() -> list[dict[str, Any]]:
     bad("pipelined_request", "malformed", "server", [request, t.encode_request(MODELS)])
     over_limit = {"hex": "0200040000", "zeros": t.MAX_BODY_FRAME, "repeat": t.MAX_REQUEST_BODY // t.MAX_BODY_FRAME}
     bad("request_body_over_limit", "oversized", "server", [chat_head, over_limit, raw_frame(2, b"\x00")])
-    bad("truncated_request", "malformed", "server", [chat_head, body], eof=True)
-    bad("truncated_request_mid_frame", "malformed", "server", [chat_head, body[:9]], eof=True)
+    bad("truncated_request", "truncated", "server", [chat_head, body], eof=True)
+    bad("truncated_request_mid_frame", "truncated", "server", [chat_head, body[:9]], eof=True)
     # Response order and truncation (client side, after sending the chat request with id 0).
     bad("unsolicited_response_after_end", "malformed", "client", [response_head, t.encode_end(0), response_head])
     bad("body_before_response_head", "malformed", "client", [body])
@@ -248,9 +248,9 @@ def invalid_vectors() -> list[dict[str, Any]]:
     bad("response_id_mismatch", "malformed", "client", [t.encode_response_head(t.ResponseHead(1, 200, ()))])
     bad("error_id_mismatch", "malformed", "client", [t.encode_error(t.TunnelErrorFrame(1, "overloaded", "", None))])
     bad("request_head_from_server", "malformed", "client", [t.encode_request_head(MODELS)])
-    bad("truncated_before_response", "malformed", "client", [], eof=True)
-    bad("truncated_after_body", "malformed", "client", [response_head, raw_frame(2, SSE_1)], eof=True)
-    bad("truncated_mid_frame", "malformed", "client", [response_head, raw_frame(2, SSE_1)[:20]], eof=True)
+    bad("truncated_before_response", "truncated", "client", [], eof=True)
+    bad("truncated_after_body", "truncated", "client", [response_head, raw_frame(2, SSE_1)], eof=True)
+    bad("truncated_mid_frame", "truncated", "client", [response_head, raw_frame(2, SSE_1)[:20]], eof=True)
     return cases
 
 

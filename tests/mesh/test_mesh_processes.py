@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import start_bootstrap, wait_for
 
 MESH = "poker-night"
@@ -64,7 +63,6 @@ def named_mesh(node_factory, tiny_models, llama_binaries, bootstrap):
 
 
 def test_same_command_creates_then_joins_a_named_mesh(named_mesh):
-    a, b, c = named_mesh
     views = [mesh_of(n) for n in named_mesh]
     assert [v["created"] for v in views] == [True, False, False]
     assert len({v["mesh_id"] for v in views}) == 1

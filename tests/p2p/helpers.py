@@ -37,9 +37,11 @@ async def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 
     """Poll `condition` until it holds; returns the seconds it took, fails the test with `what` otherwise."""
     start = trio.current_time()
     with trio.move_on_after(timeout_s):
-        while not condition():
+        # Polling, not an Event: the conditions live inside libp2p and meshp2p, which signal nothing.
+        while True:
+            if condition():
+                return trio.current_time() - start
             await trio.sleep(POLL_S)
-        return trio.current_time() - start
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 

@@ -57,6 +57,7 @@ from meshp2p.wire.records import mesh_key
 
 TARGET_P95_S = 1.0
 STARTUP_TIMEOUT_S = 60.0
+CLOSE_TIMEOUT_S = 5.0
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 
 
@@ -156,6 +157,18 @@ def host_status() -> StatusBody:
                       api_port=None, version=__version__, region=None, rtt_ms={})
 
 
+async def close_swarm(overlay: Overlay) -> None:
+    """Close an overlay's swarm; call it before cancelling `Overlay.run`.
+
+    `Overlay.run` stops by cancellation, and under cancellation py-libp2p never closes its swarm: the TCP
+    listener (a trio system task) and the connections stay up, accepting streams that nobody serves, so every
+    later DHT query to that peer stalls for the 10 s stream-negotiation timeout. A real process that exits
+    closes its sockets; this does the same for an in-process node.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+        await overlay.host.get_network().close()
+
+
 async def start_nodes(nursery: trio.Nursery, count: int) -> list[TimedOverlay]:
     first = TimedOverlay(Identity.generate(), OverlayConfig(dht_server=True))
     await nursery.start(first.run)
@@ -209,6 +222,7 @@ async def discover_until_found(nodes: Sequence[TimedOverlay], mesh_hex: str, reg
             found = await discover_meshes(client, region=region)
             t2 = trio.current_time()
             cpu = time.process_time() - cpu0
+            await close_swarm(client)
             nursery.cancel_scope.cancel()
         trial.client_start_s, trial.lookup_s = t1 - t0, t2 - t1
         trial.cpu_share = cpu / max(t2 - t1, 1e-9)
@@ -264,6 +278,9 @@ async def run(args: argparse.Namespace) -> list[Trial]:
                   f"{ms(trial.lookup_s):>9} {ms(trial.find_providers_s):>9} {ms(trial.node_reads_s):>9} "
                   f"{ms(trial.listing_reads_s):>9} {trial.providers:>5} {trial.kad_streams:>5} "
                   f"{trial.cpu_share:>5.0%} {' '.join(trial.notes)}", flush=True)
+        async with trio.open_nursery() as closing:
+            for node in nodes:
+                closing.start_soon(close_swarm, node)
         nursery.cancel_scope.cancel()
     return trials
 
