@@ -121,7 +121,7 @@ class OverlayGateway:
 
 
 def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool,
-                   on_start: Callable[[], None], on_done: Callable[[], None]) -> Any:
+                   on_start: Callable[[str], None], on_done: Callable[[], None]) -> Any:
     """Answer tunnelled requests with this node's own llama-servers (never forwarded again: no loops)."""
 
     async def handle(peer: ID, head: RequestHead, body: bytes) -> TunnelAnswer:
@@ -136,7 +136,7 @@ def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool,
         if not server.is_ready:
             raise TunnelError("model_unavailable", f"{model_id} is {server.state.value}",
                               retry_after_s=server.retry_after_s())
-        on_start()
+        on_start(server.model.id)
         try:
             reply = await answer_locally(pool, server, head.path, payload, body, on_done=on_done,
                                          raise_mid_stream=True)

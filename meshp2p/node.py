@@ -28,7 +28,7 @@ from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
-from meshp2p.inference.llama_server import ServerOptions
+from meshp2p.inference.llama_server import LOAD_TIMEOUT_S, BackendState, ServerOptions
 from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.election import NeedTracker, plan_promotions, snapshot_from_view
@@ -143,6 +143,7 @@ class Node:
                     "pid": s.pid,
                     "port": s.port,
                     "restarts": s.restarts,
+                    "requests": self.router.served[s.model.id],
                     "load_progress": round(s.load_progress, 3),
                     "last_error": s.last_error,
                     "log": str(s.log_path),
@@ -189,8 +190,11 @@ class Node:
             if promotion is None or spec is None or self.fleet.get(spec.id) is not None:
                 continue
             log.info("promoting: serving %s (%s)", spec.id, promotion.reason)
-            await self.fleet.start(spec)
-            mesh.announce_now()
+            server = await self.fleet.start(spec)
+            mesh.announce_now()  # "loading": nobody else should promote for it now
+            with trio.move_on_after(LOAD_TIMEOUT_S):
+                await server.wait_state(BackendState.READY, BackendState.STOPPED)
+            mesh.announce_now()  # "loaded": route to us without waiting for the next heartbeat
 
     def local_status(self) -> StatusBody:
         """What this node gossips about itself every few seconds."""
@@ -245,10 +249,8 @@ class Node:
             # status was encrypted with the mesh key: reading it proves the sender has the secret).
             return mesh.membership.is_member(peer) or peer.to_base58() in mesh.view.peers
 
-        def started() -> None:
-            self.router.in_flight += 1
-
-        handler = tunnel_handler(self.fleet.servers, self.upstream, started, self.router.request_done)
+        handler = tunnel_handler(self.fleet.servers, self.upstream, self.router.local_request_started,
+                                 self.router.request_done)
         TunnelServer(overlay, is_member=is_member, handler=handler).install()
 
 

@@ -91,7 +91,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class NodeProcess:
     """A `meshp2p up` child process and the ports it was told to use."""
 
@@ -253,3 +253,13 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
     return time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootstrapProcess]:
+    """One `meshp2p bootstrap` process per test module."""
+    boot = start_bootstrap(tmp_path_factory.mktemp("bootstrap"))
+    try:
+        yield boot
+    finally:
+        assert boot.stop() == 0, boot.log_path.read_text()

@@ -78,12 +78,13 @@ def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
         model_id = router.resolve_id(requested)
         local = router.local(model_id)
         remotes = gateway.remote_servers(model_id) if gateway is not None else ()
-        router.in_flight += 1
         if local is not None and (local.is_ready or not remotes):
+            router.local_request_started(model_id)
             reply = await answer_locally(pool, local, path, payload, raw, on_done=router.request_done)
             status, headers, body, chunks = reply.status, reply.headers, reply.body, reply.chunks
         else:
             assert gateway is not None
+            router.in_flight += 1
             answer = await forward_remote(
                 gateway, remotes, path, payload, raw, stream=payload.get("stream") is True,
                 session_key=_session_key(payload), model_id=model_id, on_done=router.request_done)

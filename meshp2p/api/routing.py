@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from meshp2p.api.errors import NOT_FOUND, UNAVAILABLE, ApiError
@@ -30,6 +31,8 @@ class Router:
         self.gateway = gateway
         #: Requests being answered right now (gossiped as this node's load).
         self.in_flight = 0
+        #: Requests answered by this node's own llama-servers, per model (its clients' and the mesh's).
+        self.served: Counter[str] = Counter()
 
     @property
     def servers(self) -> list[LlamaServer]:
@@ -73,6 +76,10 @@ class Router:
         available = ", ".join(self.model_ids()) or "none"
         raise ApiError(404, f"The model '{requested}' does not exist on this mesh. Available models: {available}",
                        type=NOT_FOUND, param="model", code="model_not_found")
+
+    def local_request_started(self, model_id: str) -> None:
+        self.in_flight += 1
+        self.served[model_id] += 1
 
     def request_done(self) -> None:
         self.in_flight -= 1

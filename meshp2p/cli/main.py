@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--region", metavar="CODE", help="tag this node and the mesh listing with a region, e.g. AU")
     mesh.add_argument("--max-clients", type=int, metavar="N",
                       help="stop listing the mesh once N API-client nodes are in it (default: no limit)")
+    mesh.add_argument("--standby", action="store_true",
+                      help="start no model now: offer the --model files (and the GGUFs in $MESHP2P_HOME/models) "
+                      "to the mesh and load one when it is wanted, hot, or its last server left")
     mesh.add_argument("--client", action="store_true",
                       help="join as an API-only node: run no model, answer the API for the mesh")
     mesh.add_argument("--bootstrap", action="append", metavar="MULTIADDR",

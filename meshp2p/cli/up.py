@@ -14,11 +14,12 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from meshp2p.discovery_client import discover_once
 from meshp2p.errors import BinaryNotFound, ConfigError, MeshP2PError
+from meshp2p.home import models_dir
 from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.build import build_llama_cpp
 from meshp2p.inference.catalog import DEFAULT_MODEL_ID, resolve_model
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
-from meshp2p.inference.models import ModelSpec
+from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.mesh.discovery import rank
 from meshp2p.mesh_service import MeshSettings
 from meshp2p.node import ALL_HOSTS, LOOPBACK_HOST, MeshConfig, Node, NodeConfig
@@ -56,7 +57,10 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--client runs no model, but --model was given", hint="drop one of them")
     mesh = mesh_config_from_args(args)
     binaries = None if args.client else ensure_binaries(console, allow_build=not args.no_build)
-    models = () if args.client else tuple(resolve_model(name) for name in (args.model or [DEFAULT_MODEL_ID]))
+    if args.standby and (args.client or args.solo):
+        raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
+    models = () if args.client else standby_models(args) if args.standby else tuple(
+        resolve_model(name) for name in (args.model or [DEFAULT_MODEL_ID]))
     ids = [m.id for m in models]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -73,7 +77,24 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         console_port=args.console or None,
         max_vram_gb=args.max_vram,
         mesh=mesh,
+        standby=args.standby,
     )
+
+
+def standby_models(args: argparse.Namespace) -> tuple[ModelSpec, ...]:
+    """What a standby node offers: its --model files plus every GGUF in the model store."""
+    specs = {m.id: m for m in (resolve_model(name) for name in args.model or [])}
+    for path in sorted(models_dir().glob("*.gguf")):
+        try:
+            spec = spec_from_gguf(path)
+        except MeshP2PError as exc:
+            log.warning("skipping %s: %s", path, exc.message)
+            continue
+        specs.setdefault(spec.id, spec)
+    if not specs:
+        raise ConfigError("--standby has no model to offer",
+                          hint=f"pass --model PATH or put GGUF files in {models_dir()}")
+    return tuple(specs.values())
 
 
 def choose_mesh_automatically(args: argparse.Namespace) -> str:

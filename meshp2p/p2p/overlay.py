@@ -246,9 +246,20 @@ class Overlay:
 
     # -- DHT ----------------------------------------------------------------------------------------
 
-    async def put_record(self, key: str, value: bytes) -> None:
+    async def put_record(self, key: str, value: bytes) -> bool:
+        """Store a record in the DHT; False when a better one is already stored (or the put timed out).
+
+        py-libp2p raises ValueError when the local store holds a value `select` prefers (say, another member's
+        listing signed in the same second); that is not an error for us: the better record stands.
+        """
+        stored = False
         with trio.move_on_after(DHT_OP_TIMEOUT_S):
-            await self.dht.put_value(key, value)
+            try:
+                await self.dht.put_value(key, value)
+                stored = True
+            except ValueError as exc:
+                log.debug("kept the stored record for %s: %s", key, exc)
+        return stored
 
     async def get_record(self, key: str) -> bytes | None:
         value: bytes | None = None

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import start_bootstrap, wait_for
+from conftest import wait_for
 
 MESH = "poker-night"
 #: Generous on a loaded 2-core CI machine; joining itself takes well under a second.
@@ -35,15 +35,6 @@ def peer_ids(node) -> set[str]:
 def meshp2p(*args: str, home, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "meshp2p", *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "MESHP2P_HOME": str(home), "COLUMNS": "250"})
-
-
-@pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory):
-    boot = start_bootstrap(tmp_path_factory.mktemp("bootstrap"))
-    try:
-        yield boot
-    finally:
-        assert boot.stop() == 0, boot.log_path.read_text()
 
 
 @pytest.fixture

@@ -90,8 +90,9 @@ class Node:
 async def stop_system_tasks(host: BasicHost) -> None:
     """Stop what py-libp2p runs as trio *system* tasks, outside every nursery, so cancelling a host misses it.
 
-    Its TCP listener keeps the port open and identify exchanges run on for up to 30 s. `Overlay.run` does not
-    close them when cancelled (`host.close()` would, but spends 0.2 s per connection).
+    Its TCP listener keeps the port open (even after a clean exit from `BasicHost.run`) and identify exchanges
+    run on for up to 30 s. `Overlay.run` does not close them (`host.close()` would, but spends 0.2 s per
+    connection).
     """
     for scope in list(getattr(host, "_identify_tasks", ())):
         scope.cancel()
@@ -145,7 +146,7 @@ async def network() -> AsyncIterator[Network]:
             yield net
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # Trio groups even a lone failure; unwrap it so assertions and `xfail(raises=...)` read plainly.
+        # Trio groups even a lone failure; unwrap it so a failed assertion reads plainly.
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
