@@ -12,6 +12,7 @@ place that overrides them:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -59,6 +60,7 @@ GOSSIP_HEARTBEAT_S = 1
 GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S = 50.0
 DHT_REFRESH_S = 30.0
 DIAL_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 5.0
 DHT_OP_TIMEOUT_S = 15.0
 DHT_NAMESPACE = "meshp2p"
 #: What one bootstrap relay gives each relayed connection: enough for joins, gossip and API calls to pass
@@ -189,6 +191,22 @@ class Overlay:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listen = multiaddr.Multiaddr(f"/ip4/{self.config.listen_host}/tcp/{self.config.port}")
+        try:
+            await self._run(listen, task_status)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._stop_system_tasks()
+
+    async def _stop_system_tasks(self) -> None:
+        """py-libp2p runs its TCP listener and identify exchanges as trio *system* tasks, outside our nurseries:
+        cancelling the host leaves the port listening. Close them ourselves so a stopped overlay frees its port."""
+        for scope in list(getattr(self.host, "_identify_tasks", ())):
+            scope.cancel()
+        for listener in list(self.host.get_network().listeners.values()):
+            with contextlib.suppress(Exception):
+                await listener.close()
+
+    async def _run(self, listen: multiaddr.Multiaddr, task_status: TaskStatus[None]) -> None:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.host.run([listen]))
             await stack.enter_async_context(background_trio_service(self.dht))

@@ -1,0 +1,111 @@
+"""`/meshp2p/http/1.0.0` between real overlays: members get answers streamed back, non-members get `not_member`,
+streams are reused, and a peer that dies mid-answer shows as a truncated (not a complete) response."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from libp2p.peer.id import ID
+
+from meshp2p.p2p.tunnel import TunnelAnswer, TunnelClient, TunnelError, TunnelServer
+from meshp2p.wire.tunnel import RequestHead
+
+from .helpers import network
+
+JSON = (("content-type", "application/json"),)
+
+
+async def _echo_handler(peer: ID, head: RequestHead, body: bytes) -> TunnelAnswer:
+    if head.path == "/v1/stream":
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(5):
+                yield f"data: {i}\n\n".encode()
+
+        return TunnelAnswer(200, JSON, None, chunks())
+    if head.path == "/v1/dies":
+        async def dying() -> AsyncIterator[bytes]:
+            yield b"data: partial\n\n"
+            raise TunnelError("backend_failed", "the backend died", retry_after_s=1)
+
+        return TunnelAnswer(200, JSON, None, dying())
+    return TunnelAnswer(200, JSON, b"echo:" + body)
+
+
+async def _setup(net, members: set[str]):
+    server_node = await net.start_overlay()
+    client_node = await net.start_overlay(bootstrap=(server_node.overlay.addrs()[0],))
+    TunnelServer(server_node.overlay, is_member=lambda p: str(p) in members, handler=_echo_handler).install()
+    return server_node, client_node, TunnelClient(client_node.overlay)
+
+
+async def test_a_member_gets_answers_and_the_stream_is_reused():
+    async with network() as net:
+        members: set[str] = set()
+        server_node, client_node, client = await _setup(net, members)
+        members.add(client_node.peer_id)
+        peer = server_node.overlay.peer_id
+        for i in range(3):
+            reply = await client.request(peer, "POST", "/v1/completions", b"hello %d" % i, model="m")
+            assert reply.status == 200
+            assert await reply.read() == b"echo:hello %d" % i
+            await reply.aclose()
+        assert client._open[peer] == 1, "three sequential requests used one stream"
+        reply = await client.request(peer, "POST", "/v1/stream", b"{}", model="m")
+        assert [c async for c in reply.chunks()] == [f"data: {i}\n\n".encode() for i in range(5)]
+        await reply.aclose()
+        await client.aclose()
+
+
+async def test_a_non_member_is_refused():
+    async with network() as net:
+        server_node, _, client = await _setup(net, members=set())
+        with pytest.raises(TunnelError) as err:
+            await client.request(server_node.overlay.peer_id, "POST", "/v1/completions", b"{}", model="m")
+        assert err.value.code == "not_member"
+        assert server_node.overlay.rejects.as_dict().get("tunnel:not_member") == 1
+        await client.aclose()
+
+
+async def test_a_backend_failure_mid_answer_is_an_error_not_a_complete_answer():
+    async with network() as net:
+        members: set[str] = set()
+        server_node, client_node, client = await _setup(net, members)
+        members.add(client_node.peer_id)
+        reply = await client.request(server_node.overlay.peer_id, "POST", "/v1/dies", b"{}", model="m")
+        received = []
+        with pytest.raises(TunnelError) as err:
+            async for chunk in reply.chunks():
+                received.append(chunk)
+        assert received == [b"data: partial\n\n"]
+        assert (err.value.code, err.value.started) == ("backend_failed", True)
+        await reply.aclose()
+        await client.aclose()
+
+
+async def test_a_peer_that_vanishes_mid_answer_is_a_truncation():
+    async with network() as net:
+        members: set[str] = set()
+        server_node, client_node, client = await _setup(net, members)
+        members.add(client_node.peer_id)
+        hang = trio.Event()
+
+        async def slow(peer: ID, head: RequestHead, body: bytes) -> TunnelAnswer:
+            async def chunks() -> AsyncIterator[bytes]:
+                yield b"data: first\n\n"
+                await hang.wait()
+                yield b"never"
+
+            return TunnelAnswer(200, JSON, None, chunks())
+
+        TunnelServer(server_node.overlay, is_member=lambda p: True, handler=slow).install()
+        reply = await client.request(server_node.overlay.peer_id, "POST", "/v1/slow", b"{}", model="m")
+        chunks = reply.chunks()
+        assert await chunks.__anext__() == b"data: first\n\n"
+        server_node.kill()
+        with pytest.raises(TunnelError) as err, trio.fail_after(10):
+            await chunks.__anext__()
+        assert err.value.code == "truncated" and err.value.started
+        await reply.aclose()
+        await client.aclose()
