@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
@@ -95,9 +96,12 @@ async def _read_message(stream: Any, reader: FrameReader) -> dict[str, Any]:
     """The next framed message; a hang-up before it is a malformed handshake."""
     pending: list[dict[str, Any]] = []
     while not pending:
-        data = await stream.read(_READ_BYTES)
+        try:
+            data = await stream.read(_READ_BYTES)
+        except StreamError as exc:  # py-libp2p reports a hang-up as StreamEOF (or StreamReset), not b""
+            raise WireError("truncated", f"the peer left mid-handshake ({type(exc).__name__})") from exc
         if not data:
-            raise WireError("malformed", "the peer closed the stream mid-handshake")
+            raise WireError("truncated", "the peer closed the stream mid-handshake")
         pending = reader.feed(data)
     if len(pending) > 1:
         raise WireError("malformed", "unexpected extra message in the handshake")
