@@ -329,10 +329,11 @@ class MeshService:
         if self.view.leader() != self.view.self_id:
             return
         listing = self.listing()
-        full = listing.max_clients is not None and listing.clients >= listing.max_clients
         stale = now - self._listing_published_at >= REPUBLISH_S
-        if full or (listing == self._published_listing and not stale):
+        if listing == self._published_listing and not stale:
             return
+        # A full mesh (clients >= max_clients) is still written, so the stale "room left" listing is replaced
+        # at once; discover shows it as not joinable and --auto never picks it.
         key, value = encode_record(self.overlay.identity, KIND_MESH, self.settings.mesh_id.hex(), listing,
                                    now=now, ttl_s=RECORD_TTL_S)
         await self.overlay.put_record(key, value)

@@ -10,6 +10,7 @@ import signal
 
 import httpx
 import openai
+import pytest
 from conftest import pid_alive, wait_for
 
 ROUTING_TIMEOUT_S = 60.0
@@ -157,3 +158,22 @@ def test_last_server_leaving_hands_its_model_to_a_standby(node_factory, tiny_mod
     wait_for(lambda: httpx.get(c.base_url + "/models", timeout=10).json()["data"][0]["meshp2p"]["nodes"]
              == [s.status()["mesh"]["peer_id"]], ROUTING_TIMEOUT_S, "C to route tiny-dense to the standby")
     assert client_for(c).completions.create(model="tiny-dense", prompt="x", max_tokens=3).choices[0].text
+
+
+def test_stream_ends_with_an_error_event_when_no_other_server_is_left(node_factory, tiny_models, bootstrap):
+    a, c = start_mesh(node_factory, bootstrap, "routing-last",
+                      ("a", ("--model", str(tiny_models.dense))),
+                      ("c", ("--client",)))
+    wait_for(lambda: "tiny-dense" in model_ids(c), ROUTING_TIMEOUT_S, "C to list tiny-dense")
+    stream = client_for(c).completions.create(model="tiny-dense", prompt="Once", max_tokens=1500, temperature=0,
+                                              stream=True)
+    received = 0
+    with pytest.raises(openai.APIError) as err:
+        for chunk in stream:
+            received += 1
+            if received == 20:
+                backend = a.status()["models"][0]["pid"]
+                a.process.send_signal(signal.SIGKILL)
+                os.kill(backend, signal.SIGKILL)
+    assert "no other is available" in str(err.value)
+    assert 20 <= received < 1500

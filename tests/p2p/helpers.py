@@ -83,16 +83,14 @@ class Node:
                     task_status.started()
             finally:
                 self.running = False
-                with trio.move_on_after(CLOSE_S, shield=True):
-                    await stop_system_tasks(self.overlay.host)
 
 
 async def stop_system_tasks(host: BasicHost) -> None:
-    """Stop what py-libp2p runs as trio *system* tasks, outside every nursery, so cancelling a host misses it.
+    """For bare py-libp2p hosts: stop what py-libp2p runs as trio *system* tasks, outside every nursery.
 
-    Its TCP listener keeps the port open (even after a clean exit from `BasicHost.run`) and identify exchanges
-    run on for up to 30 s. `Overlay.run` does not close them (`host.close()` would, but spends 0.2 s per
-    connection).
+    Its TCP listener keeps the port open even after a clean exit from `BasicHost.run`, and identify exchanges
+    run on for up to 30 s (`host.close()` stops both, but spends 0.2 s per connection). `Overlay.run` does this
+    itself when it stops, which `network()` checks.
     """
     for scope in list(getattr(host, "_identify_tasks", ())):
         scope.cancel()

@@ -89,12 +89,17 @@ class TimedOverlay(Overlay):
         super().__init__(identity, config)
         self.calls: list[Call] = []
         self.streams: Counter[str] = Counter()
+        self.failed_streams: Counter[str] = Counter()
         self._put_done: dict[str, trio.Event] = {}
         opener = self.host.new_stream
 
         async def counting_new_stream(peer_id: Any, protocols: Sequence[Any]) -> Any:
             self.streams[str(protocols[0])] += 1
-            return await opener(peer_id, protocols)
+            try:
+                return await opener(peer_id, protocols)
+            except Exception:
+                self.failed_streams[str(protocols[0])] += 1
+                raise
 
         self.host.new_stream = counting_new_stream  # type: ignore[method-assign]
 
@@ -147,6 +152,7 @@ class Trial:
     listing_reads_s: float = 0.0
     providers: int = 0
     kad_streams: int = 0
+    kad_failed: int = 0
     cpu_share: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -304,6 +310,7 @@ async def discover_until_found(addrs: Sequence[str], mesh_hex: str, region: str,
         trial.listing_reads_s = _span([c for c in client.calls if c.op == "get" and "/mesh/" in c.key])
         trial.providers = len(node_reads)
         trial.kad_streams = client.streams[KAD_PROTOCOL]
+        trial.kad_failed = client.failed_streams[KAD_PROTOCOL]
         if any(c.mesh_id == mesh_hex for c in found):
             trial.found = True
             trial.total_s = t2 - published
@@ -341,9 +348,13 @@ async def measure(args: argparse.Namespace) -> list[Trial]:
             print(f"{args.nodes} DHT servers ({len(nodes)} here, {remote} in a helper process) up in "
                   f"{trio.current_time() - setup_start:.1f} s; routing tables here min/median/max "
                   f"{sizes[0]}/{statistics.median(sizes):.0f}/{sizes[-1]} peers")
+            print("columns: creator = MeshService start -> listing stored; total = published -> found; start = client "
+                  "dial + refresh; lookup = discover_meshes (provs = find_providers, nodes/lists = record reads); "
+                  "#prov = providers read; #kad/#fail = KAD streams the client opened / failed to open; cpu = this "
+                  "process's CPU use during the lookup")
             print(f"{'trial':>5} {'creator ms':>10} {'found':>5} {'tries':>5} {'total ms':>9} {'start ms':>9} "
                   f"{'lookup ms':>9} {'provs ms':>9} {'nodes ms':>9} {'lists ms':>9} {'#prov':>5} {'#kad':>5} "
-                  f"{'cpu':>5}")
+                  f"{'#fail':>5} {'cpu':>5}")
             for t in range(args.trials):
                 region = f"B{run_id}" + ("" if args.shared_region else f"-{t}")
                 trial = Trial(t, region.upper())
@@ -359,7 +370,7 @@ async def measure(args: argparse.Namespace) -> list[Trial]:
                       f"{trial.attempts:>5} {ms(trial.total_s):>9} {ms(trial.client_start_s):>9} "
                       f"{ms(trial.lookup_s):>9} {ms(trial.find_providers_s):>9} {ms(trial.node_reads_s):>9} "
                       f"{ms(trial.listing_reads_s):>9} {trial.providers:>5} {trial.kad_streams:>5} "
-                      f"{trial.cpu_share:>5.0%} {' '.join(trial.notes)}", flush=True)
+                      f"{trial.kad_failed:>5} {trial.cpu_share:>5.0%} {' '.join(trial.notes)}", flush=True)
             await close_all(nodes)
             nursery.cancel_scope.cancel()
     finally:
@@ -392,7 +403,8 @@ def summarise(trials: Sequence[Trial]) -> bool:
     row("  provides (meshes, region), one after another", [t.creator_provides_s for t in trials])
     row("  listing put", [t.creator_listing_put_s for t in trials])
     print(f"  KAD streams opened per client: median {statistics.median(t.kad_streams for t in found):.0f}, "
-          f"max {max(t.kad_streams for t in found)}; this process's CPU during the lookup: median "
+          f"max {max(t.kad_streams for t in found)}, of which failed (dials to departed peers): median "
+          f"{statistics.median(t.kad_failed for t in found):.0f}; this process's CPU during the lookup: median "
           f"{statistics.median(t.cpu_share for t in found):.0%} of a core; clients needed: max "
           f"{max(t.attempts for t in trials)}")
     p95 = percentile([t.total_s if t.found else math.inf for t in trials], 0.95)
