@@ -169,7 +169,7 @@ def test_stream_ends_with_an_error_event_when_no_other_server_is_left(node_facto
                                               stream=True)
     received = 0
     with pytest.raises(openai.APIError) as err:
-        for chunk in stream:
+        for _chunk in stream:
             received += 1
             if received == 20:
                 backend = a.status()["models"][0]["pid"]
