@@ -30,6 +30,7 @@ from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand
 from meshp2p.mesh.view import EXPIRE_CHECK_S, STATUS_INTERVAL_S, MeshView
 from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.rtt import RttProbe
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.gossip import (
     GossipMessage,
@@ -68,6 +69,7 @@ REPUBLISH_S = 60.0
 LISTING_REFRESH_S = 5.0
 _DECODED_CACHE_MAX = 1024
 DEMAND_INTERVAL_S = 5.0
+RTT_INTERVAL_S = 10.0
 
 
 def _demand_from_body(body: dict[str, Any]) -> dict[str, float]:
@@ -109,6 +111,9 @@ class MeshService:
         self.local_demand = local_demand
         self.clock = clock
         self.membership = Membership(overlay, settings.mesh_id, settings.secret)
+        self.rtt = RttProbe(overlay)
+        #: Our measured round trip to each peer of the view, in ms (gossiped in our status).
+        self.rtt_ms: dict[str, float] = {}
         self.view = MeshView(settings.mesh_id, str(overlay.peer_id))
         self.status_topic = topic_name(settings.mesh_id, "status")
         self.demand_topic = topic_name(settings.mesh_id, "demand")
@@ -153,7 +158,7 @@ class MeshService:
         s, v = self.settings, self.view
         wanted = tuple(self.wanted_models())
         return MeshListing(
-            name=s.name, region=s.region, public=not s.private, nodes=v.node_count(), clients=v.client_count(),
+            name=s.name, region=v.region() or s.region, public=not s.private, nodes=v.node_count(), clients=v.client_count(),
             max_clients=s.max_clients, served=v.served_models()[:64], wanted=wanted[:64],
             capacity_mb=v.capacity_mb(), addrs=tuple(self._join_addrs()), version=__version__,
         )
@@ -162,6 +167,7 @@ class MeshService:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.membership.install()
+        self.rtt.install()
         statuses = await self.overlay.subscribe(self.status_topic,
                                                 self._validator(self.status_topic, status_from_body))
         demands = await self.overlay.subscribe(self.demand_topic,
@@ -173,6 +179,7 @@ class MeshService:
             nursery.start_soon(self._receive, demands, self._apply_demand)
             nursery.start_soon(self._heartbeat)
             nursery.start_soon(self._gossip_demand)
+            nursery.start_soon(self._measure_rtts)
             nursery.start_soon(self._expire)
             nursery.start_soon(self._keep_records)
             task_status.started()
@@ -290,6 +297,25 @@ class MeshService:
             self.demand.apply(self.view.self_id, rates, self.clock())
             await self._publish(self.demand_topic, DEMAND_TYPE, demand_to_body(rates))
             await trio.sleep(DEMAND_INTERVAL_S)
+
+    async def _measure_rtts(self) -> None:
+        """RTT to every peer in the view, every RTT_INTERVAL_S, measured concurrently."""
+        while True:
+            peers = [p for p in self.view.peers if p != self.view.self_id]
+
+            async def one(peer_id: str) -> None:
+                rtt = await self.rtt.measure(ID.from_base58(peer_id))
+                if rtt is None:
+                    self.rtt_ms.pop(peer_id, None)
+                else:
+                    self.rtt_ms[peer_id] = round(rtt, 3)
+
+            async with trio.open_nursery() as nursery:
+                for peer_id in peers:
+                    nursery.start_soon(one, peer_id)
+            for gone in set(self.rtt_ms) - set(self.view.peers):
+                del self.rtt_ms[gone]
+            await trio.sleep(RTT_INTERVAL_S)
 
     async def _expire(self) -> None:
         while True:

@@ -208,7 +208,8 @@ class Node:
             loading=tuple(s.model.id for s in self.router.servers if not s.is_ready),
             available=tuple(self.available)[:64],
             load=float(self.router.in_flight), api_port=self.config.api_port, version=__version__,
-            region=None if mesh is None else mesh.settings.region, rtt_ms={},
+            region=None if mesh is None else mesh.settings.region,
+            rtt_ms=dict(sorted(self.mesh.rtt_ms.items(), key=lambda kv: kv[1])[:64]) if self.mesh else {},
             addrs=tuple(self.overlay.addrs()[:16]) if self.overlay is not None else (),
         )
 

@@ -152,7 +152,8 @@ def mesh_config_from_args(args: argparse.Namespace) -> MeshConfig | None:
         listen_host=ALL_HOSTS if args.listen_all else LOOPBACK_HOST,
         port=args.bind_port,
         bootstrap=bootstrap_peers(args.bootstrap or ()),
-        dht_server=not args.client,
+        # Clients serve DHT queries too: peers that meet a client-mode node keep failing to query it.
+        dht_server=True,
     )
     return MeshConfig(identity=load_or_create_identity(), overlay=overlay, settings=settings,
                       enumerate_host=args.enumerate_host)

@@ -69,6 +69,17 @@ class MeshView:
         return sum(v.status.vram_mb or v.status.ram_mb for v in self.peers.values()
                    if v.status.role in SERVING_ROLES)
 
+    def region(self) -> str | None:
+        """The mesh's region: the one most of its tagged nodes name (ties: alphabetical); None if none is tagged.
+
+        Any member may write the listing, so the region comes from the whole view, not from the writer's flag.
+        """
+        counts: dict[str, int] = {}
+        for v in self.peers.values():
+            if v.status.region:
+                counts[v.status.region] = counts.get(v.status.region, 0) + 1
+        return min(counts, key=lambda r: (-counts[r], r)) if counts else None
+
     def leader(self) -> str:
         """The serving node with the lowest PeerID: it publishes the mesh listing, so the DHT sees one writer.
 
@@ -99,6 +110,8 @@ class MeshView:
                     "load": v.status.load,
                     "version": v.status.version,
                     "last_seen_s": round(now - v.last_seen, 2),
+                    "rtt_ms": self.peers[self.self_id].status.rtt_ms.get(v.peer_id)
+                    if self.self_id in self.peers else None,
                 }
                 for v in sorted(self.peers.values(), key=lambda v: v.peer_id)
             ],

@@ -1,0 +1,91 @@
+"""Round-trip times to peers, measured on the overlay itself (`/meshp2p/ping/1.0.0`).
+
+libp2p's own ping reports whole milliseconds, too coarse to rank loopback or LAN peers; this echoes a
+32-byte payload over one reused stream per peer and times it with trio's clock. The planner (80 ms cap) and
+the router use these figures; they are gossiped in the status message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+from typing import Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from meshp2p.p2p.overlay import Overlay
+
+log = logging.getLogger("meshp2p.p2p.rtt")
+
+PING_PROTOCOL = TProtocol("/meshp2p/ping/1.0.0")
+PING_BYTES = 32
+PINGS_PER_PROBE = 3
+PROBE_TIMEOUT_S = 5.0
+#: A ping stream idle this long is closed by the answering side.
+PING_IDLE_S = 120.0
+
+
+class RttProbe:
+    def __init__(self, overlay: Overlay) -> None:
+        self.overlay = overlay
+        self._streams: dict[ID, Any] = {}
+
+    def install(self) -> None:
+        self.overlay.host.set_stream_handler(PING_PROTOCOL, self._echo)
+
+    async def measure(self, peer: ID) -> float | None:
+        """Median RTT in ms over a few echoes, or None when the peer does not answer in time."""
+        samples: list[float] = []
+        with trio.move_on_after(PROBE_TIMEOUT_S):
+            try:
+                stream = self._streams.get(peer)
+                if stream is None:
+                    stream = await self.overlay.host.new_stream(peer, [PING_PROTOCOL])
+                    self._streams[peer] = stream
+                for _ in range(PINGS_PER_PROBE):
+                    payload = os.urandom(PING_BYTES)
+                    start = trio.current_time()
+                    await stream.write(payload)
+                    echoed = b""
+                    while len(echoed) < PING_BYTES:
+                        echoed += await stream.read(PING_BYTES - len(echoed))
+                    if echoed != payload:
+                        raise ValueError("the peer echoed something else")
+                    samples.append((trio.current_time() - start) * 1000)
+            except Exception as exc:
+                log.debug("ping %s failed: %s", peer, exc)
+                await self._forget(peer)
+                return None
+        if len(samples) < PINGS_PER_PROBE:
+            await self._forget(peer)
+            return None
+        return statistics.median(samples)
+
+    async def _forget(self, peer: ID) -> None:
+        stream = self._streams.pop(peer, None)
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                try:
+                    await stream.reset()
+                except Exception:
+                    log.debug("resetting the ping stream to %s failed", peer)
+
+    async def _echo(self, stream: Any) -> None:
+        try:
+            while True:
+                with trio.move_on_after(PING_IDLE_S) as idle:
+                    data = await stream.read(PING_BYTES)
+                if idle.cancelled_caught or not data:
+                    return
+                await stream.write(data)
+        except Exception:
+            return
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await stream.close()
+                except Exception:
+                    log.debug("closing a ping stream failed")
