@@ -158,7 +158,8 @@ class MeshService:
         s, v = self.settings, self.view
         wanted = tuple(self.wanted_models())
         return MeshListing(
-            name=s.name, region=v.region() or s.region, public=not s.private, nodes=v.node_count(), clients=v.client_count(),
+            name=s.name, region=v.region() or s.region, public=not s.private, nodes=v.node_count(),
+            clients=v.client_count(),
             max_clients=s.max_clients, served=v.served_models()[:64], wanted=wanted[:64],
             capacity_mb=v.capacity_mb(), addrs=tuple(self._join_addrs()), version=__version__,
         )
