@@ -63,7 +63,7 @@ async def discover_meshes(overlay: Overlay, *, region: str | None = None, model:
         for mesh_hex in mesh_ids:
             nursery.start_soon(read_mesh, mesh_hex)
     return [Candidate(mesh_id, listing) for mesh_id, listing in sorted(found.items())
-            if (region is None or (listing.region or "").upper() == region.upper())
+            if (region is None or (listing.region or "").strip().upper() == region.strip().upper())
             and (model is None or model in listing.served or model in listing.wanted)]
 
 

@@ -46,7 +46,7 @@ def score(candidate: Candidate, *, region: str | None = None, model: str | None 
     listing = candidate.listing
     total = 0.0
     if region and listing.region:
-        total += REGION_MATCH if listing.region.upper() == region.upper() else REGION_MISMATCH
+        total += REGION_MATCH if listing.region.strip().upper() == region.strip().upper() else REGION_MISMATCH
     if model:
         if model in listing.served:
             total += MODEL_SERVED
