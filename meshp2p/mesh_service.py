@@ -300,23 +300,28 @@ class MeshService:
             await trio.sleep(DEMAND_INTERVAL_S)
 
     async def _measure_rtts(self) -> None:
-        """RTT to every peer in the view, every RTT_INTERVAL_S, measured concurrently."""
+        """RTT to every peer of the view: new peers at once, known ones every RTT_INTERVAL_S, concurrently."""
+        measured_at: dict[str, float] = {}
+
+        async def one(peer_id: str) -> None:
+            rtt = await self.rtt.measure(ID.from_base58(peer_id))
+            measured_at[peer_id] = trio.current_time()
+            if rtt is None:
+                self.rtt_ms.pop(peer_id, None)
+            else:
+                self.rtt_ms[peer_id] = round(rtt, 3)
+
         while True:
-            peers = [p for p in self.view.peers if p != self.view.self_id]
-
-            async def one(peer_id: str) -> None:
-                rtt = await self.rtt.measure(ID.from_base58(peer_id))
-                if rtt is None:
-                    self.rtt_ms.pop(peer_id, None)
-                else:
-                    self.rtt_ms[peer_id] = round(rtt, 3)
-
+            now = trio.current_time()
+            due = [p for p in self.view.peers
+                   if p != self.view.self_id and now - measured_at.get(p, -RTT_INTERVAL_S) >= RTT_INTERVAL_S]
             async with trio.open_nursery() as nursery:
-                for peer_id in peers:
+                for peer_id in due:
                     nursery.start_soon(one, peer_id)
-            for gone in set(self.rtt_ms) - set(self.view.peers):
-                del self.rtt_ms[gone]
-            await trio.sleep(RTT_INTERVAL_S)
+            for gone in set(measured_at) - set(self.view.peers):
+                measured_at.pop(gone, None)
+                self.rtt_ms.pop(gone, None)
+            await trio.sleep(EXPIRE_CHECK_S)
 
     async def _expire(self) -> None:
         while True:

@@ -30,12 +30,15 @@ from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.llama_server import LOAD_TIMEOUT_S, BackendState, ServerOptions
 from meshp2p.inference.models import ModelSpec
+from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.election import NeedTracker, plan_promotions, snapshot_from_view
 from meshp2p.mesh_gateway import OverlayGateway, tunnel_handler
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
+from meshp2p.p2p.rpc_bridge import RpcBridgeClient, RpcBridgeServer
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
+from meshp2p.split import SplitHost
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
 
@@ -78,6 +81,10 @@ class NodeConfig:
     mesh: MeshConfig | None = None
     #: Start no model: `models` are only offered to the mesh, loaded when it needs them (promotion).
     standby: bool = False
+    #: Serve `models` split by layers over nearby peers with the same file, even when they fit here (--split).
+    split: bool = False
+    #: How many workers a forced split uses (None: every eligible peer).
+    split_workers: int | None = None
 
 
 class Node:
@@ -88,9 +95,10 @@ class Node:
                                  on_port_retired=partial(self.upstream.discard, LOOPBACK_HOST))
         #: Models this node can serve, loaded or not: what it offers the mesh for promotion.
         self.available = {m.id: m for m in config.models}
-        if not config.standby:
+        if not config.standby and not config.split:
             for model in config.models:
                 self.fleet.add(model)
+        self.splits: list[SplitHost] = []
         self.hardware: Hardware = detect_hardware()
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
@@ -222,7 +230,15 @@ class Node:
             if self.overlay is not None and self.mesh is not None:
                 await nursery.start(self.overlay.run)
                 self._serve_tunnel(self.overlay, self.mesh)
+                await self._serve_rpc(nursery, self.overlay, self.mesh)
                 await nursery.start(self.mesh.run)
+                if cfg.split:
+                    bridge = RpcBridgeClient(self.overlay)
+                    for spec in cfg.models:
+                        split = SplitHost(spec, self.fleet, self.mesh.view, bridge, self.mesh.rtt_ms,
+                                          force_workers=cfg.split_workers, announce=self.mesh.announce_now)
+                        self.splits.append(split)
+                        await nursery.start(split.run)
                 if self.config.binaries is not None:
                     nursery.start_soon(self._promote_when_needed, self.mesh)
             openai_app = create_openai_app(self.router, self.upstream)
@@ -242,17 +258,27 @@ class Node:
                 if self.tunnel is not None:
                     await self.tunnel.aclose()
 
+    async def _serve_rpc(self, nursery: trio.Nursery, overlay: Overlay, mesh: MeshService) -> None:
+        """Be a pipeline worker for members: our ggml-rpc-server starts on the first split that needs it."""
+        binaries = self.config.binaries
+        if binaries is None or binaries.rpc_server is None:
+            return
+        rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=logs_dir(), threads=self.config.server_options.threads))
+        await nursery.start(rpc.run)
+        RpcBridgeServer(overlay, is_member=partial(_is_member, mesh), rpc_port=rpc.port).install()
+
     def _serve_tunnel(self, overlay: Overlay, mesh: MeshService) -> None:
         """Answer other members' requests for models served here (the other end of their routing)."""
 
-        def is_member(peer: ID) -> bool:
-            # A joined peer, or one whose signed status we read on our mesh topic (on a private mesh that
-            # status was encrypted with the mesh key: reading it proves the sender has the secret).
-            return mesh.membership.is_member(peer) or peer.to_base58() in mesh.view.peers
-
         handler = tunnel_handler(self.fleet.servers, self.upstream, self.router.local_request_started,
                                  self.router.request_done)
-        TunnelServer(overlay, is_member=is_member, handler=handler).install()
+        TunnelServer(overlay, is_member=partial(_is_member, mesh), handler=handler).install()
+
+
+def _is_member(mesh: MeshService, peer: ID) -> bool:
+    """A joined peer, or one whose signed status we read on our mesh topic (on a private mesh that status was
+    encrypted with the mesh key: reading it proves the sender has the secret)."""
+    return mesh.membership.is_member(peer) or peer.to_base58() in mesh.view.peers
 
 
 def _write_runtime_file(node: Node) -> Path:

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--standby", action="store_true",
                       help="start no model now: offer the --model files (and the GGUFs in $MESHP2P_HOME/models) "
                       "to the mesh and load one when it is wanted, hot, or its last server left")
+    mesh.add_argument("--split", action="store_true",
+                      help="serve the --model(s) split by layers over nearby peers (RTT <= 80 ms) that have the same "
+                      "file, even when they fit here: for testing and benchmarks (models too big for any one node "
+                      "are split without it)")
+    mesh.add_argument("--split-workers", type=int, metavar="N",
+                      help="with --split: use exactly N workers (default: every eligible peer)")
     mesh.add_argument("--client", action="store_true",
                       help="join as an API-only node: run no model, answer the API for the mesh")
     mesh.add_argument("--bootstrap", action="append", metavar="MULTIADDR",

@@ -57,6 +57,10 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--client runs no model, but --model was given", hint="drop one of them")
     mesh = mesh_config_from_args(args)
     binaries = None if args.client else ensure_binaries(console, allow_build=not args.no_build)
+    if args.split and (args.client or args.solo or args.standby):
+        raise ConfigError("--split serves the --model(s) across peers", hint="drop --client/--solo/--standby")
+    if args.split_workers is not None and (not args.split or args.split_workers < 1):
+        raise ConfigError("--split-workers N needs --split and N >= 1", hint="e.g. --split --split-workers 2")
     if args.standby and (args.client or args.solo):
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
     models = () if args.client else standby_models(args) if args.standby else tuple(
@@ -78,6 +82,8 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         max_vram_gb=args.max_vram,
         mesh=mesh,
         standby=args.standby,
+        split=args.split,
+        split_workers=args.split_workers,
     )
 
 

@@ -1,0 +1,361 @@
+"""How one dense model is served: on one node (solo), or split by layers over several (pipeline).
+
+The planner runs on the node that wants to serve the model (`local`), over its view of the other peers. It takes
+plain facts and returns a `Plan`; it starts nothing. This node is taken to have the model and to serve (the
+caller plans only models it has); its own role and RTT are not checked. Rules, in order (users will ask why a plan
+looks the way it does; every answer is here):
+
+1. Solo when one node can hold the model: capacity_mb >= FIT_HEADROOM x size_mb (1.1 x; the rest is KV cache and
+   compute buffers). Capacity is what a node may use: VRAM where it has a GPU, else RAM, already capped by
+   --max-vram. This node is preferred when it fits. When it does not but another node does, the plan is solo on
+   that node (`host` is that peer) and the caller routes requests there instead of splitting: one network hop per
+   request is far cheaper than one per layer boundary per token. Such a node must be able to serve (role not in
+   NON_SERVING_ROLES) and hold its own copy of the model; its RTT does not matter here (it is only an API hop).
+   Several such nodes: lowest known RTT first (unknown RTT last), then most capacity, then peer_id.
+2. Otherwise a pipeline. Candidate workers are the peers that
+   - are close: a known RTT <= MAX_RTT_MS. Every generated token crosses every shard boundary, so slower peers
+     stay API clients; an unknown (unmeasured) RTT counts as too slow, as does a negative or NaN one;
+   - can serve: role not in NON_SERVING_ROLES ("client", and "bootstrap", which runs no models);
+   - have the model on disk (`has_model`): each worker loads its layers from its own copy of the GGUF, no weights
+     cross the network;
+   - have some capacity (capacity_mb > 0).
+   They are ranked by RTT, then larger capacity, then peer_id, and added in that order to this node until the
+   total capacity >= FIT_HEADROOM x size_mb. The host (the node running llama-server, whose shard comes first) is
+   the member with the most capacity; ties go to this node, then to the earlier-ranked peer. When the host is
+   not this node the plan says so and the caller routes there: that node then plans for itself. RTTs are
+   measured from this node and stand in for the host's. If even every candidate together falls short, `plan`
+   raises PlanError saying how many MB are missing and why peers were left out.
+3. Layers are split in proportion to capacity: shard i gets n_layers x capacity_i / total of the n_layers
+   blocks, rounded by largest remainder (floors first; the layers left over go to the largest fractional parts,
+   ties to the earlier shard, so the host first). Ranges are contiguous, in shard order: the host holds the first
+   blocks, then each worker in ranking order. Every block is assigned exactly once. A shard's share can exceed
+   its exact proportion by less than one layer; the headroom absorbs that.
+   Every shard gets at least one layer: a member whose share rounds to 0 is dropped (the lowest-ranked first),
+   and the members are chosen again without it, so the final set still meets rule 2's capacity total (or the
+   plan fails). A model with fewer blocks than the split would need members fails the same way.
+   `Shard.fraction` is the shard's share of the *layers*, not of capacity: handed to llama.cpp as
+   `--tensor-split` (`Plan.tensor_split()`), the integer ranges are reproduced exactly instead of llama.cpp
+   rounding capacity shares its own way. Fractions sum to 1.
+   The output head (llama.cpp's layer n_layers under `-ngl`) is in no range: it stays on the host (pinned with
+   `-ot ...=CPU`, see the llama.cpp notes), so the per-token logits never cross the network, only activations
+   do (measured on gemma-270m: ~1.08 MB a token with the head remote, ~31 KB with it on the host).
+4. `force_split` (the CLI's --split, for tests and benchmarks) skips rule 1: a pipeline even when the model fits,
+   over exactly `force_workers` workers (the first that many candidates in rule 2's order; default: all of
+   them). Workers are the members other than the host, so when a peer hosts, this node counts as one.
+   Capacities still set the proportions and the host, the total must still meet the headroom, and a member
+   whose share rounds to 0 is replaced by the next candidate. Too few candidates, or none, is a PlanError.
+5. `replan_needed` (asked by the host of a running plan, with its current view of the other peers) is True when
+   - a worker of the plan is gone from the view or can no longer serve as one: it has no copy of the model any
+     more, became a client or bootstrap node, has no capacity, or its RTT is unknown or above KEEP_RTT_MS.
+     KEEP_RTT_MS is above MAX_RTT_MS on purpose (hysteresis): a worker near the cap must not reload a whole
+     pipeline on every jittery ping;
+   - or, for a pipeline that was not forced, one node in the view can now hold the model alone (rule 1).
+   Nothing else triggers a replan: not a closer, bigger or new peer, not a better split. Reloading a pipeline
+   takes minutes of downtime; only losing a worker, or the chance to stop splitting, pays for that.
+   The host's own departure is not checked here: the host is the caller, and nodes that route to a remote host
+   see it leave through the mesh view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from meshp2p.errors import MeshP2PError
+
+#: A node can hold a model when its capacity is at least this multiple of the model's file size (exact: 1.1).
+FIT_HEADROOM = Fraction(11, 10)
+#: Workers farther than this round trip from the host are not added to a pipeline.
+MAX_RTT_MS = 80.0
+#: A worker already in a running plan is kept until its round trip passes this (hysteresis, rule 5).
+KEEP_RTT_MS = 2 * MAX_RTT_MS
+#: Roles that never hold layers or host a model.
+NON_SERVING_ROLES = frozenset({"client", "bootstrap"})
+
+PlanKind = Literal["solo", "pipeline"]
+
+
+class PlanError(MeshP2PError):
+    """The model cannot be placed on this mesh as it is (not enough capacity, or no worker to split over)."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    model_id: str
+    size_mb: int
+    #: Transformer blocks (llama.cpp's n_layer); the output head is not one of them.
+    n_layers: int
+
+
+@dataclass(frozen=True)
+class PeerFacts:
+    peer_id: str
+    #: What the node may use for models: VRAM with a GPU, else RAM, already capped by --max-vram.
+    capacity_mb: int
+    #: Round trip from this node; None when not measured (counts as too slow for a pipeline).
+    rtt_ms: float | None
+    has_model: bool
+    role: str
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Blocks first_layer..last_layer (inclusive) on one node; `fraction` is its share of all blocks."""
+
+    peer_id: str
+    first_layer: int
+    last_layer: int
+    fraction: float
+
+    @property
+    def layer_count(self) -> int:
+        return self.last_layer - self.first_layer + 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a model runs. The host's shard is first and the host also holds the output head.
+
+    `model_size_mb` and `forced` are kept so `replan_needed` can tell when the plan could become solo.
+    """
+
+    model_id: str
+    host: str
+    kind: PlanKind
+    shards: tuple[Shard, ...]
+    model_size_mb: int
+    forced: bool = False
+
+    @property
+    def workers(self) -> tuple[str, ...]:
+        """Peers other than the host, in shard order (empty for solo)."""
+        return tuple(s.peer_id for s in self.shards if s.peer_id != self.host)
+
+    def tensor_split(self) -> tuple[float, ...]:
+        """llama.cpp `--tensor-split` proportions in shard order: [host, worker1, worker2, ...]."""
+        return tuple(s.fraction for s in self.shards)
+
+
+def needed_mb(size_mb: int) -> int:
+    """Capacity a model needs: FIT_HEADROOM x its size, rounded up to a whole MB."""
+    return math.ceil(FIT_HEADROOM * size_mb)
+
+
+def _fits(capacity_mb: int, size_mb: int) -> bool:
+    return capacity_mb >= needed_mb(size_mb)
+
+
+def _known_rtt(peer: PeerFacts) -> float | None:
+    rtt = peer.rtt_ms
+    return rtt if rtt is not None and math.isfinite(rtt) and rtt >= 0 else None
+
+
+def _can_serve(peer: PeerFacts) -> bool:
+    return peer.role not in NON_SERVING_ROLES and peer.has_model and peer.capacity_mb > 0
+
+
+def can_host_solo(peer: PeerFacts, size_mb: int) -> bool:
+    """Could this peer serve a model of `size_mb` alone (rule 1)? Its RTT does not matter."""
+    return _can_serve(peer) and _fits(peer.capacity_mb, size_mb)
+
+
+def is_candidate_worker(peer: PeerFacts, *, max_rtt_ms: float = MAX_RTT_MS) -> bool:
+    """May this peer hold layers of a pipeline (rule 2)? An unknown RTT counts as too slow."""
+    rtt = _known_rtt(peer)
+    return _can_serve(peer) and rtt is not None and rtt <= max_rtt_ms
+
+
+def rank_workers(peers: Sequence[PeerFacts]) -> list[PeerFacts]:
+    """Candidate workers in the order they join a pipeline: lowest RTT, then larger capacity, then peer_id."""
+
+    def key(peer: PeerFacts) -> tuple[float, int, str]:
+        rtt = _known_rtt(peer)
+        return (math.inf if rtt is None else rtt, -peer.capacity_mb, peer.peer_id)
+
+    return sorted((p for p in peers if is_candidate_worker(p)), key=key)
+
+
+def split_layers(n_layers: int, capacities_mb: Sequence[int]) -> tuple[int, ...]:
+    """Blocks per shard, proportional to capacity, by largest remainder (rule 3). Counts may be 0 here.
+
+    Exact integer arithmetic: the same inputs give the same split on every machine. A negative capacity counts
+    as 0; if all are 0 the blocks are shared equally.
+    """
+    if n_layers < 0:
+        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+    if not capacities_mb:
+        raise ValueError("no shard to split layers over")
+    weights = [max(0, c) for c in capacities_mb]
+    if sum(weights) == 0:
+        weights = [1] * len(weights)
+    total = sum(weights)
+    counts = [n_layers * w // total for w in weights]
+    remainders = [n_layers * w % total for w in weights]
+    left = n_layers - sum(counts)
+    for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:left]:
+        counts[i] += 1
+    return tuple(counts)
+
+
+def _shards(n_layers: int, members: Sequence[PeerFacts], counts: Sequence[int]) -> tuple[Shard, ...]:
+    shards = []
+    first = 0
+    for member, count in zip(members, counts, strict=True):
+        shards.append(Shard(member.peer_id, first, first + count - 1, count / n_layers))
+        first += count
+    return tuple(shards)
+
+
+def _solo(model: ModelFacts, host: PeerFacts) -> Plan:
+    return Plan(model.model_id, host.peer_id, "solo", (Shard(host.peer_id, 0, model.n_layers - 1, 1.0),),
+                model_size_mb=model.size_mb)
+
+
+def _solo_elsewhere(model: ModelFacts, peers: Sequence[PeerFacts]) -> PeerFacts | None:
+    def key(peer: PeerFacts) -> tuple[bool, float, int, str]:
+        rtt = _known_rtt(peer)
+        return (rtt is None, rtt or 0.0, -peer.capacity_mb, peer.peer_id)
+
+    return min((p for p in peers if can_host_solo(p, model.size_mb)), key=key, default=None)
+
+
+def _skipped_reasons(peers: Sequence[PeerFacts]) -> str:
+    """Why peers are not candidate workers, for error messages ("3 slower than 80 ms or unmeasured, ...")."""
+    reasons: dict[str, int] = {}
+    for peer in peers:
+        if peer.role in NON_SERVING_ROLES:
+            reason = f"{peer.role}s"
+        elif not peer.has_model:
+            reason = "without the model"
+        elif peer.capacity_mb <= 0:
+            reason = "without capacity"
+        elif not is_candidate_worker(peer):
+            reason = f"slower than {MAX_RTT_MS:g} ms or unmeasured"
+        else:
+            continue
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+
+
+def _who(members: Sequence[PeerFacts], local: PeerFacts) -> str:
+    """"the 2 nodes that can take part (this node and 1 peer)", for error messages."""
+    peers = sum(1 for m in members if m.peer_id != local.peer_id)
+    parts = (["this node"] if len(members) > peers else []) + ([f"{peers} peer{'s' * (peers != 1)}"] if peers else [])
+    nodes = len(members)
+    return f"the {nodes} node{'s' * (nodes != 1)} that can take part ({' and '.join(parts) or 'none'})"
+
+
+def _shortfall(model: ModelFacts, local: PeerFacts, members: Sequence[PeerFacts], peers: Sequence[PeerFacts],
+               dropped: set[str]) -> PlanError:
+    need = needed_mb(model.size_mb)
+    have = sum(max(0, m.capacity_mb) for m in members)
+    notes = []
+    skipped = _skipped_reasons(peers)
+    if skipped:
+        notes.append(f"left out: {skipped}")
+    if dropped:
+        notes.append(f"{len(dropped)} too small for a whole one of its {model.n_layers} layers")
+    detail = f" ({'; '.join(notes)})" if notes else ""
+    return PlanError(
+        f"{model.model_id} ({model.size_mb} MB) needs {need} MB ({float(FIT_HEADROOM):g} x its size); "
+        f"{_who(members, local)} {'has' if len(members) == 1 else 'have'} {have} MB: "
+        f"{need - have} MB missing{detail}",
+        hint=f"add nodes that have the model within {MAX_RTT_MS:g} ms of this one, use a smaller quantisation, "
+             "or raise --max-vram on nodes with memory to spare",
+    )
+
+
+def _members(model: ModelFacts, local: PeerFacts, ranked: Sequence[PeerFacts], peers: Sequence[PeerFacts],
+             dropped: set[str], *, force_split: bool, force_workers: int | None) -> list[PeerFacts]:
+    """Rule 2 (or 4): this node (unless dropped) and the workers, in ranking order."""
+    base = [local] if local.peer_id not in dropped else []
+    eligible = [p for p in ranked if p.peer_id not in dropped]
+    if force_split:
+        if force_workers is None:
+            members = base + eligible
+            if len(members) < 2:
+                skipped = _skipped_reasons(peers)
+                raise PlanError(f"cannot split {model.model_id}: no peer can be a worker"
+                                f"{f' (left out: {skipped})' if skipped else ''}",
+                                hint="a worker needs its own copy of the model, a serving role and an RTT "
+                                     f"within {MAX_RTT_MS:g} ms of this node")
+        else:
+            wanted = force_workers + 1 - len(base)
+            if len(eligible) < wanted:
+                raise PlanError(f"--split {force_workers} needs {force_workers} workers for {model.model_id} but "
+                                f"only {max(0, len(base) + len(eligible) - 1)} can hold layers",
+                                hint="split over fewer workers, or add nodes that have the model (within "
+                                     f"{MAX_RTT_MS:g} ms of this one)")
+            members = base + eligible[:wanted]
+        if sum(max(0, m.capacity_mb) for m in members) < needed_mb(model.size_mb):
+            raise _shortfall(model, local, members, peers, dropped)
+        return members
+    members = list(base)
+    total = sum(max(0, m.capacity_mb) for m in members)
+    for peer in eligible:
+        if total >= needed_mb(model.size_mb):
+            break
+        members.append(peer)
+        total += peer.capacity_mb
+    if total < needed_mb(model.size_mb):
+        raise _shortfall(model, local, members, peers, dropped)
+    return members
+
+
+def _pipeline(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts], *, force_split: bool,
+              force_workers: int | None) -> Plan:
+    ranked = rank_workers(peers)
+    dropped: set[str] = set()
+    while True:
+        members = _members(model, local, ranked, peers, dropped, force_split=force_split,
+                           force_workers=force_workers)
+        # max() keeps the first of equals: this node, then the earlier-ranked peer.
+        host = max(members, key=lambda m: m.capacity_mb)
+        ordered = [host, *(m for m in members if m is not host)]
+        counts = split_layers(model.n_layers, [m.capacity_mb for m in ordered])
+        empty = [m for m, n in zip(ordered, counts, strict=True) if n == 0]
+        if not empty:
+            return Plan(model.model_id, host.peer_id, "pipeline", _shards(model.n_layers, ordered, counts),
+                        model_size_mb=model.size_mb, forced=force_split)
+        dropped.add(empty[-1].peer_id)
+
+
+def plan(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts], *, force_split: bool = False,
+         force_workers: int | None = None) -> Plan:
+    """Where `model` runs, by the rules of the module docstring; PlanError when it cannot be placed.
+
+    `local` is this node, assumed able to serve the model (the caller plans models it has); its role and RTT are
+    not checked. `peers` are the other nodes as this node sees them (an entry for `local`'s id is ignored; a later
+    entry for the same peer replaces an earlier one). `force_workers` only applies with `force_split`.
+    """
+    if model.n_layers < 1:
+        raise ValueError(f"{model.model_id}: a model needs at least one layer, got {model.n_layers}")
+    if model.size_mb < 0:
+        raise ValueError(f"{model.model_id}: negative size {model.size_mb} MB")
+    if force_workers is not None and not force_split:
+        raise ValueError("force_workers only applies with force_split")
+    if force_workers is not None and force_workers < 1:
+        raise PlanError(f"--split {force_workers}: a split needs at least one worker",
+                        hint="give --split a number of workers >= 1, or leave it out")
+    others = list({p.peer_id: p for p in peers if p.peer_id != local.peer_id}.values())
+    if not force_split:
+        if _fits(local.capacity_mb, model.size_mb):
+            return _solo(model, local)
+        elsewhere = _solo_elsewhere(model, others)
+        if elsewhere is not None:
+            return _solo(model, elsewhere)
+    return _pipeline(model, local, others, force_split=force_split, force_workers=force_workers)
+
+
+def replan_needed(old: Plan, peers_now: Mapping[str, PeerFacts]) -> bool:
+    """Should the host of `old` plan again, given its current view of the other peers (rule 5)?"""
+    for worker in old.workers:
+        peer = peers_now.get(worker)
+        if peer is None or not is_candidate_worker(peer, max_rtt_ms=KEEP_RTT_MS):
+            return True
+    if old.kind != "pipeline" or old.forced:
+        return False
+    return any(can_host_solo(p, old.model_size_mb) for p in peers_now.values())

@@ -1,0 +1,142 @@
+"""Serving a dense model as a pipeline: its layers on this node (the host) and on nearby workers.
+
+App-layer wiring of the planner (mesh/planner.py), the RPC bridge (p2p/rpc_bridge.py) and the fleet:
+
+1. Plan from the gossiped view: workers are peers that have the same model on disk, measured RTT <= 80 ms.
+2. For each worker, a local loopback port that leads, through `/meshp2p/rpc/1.0.0`, to the worker's
+   ggml-rpc-server (started there on first use). The RPC server itself never listens beyond loopback.
+3. llama-server runs on the host with `--rpc` to those ports. The host keeps the first layers and the output
+   head (per-token logits never cross the network); the workers get the rest in plan order, `--tensor-split`
+   giving each its planned share.
+4. When a worker leaves (or can no longer serve), the split is stopped and planned again; requests meanwhile
+   get 503 + Retry-After from the API, never a hang.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+from libp2p.peer.id import ID
+
+from meshp2p.inference.fleet import ServerFleet
+from meshp2p.inference.gguf_header import read_gguf_header
+from meshp2p.inference.models import ModelSpec
+from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, replan_needed
+from meshp2p.mesh.view import MeshView
+from meshp2p.p2p.rpc_bridge import RpcBridgeClient
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("meshp2p.split")
+
+REPLAN_CHECK_S = 1.0
+#: While no plan is possible (too few workers yet), look again this often.
+PLAN_RETRY_S = 2.0
+NON_SERVING_ROLES = ("client", "bootstrap")
+
+
+def peer_facts(view: MeshView, model_id: str, rtt_ms: dict[str, float]) -> tuple[PeerFacts, list[PeerFacts]]:
+    """The planner's input from the gossiped view: (this node, the others)."""
+    facts: dict[str, PeerFacts] = {}
+    for peer in view.peers.values():
+        status = peer.status
+        facts[peer.peer_id] = PeerFacts(
+            peer_id=peer.peer_id, capacity_mb=status.vram_mb or status.ram_mb,
+            rtt_ms=0.0 if peer.peer_id == view.self_id else rtt_ms.get(peer.peer_id),
+            has_model=model_id in status.available, role=status.role)
+    local = facts.pop(view.self_id)
+    return local, list(facts.values())
+
+
+def pipeline_args(plan_: Plan, ports: list[int], n_layers: int) -> tuple[str, ...]:
+    """llama-server arguments that place `plan_` on the host's CPU plus one RPC device per worker.
+
+    llama.cpp offloads the *last* `-ngl` "layers", counting the output head as layer n_layers, to its devices
+    (RPC devices come first in its device list): `-ngl worker_layers + 1`, with the output head and the token
+    embeddings pinned back to the host's CPU by `-ot`, leaves the host exactly its first layers plus the head.
+    `--tensor-split` shares the offloaded layers among the RPC devices in plan order.
+    """
+    host_layers = plan_.shards[0].layer_count
+    worker_shards = plan_.shards[1:]
+    offloaded = n_layers - host_layers
+    split = ",".join(f"{s.layer_count / offloaded:.6f}" for s in worker_shards)
+    return ("--rpc", ",".join(f"127.0.0.1:{p}" for p in ports), "-ngl", str(offloaded + 1),
+            "--tensor-split", split, "-ot", r"token_embd\.weight=CPU,output\.weight=CPU,output_norm\.weight=CPU")
+
+
+class SplitHost:
+    """Keeps one model running as a pipeline over the mesh, re-planning when its workers change."""
+
+    def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, bridge: RpcBridgeClient,
+                 rtt_ms: dict[str, float], *, force_workers: int | None = None,
+                 announce: Callable[[], None] = lambda: None) -> None:
+        self.spec = spec
+        self.fleet = fleet
+        self.view = view
+        self.bridge = bridge
+        self.rtt_ms = rtt_ms
+        self.force_workers = force_workers
+        self.announce = announce
+        self.n_layers = read_gguf_header(spec.path).block_count or 0
+        self.plan: Plan | None = None
+        self.last_error: str | None = None
+
+    def facts(self) -> ModelFacts:
+        return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers)
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            current = self._plan_now()
+            if current is None:
+                await trio.sleep(PLAN_RETRY_S)
+                continue
+            if current.host != self.view.self_id:
+                self.last_error = f"the plan puts the host on {current.host}: route there"
+                await trio.sleep(PLAN_RETRY_S)
+                continue
+            await self._serve(current)
+
+    def _plan_now(self) -> Plan | None:
+        local, others = peer_facts(self.view, self.spec.id, self.rtt_ms)
+        try:
+            return plan(self.facts(), local, others, force_split=True, force_workers=self.force_workers)
+        except PlanError as exc:
+            if exc.message != self.last_error:
+                log.info("cannot split %s yet: %s", self.spec.id, exc.message)
+            self.last_error = exc.message
+            return None
+
+    async def _serve(self, current: Plan) -> None:
+        """Run the split until a worker is lost, then stop it cleanly (the caller plans again)."""
+        self.plan, self.last_error = current, None
+        log.info("splitting %s: %s", self.spec.id,
+                 ", ".join(f"{s.peer_id[-8:]} layers {s.first_layer}-{s.last_layer}" for s in current.shards))
+        async with trio.open_nursery() as nursery:
+            ports = [await nursery.start(self._bridge_port, worker) for worker in current.workers]
+            server_spec = dataclasses.replace(
+                self.spec, extra_server_args=(*self.spec.extra_server_args,
+                                              *pipeline_args(current, ports, self.n_layers)))
+            await self.fleet.start(server_spec)
+            self.announce()
+            try:
+                # Polled: the view is plain data fed by gossip, it signals nothing.
+                while True:
+                    peers_now = {p.peer_id: p for p in peer_facts(self.view, self.spec.id, self.rtt_ms)[1]}
+                    if replan_needed(current, peers_now):
+                        break
+                    await trio.sleep(REPLAN_CHECK_S)
+                log.warning("a worker of %s left: stopping the split to plan again", self.spec.id)
+            finally:
+                self.fleet.stop(self.spec.id)
+                self.plan = None
+                self.announce()
+                nursery.cancel_scope.cancel()
+
+    async def _bridge_port(self, worker: str, *, task_status: TaskStatus[int]) -> None:
+        await self.bridge.serve_port(ID.from_base58(worker), model=self.spec.id, threads=1, task_status=task_status)
