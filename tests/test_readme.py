@@ -16,7 +16,7 @@ def _code_lines() -> list[str]:
 def test_ci_runs_the_readme_test_command_verbatim():
     test_command = next(line for line in _code_lines() if "pytest" in line)
     ci = (REPO / ".ci/run").read_text().splitlines()
-    assert test_command in ci
+    assert any(line.startswith(test_command + " ") or line == test_command for line in ci)
 
 
 def test_readme_run_command_uses_the_setup_script_and_up():
