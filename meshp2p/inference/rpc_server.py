@@ -1,0 +1,227 @@
+"""Supervising the worker's `ggml-rpc-server`: the llama.cpp process that runs a host's layers on this machine.
+
+llama.cpp's RPC protocol has no authentication or encryption, and a client can make the server allocate memory
+and run arbitrary graphs: the server therefore binds 127.0.0.1 only, and peers reach it solely through the
+`/meshp2p/rpc/1.0.0` libp2p stream (protocols/rpc-tunnel.md), which admits mesh members only.
+
+Same life cycle as `LlamaServer`: `run()` lives in a nursery, reports started once the port accepts TCP
+connections, restarts the process with backoff when it dies, and stops and reaps it whatever ends `run()`.
+`OnDemandRpcServer` starts it the first time a split asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from meshp2p.errors import BackendUnavailable, BinaryNotFound
+from meshp2p.home import meshp2p_home
+from meshp2p.inference.binaries import BUILD_COMMAND, LlamaBinaries
+from meshp2p.inference.llama_server import RESTART_BACKOFF_S, STABLE_RUN_S, BackendState
+from meshp2p.inference.ports import LOOPBACK, free_loopback_port
+from meshp2p.inference.processes import stop_process
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+#: The RPC server binds in well under a second; past this the start counts as failed.
+START_TIMEOUT_S = 15.0
+#: Failed starts in a row before the first successful one; then `run()` raises instead of retrying for ever.
+#: More than one, because a free port can be taken between our probe and the child's bind.
+START_ATTEMPTS = 3
+PORT_POLL_S = 0.02
+LOG_NAME = "ggml-rpc-server.log"
+#: llama.cpp keeps its RPC file cache (tensors over 10 MB, by content hash) under $LLAMA_CACHE/rpc.
+LLAMA_CACHE_ENV = "LLAMA_CACHE"
+_LOG_TAIL_BYTES = 4096
+
+
+def default_rpc_cache_dir() -> Path:
+    return meshp2p_home() / "cache" / "rpc"
+
+
+class RpcServer:
+    """One `ggml-rpc-server` on a private loopback port, kept alive with backoff."""
+
+    def __init__(
+        self,
+        binaries: LlamaBinaries,
+        *,
+        log_dir: Path,
+        threads: int | None = None,
+        devices: tuple[str, ...] = (),
+        cache: bool = True,
+        cache_dir: Path | None = None,
+    ) -> None:
+        if binaries.rpc_server is None:
+            raise BinaryNotFound(
+                f"no ggml-rpc-server next to {binaries.server}",
+                hint=f"run `{BUILD_COMMAND}` (it builds llama.cpp with -DGGML_RPC=ON)",
+            )
+        self.binary: Path = binaries.rpc_server
+        self.threads = threads
+        self.devices = devices
+        self.cache = cache
+        self.cache_dir = cache_dir or default_rpc_cache_dir()
+        self.log_path = log_dir / LOG_NAME
+        self.state = BackendState.STARTING
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+        self._changed = trio.Event()
+
+    @property
+    def endpoint(self) -> str:
+        """`host:port` as llama-server's `--rpc` takes it (only meaningful on this machine)."""
+        return f"{LOOPBACK}:{self.port}"
+
+    def command(self, port: int) -> list[str]:
+        args = [str(self.binary), "-H", LOOPBACK, "-p", str(port)]
+        if self.threads is not None:
+            args += ["-t", str(self.threads)]
+        if self.devices:
+            args += ["-d", ",".join(self.devices)]
+        if self.cache:
+            args += ["-c"]
+        return args
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, LLAMA_CACHE_ENV: str(self.cache_dir)}
+
+    async def wait_ready(self) -> int:
+        """The port once the server accepts connections (waits through a restart)."""
+        while self.state is not BackendState.READY:
+            if self.state is BackendState.STOPPED:
+                raise BackendUnavailable(f"the RPC server stopped ({self.last_error or 'cancelled'})", retry_after_s=5)
+            await self._changed.wait()
+        assert self.port is not None
+        return self.port
+
+    async def run(self, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the RPC server running until cancelled; reports its port once it accepts TCP connections.
+
+        Raises BackendUnavailable if it never came up in START_ATTEMPTS tries (a broken binary, say), so that
+        `nursery.start` does not wait for ever; after a first success it restarts for as long as it runs.
+        """
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.cache:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        failures = 0
+        ever_ready = False
+        self._set_state(BackendState.STARTING)
+        try:
+            while True:
+                started = trio.current_time()
+                if await self._run_once(task_status):
+                    task_status = trio.TASK_STATUS_IGNORED
+                    ever_ready = True
+                if trio.current_time() - started >= STABLE_RUN_S:
+                    failures = 0
+                failures += 1
+                if not ever_ready and failures >= START_ATTEMPTS:
+                    raise BackendUnavailable(
+                        f"ggml-rpc-server did not start ({self.last_error})", retry_after_s=30,
+                        hint=f"see {self.log_path}",
+                    )
+                delay = RESTART_BACKOFF_S[min(failures - 1, len(RESTART_BACKOFF_S) - 1)]
+                self.restarts += 1
+                self._set_state(BackendState.RESTARTING)
+                await trio.sleep(delay)
+        finally:
+            self.pid = None
+            self._set_state(BackendState.STOPPED)
+
+    async def _run_once(self, task_status: TaskStatus[int]) -> bool:
+        """Start one process, wait until its port accepts connections, return when it exits. True if it was up."""
+        port = free_loopback_port()
+        command = self.command(port)
+        ready = False
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== meshp2p starts: {' '.join(command)}\n".encode())
+            log.flush()
+            process = await trio.lowlevel.open_process(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.environment()
+            )
+            self.port, self.pid = port, process.pid
+            try:
+                if await self._wait_listening(process, port):
+                    ready = True
+                    self.last_error = None
+                    self._set_state(BackendState.READY)
+                    task_status.started(port)
+                await process.wait()
+                self.last_error = f"ggml-rpc-server exited with code {process.returncode}: {self._last_log_line()}"
+            finally:
+                await stop_process(process)
+                self.pid = None
+        return ready
+
+    async def _wait_listening(self, process: trio.Process, port: int) -> bool:
+        """Poll until the port accepts a TCP connection (True), the process exits, or START_TIMEOUT_S passes."""
+        listening = False
+        with trio.move_on_after(START_TIMEOUT_S) as deadline:
+            while process.returncode is None and not listening:
+                try:
+                    probe = await trio.open_tcp_stream(LOOPBACK, port)
+                except OSError:
+                    await trio.sleep(PORT_POLL_S)
+                    continue
+                # The server serves clients one after another; a probe that says nothing is dropped at once.
+                await probe.aclose()
+                listening = True
+        if deadline.cancelled_caught:
+            self.last_error = f"ggml-rpc-server did not listen within {START_TIMEOUT_S:.0f} s"
+            process.kill()
+        return listening
+
+    def _last_log_line(self) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(max(0, self.log_path.stat().st_size - _LOG_TAIL_BYTES))
+                lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return "no output"
+        return lines[-1] if lines else "no output"
+
+    def _set_state(self, state: BackendState) -> None:
+        self.state = state
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+class OnDemandRpcServer:
+    """Starts an RpcServer the first time `port()` is awaited: a worker runs one only when a split needs it.
+
+    `run()` holds the nursery the server lives in (start it in the node's nursery); `port` is the callable
+    `RpcBridgeServer` takes.
+    """
+
+    def __init__(self, server: RpcServer) -> None:
+        self.server = server
+        self._nursery: trio.Nursery | None = None
+        self._lock = trio.Lock()
+        self._started = False
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def port(self) -> int:
+        if self._nursery is None:
+            raise BackendUnavailable("the RPC server is not running (the node is stopping)", retry_after_s=5)
+        async with self._lock:
+            if not self._started:
+                port: int = await self._nursery.start(self.server.run)
+                self._started = True
+                return port
+        return await self.server.wait_ready()
