@@ -99,6 +99,8 @@ class Node:
             for model in config.models:
                 self.fleet.add(model)
         self.splits: list[SplitHost] = []
+        self.rpc: OnDemandRpcServer | None = None
+        self.rpc_bridge: RpcBridgeServer | None = None
         self.hardware: Hardware = detect_hardware()
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
@@ -139,6 +141,11 @@ class Node:
                 "role": self.role,
             },
             "mesh": None if self.mesh is None else self.mesh.snapshot(),
+            "splits": [split.snapshot() for split in self.splits],
+            "rpc_worker": None if self.rpc is None or self.rpc_bridge is None else {
+                "pid": self.rpc.server.pid, "port": self.rpc.server.port, "state": self.rpc.server.state.value,
+                "connections": self.rpc_bridge.connections, "bytes_to_rpc": self.rpc_bridge.bytes_to_rpc,
+                "bytes_from_rpc": self.rpc_bridge.bytes_from_rpc},
             "models": [
                 {
                     "id": s.model.id,
@@ -263,9 +270,11 @@ class Node:
         binaries = self.config.binaries
         if binaries is None or binaries.rpc_server is None:
             return
-        rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=logs_dir(), threads=self.config.server_options.threads))
-        await nursery.start(rpc.run)
-        RpcBridgeServer(overlay, is_member=partial(_is_member, mesh), rpc_port=rpc.port).install()
+        self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=logs_dir(),
+                                               threads=self.config.server_options.threads))
+        await nursery.start(self.rpc.run)
+        self.rpc_bridge = RpcBridgeServer(overlay, is_member=partial(_is_member, mesh), rpc_port=self.rpc.port)
+        self.rpc_bridge.install()
 
     def _serve_tunnel(self, overlay: Overlay, mesh: MeshService) -> None:
         """Answer other members' requests for models served here (the other end of their routing)."""

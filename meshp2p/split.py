@@ -86,6 +86,18 @@ class SplitHost:
         self.plan: Plan | None = None
         self.last_error: str | None = None
 
+    def snapshot(self) -> dict[str, object]:
+        """For /api/status: the plan in force (if any) and why there is none."""
+        return {
+            "model": self.spec.id,
+            "plan": None if self.plan is None else [
+                {"peer_id": s.peer_id, "first_layer": s.first_layer, "last_layer": s.last_layer}
+                for s in self.plan.shards],
+            "last_error": self.last_error,
+            "bytes_to_workers": self.bridge.bytes_to_rpc,
+            "bytes_from_workers": self.bridge.bytes_from_rpc,
+        }
+
     def facts(self) -> ModelFacts:
         return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers)
 
