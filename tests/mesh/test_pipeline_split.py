@@ -8,7 +8,6 @@ import os
 import signal
 
 import httpx
-
 from conftest import pid_alive, wait_for
 
 SPLIT_TIMEOUT_S = 90.0
