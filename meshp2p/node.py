@@ -33,6 +33,7 @@ from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.election import NeedTracker, plan_promotions, snapshot_from_view
+from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.mesh_gateway import OverlayGateway, tunnel_handler
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
@@ -90,18 +91,21 @@ class NodeConfig:
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        self.hardware: Hardware = detect_hardware()
         self.upstream = UpstreamPool()
         self.fleet = ServerFleet(config.binaries, config.server_options, log_dir=logs_dir(),
                                  on_port_retired=partial(self.upstream.discard, LOOPBACK_HOST))
         #: Models this node can serve, loaded or not: what it offers the mesh for promotion.
         self.available = {m.id: m for m in config.models}
-        if not config.standby and not config.split:
-            for model in config.models:
+        #: Models served through the planner: forced (--split) or too big for this node alone (with a mesh).
+        self.planned = [m for m in config.models
+                        if not config.standby and config.mesh is not None and (config.split or not self.fits(m))]
+        for model in config.models:
+            if not config.standby and model not in self.planned:
                 self.fleet.add(model)
         self.splits: list[SplitHost] = []
         self.rpc: OnDemandRpcServer | None = None
         self.rpc_bridge: RpcBridgeServer | None = None
-        self.hardware: Hardware = detect_hardware()
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
         self.tunnel: TunnelClient | None = None
@@ -211,14 +215,28 @@ class Node:
                 await server.wait_state(BackendState.READY, BackendState.STOPPED)
             mesh.announce_now()  # "loaded": route to us without waiting for the next heartbeat
 
+    def offered_memory_mb(self) -> tuple[int, int]:
+        """(RAM, VRAM) this node offers for models: `--max-vram` caps the VRAM, or the RAM on a node without a
+        GPU (where RAM is what holds the models)."""
+        hw = self.hardware
+        hw_cap = self.config.max_vram_gb
+        cap = None if hw_cap is None else int(hw_cap * 1024)
+        if cap is None:
+            return hw.ram_mb, hw.vram_mb
+        return (hw.ram_mb, min(hw.vram_mb, cap)) if hw.vram_mb else (min(hw.ram_mb, cap), 0)
+
+    def fits(self, spec: ModelSpec) -> bool:
+        """Can this node serve the model alone (the planner's rule 1: capacity >= 1.1 x size)?"""
+        ram_mb, vram_mb = self.offered_memory_mb()
+        return (vram_mb or ram_mb) * 1024 * 1024 >= FIT_HEADROOM * spec.size_bytes
+
     def local_status(self) -> StatusBody:
         """What this node gossips about itself every few seconds."""
-        hw, cap = self.hardware, self.config.max_vram_gb
-        vram_mb = hw.vram_mb if cap is None else min(hw.vram_mb, int(cap * 1024))
         mesh = self.config.mesh
+        ram_mb, vram_mb = self.offered_memory_mb()
         return StatusBody(
-            role=self.role, ram_mb=hw.ram_mb, vram_mb=vram_mb,
-            gpu=hw.gpu_name if mesh is not None and mesh.enumerate_host else None,
+            role=self.role, ram_mb=ram_mb, vram_mb=vram_mb,
+            gpu=self.hardware.gpu_name if mesh is not None and mesh.enumerate_host else None,
             loaded=tuple(s.model.id for s in self.router.servers if s.is_ready),
             loading=tuple(s.model.id for s in self.router.servers if not s.is_ready),
             available=tuple(self.available)[:64],
@@ -239,11 +257,12 @@ class Node:
                 self._serve_tunnel(self.overlay, self.mesh)
                 await self._serve_rpc(nursery, self.overlay, self.mesh)
                 await nursery.start(self.mesh.run)
-                if cfg.split:
+                if self.planned:
                     bridge = RpcBridgeClient(self.overlay)
-                    for spec in cfg.models:
+                    for spec in self.planned:
                         split = SplitHost(spec, self.fleet, self.mesh.view, bridge, self.mesh.rtt_ms,
-                                          force_workers=cfg.split_workers, announce=self.mesh.announce_now)
+                                          force=cfg.split, force_workers=cfg.split_workers,
+                                          announce=self.mesh.announce_now)
                         self.splits.append(split)
                         await nursery.start(split.run)
                 if self.config.binaries is not None:

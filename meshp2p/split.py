@@ -73,13 +73,14 @@ class SplitHost:
     """Keeps one model running as a pipeline over the mesh, re-planning when its workers change."""
 
     def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, bridge: RpcBridgeClient,
-                 rtt_ms: dict[str, float], *, force_workers: int | None = None,
+                 rtt_ms: dict[str, float], *, force: bool = False, force_workers: int | None = None,
                  announce: Callable[[], None] = lambda: None) -> None:
         self.spec = spec
         self.fleet = fleet
         self.view = view
         self.bridge = bridge
         self.rtt_ms = rtt_ms
+        self.force = force
         self.force_workers = force_workers
         self.announce = announce
         self.n_layers = read_gguf_header(spec.path).block_count or 0
@@ -109,7 +110,9 @@ class SplitHost:
                 await trio.sleep(PLAN_RETRY_S)
                 continue
             if current.host != self.view.self_id:
-                self.last_error = f"the plan puts the host on {current.host}: route there"
+                # Another node should host it (it fits there, or it has the most capacity of the split): that node
+                # plans the same way for itself; requests here are routed to it through the mesh.
+                self.last_error = f"the plan puts the host on {current.host}: routing there"
                 await trio.sleep(PLAN_RETRY_S)
                 continue
             await self._serve(current)
@@ -117,7 +120,8 @@ class SplitHost:
     def _plan_now(self) -> Plan | None:
         local, others = peer_facts(self.view, self.spec.id, self.rtt_ms)
         try:
-            return plan(self.facts(), local, others, force_split=True, force_workers=self.force_workers)
+            return plan(self.facts(), local, others, force_split=self.force,
+                        force_workers=self.force_workers if self.force else None)
         except PlanError as exc:
             if exc.message != self.last_error:
                 log.info("cannot split %s yet: %s", self.spec.id, exc.message)
@@ -125,15 +129,15 @@ class SplitHost:
             return None
 
     async def _serve(self, current: Plan) -> None:
-        """Run the split until a worker is lost, then stop it cleanly (the caller plans again)."""
+        """Run the plan (a solo plan is just llama-server) until a worker is lost, then stop it cleanly."""
         self.plan, self.last_error = current, None
         log.info("splitting %s: %s", self.spec.id,
                  ", ".join(f"{s.peer_id[-8:]} layers {s.first_layer}-{s.last_layer}" for s in current.shards))
         async with trio.open_nursery() as nursery:
             ports = [await nursery.start(self._bridge_port, worker) for worker in current.workers]
+            placement = pipeline_args(current, ports, self.n_layers) if current.workers else ()
             server_spec = dataclasses.replace(
-                self.spec, extra_server_args=(*self.spec.extra_server_args,
-                                              *pipeline_args(current, ports, self.n_layers)))
+                self.spec, extra_server_args=(*self.spec.extra_server_args, *placement))
             await self.fleet.start(server_spec)
             self.announce()
             try:

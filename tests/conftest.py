@@ -101,6 +101,10 @@ class NodeProcess:
     console_port: int
     log_path: Path
     seen_children: set[int] = field(default_factory=set)
+    #: How it was started, so it can start again on other ports (see `wait_ready`).
+    up_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    port_retries: int = 3
 
     @property
     def base_url(self) -> str:
@@ -123,6 +127,11 @@ class NodeProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "is already in use" in self.output() and self.port_retries > 0:
+                    # Another process took the free port we picked before our node bound it: pick again.
+                    self.port_retries -= 1
+                    self._start(free_port(), free_port())
+                    continue
                 pytest.fail(f"meshp2p up exited with {self.process.returncode}:\n{self.output()}")
             try:
                 status = self.status()
@@ -135,6 +144,13 @@ class NodeProcess:
 
     def stop(self) -> int:
         return interrupt(self.process, self.log_path)
+
+    def _start(self, api_port: int, console_port: int) -> None:
+        self.api_port, self.console_port = api_port, console_port
+        cmd = [sys.executable, "-m", "meshp2p", "up", "--port", str(api_port), "--console", str(console_port),
+               "--no-build", *self.up_args]
+        with self.log_path.open("wb") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
 
 
 def interrupt(process: subprocess.Popen[bytes], log_path: Path) -> int:
@@ -154,17 +170,11 @@ def interrupt(process: subprocess.Popen[bytes], log_path: Path) -> int:
 def start_node(
     home: Path, *args: str, env: dict[str, str] | None = None, api_port: int | None = None
 ) -> NodeProcess:
-    api_port = api_port or free_port()
-    console_port = free_port()
     home.mkdir(parents=True, exist_ok=True)
-    log_path = home / "node-output.log"
-    cmd = [sys.executable, "-m", "meshp2p", "up", "--port", str(api_port), "--console", str(console_port),
-           "--no-build", *args]
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "MESHP2P_HOME": str(home), **(env or {})}
-        )
-    return NodeProcess(process, home, api_port, console_port, log_path)
+    node = NodeProcess(None, home, 0, 0, home / "node-output.log", up_args=args,  # type: ignore[arg-type]
+                       env={**os.environ, "MESHP2P_HOME": str(home), **(env or {})})
+    node._start(api_port or free_port(), free_port())
+    return node
 
 
 @pytest.fixture

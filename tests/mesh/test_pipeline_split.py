@@ -63,3 +63,24 @@ def test_forced_split_gives_solo_tokens_and_replans_when_a_worker_dies(node_fact
     wait_for(replanned, SPLIT_TIMEOUT_S, "the host to plan again without the dead worker")
     assert len(split_of(host)["plan"]) == 2
     assert complete(host) == expected
+
+
+def test_a_model_too_big_for_every_node_is_split_without_being_asked(node_factory, bootstrap, tmp_path):
+    from make_tiny_gguf import write_tiny_gguf
+
+    # ~40 MB of weights; every node offers 20 MB (--max-vram 0.02 GB caps RAM on a CPU node): no node fits it
+    # (1.1 x size), the host and one worker do not either, the host and two workers do.
+    model = write_tiny_gguf(tmp_path / "wide.gguf", "dense", embd=512, ff=1024, heads=8, kv_heads=4, seed=5)
+    size_mb = model.stat().st_size / 2**20
+    assert 2 * 20 < 1.1 * size_mb <= 3 * 20, size_mb
+    mesh = ("--mesh-name", "auto-split", "--bootstrap", bootstrap.addr, "--threads", "1", "--max-vram", "0.02")
+    for i in (1, 2):
+        node_factory("--standby", "--model", str(model), *mesh, name=f"w{i}").wait_ready()
+    host = node_factory("--model", str(model), *mesh, name="host")
+    host.wait_ready()
+    wait_for(lambda: host.status()["models"] and host.status()["models"][0]["state"] == "ready",
+             SPLIT_TIMEOUT_S, "the host to serve the model split over the mesh")
+    plan = host.status()["splits"][0]["plan"]
+    assert len(plan) == 3
+    r = httpx.post(host.base_url + "/completions", json={"model": "wide", **PROMPT}, timeout=60)
+    assert r.status_code == 200 and r.json()["choices"][0]["text"]
