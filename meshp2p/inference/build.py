@@ -22,6 +22,7 @@ from meshp2p.inference.binaries import LLAMA_CPP_TAG
 BACKENDS = ("cpu", "cuda", "metal", "vulkan")
 _PERCENT_RE = re.compile(r"^\[\s*(\d+)%\]")
 _TAIL_LINES = 40
+_PLAIN_STEP_PERCENT = 10
 
 
 def recipe_dir() -> Path:
@@ -60,14 +61,22 @@ def build_llama_cpp(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
         ) as proc:
             assert proc.stdout is not None
+            reported = -_PLAIN_STEP_PERCENT
             for line in proc.stdout:
                 line = line.rstrip()
                 tail.append(line)
                 if line.startswith("== "):
                     progress.update(task, description=line[3:])
+                    if not console.is_terminal:
+                        console.print(line, markup=False, highlight=False)
                 match = _PERCENT_RE.match(line)
                 if match:
-                    progress.update(task, completed=int(match.group(1)))
+                    percent = int(match.group(1))
+                    progress.update(task, completed=percent)
+                    if not console.is_terminal and percent >= reported + _PLAIN_STEP_PERCENT:
+                        # Logs (CI) get a line every few percent instead of a live bar.
+                        console.print(f"   {percent}%", highlight=False)
+                        reported = percent
             code = proc.wait()
         if code == 0:
             progress.update(task, completed=100, description="installed")
