@@ -289,8 +289,10 @@ class Node:
         binaries = self.config.binaries
         if binaries is None or binaries.rpc_server is None:
             return
+        # Workers load weights from their own copies of the models they offer (no weights cross the network).
         self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=logs_dir(),
-                                               threads=self.config.server_options.threads))
+                                               threads=self.config.server_options.threads,
+                                               gguf_paths=lambda: [m.path for m in self.available.values()]))
         await nursery.start(self.rpc.run)
         self.rpc_bridge = RpcBridgeServer(overlay, is_member=partial(_is_member, mesh), rpc_port=self.rpc.port)
         self.rpc_bridge.install()

@@ -66,7 +66,9 @@ def pipeline_args(plan_: Plan, ports: list[int], n_layers: int) -> tuple[str, ..
     offloaded = n_layers - host_layers
     split = ",".join(f"{s.layer_count / offloaded:.6f}" for s in worker_shards)
     return ("--rpc", ",".join(f"127.0.0.1:{p}" for p in ports), "-ngl", str(offloaded + 1),
-            "--tensor-split", split, "-ot", r"token_embd\.weight=CPU,output\.weight=CPU,output_norm\.weight=CPU")
+            # Anchored: llama.cpp matches -ot patterns anywhere in a name, and `output\.weight` alone would also pin
+            # every `blk.N.attn_output.weight` to the host.
+            "--tensor-split", split, "-ot", r"^token_embd\.weight$=CPU,^output\.weight$=CPU,^output_norm\.weight$=CPU")
 
 
 class SplitHost:

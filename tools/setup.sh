@@ -31,7 +31,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Build when no binaries are found, or when the cached build predates our current patches (BUILD_INFO lists them).
+build_info=${XDG_CACHE_HOME:-$HOME/.cache}/meshp2p/llama.cpp/$(cat vendor/llama.cpp/VERSION)/BUILD_INFO
+want_patches="patches=$(cd vendor/llama.cpp/patches && ls *.patch 2>/dev/null | tr '\n' ' ')"
 if ! .venv/bin/python -c "from meshp2p.inference.binaries import find_llama_binaries as f; f()" 2>/dev/null; then
+  .venv/bin/meshp2p llama build
+elif [ -z "${MESHP2P_LLAMA_DIR:-}" ] && [ -f "$build_info" ] && ! grep -qxF "$want_patches" "$build_info"; then
+  echo "== the cached llama.cpp build predates vendor/llama.cpp/patches: rebuilding"
   .venv/bin/meshp2p llama build
 fi
 echo "== ready: .venv/bin/meshp2p"

@@ -11,8 +11,11 @@ connections, restarts the process with backoff when it dies, and stops and reaps
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import subprocess
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,13 +38,38 @@ START_TIMEOUT_S = 15.0
 START_ATTEMPTS = 3
 PORT_POLL_S = 0.02
 LOG_NAME = "ggml-rpc-server.log"
-#: llama.cpp keeps its RPC file cache (tensors over 10 MB, by content hash) under $LLAMA_CACHE/rpc.
+#: llama.cpp keeps its RPC file cache (tensors over 10 MB, by content hash) under $LLAMA_CACHE/rpc; with `--gguf`
+#: files the patched server also keeps their tensor index there (`gguf-index-*.bin`), so a restart need not rehash.
 LLAMA_CACHE_ENV = "LLAMA_CACHE"
 _LOG_TAIL_BYTES = 4096
 
 
+log = logging.getLogger("meshp2p.inference.rpc_server")
+
+#: The option added by vendor/llama.cpp/patches/0001-rpc-local-gguf.patch; a stock ggml-rpc-server exits on it.
+GGUF_OPTION = "--gguf"
+
+
 def default_rpc_cache_dir() -> Path:
     return meshp2p_home() / "cache" / "rpc"
+
+
+@functools.lru_cache(maxsize=8)
+def _takes_gguf(binary: Path, mtime_ns: int) -> bool:
+    try:
+        done = subprocess.run([str(binary), "--help"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return GGUF_OPTION.encode() in done.stdout + done.stderr
+
+
+def supports_local_gguf(binary: Path) -> bool:
+    """Whether this ggml-rpc-server takes `--gguf` (asked once per build, from its --help)."""
+    try:
+        return _takes_gguf(binary, binary.stat().st_mtime_ns)
+    except OSError:
+        return False
 
 
 class RpcServer:
@@ -56,7 +84,12 @@ class RpcServer:
         devices: tuple[str, ...] = (),
         cache: bool = True,
         cache_dir: Path | None = None,
+        gguf_paths: Iterable[Path] | Callable[[], Iterable[Path]] = (),
     ) -> None:
+        """`gguf_paths`: model files on this machine (every shard of a split GGUF). The RPC server (built with
+        vendor/llama.cpp/patches/0001-rpc-local-gguf.patch) indexes their tensors by content hash and reads any
+        weight a host offers by hash from them, so the host sends no weights for those models. A callable is
+        asked again at each (re)start, so models that arrived since are included."""
         if binaries.rpc_server is None:
             raise BinaryNotFound(
                 f"no ggml-rpc-server next to {binaries.server}",
@@ -67,6 +100,7 @@ class RpcServer:
         self.devices = devices
         self.cache = cache
         self.cache_dir = cache_dir or default_rpc_cache_dir()
+        self.gguf_paths = gguf_paths
         self.log_path = log_dir / LOG_NAME
         self.state = BackendState.STARTING
         self.port: int | None = None
@@ -80,6 +114,16 @@ class RpcServer:
         """`host:port` as llama-server's `--rpc` takes it (only meaningful on this machine)."""
         return f"{LOOPBACK}:{self.port}"
 
+    def local_ggufs(self) -> list[str]:
+        """The model files to pass as `--gguf` (once each, in order); none if the binary cannot take them."""
+        paths = list(dict.fromkeys(str(p) for p in (self.gguf_paths() if callable(self.gguf_paths)
+                                                    else self.gguf_paths)))
+        if paths and not supports_local_gguf(self.binary):
+            log.warning("%s has no %s (built without meshp2p's patches?): workers will receive weights over the "
+                        "network; rebuild with `%s`", self.binary, GGUF_OPTION, BUILD_COMMAND)
+            return []
+        return paths
+
     def command(self, port: int) -> list[str]:
         args = [str(self.binary), "-H", LOOPBACK, "-p", str(port)]
         if self.threads is not None:
@@ -88,6 +132,8 @@ class RpcServer:
             args += ["-d", ",".join(self.devices)]
         if self.cache:
             args += ["-c"]
+        for path in self.local_ggufs():
+            args += [GGUF_OPTION, path]
         return args
 
     def environment(self) -> dict[str, str]:
@@ -111,6 +157,8 @@ class RpcServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.cache:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if self.gguf_paths:  # ask the binary (`--help`) off the event loop; command() then finds the answer cached
+            await trio.to_thread.run_sync(supports_local_gguf, self.binary)
         failures = 0
         ever_ready = False
         self._set_state(BackendState.STARTING)

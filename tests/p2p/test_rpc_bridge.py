@@ -262,3 +262,49 @@ async def test_the_rpc_server_is_restarted_after_a_crash_and_reaped_when_cancell
     assert not pid_alive(first_pid) and not pid_alive(second_pid)
     assert port_is_free(port) and port_is_free(second_port)
     assert "-H 127.0.0.1" in (tmp_path / "ggml-rpc-server.log").read_text()
+
+
+async def test_a_worker_with_the_model_loads_its_weights_from_its_own_file(
+    tmp_path: Path, llama_binaries: LlamaBinaries
+) -> None:
+    """With `gguf_paths` the worker's RPC server (patch 0001) reads every weight from its own copy: the host sends
+    none, at first load or at reload, and the answer is the solo one."""
+    from meshp2p.inference.rpc_server import supports_local_gguf
+
+    assert llama_binaries.rpc_server is not None and supports_local_gguf(llama_binaries.rpc_server), \
+        "ggml-rpc-server lacks --gguf: rebuild llama.cpp with vendor/llama.cpp/build.sh (patch 0001)"
+    model = write_tiny_gguf(tmp_path / "tiny-dense.gguf", "dense", layers=LAYERS, seed=11)
+    solo, _, _ = await run_llama_server(llama_binaries, model, tmp_path / "solo.log")
+    rpc = RpcServer(llama_binaries, log_dir=tmp_path, threads=1, cache_dir=tmp_path / "rpc-cache",
+                    gguf_paths=lambda: [model])
+    assert rpc.command(5)[-2:] == ["--gguf", str(model)]
+    on_demand = OnDemandRpcServer(rpc)
+    loads: list[int] = []
+    async with network() as net:
+        worker = await net.start_overlay()
+        host = await net.start_overlay(bootstrap=(worker.overlay.addrs()[0],))
+        await net.nursery.start(on_demand.run)
+        server = RpcBridgeServer(worker.overlay, is_member=lambda p: p == host.overlay.peer_id,
+                                 rpc_port=on_demand.port)
+        server.install()
+        bridge = RpcBridgeClient(host.overlay)
+        bridge_port = await net.nursery.start(
+            functools.partial(bridge.serve_port, worker.overlay.peer_id, model="tiny-dense", threads=1))
+        for attempt in ("first", "reload"):
+            before = bridge.bytes_to_rpc
+
+            async def mark(stage: str, before: int = before) -> None:
+                if stage == "loaded":
+                    await wait_for(lambda: bridge.bytes_to_rpc == server.bytes_to_rpc, "both ends to agree")
+                    loads.append(bridge.bytes_to_rpc - before)
+
+            split, _, _ = await run_llama_server(llama_binaries, model, tmp_path / f"split-{attempt}.log",
+                                                 *split_flags(bridge_port), during=mark)
+            assert split["tokens"] == solo["tokens"]
+        await wait_for(lambda: bridge.active == 0 and server.active == 0, "llama-server's RPC connections to end")
+    rpc_log = (tmp_path / "ggml-rpc-server.log").read_text()
+    assert "local gguf: index ready, 57 tensors" in rpc_log and "loaded from local files" in rpc_log
+    # Stock, this load sends ~663 KB, ~560 KB of it weights; what is left is protocol: the warm-up graphs,
+    # alloc-size queries, activations and one 321-byte hash offer per weight (~104 KB).
+    assert all(load < 150_000 for load in loads), loads
+    print("rpc bytes at load with local gguf:", loads)

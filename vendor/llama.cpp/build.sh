@@ -61,9 +61,12 @@ if [ "$actual" != "$sha256" ]; then
 fi
 
 src=$work/src
-if [ ! -f "$src/.meshp2p-unpacked" ]; then
+# The marker holds a hash of our patches: when they change, the tree is unpacked and patched again and the
+# build dir is cleared (re-extracted files keep the archive's old mtimes, so stale objects would survive).
+patches_sum=$(cat "$here"/patches/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$src/.meshp2p-unpacked" 2>/dev/null)" != "$patches_sum" ]; then
   echo "== unpacking $(basename "$sdist")"
-  rm -rf "$src"; mkdir -p "$src"
+  rm -rf "$src" "$work/build"; mkdir -p "$src"
   tar xzf "$sdist" -C "$src" --strip-components=1
   # 2. Our patches, in name order (see patches/README.md).
   for p in "$here"/patches/*.patch; do
@@ -71,7 +74,7 @@ if [ ! -f "$src/.meshp2p-unpacked" ]; then
     echo "== applying $(basename "$p")"
     patch -d "$src/llama.cpp" -p1 --forward --quiet < "$p"
   done
-  touch "$src/.meshp2p-unpacked"
+  echo "$patches_sum" > "$src/.meshp2p-unpacked"
 fi
 
 # 3. Configure and build. Static binaries: they need only system libraries.
