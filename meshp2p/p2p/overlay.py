@@ -7,7 +7,23 @@ place that overrides them:
 - gossipsub heartbeat 1 s (default 120 s), a higher per-topic rate limit, and no IP-diversity "eclipse
   protection", which on a LAN or loopback (every peer on one address) would keep the mesh from forming;
 - the DHT validates every `/meshp2p/...` value strictly (signed records, see protocols/dht-records.md);
-- libp2p's loggers propagate again and the DHT's per-stream warnings are quietened.
+- libp2p's loggers propagate again, silenced unless `-v` (py-libp2p logs routine network weather at ERROR);
+- yamux sends DATA frames of up to `YAMUX_MAX_FRAME_BYTES` (py-libp2p: 64 KiB), see below.
+
+Yamux frame size. Bulk throughput over Noise + yamux is bound by per-frame work in Python (trio locks and
+wake-ups, a window update per read, one or two Noise messages), not by crypto. py-libp2p caps a DATA frame at
+64 KiB *including* its 12-byte header, so a 64 KiB tunnel BODY frame became two yamux frames and three Noise
+messages, and a 256 KiB one five frames. With a cap above the tunnel's 256 KiB BODY frame, every BODY frame is one
+yamux frame (tools/bench/tunnel_bench.py: CPU per GiB about halved on both ends). This is a sender-side choice only:
+yamux never sends more than the window the receiver granted, and receivers size frames by that window (py-libp2p
+accepts up to 16 MiB, jvm-libp2p 1 MiB), so peers need not agree on it. The price is head-of-line blocking: one frame
+holds the connection's write lock for up to `YAMUX_MAX_FRAME_BYTES` (1-2 ms at the tunnel's loopback rate) before
+another stream's frame can go.
+
+The initial window (`DEFAULT_WINDOW_SIZE`, 256 KiB) is left alone. Raising it would change what each side assumes
+the other granted before any window update, so it is only safe when every peer raises it too, and it lets every
+stream buffer more unread data; py-libp2p already grows a busy stream's window to 16 MiB, and the benchmark
+measured no gain from a larger start.
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux import yamux as yamux_module
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
@@ -66,20 +83,27 @@ DHT_NAMESPACE = "meshp2p"
 #: What one bootstrap relay gives each relayed connection: enough for joins, gossip and API calls to pass
 #: while hole punching is tried, not for bulk model traffic.
 RELAY_LIMITS = RelayLimits(duration=3600, data=256 * 1024 * 1024, max_circuit_conns=64, max_reservations=128)
+#: Largest yamux DATA frame we send, header included: above the tunnel's 256 KiB BODY frame plus headers, so one
+#: write of a BODY frame is one yamux frame (see the module docstring).
+YAMUX_MAX_FRAME_BYTES = 512 * 1024
 
 
 def _tame_libp2p_logging() -> None:
-    """`import libp2p` takes over its logger; give it back to ours, and quieten the chatty parts."""
+    """`import libp2p` takes over its logger (and sets levels on its children); give it back to ours."""
     root = logging.getLogger("libp2p")
     root.propagate = True
     root.handlers.clear()
-    root.setLevel(logging.WARNING)
+    # py-libp2p logs routine network weather (a peer without a protocol, a refused dial) at ERROR; what matters
+    # to an operator, meshp2p logs itself. `meshp2p -v` turns libp2p's own logging back on.
+    root.setLevel(logging.CRITICAL if logging.getLogger().level > logging.DEBUG else logging.DEBUG)
     for name in list(logging.Logger.manager.loggerDict):
         if name.startswith("libp2p."):
             logging.getLogger(name).setLevel(logging.NOTSET)
-    chatty = ("libp2p.kad_dht", "libp2p.pubsub", "libp2p.network", "libp2p.transport", "libp2p.host", "libp2p.tools")
-    for noisy in chatty:
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _tune_yamux() -> None:
+    """Send larger yamux frames (module docstring). py-libp2p reads this module constant on every write."""
+    yamux_module.MAX_MESSAGE_SIZE = max(yamux_module.MAX_MESSAGE_SIZE, YAMUX_MAX_FRAME_BYTES)
 
 
 def _interface_ipv4s() -> list[str]:
@@ -143,6 +167,7 @@ class Overlay:
 
     def __init__(self, identity: Identity, config: OverlayConfig, rejects: RejectCounter | None = None) -> None:
         _tame_libp2p_logging()
+        _tune_yamux()
         self.identity = identity
         self.config = config
         self.rejects = rejects or RejectCounter()

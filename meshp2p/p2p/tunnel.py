@@ -238,7 +238,10 @@ class TunnelServer:
             return
         try:
             async for chunk in answer.chunks:
-                await stream.write(b"".join(conn.send_body(chunk)))
+                # One write per BODY frame: no copy of the whole chunk, and each write is one yamux frame
+                # (overlay.YAMUX_MAX_FRAME_BYTES), instead of a joined chunk cut at arbitrary 64 KiB boundaries.
+                for frame in conn.send_body(chunk):
+                    await stream.write(frame)
         except TunnelError as exc:
             await stream.write(conn.send_error(exc.code, exc.message, exc.retry_after_s))
             return
