@@ -20,7 +20,7 @@ import trio
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.ports import LOOPBACK, free_loopback_port
-from meshp2p.inference.processes import stop_process
+from meshp2p.inference.processes import last_log_line, stop_process
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
@@ -34,7 +34,6 @@ STABLE_RUN_S = 60.0
 LOAD_TIMEOUT_S = 900.0
 HEALTH_POLL_S = 0.05
 HEALTH_TIMEOUT_S = 2.0
-_LOG_TAIL_BYTES = 4096
 #: Mapped-file progress stops short of 100 %: after mapping, llama.cpp still prepares buffers.
 _MAX_MAPPED_PROGRESS = 0.95
 
@@ -163,7 +162,7 @@ class LlamaServer:
                     self.last_error = None
                     self._set_state(BackendState.READY)
                 await process.wait()
-                self.last_error = f"llama-server exited with code {process.returncode}: {self._last_log_line()}"
+                self.last_error = f"llama-server exited with code {process.returncode}: {last_log_line(self.log_path)}"
             finally:
                 await stop_process(process)
 
@@ -199,16 +198,6 @@ class LlamaServer:
             if progress > self.load_progress:
                 self.load_progress = progress
                 self._notify()
-
-    def _last_log_line(self) -> str:
-        """The process's last words, for status and error messages."""
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(max(0, self.log_path.stat().st_size - _LOG_TAIL_BYTES))
-                lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            return "no output"
-        return lines[-1] if lines else "no output"
 
     def _set_state(self, state: BackendState) -> None:
         self.state = state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from pathlib import Path
 
 import trio
 
@@ -24,3 +25,17 @@ async def stop_process(process: trio.Process, *, grace_s: float = STOP_GRACE_S) 
             if process.returncode is None:
                 process.kill()
         await process.wait()
+
+
+LOG_TAIL_BYTES = 4096
+
+
+def last_log_line(path: Path) -> str:
+    """A child's last words in its log file, for status and error messages ("no output" when there are none)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"

@@ -26,7 +26,7 @@ from meshp2p.home import meshp2p_home
 from meshp2p.inference.binaries import BUILD_COMMAND, LlamaBinaries
 from meshp2p.inference.llama_server import RESTART_BACKOFF_S, STABLE_RUN_S, BackendState
 from meshp2p.inference.ports import LOOPBACK, free_loopback_port
-from meshp2p.inference.processes import stop_process
+from meshp2p.inference.processes import last_log_line, stop_process
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -41,7 +41,6 @@ LOG_NAME = "ggml-rpc-server.log"
 #: llama.cpp keeps its RPC file cache (tensors over 10 MB, by content hash) under $LLAMA_CACHE/rpc; with `--gguf`
 #: files the patched server also keeps their tensor index there (`gguf-index-*.bin`), so a restart need not rehash.
 LLAMA_CACHE_ENV = "LLAMA_CACHE"
-_LOG_TAIL_BYTES = 4096
 
 
 log = logging.getLogger("meshp2p.inference.rpc_server")
@@ -203,7 +202,8 @@ class RpcServer:
                     self._set_state(BackendState.READY)
                     task_status.started(port)
                 await process.wait()
-                self.last_error = f"ggml-rpc-server exited with code {process.returncode}: {self._last_log_line()}"
+                last_words = last_log_line(self.log_path)
+                self.last_error = f"ggml-rpc-server exited with code {process.returncode}: {last_words}"
             finally:
                 await stop_process(process)
                 self.pid = None
@@ -226,15 +226,6 @@ class RpcServer:
             self.last_error = f"ggml-rpc-server did not listen within {START_TIMEOUT_S:.0f} s"
             process.kill()
         return listening
-
-    def _last_log_line(self) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(max(0, self.log_path.stat().st_size - _LOG_TAIL_BYTES))
-                lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            return "no output"
-        return lines[-1] if lines else "no output"
 
     def _set_state(self, state: BackendState) -> None:
         self.state = state
