@@ -1,21 +1,30 @@
 #!/usr/bin/env python3
 """Gossip convergence: how long a status change takes to reach every member's MeshView, for 20 and 50 nodes.
 
-Setup, per mesh size N (default 20, then 50), all in one trio run: a DHT-only bootstrap node (what `meshp2p
-bootstrap` runs), then N members, each an `Overlay` (DHT server, as hosts are) with a real `MeshService` of
-one named mesh, joining the way `meshp2p up --mesh-name X --bootstrap B` does: member 0 finds no listing
-and creates the mesh; then, one after another, each member dials the bootstrap node (+ routing-table
-refresh), looks the listing up in the DHT, dials the addresses it lists and runs the join handshake.
-Topology that results (printed): every member is connected to the bootstrap node, to the DHT peers its
-lookups reached (the refresh dials most of a network this small) and to the listing's writer; gossipsub
-builds its mesh for the status topic (degree 6, 4..12) over the members among those connections.
+Setup, all in one trio run: a DHT-only bootstrap node (what `meshp2p bootstrap` runs), then members, each
+an `Overlay` (a DHT server, as hosts are; `--members clients` for API-only nodes) with a real `MeshService`
+of one named mesh, joining the way `meshp2p up --mesh-name X --bootstrap B` does: member 0 finds no listing
+and creates the mesh; then, one after another (--join-batch), each member dials the bootstrap node
+(+ routing-table refresh), looks the listing up in the DHT, dials the addresses it lists (+ another
+refresh) and runs the join handshake. The one mesh grows through --sizes (20, then 30 more for 50) and is
+measured at each. Topology that results (printed): every member ends up connected to every other, through
+its DHT lookups and py-libp2p's auto-connector (which dials every peer in the peerstore while below 100
+connections), and to the listing's writer; gossipsub builds its mesh for the status topic (degree 6,
+4..12) over those connections.
 
 Each trial: one member (a different one each time) changes its status (a new model in `loaded`, as when a
 model finishes loading) and calls `MeshService.announce_now()`, the real path: heartbeat task ->
 `encode_gossip` -> `overlay.publish` -> gossipsub -> each receiver's validator (decode + signature check) ->
 `_receive` -> `MeshView.update`. Measured per receiving member: announce_now() -> its MeshView holds the
 new status (a MeshView subclass timestamps the update; trio's clock, one process). Repeated --trials times
-per N; reported: p50/p99/max over all receipts, and the time until the last member had it (per trial).
+per N; reported: p50/p99/max over all receipts, the time until the last member had it (per trial), and,
+per status change, the copies pubsub sent and the CPU the whole mesh spent (per member: what each node of
+a real mesh would spend). In one process the wall-clock figures are an upper bound: every member's
+handling of every copy runs on one core, one after another.
+
+Runtime: joins dominate (each member dials ~every other, plus three DHT walks; ~3.5 s of CPU per join at
+N=30 here), so growing to 50 takes ~4 min on a quiet 2-core machine and the whole default run ~5 min;
+`--sizes 20` takes ~1 min.
 
 Background (--background): N nodes share this process's core, so background work that each node of a real
 mesh does on its own machine lands here N times over. `quiet` (default) stretches, to an hour, the module
@@ -24,15 +33,15 @@ constants that pace it: meshp2p.mesh_service STATUS_INTERVAL_S (status is then s
 N^2 pings), LISTING_REFRESH_S (every member's listing lookup, ~30 KAD RPCs each) and
 meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `_keep_records` (their own DHT
 records: ~150 KAD RPCs each at start, no part of the gossip path; the creator's listing is what joiners
-need). `real` keeps them all: 2 s status heartbeats of every member (N/2
-messages a second, each checked by every member), which is the gossip load a real mesh carries; in one
-process it saturates the core at N=50, and the printed CPU share says so. Nothing on the measured path is
+need). `real` keeps them all: 2 s status heartbeats of every member (N/2 messages a second, each checked
+by every member), which is the gossip load a real mesh carries; in one process it saturates the core at
+N=50, and the printed CPU share says so. Nothing on the measured path is
 changed in either mode.
 
 Target: p99 <= 1 s.
 
-usage: /work/venv/bin/python tools/bench/gossip_convergence.py [--sizes 20,50] [--trials 20]
-       [--background quiet|real] [--timeout 5] [--seed N] [-v]
+usage: /work/venv/bin/python tools/bench/gossip_convergence.py [--sizes 20,50] [--trials 15]
+       [--background quiet|real] [--members servers|clients] [--join-batch 1] [--timeout 5] [--seed N] [-v]
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ MESH_FORM_POLL_S = 0.1
 MESH_DEGREE_LOW = 4
 CLOSE_TIMEOUT_S = 30.0
 MARKER_PREFIX = "bench-model-"
+IDLE_WINDOW_S = 3.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -348,6 +358,11 @@ async def run(args: argparse.Namespace) -> list[SizeResult]:
                     print(f"N={size}: {grow} members joined in {join_s:.1f} s ({args.join_batch} at a time), "
                           f"gossip mesh formed in {result.mesh_form_s:.1f} s")
                     print(f"  {topology(members, bootstrap)}")
+                    cpu0, t0 = time.process_time(), trio.current_time()
+                    await trio.sleep(IDLE_WINDOW_S)  # a measurement window, not a wait for anything
+                    idle = (time.process_time() - cpu0) / (trio.current_time() - t0)
+                    print(f"  idle (no status change in flight): this process uses {idle:.0%} of a core for "
+                          f"{size + 1} nodes")
                     await trials(members, ctx, rng, result)
                     report(result, background=args.background == "real")
                     results.append(result)
