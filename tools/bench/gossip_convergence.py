@@ -277,7 +277,7 @@ def count_marker_copies(overlay: Overlay, ctx: MeshContext) -> None:
         ok: bool = await write(stream, rpc)
         return ok
 
-    overlay.pubsub.write_msg = counting_write  # type: ignore[method-assign]
+    overlay.pubsub.write_msg = counting_write  # type: ignore[method-assign,assignment]
 
 
 @dataclass

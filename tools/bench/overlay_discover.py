@@ -118,7 +118,7 @@ class TimedOverlay(Overlay):
                 self.failed_streams[str(protocols[0])] += 1
                 raise
 
-        self.host.new_stream = counting_new_stream  # type: ignore[method-assign]
+        self.host.new_stream = counting_new_stream  # type: ignore[method-assign,assignment]
 
     def _log(self, op: str, key: str, start: float) -> None:
         self.calls.append(Call(op, key, start, trio.current_time()))
@@ -126,11 +126,12 @@ class TimedOverlay(Overlay):
     def put_event(self, key: str) -> trio.Event:
         return self._put_done.setdefault(key, trio.Event())
 
-    async def put_record(self, key: str, value: bytes) -> None:
+    async def put_record(self, key: str, value: bytes) -> bool:
         start = trio.current_time()
-        await super().put_record(key, value)
+        stored = await super().put_record(key, value)
         self._log("put", key, start)
         self.put_event(key).set()
+        return stored
 
     async def get_record(self, key: str) -> bytes | None:
         start = trio.current_time()
@@ -243,7 +244,9 @@ async def serve_nodes(count: int, bootstrap: str) -> None:
                     waiting.cancel_scope.cancel()
 
                 async def until_stdin_closes() -> None:
-                    await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+                    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+                        while await stdin.receive_some():
+                            pass
                     waiting.cancel_scope.cancel()
 
                 waiting.start_soon(until_signal)
