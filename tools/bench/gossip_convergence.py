@@ -2,7 +2,7 @@
 """Gossip convergence: how long a status change takes to reach every member's MeshView, for 20 and 50 nodes.
 
 Setup, all in one trio run: a DHT-only bootstrap node (what `meshp2p bootstrap` runs), then members, each
-an `Overlay` (a DHT server, as hosts are; `--members clients` for API-only nodes) with a real `MeshService`
+an `Overlay` (a DHT server, as `meshp2p up` makes every node) with a real `MeshService`
 of one named mesh, joining the way `meshp2p up --mesh-name X --bootstrap B` does: member 0 finds no listing
 and creates the mesh; then, one after another (--join-batch), each member dials the bootstrap node
 (+ routing-table refresh), looks the listing up in the DHT, dials the addresses it lists (+ another
@@ -22,9 +22,10 @@ per status change, the copies pubsub sent and the CPU the whole mesh spent (per 
 a real mesh would spend). In one process the wall-clock figures are an upper bound: every member's
 handling of every copy runs on one core, one after another.
 
-Runtime: joins dominate (each member dials ~every other, plus three DHT walks; ~3.5 s of CPU per join at
-N=30 here), so growing to 50 takes ~4 min on a quiet 2-core machine and the whole default run ~5 min;
-`--sizes 20` takes ~1 min.
+Runtime: joins dominate (each member dials ~every other member, plus two routing-table refreshes and a
+listing lookup; ~3.5 s of CPU per join at N=30, all on one core), so growing to 50 takes 3.5-5 min on a
+quiet 2-core machine and the whole default run 5-7 min, over the ~3 min budget of these benches; `--sizes 20`
+takes ~1 min.
 
 Background (--background): N nodes share this process's core, so background work that each node of a real
 mesh does on its own machine lands here N times over. `quiet` (default) stretches, to an hour, the module
@@ -33,15 +34,16 @@ constants that pace it: meshp2p.mesh_service STATUS_INTERVAL_S (status is then s
 N^2 pings), LISTING_REFRESH_S (every member's listing lookup, ~30 KAD RPCs each) and
 meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `_keep_records` (their own DHT
 records: ~150 KAD RPCs each at start, no part of the gossip path; the creator's listing is what joiners
-need). `real` keeps them all: 2 s status heartbeats of every member (N/2 messages a second, each checked
-by every member), which is the gossip load a real mesh carries; in one process it saturates the core at
-N=50, and the printed CPU share says so. Nothing on the measured path is
-changed in either mode.
+need). `real` keeps them all: 2 s status heartbeats and 5 s demand messages of every member (each checked
+by every member, ~D copies each), 5 s listing lookups, RTT probes: the load a real mesh carries, which in one
+process costs ~4-5 % of a core per member (at N=8: 38 % for 9 nodes, against 1 % in `quiet`), so by N ~10
+the core is saturated, DHT lookups hit their 15 s timeout and joiners split off: use `real` with --sizes 8.
+The printed idle share says how loaded the process is. Nothing on the measured path is changed either way.
 
 Target: p99 <= 1 s.
 
 usage: /work/venv/bin/python tools/bench/gossip_convergence.py [--sizes 20,50] [--trials 15]
-       [--background quiet|real] [--members servers|clients] [--join-batch 1] [--timeout 5] [--seed N] [-v]
+       [--background quiet|real] [--join-batch 1] [--timeout 5] [--seed N] [-v]
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ MESH_DEGREE_LOW = 4
 CLOSE_TIMEOUT_S = 30.0
 MARKER_PREFIX = "bench-model-"
 IDLE_WINDOW_S = 3.0
+SETTLE_S = 5.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -209,6 +212,8 @@ class SizeResult:
     missed: int = 0
     missed_by: Counter[str] = field(default_factory=Counter)
     cpu_per_change_s: list[float] = field(default_factory=list)
+    idle_share: float = 0.0
+    gossip_repair: str = ""
     copies: list[int] = field(default_factory=list)
     cpu_share: list[float] = field(default_factory=list)
 
@@ -234,7 +239,32 @@ def topology(members: Sequence[Member], bootstrap: Overlay) -> str:
     return (f"connections per member min/median/max {conns[0]}/{statistics.median(conns):.0f}/{conns[-1]} "
             f"(bootstrap node: {len(bootstrap.connected_peers())}); gossipsub mesh degree on the status topic "
             f"{degree[0]}/{statistics.median(degree):.0f}/{degree[-1]}; join-handshake partners "
-            f"{joined[0]}/{statistics.median(joined):.0f}/{joined[-1]}; members that wrote the listing: {writers}")
+            f"{joined[0]}/{statistics.median(joined):.0f}/{joined[-1]}; members that wrote the listing: {writers}\n"
+            f"  {mesh_shape(members)}")
+
+
+def mesh_shape(members: Sequence[Member]) -> str:
+    """Components of the gossipsub mesh graph, and links only one side holds (a node forwards only to the peers
+    in its own mesh, so a component never hears another's status, and a one-way link carries one direction)."""
+    topic = members[0].service.status_topic
+    index = {m.overlay.peer_id: i for i, m in enumerate(members)}
+    links = {i: {index[p] for p in m.overlay.gossipsub.mesh.get(topic, ()) if p in index}
+             for i, m in enumerate(members)}
+    one_way = sum(1 for i, peers in links.items() for j in peers if i not in links[j])
+    parent = list(range(len(members)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, peers in links.items():
+        for j in peers:
+            parent[root(i)] = root(j)
+    sizes = sorted(Counter(root(i) for i in range(len(members))).values(), reverse=True)
+    return (f"gossipsub mesh graph: {len(sizes)} component(s) {sizes}; one-way links {one_way} of "
+            f"{sum(len(p) for p in links.values())}")
 
 
 async def add_members(nursery: trio.Nursery, services: trio.Nursery, members: list[Member], count: int,
@@ -242,8 +272,7 @@ async def add_members(nursery: trio.Nursery, services: trio.Nursery, members: li
     """Join `count` more members, `--join-batch` at a time (each: overlay start, then MeshService start)."""
 
     async def join_one(index: int) -> None:
-        overlay = CountingOverlay(Identity.generate(), OverlayConfig(bootstrap=ctx.boot_addr,
-                                                                    dht_server=ctx.args.members == "servers"))
+        overlay = CountingOverlay(Identity.generate(), OverlayConfig(bootstrap=ctx.boot_addr, dht_server=True))
         source = StatusSource(base_status())
         service_class = QuietMeshService if ctx.args.background == "quiet" else MeshService
         member = Member(overlay, service_class(overlay, ctx.settings, source), source)
@@ -274,6 +303,8 @@ def count_marker_copies(overlay: Overlay, ctx: MeshContext) -> None:
         for msg in rpc.publish:
             if ctx.marker and ctx.marker.encode() in msg.data:
                 ctx.copies += 1
+        ctx.ihave += len(rpc.control.ihave)
+        ctx.iwant += len(rpc.control.iwant)
         ok: bool = await write(stream, rpc)
         return ok
 
@@ -288,6 +319,9 @@ class MeshContext:
     boot_addr: tuple[str, ...] = ()
     marker: str = ""
     copies: int = 0
+    #: IHAVE / IWANT control entries sent by every member: gossipsub's lazy repair for peers outside the mesh.
+    ihave: int = 0
+    iwant: int = 0
 
 
 async def wait_mesh_formed(members: Sequence[Member]) -> float:
@@ -304,6 +338,8 @@ async def wait_mesh_formed(members: Sequence[Member]) -> float:
 
 async def trials(members: Sequence[Member], ctx: MeshContext, rng: random.Random, result: SizeResult) -> None:
     size = len(members)
+    ctx.ihave = ctx.iwant = 0
+    started = trio.current_time()
     order = list(range(size))
     rng.shuffle(order)
     for trial in range(ctx.args.trials):
@@ -320,6 +356,7 @@ async def trials(members: Sequence[Member], ctx: MeshContext, rng: random.Random
         wall = trio.current_time() - sent
         cpu = time.process_time() - cpu0
         result.cpu_share.append(cpu / wall)
+        cpu = max(0.0, cpu - result.idle_share * wall)  # the status change's own work, background taken out
         got = [at - sent for at in ctx.receipts.seen[ctx.marker].values()]
         missed = size - 1 - len(got)
         for m in members:
@@ -332,6 +369,10 @@ async def trials(members: Sequence[Member], ctx: MeshContext, rng: random.Random
         if not missed:  # copies still in flight after a miss would be counted short
             result.cpu_per_change_s.append(cpu)
             result.copies.append(ctx.copies)
+    result.gossip_repair = (f"IHAVE/IWANT entries sent by all members during the trials: {ctx.ihave}/{ctx.iwant} "
+                            f"in {trio.current_time() - started:.0f} s")
+    if result.missed:
+        result.gossip_repair += f"; after the trials: {mesh_shape(members)}"
 
 
 async def run(args: argparse.Namespace) -> list[SizeResult]:
@@ -358,13 +399,14 @@ async def run(args: argparse.Namespace) -> list[SizeResult]:
                     print(f"N={size}: {grow} members joined in {join_s:.1f} s ({args.join_batch} at a time), "
                           f"gossip mesh formed in {result.mesh_form_s:.1f} s")
                     print(f"  {topology(members, bootstrap)}")
+                    await trio.sleep(SETTLE_S)  # let the last joins' dials, identify and grafts finish
                     cpu0, t0 = time.process_time(), trio.current_time()
                     await trio.sleep(IDLE_WINDOW_S)  # a measurement window, not a wait for anything
-                    idle = (time.process_time() - cpu0) / (trio.current_time() - t0)
-                    print(f"  idle (no status change in flight): this process uses {idle:.0%} of a core for "
-                          f"{size + 1} nodes")
+                    result.idle_share = (time.process_time() - cpu0) / (trio.current_time() - t0)
+                    print(f"  idle (no status change in flight): this process uses {result.idle_share:.0%} of a "
+                          f"core for {size + 1} nodes")
                     await trials(members, ctx, rng, result)
-                    report(result, background=args.background == "real")
+                    report(result)
                     results.append(result)
                 services.cancel_scope.cancel()  # no more DHT calls from MeshService while the swarms close
             overlays: list[Overlay] = [bootstrap, *(m.overlay for m in members)]
@@ -380,7 +422,7 @@ async def run(args: argparse.Namespace) -> list[SizeResult]:
     return results
 
 
-def report(result: SizeResult, *, background: bool) -> bool:
+def report(result: SizeResult) -> bool:
     r = result.receipts_s
     p99 = percentile(r, 0.99)
     met = p99 <= TARGET_P99_S
@@ -391,12 +433,12 @@ def report(result: SizeResult, *, background: bool) -> bool:
     print(f"  last member of a trial: p50 {ms(percentile(last, 0.5))}  p99 {ms(percentile(last, 0.99))}  "
           f"max {ms(max(last))} ms; process CPU during trials: median {statistics.median(result.cpu_share):.0%} "
           "of a core")
+    print(f"  {result.gossip_repair}")
     if result.copies:
         cpu, copies = statistics.median(result.cpu_per_change_s), statistics.median(result.copies)
         print(f"  per status change (median): {copies:.0f} copies sent by pubsub (publish + forwards) = "
-              f"{copies / result.size:.1f} per member; {cpu * 1000:.0f} ms of CPU in this process = "
-              f"{cpu * 1000 / result.size:.1f} ms per member (what each node of a real mesh would spend"
-              + ("; with --background real this includes the background work of the window)" if background else ")"))
+              f"{copies / result.size:.1f} per member; {cpu * 1000:.0f} ms of CPU in this process beyond the idle "
+              f"rate = {cpu * 1000 / result.size:.1f} ms per member (what each node of a real mesh would spend)")
     print(f"  N={result.size}: p99 {ms(p99)} ms   target p99 <= {TARGET_P99_S * 1000:.0f} ms: "
           f"{'MET' if met else 'MISSED'}")
     return met
@@ -409,8 +451,6 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=15, help="status changes per size (default 15)")
     parser.add_argument("--background", choices=("quiet", "real"), default="quiet",
                         help="background pacing (see above; default quiet)")
-    parser.add_argument("--members", choices=("servers", "clients"), default="servers",
-                        help="members' DHT role (see above; default servers)")
     parser.add_argument("--join-batch", type=int, default=1,
                         help="members joining at the same time (default 1: one after another)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for every member per trial")

@@ -13,7 +13,7 @@ sampled every second (mean and max). The other two processes are reported too, f
 --profile S, py-spy then samples the measured node for S seconds (after the window, so it cannot disturb
 it) and prints where its idle CPU goes. Everything is stopped with SIGINT (then SIGKILL if one hangs).
 
-Targets: RSS <= 150 MB, CPU <= 1 % (of one core).
+Targets: RSS <= 150 MB, CPU <= 1 % (of one core). Runtime: ~1 min (+ --profile).
 
 usage: /work/venv/bin/python tools/bench/idle_node.py [--others 1] [--settle 20] [--window 30] [--profile 20] [-v]
 """
