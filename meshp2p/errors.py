@@ -45,3 +45,12 @@ class BackendUnavailable(MeshP2PError):
 
 class PortInUse(MeshP2PError):
     """A port meshp2p must listen on is taken."""
+
+
+class PostRefused(MeshP2PError):
+    """The node will not post what it was asked to (empty, too long, over its rate); `status` is the HTTP status
+    the console answers with."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status

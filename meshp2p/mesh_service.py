@@ -128,6 +128,11 @@ class MeshService:
 
     # -- what the rest of the node reads ----------------------------------------------------------------
 
+    @property
+    def sequence(self) -> SequenceCounter:
+        """This node's gossip `seq`, shared by every topic of the mesh (the blackboard's too)."""
+        return self._seq
+
     def invite_token(self, *, ttl_s: int | None = None) -> str:
         return encode_token(self.overlay.identity, self.settings.mesh_id, self.settings.secret,
                             self.overlay.addrs()[:8], now=self.clock(), name=self.settings.name, ttl_s=ttl_s)

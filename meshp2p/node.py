@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,9 @@ from meshp2p.api.openai_app import create_openai_app
 from meshp2p.api.routing import Router
 from meshp2p.api.serve import serve_app
 from meshp2p.api.upstream import UpstreamPool
+from meshp2p.blackboard.store import BlackboardStore
+from meshp2p.blackboard_service import BlackboardService, store_path
+from meshp2p.config import BlackboardConfig
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.fleet import ServerFleet
@@ -86,6 +89,8 @@ class NodeConfig:
     split: bool = False
     #: How many workers a forced split uses (None: every eligible peer).
     split_workers: int | None = None
+    #: Blackboard policy and scrubbing, from `$MESHP2P_HOME/config.toml`.
+    blackboard: BlackboardConfig = field(default_factory=BlackboardConfig)
 
 
 class Node:
@@ -109,6 +114,7 @@ class Node:
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
         self.tunnel: TunnelClient | None = None
+        self.blackboard: BlackboardService | None = None
         self.demand = DemandCounter()
         gateway: OverlayGateway | None = None
         if config.mesh is not None:
@@ -117,6 +123,12 @@ class Node:
                                     lambda: self.demand.rates(time.time()))
             self.tunnel = TunnelClient(self.overlay)
             gateway = OverlayGateway(self.mesh.view, self.tunnel, self.demand, self.mesh.wanted_models)
+            settings = config.mesh.settings
+            self.blackboard = BlackboardService(
+                self.overlay, mesh_id=settings.mesh_id, secret=settings.secret,
+                store=BlackboardStore(store_path(settings.mesh_id)), config=config.blackboard,
+                sequence=self.mesh.sequence, is_member=partial(_is_member, self.mesh),
+                peers=lambda: list(self.mesh.view.peers) if self.mesh is not None else [])
         self.router = Router(self.fleet.servers, gateway)
         self.started_at = time.time()
 
@@ -145,6 +157,7 @@ class Node:
                 "role": self.role,
             },
             "mesh": None if self.mesh is None else self.mesh.snapshot(),
+            "blackboard": None if self.blackboard is None else self.blackboard.snapshot(),
             "splits": [split.snapshot() for split in self.splits],
             "rpc_worker": None if self.rpc is None or self.rpc_bridge is None else {
                 "pid": self.rpc.server.pid, "port": self.rpc.server.port, "state": self.rpc.server.state.value,
@@ -249,6 +262,13 @@ class Node:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled. Started means: the API listens, every llama-server process is spawned and the
         node has joined (or created) its mesh."""
+        try:
+            await self._run(task_status)
+        finally:
+            if self.blackboard is not None:
+                self.blackboard.store.close()  # after every task that writes to it has ended
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
             await nursery.start(self.fleet.run)
@@ -257,6 +277,8 @@ class Node:
                 self._serve_tunnel(self.overlay, self.mesh)
                 await self._serve_rpc(nursery, self.overlay, self.mesh)
                 await nursery.start(self.mesh.run)
+                if self.blackboard is not None:
+                    await nursery.start(self.blackboard.run)
                 if self.planned:
                     bridge = RpcBridgeClient(self.overlay)
                     for spec in self.planned:
@@ -270,7 +292,7 @@ class Node:
             openai_app = create_openai_app(self.router, self.upstream)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
-                console_app = create_console_app(self.status, self.drop_model)
+                console_app = create_console_app(self.status, self.drop_model, self.blackboard)
                 await nursery.start(
                     partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
             runtime = _write_runtime_file(self)

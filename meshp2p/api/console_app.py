@@ -1,7 +1,8 @@
 """The console's JSON API (default http://127.0.0.1:3131). The web console itself comes later.
 
-Read-only endpoints answer anyone who can reach the port; endpoints that change the node (dropping a model)
-answer only local clients, so `--listen-all` never lets another machine steer this one.
+Read-only status answers anyone who can reach the port; endpoints that change the node (dropping a model) and
+the blackboard (api/blackboard_routes.py) answer only local clients, so `--listen-all` never lets another
+machine steer this one, read a private mesh's posts or post as this node.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
+
+from meshp2p.api.blackboard_routes import Blackboard, add_blackboard_routes
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -26,8 +29,10 @@ def _from_this_machine() -> bool:
         return False
 
 
-def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str], Awaitable[bool]]) -> QuartTrio:
+def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str], Awaitable[bool]],
+                       blackboard: Blackboard | None = None) -> QuartTrio:
     app = QuartTrio("meshp2p.api.console")
+    add_blackboard_routes(app, blackboard, local_only=_from_this_machine)
 
     @app.get("/api/status")
     async def get_status() -> Response:

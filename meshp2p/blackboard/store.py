@@ -252,13 +252,13 @@ class BlackboardStore:
 
     # ------------------------------------------------------------ rejections
 
-    def count_rejection(self, reason: str) -> None:
-        """Add one to a reason's counter (`BLACKBOARD_REASONS`); kept across restarts for `meshp2p status`."""
+    def count_rejection(self, reason: str, n: int = 1) -> None:
+        """Add `n` to a reason's counter (`BLACKBOARD_REASONS`); kept across restarts for `meshp2p status`."""
         with self._lock, self._db:
             self._db.execute(
-                "INSERT INTO rejections (reason, count) VALUES (?, 1)"
-                " ON CONFLICT (reason) DO UPDATE SET count = count + 1",
-                (reason,),
+                "INSERT INTO rejections (reason, count) VALUES (?, ?)"
+                " ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count",
+                (reason, n),
             )
 
     def rejections(self) -> dict[str, int]:

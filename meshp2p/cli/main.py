@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from meshp2p import __version__
+from meshp2p.cli.blackboard_parser import add_blackboard_parser
 from meshp2p.errors import MeshP2PError
 from meshp2p.inference.build import BACKENDS
 from meshp2p.node import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT
@@ -38,6 +39,7 @@ COMMANDS = {
     "bootstrap": "meshp2p.cli.bootstrap:run_bootstrap",
     "status": "meshp2p.cli.status:run_status",
     "drop": "meshp2p.cli.drop:run_drop",
+    "blackboard": "meshp2p.cli.blackboard:run_blackboard",
 }
 
 
@@ -176,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--console", type=int, default=None, metavar="PORT",
                         help="console port of the node (default: read from $MESHP2P_HOME/node.json)")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    add_blackboard_parser(commands)
     return parser
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from meshp2p.config import load_config
 from meshp2p.discovery_client import discover_once
 from meshp2p.errors import BinaryNotFound, ConfigError, MeshP2PError
 from meshp2p.home import models_dir
@@ -81,6 +82,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         console_port=args.console or None,
         max_vram_gb=args.max_vram,
         mesh=mesh,
+        blackboard=load_config().blackboard,
         standby=args.standby,
         split=args.split,
         split_workers=args.split_workers,

@@ -324,9 +324,11 @@ class Overlay:
 
     # -- gossip -------------------------------------------------------------------------------------
 
-    async def subscribe(self, topic: str, validator: Callable[[ID, Any], bool] | None = None) -> Any:
+    async def subscribe(self, topic: str, validator: Callable[[ID, Any], Any] | None = None, *,
+                        is_async: bool = False) -> Any:
+        """Subscribe with a validator run on every message before it is relayed (`is_async`: a coroutine)."""
         if validator is not None:
-            self.pubsub.set_topic_validator(topic, validator, False)
+            self.pubsub.set_topic_validator(topic, validator, is_async)
         return await self.pubsub.subscribe(topic)
 
     async def publish(self, topic: str, data: bytes) -> None:

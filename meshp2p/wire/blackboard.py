@@ -58,6 +58,8 @@ MAX_POST_AHEAD_S = 300
 #: The default time posts are kept and accepted for (`BlackboardLimits.ttl_s` may change it per node).
 DEFAULT_POST_TTL_S = 48 * 3600
 
+#: The libp2p protocol a node asks a peer for the posts it lacks on (digest and reply frames, see the spec).
+SYNC_PROTOCOL_ID = "/meshp2p/blackboard-sync/1.0.0"
 #: Sync: one digest lists at most this many posts (twice the default capacity); see `make_digest`.
 MAX_DIGEST_ITEMS = 1024
 #: 1024 items of at most 27 bytes each, and the map around them.

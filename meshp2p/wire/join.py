@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshp2p.wire._cbor import check_keys, check_version, dumps, get_bool, get_bytes, get_text, loads_map
 from meshp2p.wire.errors import WireError
+from meshp2p.wire.framing import PayloadReader, frame_bytes
 from meshp2p.wire.mesh_id import MESH_ID_BYTES, MESH_SECRET_BYTES, check_mesh_id
 
 JOIN_PROTOCOL_ID = "/meshp2p/join/1.0.0"
-FRAME_HEADER_BYTES = 4
 MAX_FRAME_BYTES = 4096
 JOIN_KEY_INFO = b"meshp2p/join-key/v1"
 JOIN_NONCE_BYTES = 32
@@ -37,45 +37,28 @@ _DIALER_LABEL = b"dialer"
 
 def frame(msg: dict[str, Any]) -> bytes:
     """4-byte big-endian length, then the canonical CBOR map."""
-    data = dumps(msg)
-    if len(data) > MAX_FRAME_BYTES:
-        raise WireError("oversized", f"frame of {len(data)} bytes > {MAX_FRAME_BYTES}")
-    return len(data).to_bytes(FRAME_HEADER_BYTES, "big") + data
+    return frame_bytes(dumps(msg), max_bytes=MAX_FRAME_BYTES)
 
 
 class FrameReader:
     """Feed stream bytes in any chunking; get whole messages out. Once it fails it stays failed."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._failed: WireError | None = None
+        self._payloads = PayloadReader(max_bytes=MAX_FRAME_BYTES)
 
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame: non-zero at end of stream means the peer hung up mid-message."""
-        return len(self._buffer)
+        return self._payloads.buffered
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        if self._failed is not None:
-            raise WireError(self._failed.reason, "the stream already failed")
-        self._buffer += data
         messages: list[dict[str, Any]] = []
-        try:
-            while len(self._buffer) >= FRAME_HEADER_BYTES:
-                length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
-                if length > MAX_FRAME_BYTES:
-                    # Judged from the header alone, so a peer cannot make us buffer a huge frame.
-                    raise WireError("oversized", f"frame of {length} bytes > {MAX_FRAME_BYTES}")
-                end = FRAME_HEADER_BYTES + length
-                if len(self._buffer) < end:
-                    break
-                payload = bytes(self._buffer[FRAME_HEADER_BYTES:end])
-                del self._buffer[:end]
+        for payload in self._payloads.feed(data):
+            try:
                 messages.append(loads_map(payload, max_bytes=MAX_FRAME_BYTES))
-        except WireError as exc:
-            self._failed = exc
-            self._buffer.clear()
-            raise
+            except WireError as exc:
+                self._payloads.fail(exc)
+                raise
         return messages
 
 

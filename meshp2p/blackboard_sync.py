@@ -1,0 +1,182 @@
+"""Blackboard sync on `/meshp2p/blackboard-sync/1.0.0`: a node catches up on posts it missed while offline.
+
+Gossipsub does not replay history, so a node that joins late (or restarts) asks each peer that appears in its
+view for what it lacks, and sends back what the peer lacks, in rounds on one stream (protocols/blackboard.md,
+"Sync"):
+
+    asker → peer   digest   every post the asker holds since its horizon
+    peer  → asker  reply    posts the asker did not list (≤ 16), ids the peer wants, `more`
+    asker → peer   reply    the wanted posts (≤ 16), `more` if wanted posts remain
+
+until neither side has more. Every post is checked like a gossiped one (signature, expiry, size, replay), but
+not rate-limited: sync carries old posts, bounded by the reply size. Only mesh members are answered.
+
+`BoardSync` moves bytes and reads the store; what to send is decided in `meshp2p/blackboard/sync.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.peer.id import ID
+
+from meshp2p.blackboard.store import BlackboardStore
+from meshp2p.blackboard.sync import MAX_SYNC_ROUNDS, ids_to_want, posts_to_offer, posts_to_push
+from meshp2p.p2p.overlay import Overlay
+from meshp2p.wire.blackboard import (
+    MAX_SYNC_REPLY_BYTES,
+    SYNC_PROTOCOL_ID,
+    SyncReply,
+    decode_digest,
+    decode_sync_reply,
+    encode_digest,
+    encode_sync_reply,
+    make_digest,
+)
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.framing import PayloadReader, frame_bytes
+
+log = logging.getLogger("meshp2p.blackboard")
+
+SYNC_PROTOCOL = TProtocol(SYNC_PROTOCOL_ID)
+#: One whole session, either side: a peer that stalls is dropped, the next session picks up.
+SYNC_TIMEOUT_S = 60.0
+_READ_BYTES = 65536
+
+#: `accept(raw posts) -> (how many were stored, ids of those refused)`: checks each post (wire rules and node
+#: policy, without the rate) and stores it.
+AcceptPosts = Callable[[list[bytes]], Awaitable[tuple[int, set[bytes]]]]
+
+
+class _Frames:
+    """Whole sync messages in and out of one libp2p stream; None at a clean end of stream."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.reader = PayloadReader(max_bytes=MAX_SYNC_REPLY_BYTES)
+        self.pending: list[bytes] = []
+
+    async def send(self, payload: bytes) -> None:
+        await self.stream.write(frame_bytes(payload, max_bytes=MAX_SYNC_REPLY_BYTES))
+
+    async def receive(self) -> bytes | None:
+        while not self.pending:
+            try:
+                data = await self.stream.read(_READ_BYTES)
+            except StreamError:  # py-libp2p reports a hang-up as StreamEOF (or StreamReset), never b""
+                data = b""
+            if not data:
+                if self.reader.buffered:
+                    raise WireError("truncated", "the peer left mid-message")
+                return None
+            self.pending = self.reader.feed(data)
+        return self.pending.pop(0)
+
+    async def expect(self) -> bytes:
+        payload = await self.receive()
+        if payload is None:
+            raise WireError("truncated", "the peer closed the sync stream mid-session")
+        return payload
+
+
+class BoardSync:
+    """Both ends of blackboard sync for one node."""
+
+    def __init__(self, overlay: Overlay, store: BlackboardStore, *, horizon: Callable[[], int],
+                 accept: AcceptPosts, is_member: Callable[[ID], bool]) -> None:
+        self.overlay = overlay
+        self.store = store
+        #: The oldest `ts` (unix ms) this node would keep: the digest's `since`.
+        self.horizon = horizon
+        self.accept = accept
+        self.is_member = is_member
+        #: Posts received by sync (and accepted), for status and tests.
+        self.received = 0
+        self.sessions = 0
+
+    def install(self) -> None:
+        self.overlay.host.set_stream_handler(SYNC_PROTOCOL, self._answer)
+
+    # -- asking --------------------------------------------------------------------------------------
+
+    async def sync_with(self, peer: ID) -> bool:
+        """One session with `peer`: fetch what we lack, send what it lacks. False if it failed (logged)."""
+        try:
+            with trio.fail_after(SYNC_TIMEOUT_S):
+                stream = await self.overlay.host.new_stream(peer, [SYNC_PROTOCOL])
+                try:
+                    await self._ask(_Frames(stream))
+                finally:
+                    await stream.close()
+        except WireError as exc:
+            self.overlay.rejects.add("blackboard_sync", exc.reason)
+            log.info("blackboard sync with %s failed: %s", peer, exc.message)
+            return False
+        except Exception as exc:
+            log.debug("blackboard sync with %s failed: %s", peer, exc)
+            return False
+        self.sessions += 1
+        return True
+
+    async def _ask(self, frames: _Frames) -> None:
+        sent: set[bytes] = set()
+        for _ in range(MAX_SYNC_ROUNDS):
+            since = self.horizon()
+            held = await trio.to_thread.run_sync(self.store.digest, since)
+            await frames.send(encode_digest(make_digest(since, held)))
+            reply = decode_sync_reply(await frames.expect())
+            await self._take(list(reply.posts))
+            push, more = posts_to_push(reply.want, sent)
+            sent.update(push)
+            raw = await trio.to_thread.run_sync(self.store.raw, push)
+            await frames.send(encode_sync_reply(SyncReply(tuple(raw), (), more)))
+            if not reply.more and not more:
+                return
+
+    # -- answering -----------------------------------------------------------------------------------
+
+    async def _answer(self, stream: Any) -> None:
+        remote: ID = stream.muxed_conn.peer_id
+        try:
+            if not self.is_member(remote):
+                raise WireError("not_member", f"{remote} asked for the blackboard but is not a member")
+            with trio.fail_after(SYNC_TIMEOUT_S):
+                await self._serve(_Frames(stream))
+        except WireError as exc:
+            self.overlay.rejects.add("blackboard_sync", exc.reason)
+            log.info("refused blackboard sync from %s: %s", remote, exc.message)
+        except Exception as exc:
+            log.debug("blackboard sync from %s failed: %s", remote, exc)
+        finally:
+            await stream.close()
+
+    async def _serve(self, frames: _Frames) -> None:
+        sent: set[bytes] = set()
+        refused: set[bytes] = set()
+        for _ in range(MAX_SYNC_ROUNDS):
+            payload = await frames.receive()
+            if payload is None:
+                return
+            digest = decode_digest(payload)
+            held = await trio.to_thread.run_sync(self.store.digest, digest.since_ms)
+            offer, more = posts_to_offer(held, digest, sent)
+            sent.update(offer)
+            raw = await trio.to_thread.run_sync(self.store.raw, offer)
+            missing = await trio.to_thread.run_sync(self.store.missing, [pid for pid, _ in digest.have])
+            want = ids_to_want(digest, self.horizon(), missing, refused)
+            await frames.send(encode_sync_reply(SyncReply(tuple(raw), tuple(want), more)))
+            pushed = decode_sync_reply(await frames.expect())
+            refused |= await self._take(list(pushed.posts))
+
+    async def _take(self, posts: list[bytes]) -> set[bytes]:
+        """Check and store posts from a reply; the ids (when decodable) of those refused."""
+        if not posts:
+            return set()
+        stored, refused = await self.accept(posts)
+        self.received += stored
+        return refused
