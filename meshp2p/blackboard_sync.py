@@ -142,9 +142,12 @@ class BoardSync:
 
     async def _answer(self, stream: Any) -> None:
         remote: ID = stream.muxed_conn.peer_id
+        if not self.is_member(remote):
+            self.overlay.rejects.add("blackboard_sync", "not_member")
+            log.info("refused blackboard sync from %s: not a member of the mesh", remote)
+            await stream.close()
+            return
         try:
-            if not self.is_member(remote):
-                raise WireError("not_member", f"{remote} asked for the blackboard but is not a member")
             with trio.fail_after(SYNC_TIMEOUT_S):
                 await self._serve(_Frames(stream))
         except WireError as exc:

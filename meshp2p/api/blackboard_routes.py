@@ -168,13 +168,10 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
                         seen.add(old.id)
                         yield _event(old)
                 while True:
-                    post: Post | None = None
-                    # No yield inside the cancel scope: an async generator must not suspend inside one.
-                    with trio.move_on_after(WATCH_KEEPALIVE_S):
-                        try:
-                            post = await new_posts.receive()
-                        except trio.EndOfChannel:
-                            return  # this reader fell too far behind; it reconnects with ?since=
+                    try:
+                        post = await _next_post(new_posts)
+                    except trio.EndOfChannel:
+                        return  # this reader fell too far behind; it reconnects with ?since=
                     if post is None:
                         yield b": keepalive\n\n"
                     elif post.id not in seen:
@@ -182,6 +179,15 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return Response(events(), status=200, headers=headers, content_type="text/event-stream")
+
+
+async def _next_post(posts: trio.MemoryReceiveChannel[Post]) -> Post | None:
+    """The next post, or None after WATCH_KEEPALIVE_S without one. A function of its own because the generator
+    above must not yield inside a cancel scope."""
+    post: Post | None = None
+    with trio.move_on_after(WATCH_KEEPALIVE_S):
+        post = await posts.receive()
+    return post
 
 
 def _event(post: Post) -> bytes:

@@ -1,0 +1,261 @@
+"""The blackboard as users and agents run it: `meshp2p up` processes in a private mesh, the CLI, the console's
+HTTP API and the MCP server driven by the official MCP client.
+
+- a post on A appears on C within 1 s (p99 over 50 posts, timed by C's live feed);
+- a node started later receives the earlier posts; a restarted node keeps its store and catches up;
+- `meshp2p blackboard post/read/search/watch`, HTTP errors, search ranking;
+- `meshp2p blackboard mcp` answers initialize, tools/list and tools/call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from conftest import NodeProcess, assert_nothing_left, start_node, wait_for
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from meshp2p.blackboard.store import BlackboardStore
+
+#: The tests post faster than the default 10 posts a minute; every member must allow it (config.toml).
+CONFIG = "[blackboard]\nrate_per_min = 600\n"
+JOIN_TIMEOUT_S = 60.0
+ARRIVAL_LIMIT_S = 1.0
+SYNC_TIMEOUT_S = 30.0
+
+
+def write_config(home: Path) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(CONFIG)
+    return home
+
+
+def peer_ids(node: NodeProcess) -> set[str]:
+    return {p["peer_id"] for p in node.status()["mesh"]["peers"]}
+
+
+def cli(node: NodeProcess, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshp2p", "blackboard", *args], capture_output=True, text=True,
+                          input=stdin, timeout=60, env={**os.environ, "MESHP2P_HOME": str(node.home),
+                                                        "COLUMNS": "200"})
+
+
+def post(node: NodeProcess, text: str, **extra: Any) -> httpx.Response:
+    return httpx.post(node.console_url + "/api/blackboard/post", json={"text": text, **extra}, timeout=10)
+
+
+def feed(node: NodeProcess, **params: Any) -> list[dict[str, Any]]:
+    r = httpx.get(node.console_url + "/api/blackboard/feed", params={"limit": 500, **params}, timeout=10)
+    assert r.status_code == 200, r.text
+    posts: list[dict[str, Any]] = r.json()["posts"]
+    return posts
+
+
+def ids(node: NodeProcess) -> set[str]:
+    return {p["id"] for p in feed(node)}
+
+
+class Watcher:
+    """A live feed (`/api/blackboard/watch`) read in a thread: when each post arrived, by id."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self.arrived: dict[str, float] = {}
+        self.client = httpx.Client(timeout=httpx.Timeout(10, read=None))
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(node,), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10), "the watch stream did not open"
+
+    def _read(self, node: NodeProcess) -> None:
+        try:
+            with self.client.stream("GET", node.console_url + "/api/blackboard/watch") as r:
+                for line in r.iter_lines():
+                    self.ready.set()
+                    if line.startswith("data:"):
+                        self.arrived[json.loads(line[5:])["id"]] = time.monotonic()
+        except httpx.HTTPError:
+            pass  # closed by the test
+
+    def close(self) -> None:
+        self.client.close()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
+    """A private mesh of three API-only nodes: A starts it, B and C join with its invite token."""
+    root = tmp_path_factory.mktemp("blackboard-mesh")
+    nodes: list[NodeProcess] = []
+    try:
+        a = start_node(write_config(root / "a"), "--client")
+        nodes.append(a)
+        a.wait_ready()
+        token = subprocess.run([sys.executable, "-m", "meshp2p", "invite"], capture_output=True, text=True,
+                               env={**os.environ, "MESHP2P_HOME": str(a.home)}, timeout=30).stdout.strip()
+        assert token.startswith("mp1"), token
+        for name in ("b", "c"):
+            node = start_node(write_config(root / name), "--client", "--join", token)
+            nodes.append(node)
+            node.wait_ready()
+        every = {n.status()["mesh"]["peer_id"] for n in nodes}
+        wait_for(lambda: all(peer_ids(n) == every for n in nodes), JOIN_TIMEOUT_S, "three nodes in every view")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        for node in nodes:
+            assert_nothing_left(node)
+
+
+def test_a_post_on_a_appears_on_c_within_a_second(mesh):
+    a, _, c = mesh
+    watcher = Watcher(c)
+    latencies = []
+    try:
+        for i in range(50):
+            sent = time.monotonic()
+            r = post(a, f"latency probe {i}", tags=["probe"])
+            assert r.status_code == 201, r.text
+            post_id = r.json()["post"]["id"]
+            wait_for(lambda post_id=post_id: post_id in watcher.arrived, 10, f"probe {i} on C")
+            latencies.append(watcher.arrived[post_id] - sent)
+    finally:
+        watcher.close()
+    p99 = statistics.quantiles(latencies, n=100)[98]
+    assert p99 <= ARRIVAL_LIMIT_S, f"p99 {p99:.3f} s over 50 posts (median {statistics.median(latencies):.3f} s)"
+    probes = [p for p in feed(c, tag="probe")]
+    assert len(probes) == 50 and all(p["author"] == a.status()["mesh"]["peer_id"] for p in probes)
+
+
+def test_a_node_started_later_receives_earlier_posts(mesh, tmp_path):
+    a, b, _ = mesh
+    earlier = {post(b, f"before you came {i}").json()["post"]["id"] for i in range(3)}
+    token = subprocess.run([sys.executable, "-m", "meshp2p", "invite"], capture_output=True, text=True,
+                           env={**os.environ, "MESHP2P_HOME": str(a.home)}, timeout=30).stdout.strip()
+    late = start_node(write_config(tmp_path / "late"), "--client", "--join", token)
+    try:
+        late.wait_ready()
+        wait_for(lambda: earlier <= ids(late), SYNC_TIMEOUT_S, "the earlier posts on the late node")
+        assert ids(late) >= ids(a) - {p["id"] for p in feed(a, since="5s")}
+    finally:
+        late.stop()
+        assert_nothing_left(late)
+
+
+def test_a_restarted_node_keeps_its_store_and_catches_up(mesh):
+    a, _, c = mesh
+    before = ids(c)
+    assert before, "earlier tests left posts on the blackboard"
+    c.stop()
+    stores = list((c.home / "blackboard").glob("*.sqlite"))
+    assert len(stores) == 1
+    with BlackboardStore(stores[0]) as store:  # what is on disk while the node is down
+        assert {p.id_hex for p in store.feed(1000)} == before
+    missed = {post(a, f"while C was down {i}").json()["post"]["id"] for i in range(3)}
+    c._start(c.api_port, c.console_port)
+    c.wait_ready()
+    assert before <= ids(c)  # from its own store, at once
+    wait_for(lambda: missed <= ids(c), SYNC_TIMEOUT_S, "the posts C missed, by sync")
+
+
+def test_cli_post_read_search_and_watch(mesh):
+    a, b, _ = mesh
+    watch = subprocess.Popen([sys.executable, "-m", "meshp2p", "blackboard", "watch", "--json"], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "MESHP2P_HOME": str(b.home)})
+    try:
+        wait_for(lambda: b.status()["blackboard"]["watchers"] == 1, 30, "the watch command to connect")
+        r = cli(a, "post", "quantized llama on the spare 3090, ask me", "--tag", "GPU", "--name", "alice")
+        assert r.returncode == 0, r.stderr
+        assert "posted" in r.stderr
+        assert watch.stdout is not None
+        watched = json.loads(watch.stdout.readline())
+        assert (watched["text"], watched["name"], watched["tags"]) == (
+            "quantized llama on the spare 3090, ask me", "alice", ["gpu"])
+    finally:
+        watch.terminate()
+        watch.wait(10)
+
+    r = cli(b, "post", "-", "--reply", watched["id"][:10], "--json", stdin="token sk-ant-api03-" + "x1Y2" * 20)
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    assert reply["redacted"] == ["anthropic key"] and "[redacted: anthropic key]" in reply["post"]["text"]
+    assert reply["post"]["thread"] == watched["id"]
+
+    wait_for(lambda: reply["post"]["id"] in ids(a), 10, "the reply on A")
+    r = cli(a, "read", "--limit", "2")
+    assert r.returncode == 0 and "quantized llama" in r.stdout and "redacted" in r.stdout
+    r = cli(a, "search", "quant 3090", "--json")
+    assert json.loads(r.stdout)[0]["id"] == watched["id"]
+    r = cli(a, "search", "nothing-like-this-anywhere")
+    assert r.returncode == 0 and "no posts match" in r.stdout
+    r = cli(a, "read", "--from", "alice", "--json")
+    assert [p["id"] for p in json.loads(r.stdout)] == [watched["id"]]
+
+
+def test_search_ranks_by_matched_terms_then_recency(mesh):
+    a, _, _ = mesh
+    one = post(a, "zebra crossing").json()["post"]["id"]
+    both = post(a, "zebra stripes on a zebra crossing? no, zebra ROWS").json()["post"]["id"]
+    newer = post(a, "another zebra").json()["post"]["id"]
+    r = httpx.get(a.console_url + "/api/blackboard/search", params={"q": "zebra rows"}, timeout=10)
+    assert [p["id"] for p in r.json()["posts"]][:3] == [both, newer, one]
+
+
+def test_bad_requests_get_clear_errors(mesh):
+    a, _, _ = mesh
+    url = a.console_url + "/api/blackboard"
+    r = httpx.post(url + "/post", content=b"{not json", timeout=10)
+    assert r.status_code == 400 and "JSON object" in r.json()["error"]["message"]
+    assert post(a, "   ").status_code == 400
+    r = post(a, "x" * 5000)
+    assert r.status_code == 413 and "4096" in r.json()["error"]["message"]
+    r = post(a, "hi", tags=["not a tag!"])
+    assert r.status_code == 400 and r.json()["error"]["hint"]
+    assert post(a, "hi", reply_to="ffffffffff").status_code == 404
+    assert httpx.get(url + "/feed", params={"limit": "lots"}, timeout=10).status_code == 400
+    r = httpx.get(url + "/feed", params={"since": "last tuesday"}, timeout=10)
+    assert r.status_code == 400 and "2h" in r.json()["error"]["hint"]
+    assert httpx.get(url + "/search", timeout=10).status_code == 400
+    assert a.status()["blackboard"]["rejected"] == {}
+
+
+def test_mcp_server_answers_a_real_client_session(mesh):
+    a, b, _ = mesh
+
+    async def session() -> tuple[Any, ...]:
+        params = StdioServerParameters(command=sys.executable, args=["-m", "meshp2p", "blackboard", "mcp",
+                                                                     "--name", "test-agent"],
+                                       env={**os.environ, "MESHP2P_HOME": str(a.home)})
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+            init = await client.initialize()
+            tools = await client.list_tools()
+            posted = await client.call_tool("blackboard_post", {"text": "benchmarks done: 27 tok/s", "tags": ["bench"]})
+            found = await client.call_tool("blackboard_search", {"query": "benchmarks tok", "limit": 5})
+            latest = await client.call_tool("blackboard_feed", {"tag": "bench"})
+            missing = await client.call_tool("blackboard_post", {})
+            return init, tools, posted, found, latest, missing
+
+    init, tools, posted, found, latest, missing = anyio.run(session)
+    assert init.serverInfo.name == "meshp2p-blackboard"
+    assert {t.name for t in tools.tools} == {"blackboard_post", "blackboard_search", "blackboard_feed"}
+    assert not posted.isError
+    post_id = posted.structuredContent["post"]["id"]
+    assert posted.structuredContent["post"]["name"] == "test-agent"
+    assert found.structuredContent["posts"][0]["id"] == post_id
+    assert "benchmarks done: 27 tok/s" in found.content[0].text
+    assert [p["id"] for p in latest.structuredContent["posts"]] == [post_id]
+    assert missing.isError and "text" in missing.content[0].text
+    wait_for(lambda: post_id in ids(b), 10, "the agent's post on another member")
