@@ -22,6 +22,7 @@ import cbor2
 from meshp2p.wire import blackboard as bb
 from meshp2p.wire._cbor import dumps
 from meshp2p.wire.errors import WireError
+from meshp2p.wire.framing import frame_bytes
 from meshp2p.wire.gossip import GOSSIP_DOMAIN, decode_gossip, encode_gossip, topic_name
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.mesh_id import named_mesh_id
@@ -332,7 +333,20 @@ def sync_vectors() -> dict[str, Any]:
     bad("reply_want_17_bytes", "malformed", "reply", reply(want=[bytes(17)]))
     bad("reply_want_duplicate", "malformed", "reply", reply(want=[ids[0], ids[0]]))
     bad("reply_is_a_digest", "malformed", "reply", digest())
-    return {"digests": digest_cases, "replies": reply_cases, "invalid": invalid}
+    return {"digests": digest_cases, "replies": reply_cases, "invalid": invalid, "session": session_vector(post)}
+
+
+def session_vector(post: bytes) -> dict[str, Any]:
+    """A whole session on the stream: the asker holds nothing, the peer holds one post, neither has more."""
+    horizon = NOW_MS - TTL_S * 1000
+    messages = [
+        ("asker", bb.encode_digest(bb.SyncDigest(horizon, ()))),
+        ("peer", bb.encode_sync_reply(bb.SyncReply((post,), (), False))),
+        ("asker", bb.encode_sync_reply(bb.SyncReply((), (), False))),
+    ]
+    frames = [{"from": side, "hex": frame_bytes(data, max_bytes=bb.MAX_SYNC_REPLY_BYTES).hex()}
+              for side, data in messages]
+    return {"protocol": bb.SYNC_PROTOCOL_ID, "max_frame_bytes": bb.MAX_SYNC_REPLY_BYTES, "frames": frames}
 
 
 def build() -> dict[str, Any]:

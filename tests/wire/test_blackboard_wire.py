@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshp2p.blackboard.sync import posts_to_offer
 from meshp2p.wire import WireError
 from meshp2p.wire import blackboard as bb
 from meshp2p.wire._cbor import dumps
+from meshp2p.wire.framing import PayloadReader, frame_bytes
 from meshp2p.wire.gossip import decode_gossip
 from meshp2p.wire.identity import sign_object
 
@@ -194,6 +196,28 @@ def test_sync_invalid_vector(case: dict[str, Any]) -> None:
     data = bytes(case["zero_bytes"]) if "zero_bytes" in case else bytes.fromhex(case["data"])
     decode = bb.decode_digest if case["kind"] == "digest" else bb.decode_sync_reply
     expect_reason(case["reason"], lambda: decode(data))
+
+
+def test_session_vector_replays_through_the_framing_and_the_sync_rules() -> None:
+    session = S["session"]
+    assert session["protocol"] == bb.SYNC_PROTOCOL_ID and session["max_frame_bytes"] == bb.MAX_SYNC_REPLY_BYTES
+    stream = b"".join(bytes.fromhex(f["hex"]) for f in session["frames"])
+    reader = PayloadReader(max_bytes=bb.MAX_SYNC_REPLY_BYTES)
+    payloads = [p for i in range(0, len(stream), 7) for p in reader.feed(stream[i : i + 7])]
+    assert reader.buffered == 0 and len(payloads) == 3
+    digest = bb.decode_digest(payloads[0])
+    offered = bb.decode_sync_reply(payloads[1])
+    post = bb.decode_post(offered.posts[0], now=NOW, ttl_s=TTL_S)
+    # The peer holding that one post decides exactly what the vector shows.
+    assert posts_to_offer([(post.id, post.ts)], digest, set()) == ([post.id], False)
+    assert bb.decode_sync_reply(payloads[2]) == bb.SyncReply((), (), False)
+    assert frame_bytes(payloads[1], max_bytes=bb.MAX_SYNC_REPLY_BYTES).hex() == session["frames"][1]["hex"]
+
+
+def test_frames_over_the_limit_are_refused_from_the_header() -> None:
+    reader = PayloadReader(max_bytes=bb.MAX_SYNC_REPLY_BYTES)
+    expect_reason("oversized", lambda: reader.feed((bb.MAX_SYNC_REPLY_BYTES + 1).to_bytes(4, "big")))
+    expect_reason("oversized", lambda: reader.feed(b""))  # and it stays failed
 
 
 def test_make_digest_orders_filters_and_truncates() -> None:
