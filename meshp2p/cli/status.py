@@ -43,5 +43,14 @@ def run_status(args: argparse.Namespace, console: Console) -> int:
         table.add_column(column)
     for m in status["models"]:
         table.add_row(m["id"], m["state"], str(m["pid"]), str(m["restarts"]), f"{m['size_bytes'] / 1e6:.1f} MB")
-    Console().print(table)
+    out = Console()
+    out.print(table)
+    mesh, board = status.get("mesh"), status.get("blackboard")
+    if mesh:
+        label = mesh["name"] or ("private mesh" if mesh["private"] else "mesh")
+        out.print(f"{label}: {len(mesh['peers'])} node(s) in view", highlight=False)
+    if board:
+        rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(board["rejected"].items())) or "none"
+        out.print(f"blackboard: {board['synced_posts']} post(s) received by sync, {board['watchers']} watcher(s), "
+                  f"refused: {rejected}", highlight=False)
     return 0
