@@ -26,7 +26,7 @@ from meshp2p.api.serve import serve_app
 from meshp2p.api.upstream import UpstreamPool
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.inference.binaries import LlamaBinaries
-from meshp2p.inference.content_id import ModelFileIds
+from meshp2p.inference.content_id import ModelFileIds, files_to_gossip
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.llama_server import LOAD_TIMEOUT_S, BackendState, ServerOptions
@@ -249,7 +249,7 @@ class Node:
             region=None if mesh is None else mesh.settings.region,
             rtt_ms=dict(sorted(self.mesh.rtt_ms.items(), key=lambda kv: kv[1])[:64]) if self.mesh else {},
             addrs=tuple(self.overlay.addrs()[:16]) if self.overlay is not None else (),
-            files={m: cid for m, cid in self.file_ids.ids.items() if m in tuple(self.available)[:64]},
+            files=files_to_gossip(self.file_ids.ids, tuple(self.available)[:64]),
         )
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

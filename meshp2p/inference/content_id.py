@@ -37,6 +37,11 @@ MAX_CACHE_ENTRIES = 1024
 READ_CHUNK_BYTES = 4 * 2**20
 #: Files from this size on are logged and get a progress bar: SHA-256 reads a few hundred MB to ~2 GB a second.
 LARGE_FILE_BYTES = 256 * 2**20
+#: A status message is at most 16 KiB (protocols/gossip.md); `files` may take this much of it, so a node offering
+#: many long-named models still sends a valid status (models past the budget are just not matched for splits).
+FILES_GOSSIP_BUDGET_BYTES = 6144
+#: CBOR overhead of one `files` entry: two text headers, at most 2 bytes each for these lengths.
+_ENTRY_OVERHEAD_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,21 @@ def with_entry(entries: Entries, stamp: FileStamp, cid: ContentId) -> Entries:
 
 def render_cache(entries: Entries) -> str:
     return json.dumps({"v": CACHE_VERSION, "files": entries}, indent=1) + "\n"
+
+
+def files_to_gossip(ids: dict[str, ContentId], offered: Iterable[str]) -> dict[str, ContentId]:
+    """The `files` of a status: ids of the offered models, in offer order, within FILES_GOSSIP_BUDGET_BYTES."""
+    files: dict[str, ContentId] = {}
+    used = 0
+    for model in offered:
+        cid = ids.get(model)
+        if cid is None:
+            continue
+        used += len(model.encode()) + len(cid.text) + _ENTRY_OVERHEAD_BYTES
+        if used > FILES_GOSSIP_BUDGET_BYTES:
+            break
+        files[model] = cid
+    return files
 
 
 # -- hashing and the cache file: blocking I/O, run in worker threads ----------------------------------------------

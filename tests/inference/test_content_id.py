@@ -12,6 +12,7 @@ import pytest
 
 from meshp2p.inference.content_id import (
     CACHE_VERSION,
+    FILES_GOSSIP_BUDGET_BYTES,
     MAX_CACHE_ENTRIES,
     READ_CHUNK_BYTES,
     FileStamp,
@@ -19,6 +20,7 @@ from meshp2p.inference.content_id import (
     ModelFileIds,
     cached_id,
     content_id,
+    files_to_gossip,
     hash_file,
     parse_cache,
     render_cache,
@@ -70,6 +72,15 @@ def test_the_cache_keeps_the_newest_entries() -> None:
     # Rewriting an entry makes it the newest.
     entries = with_entry(entries, FileStamp("/m/5.gguf", 3, 99), CID)
     assert list(entries)[-1] == "/m/5.gguf" and len(entries) == MAX_CACHE_ENTRIES
+
+
+def test_gossiped_files_are_the_offered_ones_within_the_status_budget() -> None:
+    ids = {"a": CID, "b": content_id_of(b"b"), "dropped": CID}
+    assert files_to_gossip(ids, ["b", "a", "unhashed"]) == {"b": ids["b"], "a": CID}
+    many = {f"{i:0128d}": CID for i in range(64)}
+    files = files_to_gossip(many, list(many))
+    assert 0 < len(files) < 64
+    assert sum(len(m) + len(c.text) + 4 for m, c in files.items()) <= FILES_GOSSIP_BUDGET_BYTES
 
 
 # -- real files ---------------------------------------------------------------------------------------------------
