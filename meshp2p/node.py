@@ -29,6 +29,7 @@ from meshp2p.blackboard_service import BlackboardService, store_path
 from meshp2p.config import BlackboardConfig
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.inference.binaries import LlamaBinaries
+from meshp2p.inference.content_id import ModelFileIds, files_to_gossip
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.llama_server import LOAD_TIMEOUT_S, BackendState, ServerOptions
@@ -45,6 +46,7 @@ from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
 from meshp2p.split import SplitHost
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
+from meshp2p.wire.model_id import ContentId
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
@@ -102,6 +104,8 @@ class Node:
                                  on_port_retired=partial(self.upstream.discard, LOOPBACK_HOST))
         #: Models this node can serve, loaded or not: what it offers the mesh for promotion.
         self.available = {m.id: m for m in config.models}
+        #: Content ids of those models' files (hashed in the background): peers match files, not names.
+        self.file_ids = ModelFileIds()
         #: Models served through the planner: forced (--split) or too big for this node alone (with a mesh).
         self.planned = [m for m in config.models
                         if not config.standby and config.mesh is not None and (config.split or not self.fits(m))]
@@ -170,6 +174,7 @@ class Node:
                     "local": True,
                     "path": str(s.model.path),
                     "size_bytes": s.model.size_bytes,
+                    "content_id": _text_or_none(self.file_ids.ids.get(s.model.id)),
                     "architecture": s.model.architecture,
                     "embeddings": s.model.embeddings,
                     "pid": s.pid,
@@ -257,6 +262,7 @@ class Node:
             region=None if mesh is None else mesh.settings.region,
             rtt_ms=dict(sorted(self.mesh.rtt_ms.items(), key=lambda kv: kv[1])[:64]) if self.mesh else {},
             addrs=tuple(self.overlay.addrs()[:16]) if self.overlay is not None else (),
+            files=files_to_gossip(self.file_ids.ids, tuple(self.available)[:64]),
         )
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -271,6 +277,8 @@ class Node:
     async def _run(self, task_status: TaskStatus[None]) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.file_ids.run, list(self.available.values()),
+                                lambda: self.mesh.announce_now() if self.mesh is not None else None)
             await nursery.start(self.fleet.run)
             if self.overlay is not None and self.mesh is not None:
                 await nursery.start(self.overlay.run)
@@ -343,6 +351,10 @@ def _write_runtime_file(node: Node) -> Path:
     tmp.write_text(json.dumps(info))
     tmp.replace(path)
     return path
+
+
+def _text_or_none(cid: ContentId | None) -> str | None:
+    return None if cid is None else cid.text
 
 
 def _display_host(host: str) -> str:

@@ -2,7 +2,9 @@
 
 App-layer wiring of the planner (mesh/planner.py), the RPC bridge (p2p/rpc_bridge.py) and the fleet:
 
-1. Plan from the gossiped view: workers are peers that have the same model on disk, measured RTT <= 80 ms.
+1. Plan from the gossiped view: workers are peers that have the same model *file* on disk (the same content id in
+   their status `files`, under this model's name or another: protocols/model-id.md), measured RTT <= 80 ms. A peer
+   with a different file under the model's name is left out, and the host logs that once per peer and file.
 2. For each worker, a local loopback port that leads, through `/meshp2p/rpc/1.0.0`, to the worker's
    ggml-rpc-server (started there on first use). The RPC server itself never listens beyond loopback.
 3. llama-server runs on the host with `--rpc` to those ports. The host keeps the first layers and the output
@@ -28,6 +30,8 @@ from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, replan_needed
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p.rpc_bridge import RpcBridgeClient
+from meshp2p.wire.gossip import StatusBody
+from meshp2p.wire.model_id import ContentId
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -40,15 +44,27 @@ PLAN_RETRY_S = 2.0
 NON_SERVING_ROLES = ("client", "bootstrap")
 
 
+def offered_file(status: StatusBody, model_id: str, content_id: ContentId | None) -> tuple[bool, ContentId | None]:
+    """(offers it, which file) for the planner: the file with `content_id` under any name the peer offers, else
+    whatever file the peer has under `model_id` (which the planner then tells apart by its id)."""
+    if content_id is not None and any(cid == content_id and name in status.available
+                                      for name, cid in status.files.items()):
+        return True, content_id
+    return model_id in status.available, status.files.get(model_id)
+
+
 def peer_facts(view: MeshView, model_id: str, rtt_ms: dict[str, float]) -> tuple[PeerFacts, list[PeerFacts]]:
-    """The planner's input from the gossiped view: (this node, the others)."""
+    """The planner's input from the gossiped view: (this node, the others). This node's file for `model_id` is
+    the one its own status names (None until hashed); peers are matched against it."""
+    own = view.peers[view.self_id].status.files.get(model_id)
     facts: dict[str, PeerFacts] = {}
     for peer in view.peers.values():
         status = peer.status
+        has_model, content_id = offered_file(status, model_id, own)
         facts[peer.peer_id] = PeerFacts(
             peer_id=peer.peer_id, capacity_mb=status.vram_mb or status.ram_mb,
             rtt_ms=0.0 if peer.peer_id == view.self_id else rtt_ms.get(peer.peer_id),
-            has_model=model_id in status.available, role=status.role)
+            has_model=has_model, role=status.role, content_id=content_id)
     local = facts.pop(view.self_id)
     return local, list(facts.values())
 
@@ -88,11 +104,15 @@ class SplitHost:
         self.n_layers = read_gguf_header(spec.path).block_count or 0
         self.plan: Plan | None = None
         self.last_error: str | None = None
+        #: Peers that offer this model's name with another file (peer id -> its content id), left out of plans.
+        self.other_files: dict[str, ContentId] = {}
 
     def snapshot(self) -> dict[str, object]:
         """For /api/status: the plan in force (if any) and why there is none."""
         return {
             "model": self.spec.id,
+            "content_id": None if self.plan is None or self.plan.content_id is None else self.plan.content_id.text,
+            "other_files": {peer: cid.text for peer, cid in sorted(self.other_files.items())},
             "plan": None if self.plan is None else [
                 {"peer_id": s.peer_id, "first_layer": s.first_layer, "last_layer": s.last_layer}
                 for s in self.plan.shards],
@@ -101,8 +121,8 @@ class SplitHost:
             "bytes_from_workers": self.bridge.bytes_from_rpc,
         }
 
-    def facts(self) -> ModelFacts:
-        return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers)
+    def facts(self, content_id: ContentId | None) -> ModelFacts:
+        return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers, content_id)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -121,14 +141,29 @@ class SplitHost:
 
     def _plan_now(self) -> Plan | None:
         local, others = peer_facts(self.view, self.spec.id, self.rtt_ms)
+        if local.content_id is None:
+            # Workers are matched by file, and ours is still being hashed (a big file takes a while, once).
+            self.last_error = f"hashing {self.spec.path.name} before planning: peers are matched by file content"
+            return None
+        self._note_other_files(local.content_id, others)
         try:
-            return plan(self.facts(), local, others, force_split=self.force,
+            return plan(self.facts(local.content_id), local, others, force_split=self.force,
                         force_workers=self.force_workers if self.force else None)
         except PlanError as exc:
             if exc.message != self.last_error:
                 log.info("cannot split %s yet: %s", self.spec.id, exc.message)
             self.last_error = exc.message
             return None
+
+    def _note_other_files(self, ours: ContentId, others: list[PeerFacts]) -> None:
+        """Say once per peer and file why a peer that offers this model's name is not used."""
+        now = {p.peer_id: p.content_id for p in others
+               if p.has_model and p.content_id is not None and p.content_id != ours}
+        for peer_id, theirs in now.items():
+            if self.other_files.get(peer_id) != theirs:
+                log.warning("not splitting %s over %s: it offers another file under that name (%s; ours is %s)",
+                            self.spec.id, peer_id, theirs.short, ours.short)
+        self.other_files = now
 
     async def _serve(self, current: Plan) -> None:
         """Run the plan (a solo plan is just llama-server) until a worker is lost, then stop it cleanly."""
@@ -157,4 +192,7 @@ class SplitHost:
                 nursery.cancel_scope.cancel()
 
     async def _bridge_port(self, worker: str, *, task_status: TaskStatus[int]) -> None:
-        await self.bridge.serve_port(ID.from_base58(worker), model=self.spec.id, threads=1, task_status=task_status)
+        # The hello names the file, not just the name: the worker's log says which weights the split is for.
+        cid = self.plan.content_id if self.plan is not None else None
+        await self.bridge.serve_port(ID.from_base58(worker), model=cid.text if cid else self.spec.id, threads=1,
+                                     task_status=task_status)

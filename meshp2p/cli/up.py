@@ -10,7 +10,7 @@ import time
 import trio
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from meshp2p.config import load_config
 from meshp2p.discovery_client import discover_once
@@ -221,8 +221,27 @@ async def _show_progress(node: Node, console: Console) -> None:
         console.print(f"invite: {node.mesh.invite_token()}", soft_wrap=True, highlight=False, markup=False)
     last = {s.model.id: s.state for s in node.router.servers}
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_show_hashing, node, console)
         for server in node.router.servers:
             nursery.start_soon(_log_changes, server, last)
+
+
+async def _show_hashing(node: Node, console: Console) -> None:
+    """A bar per large model file still being hashed for its content id (once per file; then cached)."""
+    hashing = node.file_ids.hashing
+    if not hashing:
+        return
+    with Progress(TextColumn("[bold]hashing[/] {task.description}"), BarColumn(), DownloadColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+        while hashing:
+            for model_id, (done, total) in list(hashing.items()):
+                if model_id not in tasks:
+                    tasks[model_id] = progress.add_task(model_id, total=total)
+                progress.update(tasks[model_id], completed=done)
+            for model_id in [m for m in tasks if m not in hashing]:
+                progress.remove_task(tasks.pop(model_id))
+            await trio.sleep(_REFRESH_S)
 
 
 async def _log_changes(server: LlamaServer, last: dict[str, BackendState]) -> None:

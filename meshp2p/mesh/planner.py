@@ -10,14 +10,18 @@ looks the way it does; every answer is here):
    --max-vram. This node is preferred when it fits. When it does not but another node does, the plan is solo on
    that node (`host` is that peer) and the caller routes requests there instead of splitting: one network hop per
    request is far cheaper than one per layer boundary per token. Such a node must be able to serve (role not in
-   NON_SERVING_ROLES) and hold its own copy of the model; its RTT does not matter here (it is only an API hop).
+   NON_SERVING_ROLES) and hold its own copy of the same file (see rule 2); its RTT does not matter here (it is only
+   an API hop).
    Several such nodes: lowest known RTT first (unknown RTT last), then most capacity, then peer_id.
 2. Otherwise a pipeline. Candidate workers are the peers that
    - are close: a known RTT <= MAX_RTT_MS. Every generated token crosses every shard boundary, so slower peers
      stay API clients; an unknown (unmeasured) RTT counts as too slow, as does a negative or NaN one;
    - can serve: role not in NON_SERVING_ROLES ("client", and "bootstrap", which runs no models);
-   - have the model on disk (`has_model`): each worker loads its layers from its own copy of the GGUF, no weights
-     cross the network;
+   - have the same file on disk: each worker loads its layers from its own copy of the GGUF, no weights cross the
+     network, so the peer must offer the model (`has_model`) *and* its file's content id (`PeerFacts.content_id`,
+     SHA-256 prefix and size, protocols/model-id.md) must equal this node's (`ModelFacts.content_id`). A same-named
+     file that differs (another quantisation, say) would load other weights or none; a peer whose id is not known
+     yet (still hashing, or an older node) is left out until it is. No id on this node's side: no peer matches;
    - have some capacity (capacity_mb > 0).
    They are ranked by RTT, then larger capacity, then peer_id, and added in that order to this node until the
    total capacity >= FIT_HEADROOM x size_mb. The host (the node running llama-server, whose shard comes first) is
@@ -45,7 +49,7 @@ looks the way it does; every answer is here):
    Capacities still set the proportions and the host, the total must still meet the headroom, and a member
    whose share rounds to 0 is replaced by the next candidate. Too few candidates, or none, is a PlanError.
 5. `replan_needed` (asked by the host of a running plan, with its current view of the other peers) is True when
-   - a worker of the plan is gone from the view or can no longer serve as one: it has no copy of the model any
+   - a worker of the plan is gone from the view or can no longer serve as one: it has no copy of the same file any
      more, became a client or bootstrap node, has no capacity, or its RTT is unknown or above KEEP_RTT_MS.
      KEEP_RTT_MS is above MAX_RTT_MS on purpose (hysteresis): a worker near the cap must not reload a whole
      pipeline on every jittery ping;
@@ -65,6 +69,7 @@ from fractions import Fraction
 from typing import Literal
 
 from meshp2p.errors import MeshP2PError
+from meshp2p.wire.model_id import ContentId
 
 #: A node can hold a model when its capacity is at least this multiple of the model's file size (exact: 1.1).
 FIT_HEADROOM = Fraction(11, 10)
@@ -88,6 +93,8 @@ class ModelFacts:
     size_mb: int
     #: Transformer blocks (llama.cpp's n_layer); the output head is not one of them.
     n_layers: int
+    #: This node's file for the model; peers must hold a file with the same id (rule 2). None: not hashed yet.
+    content_id: ContentId | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,11 @@ class PeerFacts:
     capacity_mb: int
     #: Round trip from this node; None when not measured (counts as too slow for a pipeline).
     rtt_ms: float | None
+    #: Offers a model under this model id (any file).
     has_model: bool
     role: str
+    #: Content id of the file it offers under this model id, as it gossips it; None when it gossips none.
+    content_id: ContentId | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,8 @@ class Shard:
 class Plan:
     """Where a model runs. The host's shard is first and the host also holds the output head.
 
-    `model_size_mb` and `forced` are kept so `replan_needed` can tell when the plan could become solo.
+    `model_size_mb`, `forced` and `content_id` are kept so `replan_needed` can check the workers and tell when the
+    plan could become solo.
     """
 
     model_id: str
@@ -128,6 +139,8 @@ class Plan:
     shards: tuple[Shard, ...]
     model_size_mb: int
     forced: bool = False
+    #: The host's file: workers (and a later solo host) must hold the same one.
+    content_id: ContentId | None = None
 
     @property
     def workers(self) -> tuple[str, ...]:
@@ -153,29 +166,34 @@ def _known_rtt(peer: PeerFacts) -> float | None:
     return rtt if rtt is not None and math.isfinite(rtt) and rtt >= 0 else None
 
 
-def _can_serve(peer: PeerFacts) -> bool:
-    return peer.role not in NON_SERVING_ROLES and peer.has_model and peer.capacity_mb > 0
+def has_same_file(peer: PeerFacts, content_id: ContentId | None) -> bool:
+    """Does the peer offer the model with exactly this file (rule 2)? A name alone is not enough."""
+    return peer.has_model and content_id is not None and peer.content_id == content_id
 
 
-def can_host_solo(peer: PeerFacts, size_mb: int) -> bool:
-    """Could this peer serve a model of `size_mb` alone (rule 1)? Its RTT does not matter."""
-    return _can_serve(peer) and _fits(peer.capacity_mb, size_mb)
+def _can_serve(peer: PeerFacts, content_id: ContentId | None) -> bool:
+    return peer.role not in NON_SERVING_ROLES and has_same_file(peer, content_id) and peer.capacity_mb > 0
 
 
-def is_candidate_worker(peer: PeerFacts, *, max_rtt_ms: float = MAX_RTT_MS) -> bool:
-    """May this peer hold layers of a pipeline (rule 2)? An unknown RTT counts as too slow."""
+def can_host_solo(peer: PeerFacts, size_mb: int, content_id: ContentId | None) -> bool:
+    """Could this peer serve the model (`size_mb`, this file) alone (rule 1)? Its RTT does not matter."""
+    return _can_serve(peer, content_id) and _fits(peer.capacity_mb, size_mb)
+
+
+def is_candidate_worker(peer: PeerFacts, content_id: ContentId | None, *, max_rtt_ms: float = MAX_RTT_MS) -> bool:
+    """May this peer hold layers of a pipeline of this file (rule 2)? An unknown RTT counts as too slow."""
     rtt = _known_rtt(peer)
-    return _can_serve(peer) and rtt is not None and rtt <= max_rtt_ms
+    return _can_serve(peer, content_id) and rtt is not None and rtt <= max_rtt_ms
 
 
-def rank_workers(peers: Sequence[PeerFacts]) -> list[PeerFacts]:
+def rank_workers(peers: Sequence[PeerFacts], content_id: ContentId | None) -> list[PeerFacts]:
     """Candidate workers in the order they join a pipeline: lowest RTT, then larger capacity, then peer_id."""
 
     def key(peer: PeerFacts) -> tuple[float, int, str]:
         rtt = _known_rtt(peer)
         return (math.inf if rtt is None else rtt, -peer.capacity_mb, peer.peer_id)
 
-    return sorted((p for p in peers if is_candidate_worker(p)), key=key)
+    return sorted((p for p in peers if is_candidate_worker(p, content_id)), key=key)
 
 
 def split_layers(n_layers: int, capacities_mb: Sequence[int]) -> tuple[int, ...]:
@@ -211,7 +229,7 @@ def _shards(n_layers: int, members: Sequence[PeerFacts], counts: Sequence[int]) 
 
 def _solo(model: ModelFacts, host: PeerFacts) -> Plan:
     return Plan(model.model_id, host.peer_id, "solo", (Shard(host.peer_id, 0, model.n_layers - 1, 1.0),),
-                model_size_mb=model.size_mb)
+                model_size_mb=model.size_mb, content_id=model.content_id)
 
 
 def _solo_elsewhere(model: ModelFacts, peers: Sequence[PeerFacts]) -> PeerFacts | None:
@@ -219,22 +237,34 @@ def _solo_elsewhere(model: ModelFacts, peers: Sequence[PeerFacts]) -> PeerFacts 
         rtt = _known_rtt(peer)
         return (rtt is None, rtt or 0.0, -peer.capacity_mb, peer.peer_id)
 
-    return min((p for p in peers if can_host_solo(p, model.size_mb)), key=key, default=None)
+    return min((p for p in peers if can_host_solo(p, model.size_mb, model.content_id)), key=key, default=None)
 
 
-def _skipped_reasons(peers: Sequence[PeerFacts]) -> str:
+def skip_reason(peer: PeerFacts, content_id: ContentId | None) -> str | None:
+    """Why a peer is not a candidate worker ("with another file under that name", ...), or None if it is one."""
+    if peer.role in NON_SERVING_ROLES:
+        return f"{peer.role}s"
+    if not peer.has_model:
+        return "without the model"
+    if content_id is None:
+        return "unmatched while this node's file is not hashed yet"
+    if peer.content_id is None:
+        return "whose file is not hashed yet"
+    if peer.content_id != content_id:
+        return "with another file under that name"
+    if peer.capacity_mb <= 0:
+        return "without capacity"
+    if not is_candidate_worker(peer, content_id):
+        return f"slower than {MAX_RTT_MS:g} ms or unmeasured"
+    return None
+
+
+def _skipped_reasons(peers: Sequence[PeerFacts], content_id: ContentId | None) -> str:
     """Why peers are not candidate workers, for error messages ("3 slower than 80 ms or unmeasured, ...")."""
     reasons: dict[str, int] = {}
     for peer in peers:
-        if peer.role in NON_SERVING_ROLES:
-            reason = f"{peer.role}s"
-        elif not peer.has_model:
-            reason = "without the model"
-        elif peer.capacity_mb <= 0:
-            reason = "without capacity"
-        elif not is_candidate_worker(peer):
-            reason = f"slower than {MAX_RTT_MS:g} ms or unmeasured"
-        else:
+        reason = skip_reason(peer, content_id)
+        if reason is None:
             continue
         reasons[reason] = reasons.get(reason, 0) + 1
     return ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
@@ -253,7 +283,7 @@ def _shortfall(model: ModelFacts, local: PeerFacts, members: Sequence[PeerFacts]
     need = needed_mb(model.size_mb)
     have = sum(max(0, m.capacity_mb) for m in members)
     notes = []
-    skipped = _skipped_reasons(peers)
+    skipped = _skipped_reasons(peers, model.content_id)
     if skipped:
         notes.append(f"left out: {skipped}")
     if dropped:
@@ -263,8 +293,8 @@ def _shortfall(model: ModelFacts, local: PeerFacts, members: Sequence[PeerFacts]
         f"{model.model_id} ({model.size_mb} MB) needs {need} MB ({float(FIT_HEADROOM):g} x its size); "
         f"{_who(members, local)} {'has' if len(members) == 1 else 'have'} {have} MB: "
         f"{need - have} MB missing{detail}",
-        hint=f"add nodes that have the model within {MAX_RTT_MS:g} ms of this one, use a smaller quantisation, "
-             "or raise --max-vram on nodes with memory to spare",
+        hint=f"add nodes that have the same model file within {MAX_RTT_MS:g} ms of this one, use a smaller "
+             "quantisation, or raise --max-vram on nodes with memory to spare",
     )
 
 
@@ -277,17 +307,17 @@ def _members(model: ModelFacts, local: PeerFacts, ranked: Sequence[PeerFacts], p
         if force_workers is None:
             members = base + eligible
             if len(members) < 2:
-                skipped = _skipped_reasons(peers)
+                skipped = _skipped_reasons(peers, model.content_id)
                 raise PlanError(f"cannot split {model.model_id}: no peer can be a worker"
                                 f"{f' (left out: {skipped})' if skipped else ''}",
-                                hint="a worker needs its own copy of the model, a serving role and an RTT "
+                                hint="a worker needs its own copy of the same model file, a serving role and an RTT "
                                      f"within {MAX_RTT_MS:g} ms of this node")
         else:
             wanted = force_workers + 1 - len(base)
             if len(eligible) < wanted:
                 raise PlanError(f"--split {force_workers} needs {force_workers} workers for {model.model_id} but "
                                 f"only {max(0, len(base) + len(eligible) - 1)} can hold layers",
-                                hint="split over fewer workers, or add nodes that have the model (within "
+                                hint="split over fewer workers, or add nodes that have the same model file (within "
                                      f"{MAX_RTT_MS:g} ms of this one)")
             members = base + eligible[:wanted]
         if sum(max(0, m.capacity_mb) for m in members) < needed_mb(model.size_mb):
@@ -307,7 +337,7 @@ def _members(model: ModelFacts, local: PeerFacts, ranked: Sequence[PeerFacts], p
 
 def _pipeline(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts], *, force_split: bool,
               force_workers: int | None) -> Plan:
-    ranked = rank_workers(peers)
+    ranked = rank_workers(peers, model.content_id)
     dropped: set[str] = set()
     while True:
         members = _members(model, local, ranked, peers, dropped, force_split=force_split,
@@ -319,7 +349,7 @@ def _pipeline(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts], *
         empty = [m for m, n in zip(ordered, counts, strict=True) if n == 0]
         if not empty:
             return Plan(model.model_id, host.peer_id, "pipeline", _shards(model.n_layers, ordered, counts),
-                        model_size_mb=model.size_mb, forced=force_split)
+                        model_size_mb=model.size_mb, forced=force_split, content_id=model.content_id)
         dropped.add(empty[-1].peer_id)
 
 
@@ -354,8 +384,8 @@ def replan_needed(old: Plan, peers_now: Mapping[str, PeerFacts]) -> bool:
     """Should the host of `old` plan again, given its current view of the other peers (rule 5)?"""
     for worker in old.workers:
         peer = peers_now.get(worker)
-        if peer is None or not is_candidate_worker(peer, max_rtt_ms=KEEP_RTT_MS):
+        if peer is None or not is_candidate_worker(peer, old.content_id, max_rtt_ms=KEEP_RTT_MS):
             return True
     if old.kind != "pipeline" or old.forced:
         return False
-    return any(can_host_solo(p, old.model_size_mb) for p in peers_now.values())
+    return any(can_host_solo(p, old.model_size_mb, old.content_id) for p in peers_now.values())

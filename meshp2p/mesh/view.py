@@ -107,6 +107,7 @@ class MeshView:
                     "gpu": v.status.gpu,
                     "loaded": list(v.status.loaded),
                     "available": list(v.status.available),
+                    "files": {model: cid.text for model, cid in v.status.files.items()},
                     "load": v.status.load,
                     "version": v.status.version,
                     "last_seen_s": round(now - v.last_seen, 2),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -52,6 +52,7 @@ from meshp2p.wire.mesh_id import (
     parse_mesh_id_hex,
     private_mesh_id,
 )
+from meshp2p.wire.model_id import ContentId, parse_content_id
 
 GOSSIP_DOMAIN = b"meshp2p/gossip/v1\x00"
 GOSSIP_KEY_INFO = b"meshp2p/gossip-key/v1"
@@ -114,6 +115,9 @@ class StatusBody:
     addrs: tuple[str, ...] = ()
     #: Models this node is loading now (promotion in progress). Added within v1, optional to readers.
     loading: tuple[str, ...] = ()
+    #: Content id of the file behind each model id offered (available or loaded) and hashed so far, so that peers
+    #: match files, not names (protocols/model-id.md). Added within v1, optional to readers.
+    files: dict[str, ContentId] = field(default_factory=dict)
 
 
 def topic_name(mesh_id: bytes, name: str) -> str:
@@ -256,6 +260,7 @@ def status_to_body(status: StatusBody) -> dict[str, Any]:
         "rtt_ms": {peer: float(rtt) for peer, rtt in status.rtt_ms.items()},
         "addrs": list(status.addrs),
         "loading": list(status.loading),
+        "files": {model: cid.text for model, cid in status.files.items()},
     }
 
 
@@ -270,6 +275,9 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
     rtt = get_map(body, "rtt_ms")
     if len(rtt) > MAX_RTT_ENTRIES:
         raise WireError("malformed", f"rtt_ms has {len(rtt)} entries > {MAX_RTT_ENTRIES}")
+    files = get_map(body, "files") if "files" in body else {}
+    if len(files) > MAX_LIST_ITEMS:
+        raise WireError("malformed", f"files has {len(files)} entries > {MAX_LIST_ITEMS}")
     return StatusBody(
         role=role,
         ram_mb=get_int(body, "ram_mb"),
@@ -289,6 +297,10 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
         if "addrs" in body else (),
         loading=get_text_list(body, "loading", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS)
         if "loading" in body else (),
+        files={
+            check_text(model, "files", min_chars=1, max_chars=MAX_TEXT_CHARS): parse_content_id(cid)
+            for model, cid in files.items()
+        },
     )
 
 
@@ -339,6 +351,6 @@ class ReplayGuard:
 
 
 #: Keys every status body must carry; those added later within v1 are optional.
-_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading"})
+_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files"})
 _STATUS_KEYS = frozenset(status_to_body(StatusBody("host", 0, 0, None, (), (), 0.0, None, "", None, {}))) - (
     _OPTIONAL_STATUS_KEYS)

@@ -381,6 +381,10 @@ STATUS_BODY: dict[str, Any] = {
     "rtt_ms": {B.peer_id: 12.25},
     "addrs": [f"/ip4/192.0.2.1/tcp/4001/p2p/{A.peer_id}"],
     "loading": [],
+    "files": {
+        "unsloth/gemma-3-270m-it-GGUF:Q4_K_M": "sha256_128:a5fd3b6200112233445566778899aabb:253113024",
+        "Qwen/Qwen3-8B-GGUF:Q4_K_M": "sha256_128:0123456789abcdef0123456789abcdef:5027783488",
+    },
 }
 DEMAND_BODY: dict[str, Any] = {"rates": {"unsloth/gemma-3-270m-it-GGUF:Q4_K_M": 0.5}, "ttl_s": 60}
 SEQ = 1_749_999_990_000
@@ -506,6 +510,12 @@ def gossip_vectors() -> dict[str, Any]:
         ("missing_version", {"version": None}),
         ("rtt_as_int", {"rtt_ms": {B.peer_id: 12}}),
         ("too_many_rtts", {"rtt_ms": {f"peer{i}": 1.0 for i in range(65)}}),
+        ("files_not_a_map", {"files": ["sha256_128:a5fd3b6200112233445566778899aabb:253113024"]}),
+        ("file_id_uppercase", {"files": {"m": "sha256_128:A5FD3B6200112233445566778899AABB:253113024"}}),
+        ("file_id_short_digest", {"files": {"m": "sha256_128:a5fd3b62:253113024"}}),
+        ("file_id_as_int", {"files": {"m": 16}}),
+        ("file_empty_model_id", {"files": {"": "sha256_128:a5fd3b6200112233445566778899aabb:253113024"}}),
+        ("too_many_files", {"files": {f"m{i}": f"sha256_128:{i:032x}:{i}" for i in range(65)}}),
     ):
         body = {k: v for k, v in {**STATUS_BODY, **changes}.items() if v is not None or k in ("gpu", "region")}
         expect("malformed", lambda body=body: gossip.status_from_body(body), name)

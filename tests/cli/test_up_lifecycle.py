@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import httpx
-from conftest import pid_alive, port_is_free
+from conftest import pid_alive, port_is_free, wait_for
+
+from meshp2p.wire.model_id import content_id_of
 
 
 def run_meshp2p(*args: str, home, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -82,6 +84,11 @@ def test_drop_stops_one_model_and_keeps_the_rest(node_factory, tiny_models, llam
     listed = httpx.get(node.base_url + "/models", timeout=10).json()["data"]
     assert [m["id"] for m in listed] == ["tiny-dense"]
     assert after["mesh"]["peers"][0]["available"] == ["tiny-dense"]
+    # Each model's file is known by its content id (hashed in the background), and only offered ones are gossiped.
+    dense_id = content_id_of(tiny_models.dense.read_bytes()).text
+    wait_for(lambda: node.status()["models"][0]["content_id"] == dense_id
+             and node.status()["mesh"]["peers"][0]["files"] == {"tiny-dense": dense_id}, 10,
+             "the node to show and gossip the content id of tiny-dense only")
 
     r = run_meshp2p("drop", "tiny-other", home=node.home)
     assert r.returncode == 1

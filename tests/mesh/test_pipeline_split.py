@@ -1,14 +1,18 @@
 """A dense model split by layers over three nodes (`--split`), end to end on loopback with real processes:
-the same tokens as solo at temperature 0, RPC traffic only through the authenticated tunnel, and a clean
-re-plan when a worker dies."""
+the same tokens as solo at temperature 0, RPC traffic only through the authenticated tunnel, workers matched by
+their file's content id (not its name), and a clean re-plan when a worker dies."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import httpx
 from conftest import pid_alive, wait_for
+from make_tiny_gguf import write_tiny_gguf
+
+from meshp2p.wire.model_id import content_id_of
 
 SPLIT_TIMEOUT_S = 90.0
 PROMPT = {"prompt": "Once upon a time", "max_tokens": 32, "temperature": 0, "cache_prompt": False}
@@ -24,15 +28,30 @@ def split_of(node) -> dict:
     return node.status()["splits"][0]
 
 
-def test_forced_split_gives_solo_tokens_and_replans_when_a_worker_dies(node_factory, tiny_models, bootstrap):
+def test_forced_split_gives_solo_tokens_and_replans_when_a_worker_dies(node_factory, tiny_models, bootstrap,
+                                                                       tmp_path):
     solo = node_factory("--solo", "--model", str(tiny_models.dense), "--threads", "1", name="solo")
     solo.wait_ready()
     expected = complete(solo)
 
+    # Workers are matched by file, not by name: w2 has the same file under another name and takes part; the
+    # impostor has another file under the same name and never does, not even when a worker is lost.
+    renamed = tmp_path / "renamed" / "tiny-dense-copy.gguf"
+    impostor_file = tmp_path / "other-quant" / "tiny-dense.gguf"
+    renamed.parent.mkdir()
+    impostor_file.parent.mkdir()
+    shutil.copyfile(tiny_models.dense, renamed)
+    write_tiny_gguf(impostor_file, "dense", seed=7)
+    ours = content_id_of(tiny_models.dense.read_bytes())
+    assert content_id_of(impostor_file.read_bytes()) != ours
+
     mesh = ("--mesh-name", "split-test", "--bootstrap", bootstrap.addr, "--threads", "1")
-    workers = [node_factory("--standby", "--model", str(tiny_models.dense), *mesh, name=f"w{i}") for i in (1, 2)]
-    for worker in workers:
-        worker.wait_ready()
+    workers = [node_factory("--standby", "--model", str(path), *mesh, name=f"w{i}")
+               for i, path in ((1, tiny_models.dense), (2, renamed))]
+    impostor = node_factory("--standby", "--model", str(impostor_file), *mesh, name="impostor")
+    for node in (*workers, impostor):
+        node.wait_ready()
+    impostor_id = impostor.status()["mesh"]["peer_id"]
     host = node_factory("--split", "--model", str(tiny_models.dense), *mesh, name="host")
     host.wait_ready()  # the API is up; the split itself comes once the workers are measured
     wait_for(lambda: host.status()["models"] and host.status()["models"][0]["state"] == "ready"
@@ -41,7 +60,18 @@ def test_forced_split_gives_solo_tokens_and_replans_when_a_worker_dies(node_fact
     plan = split_of(host)["plan"]
     assert plan[0]["peer_id"] == host.status()["mesh"]["peer_id"] and plan[0]["first_layer"] == 0
     assert sorted(s["peer_id"] for s in plan[1:]) == sorted(w.status()["mesh"]["peer_id"] for w in workers)
+    assert host.status()["models"][0]["content_id"] == split_of(host)["content_id"] == ours.text
     assert complete(host) == expected
+
+    # The host saw the impostor, measured it, and left it out for its file; the impostor's RPC server saw nothing.
+    def impostor_seen() -> bool:
+        peers = {p["peer_id"]: p for p in host.status()["mesh"]["peers"]}
+        return impostor_id in peers and peers[impostor_id]["rtt_ms"] is not None \
+            and impostor_id in split_of(host)["other_files"]
+    wait_for(impostor_seen, SPLIT_TIMEOUT_S, "the host to measure the impostor and note its other file")
+    assert split_of(host)["other_files"][impostor_id] == content_id_of(impostor_file.read_bytes()).text
+    assert "offers another file under that name" in " ".join(host.output().split())  # rich wraps long lines
+    assert impostor.status()["rpc_worker"]["connections"] == 0
 
     # Weights and activations reached the workers only through /meshp2p/rpc/1.0.0.
     crossed = [w.status()["rpc_worker"] for w in workers]
@@ -62,12 +92,12 @@ def test_forced_split_gives_solo_tokens_and_replans_when_a_worker_dies(node_fact
 
     wait_for(replanned, SPLIT_TIMEOUT_S, "the host to plan again without the dead worker")
     assert len(split_of(host)["plan"]) == 2
+    assert impostor_id not in {s["peer_id"] for s in split_of(host)["plan"]}
     assert complete(host) == expected
+    assert impostor.status()["rpc_worker"]["connections"] == 0
 
 
 def test_a_model_too_big_for_every_node_is_split_without_being_asked(node_factory, bootstrap, tmp_path):
-    from make_tiny_gguf import write_tiny_gguf
-
     # ~40 MB of weights; every node offers 20 MB (--max-vram 0.02 GB caps RAM on a CPU node): no node fits it
     # (1.1 x size), the host and one worker do not either, the host and two workers do.
     model = write_tiny_gguf(tmp_path / "wide.gguf", "dense", embd=512, ff=1024, heads=8, kv_heads=4, seed=5)

@@ -25,15 +25,24 @@ from meshp2p.mesh.planner import (
     plan,
     rank_workers,
     replan_needed,
+    skip_reason,
     split_layers,
 )
+from meshp2p.wire.model_id import ContentId, content_id_of
 
-MODEL = ModelFacts("big-model", size_mb=10_000, n_layers=32)
+FILE = content_id_of(b"big-model Q4_K_M")
+#: Another file under the same model id (another quantisation, say).
+OTHER_FILE = content_id_of(b"big-model Q8_0")
+MODEL = ModelFacts("big-model", size_mb=10_000, n_layers=32, content_id=FILE)
+SAME = object()
 
 
 def peer(peer_id: str, capacity_mb: int, rtt_ms: float | None = 10.0, *, has_model: bool = True,
-         role: str = "host") -> PeerFacts:
-    return PeerFacts(peer_id, capacity_mb, rtt_ms, has_model, role)
+         role: str = "host", file: ContentId | object | None = SAME) -> PeerFacts:
+    """A peer that, by default, offers the model with the very file this node has."""
+    content_id = (FILE if has_model else None) if file is SAME else file
+    assert content_id is None or isinstance(content_id, ContentId)
+    return PeerFacts(peer_id, capacity_mb, rtt_ms, has_model, role, content_id)
 
 
 def me(capacity_mb: int) -> PeerFacts:
@@ -115,12 +124,12 @@ def test_solo_elsewhere_needs_a_copy_and_a_serving_role() -> None:
 
 
 def test_rtt_cap_is_inclusive_and_unknown_rtt_is_too_slow() -> None:
-    assert is_candidate_worker(peer("a", 1, MAX_RTT_MS))
-    assert not is_candidate_worker(peer("a", 1, MAX_RTT_MS + 0.1))
-    assert not is_candidate_worker(peer("a", 1, None))
-    assert not is_candidate_worker(peer("a", 1, float("nan")))
-    assert not is_candidate_worker(peer("a", 1, -1.0))
-    assert not is_candidate_worker(peer("a", 0, 1.0))
+    assert is_candidate_worker(peer("a", 1, MAX_RTT_MS), FILE)
+    assert not is_candidate_worker(peer("a", 1, MAX_RTT_MS + 0.1), FILE)
+    assert not is_candidate_worker(peer("a", 1, None), FILE)
+    assert not is_candidate_worker(peer("a", 1, float("nan")), FILE)
+    assert not is_candidate_worker(peer("a", 1, -1.0), FILE)
+    assert not is_candidate_worker(peer("a", 0, 1.0), FILE)
 
 
 def test_slow_and_unmeasured_peers_stay_out() -> None:
@@ -133,7 +142,7 @@ def test_slow_and_unmeasured_peers_stay_out() -> None:
 def test_workers_ranked_by_rtt_then_capacity_then_id() -> None:
     peers = [peer("c", 1_000, 30.0), peer("b", 1_000, 10.0), peer("a", 1_000, 10.0), peer("d", 3_000, 10.0),
              peer("slow", 9_000, 90.0)]
-    assert [p.peer_id for p in rank_workers(peers)] == ["d", "a", "b", "c"]
+    assert [p.peer_id for p in rank_workers(peers, FILE)] == ["d", "a", "b", "c"]
 
 
 def test_workers_added_in_rank_order_until_capacity_suffices() -> None:
@@ -184,6 +193,35 @@ def test_peers_without_the_model_or_serving_role_are_not_workers() -> None:
     assert p.workers == ("standby",)
 
 
+def test_only_peers_with_the_same_file_are_workers_not_merely_the_same_name() -> None:
+    peers = [peer("other-quant", 9_000, 1.0, file=OTHER_FILE), peer("hashing", 9_000, 1.0, file=None),
+             peer("same", 3_000, 50.0)]
+    p = plan(MODEL, me(8_000), peers)
+    assert p.workers == ("same",) and p.content_id == FILE
+    assert [skip_reason(q, FILE) for q in peers] == [
+        "with another file under that name", "whose file is not hashed yet", None]
+    with pytest.raises(PlanError) as info:
+        plan(MODEL, me(8_000), peers[:2])
+    assert "1 with another file under that name" in info.value.message
+    assert "1 whose file is not hashed yet" in info.value.message
+    with pytest.raises(PlanError, match="no peer can be a worker"):
+        plan(MODEL, me(20_000), peers[:2], force_split=True)
+
+
+def test_a_peer_with_another_file_is_no_solo_host_either() -> None:
+    p = plan(MODEL, me(8_000), [peer("huge-other", 90_000, 1.0, file=OTHER_FILE), peer("w", 4_000, 5.0)])
+    assert p.kind == "pipeline" and p.workers == ("w",)
+    assert plan(MODEL, me(8_000), [peer("huge", 90_000, 1.0)]).host == "huge"
+
+
+def test_without_its_own_file_id_this_node_matches_no_peer() -> None:
+    unhashed = dataclasses.replace(MODEL, content_id=None)
+    assert plan(unhashed, me(12_000), [peer("w", 4_000, 5.0)]).host == "me"
+    with pytest.raises(PlanError, match="not hashed yet"):
+        plan(unhashed, me(8_000), [peer("w", 4_000, 5.0)])
+    assert not is_candidate_worker(peer("w", 4_000, 5.0, file=None), None)
+
+
 # -- rule 3: layers -----------------------------------------------------------------------------------
 
 
@@ -201,20 +239,20 @@ def test_split_layers_by_largest_remainder(n_layers: int, capacities: list[int],
 
 
 def test_eighteen_layers_over_4_2_2() -> None:
-    model = ModelFacts("gemma", size_mb=6_000, n_layers=18)
+    model = ModelFacts("gemma", size_mb=6_000, n_layers=18, content_id=FILE)
     p = plan(model, me(4_000), [peer("w1", 2_000, 10.0), peer("w2", 2_000, 20.0)])
     assert ranges(p) == [("me", 0, 8), ("w1", 9, 13), ("w2", 14, 17)]
     assert p.tensor_split() == pytest.approx((9 / 18, 5 / 18, 4 / 18))
 
 
 def test_remote_host_takes_the_tied_layer() -> None:
-    model = ModelFacts("gemma", size_mb=6_000, n_layers=18)
+    model = ModelFacts("gemma", size_mb=6_000, n_layers=18, content_id=FILE)
     p = plan(model, me(2_000), [peer("a", 6_000, 5.0)])
     assert ranges(p) == [("a", 0, 13), ("me", 14, 17)]
 
 
 def test_worker_whose_share_rounds_to_zero_is_dropped_and_replaced() -> None:
-    model = ModelFacts("tiny", size_mb=10_000, n_layers=3)
+    model = ModelFacts("tiny", size_mb=10_000, n_layers=3, content_id=FILE)
     # me + tiny reach 11 000 but tiny's share of 3 layers is 0.27: it is dropped and "next" joins instead.
     peers = [peer("tiny", 1_000, 1.0), peer("next", 5_000, 2.0)]
     p = plan(model, me(10_000), peers)
@@ -222,13 +260,13 @@ def test_worker_whose_share_rounds_to_zero_is_dropped_and_replaced() -> None:
 
 
 def test_dropping_a_zero_share_worker_can_leave_too_little() -> None:
-    model = ModelFacts("tiny", size_mb=10_000, n_layers=3)
+    model = ModelFacts("tiny", size_mb=10_000, n_layers=3, content_id=FILE)
     with pytest.raises(PlanError, match="too small for a whole one of its 3 layers"):
         plan(model, me(10_000), [peer("tiny", 1_000, 1.0)])
 
 
 def test_one_layer_model_cannot_be_split() -> None:
-    model = ModelFacts("one", size_mb=10_000, n_layers=1)
+    model = ModelFacts("one", size_mb=10_000, n_layers=1, content_id=FILE)
     with pytest.raises(PlanError):
         plan(model, me(6_000), [peer("a", 6_000, 1.0)])
 
@@ -251,6 +289,7 @@ peer_strategy = st.builds(
     rtt_ms=st.none() | st.floats(0, 200),
     has_model=st.booleans(),
     role=st.sampled_from(["host", "worker", "standby", "client", "bootstrap"]),
+    content_id=st.sampled_from([FILE, OTHER_FILE, None]),
 )
 
 
@@ -258,8 +297,8 @@ peer_strategy = st.builds(
        st.booleans(), st.none() | st.integers(1, 4))
 def test_any_plan_is_well_formed(n_layers: int, size_mb: int, local_mb: int, peers: list[PeerFacts],
                                  force_split: bool, force_workers: int | None) -> None:
-    model = ModelFacts("m", size_mb, n_layers)
-    local = PeerFacts("me", local_mb, None, True, "host")
+    model = ModelFacts("m", size_mb, n_layers, FILE)
+    local = PeerFacts("me", local_mb, None, True, "host", FILE)
     try:
         p = plan(model, local, peers, force_split=force_split,
                  force_workers=force_workers if force_split else None)
@@ -271,16 +310,19 @@ def test_any_plan_is_well_formed(n_layers: int, size_mb: int, local_mb: int, pee
     members = [by_id[s.peer_id] for s in p.shards]
     assert sum(m.capacity_mb for m in members) >= needed_mb(size_mb)
     assert by_id[p.host].capacity_mb == max(m.capacity_mb for m in members)
+    assert p.content_id == FILE
     if p.kind == "solo":
         assert not force_split
+        assert members[0].content_id == FILE
         assert len(p.shards) == 1
     else:
-        assert all(is_candidate_worker(m) for m in members if m.peer_id != "me")
+        assert all(is_candidate_worker(m, FILE) for m in members if m.peer_id != "me")
+        assert all(m.content_id == FILE and m.has_model for m in members)
         if force_split and force_workers is not None:
             assert len(p.workers) == force_workers
         if not force_split:
             assert local_mb < needed_mb(size_mb)
-            assert not any(can_host_solo(q, size_mb) for q in by_id.values() if q.peer_id != "me")
+            assert not any(can_host_solo(q, size_mb, FILE) for q in by_id.values() if q.peer_id != "me")
 
 
 # -- rule 4: force_split ------------------------------------------------------------------------------
@@ -305,7 +347,7 @@ def test_force_split_over_exactly_n_workers() -> None:
 
 
 def test_force_split_replaces_a_zero_share_worker_to_keep_n() -> None:
-    model = ModelFacts("tiny", size_mb=1_000, n_layers=4)
+    model = ModelFacts("tiny", size_mb=1_000, n_layers=4, content_id=FILE)
     p = plan(model, me(16_000), [peer("crumb", 100, 1.0), peer("w", 8_000, 2.0)], force_split=True,
              force_workers=1)
     assert ranges(p) == [("me", 0, 2), ("w", 3, 3)]
@@ -391,7 +433,7 @@ def test_replan_when_a_worker_leaves() -> None:
 
 @pytest.mark.parametrize("change", [
     {"has_model": False}, {"role": "client"}, {"role": "bootstrap"}, {"capacity_mb": 0}, {"rtt_ms": None},
-    {"rtt_ms": KEEP_RTT_MS + 1},
+    {"rtt_ms": KEEP_RTT_MS + 1}, {"content_id": OTHER_FILE}, {"content_id": None},
 ])
 def test_replan_when_a_worker_can_no_longer_serve(change: dict[str, object]) -> None:
     p, peers = pipeline_plan()
@@ -414,6 +456,8 @@ def test_replan_when_one_node_now_fits_the_model() -> None:
     peers["new"] = peer("new", 10_999, 1.0)
     assert not replan_needed(p, peers)
     peers["new"] = peer("new", 50_000, 1.0, has_model=False)
+    assert not replan_needed(p, peers)
+    peers["new"] = peer("new", 50_000, 1.0, file=OTHER_FILE)
     assert not replan_needed(p, peers)
 
 
@@ -446,6 +490,6 @@ def test_solo_plan_replans_only_on_nothing() -> None:
 
 def test_plan_is_plain_frozen_data() -> None:
     p = plan(MODEL, me(12_000), [])
-    assert p == Plan("big-model", "me", "solo", (Shard("me", 0, 31, 1.0),), model_size_mb=10_000)
+    assert p == Plan("big-model", "me", "solo", (Shard("me", 0, 31, 1.0),), model_size_mb=10_000, content_id=FILE)
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.host = "x"  # type: ignore[misc]

@@ -28,6 +28,7 @@ from meshp2p.wire.gossip import (
     parse_topic,
 )
 from meshp2p.wire.identity import sign_object
+from meshp2p.wire.model_id import parse_content_id
 
 from .helpers import expect_reason, flip_bit, identity, ids, load_vectors, maps_with_keys, only_wire_errors
 
@@ -53,7 +54,9 @@ def decode_case(case: dict[str, Any], data: bytes | None = None, **changes: Any)
 
 
 def status(body: dict[str, Any]) -> StatusBody:
-    return StatusBody(**{k: tuple(v) if isinstance(v, list) else v for k, v in body.items()})
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in body.items()}
+    fields["files"] = {model: parse_content_id(text) for model, text in body.get("files", {}).items()}
+    return StatusBody(**fields)
 
 
 def test_topics_and_keys() -> None:
@@ -102,9 +105,10 @@ def test_status_body_round_trip() -> None:
     assert status_from_body({**body, "added_later": [1, 2]}) == status(body)
     whole = status({**body, "load": 2, "rtt_ms": {B.peer_id: 3}})
     assert status_from_body(status_to_body(whole)).load == 2.0
-    # `addrs` was added within v1: a body from a node that does not send it is still read.
-    older = status_from_body({k: v for k, v in body.items() if k not in ("addrs", "loading")})
-    assert (older.addrs, older.loading) == ((), ())
+    # `addrs`, `loading` and `files` were added within v1: a body from a node that does not send them is still read.
+    older = status_from_body({k: v for k, v in body.items() if k not in ("addrs", "loading", "files")})
+    assert (older.addrs, older.loading, older.files) == ((), (), {})
+    assert status_from_body(body).files["Qwen/Qwen3-8B-GGUF:Q4_K_M"].size == 5_027_783_488
 
 
 @pytest.mark.parametrize("case", V["status_invalid"], ids=ids(V["status_invalid"]))

@@ -1,0 +1,40 @@
+"""The planner's input from the gossiped view: peers are matched by the content id of their files, not by name."""
+
+from __future__ import annotations
+
+from meshp2p.mesh.planner import ModelFacts, plan
+from meshp2p.mesh.view import MeshView
+from meshp2p.split import offered_file, peer_facts
+from meshp2p.wire.gossip import StatusBody
+from meshp2p.wire.model_id import content_id_of
+
+OURS = content_id_of(b"llama Q4_K_M")
+THEIRS = content_id_of(b"llama Q8_0")
+
+
+def status(available: tuple[str, ...], files: dict[str, bytes] | None = None, ram_mb: int = 4_000) -> StatusBody:
+    return StatusBody(role="standby", ram_mb=ram_mb, vram_mb=0, gpu=None, loaded=(), available=available, load=0.0,
+                      api_port=None, version="test", region=None, rtt_ms={},
+                      files={m: content_id_of(data) for m, data in (files or {}).items()})
+
+
+def test_a_peer_offers_a_file_by_its_content_under_any_name() -> None:
+    assert offered_file(status(("llama",), {"llama": b"llama Q4_K_M"}), "llama", OURS) == (True, OURS)
+    assert offered_file(status(("renamed",), {"renamed": b"llama Q4_K_M"}), "llama", OURS) == (True, OURS)
+    assert offered_file(status(("llama",), {"llama": b"llama Q8_0"}), "llama", OURS) == (True, THEIRS)
+    assert offered_file(status(("llama",)), "llama", OURS) == (True, None)  # not hashed yet, or an older node
+    assert offered_file(status(()), "llama", OURS) == (False, None)
+    # A file listed for a model the peer no longer offers does not count.
+    assert offered_file(status((), {"renamed": b"llama Q4_K_M"}), "llama", OURS) == (False, None)
+
+
+def test_peer_facts_plan_over_the_same_file_only() -> None:
+    view = MeshView(bytes(16), "me")
+    view.update("me", status(("llama",), {"llama": b"llama Q4_K_M"}), 0.0)
+    view.update("same", status(("llama",), {"llama": b"llama Q4_K_M"}), 0.0)
+    view.update("renamed", status(("llama-q4",), {"llama-q4": b"llama Q4_K_M"}), 0.0)
+    view.update("other-quant", status(("llama",), {"llama": b"llama Q8_0"}, ram_mb=90_000), 0.0)
+    local, others = peer_facts(view, "llama", {"same": 5.0, "renamed": 6.0, "other-quant": 1.0})
+    assert local.content_id == OURS
+    p = plan(ModelFacts("llama", 10_000, 32, local.content_id), local, others)
+    assert p.kind == "pipeline" and p.workers == ("same", "renamed") and p.content_id == OURS
