@@ -4,8 +4,8 @@ App-layer wiring of the pieces in `meshp2p/blackboard/` (policy, store, search, 
 
 - Posts travel on the mesh's `blackboard` gossip topic inside the usual signed (and, on a private mesh,
   encrypted) envelope. The topic validator is where a post is admitted: wire checks, then the node's policy
-  (size, replay, rate per author), then the store. A refused post is counted and never relayed; an accepted
-  one is stored before gossipsub passes it on, so nothing this node relayed is missing from its own store.
+  (size, replay, rate per author). A refused post is counted and never relayed; an admitted one is stored as
+  gossipsub delivers it (the store catches replays from before a restart).
 - A node's own posts are scrubbed of obvious secrets (on by default), held to the node's own rate, stored,
   then published.
 - Peers that appear in the view are synced with (`meshp2p/blackboard_sync.py`), so a late or restarted node
@@ -66,6 +66,9 @@ SYNC_RETRY_S = 3.0
 MAX_CONCURRENT_SYNCS = 2
 #: Posts a slow watcher may fall behind by before it is cut off (it reconnects and reads the feed).
 WATCH_BUFFER = 256
+#: Admitted gossip waiting to be stored; more means the receive loop is far behind (the excess is dropped, and
+#: comes back by sync).
+_ADMITTED_MAX = 1024
 #: Rejection counts are written to the store this often (not on each refusal: a flood must not cost writes).
 FLUSH_REJECTIONS_S = 5.0
 
@@ -94,6 +97,8 @@ class BlackboardService:
                               is_member=is_member)
         self._watchers: set[trio.MemorySendChannel[Post]] = set()
         self._unflushed: dict[str, int] = {}
+        #: Gossip admitted by the validator, by message bytes, until `_receive` stores it.
+        self._admitted: dict[bytes, tuple[Post, bytes]] = {}
 
     # -- what the console calls ---------------------------------------------------------------------
 
@@ -184,11 +189,11 @@ class BlackboardService:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.sync.install()
-        subscription = await self.overlay.subscribe(self.topic, self._validate, is_async=True)
+        subscription = await self.overlay.subscribe(self.topic, self._validate)
         await trio.to_thread.run_sync(self._prune)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._drain, subscription)
+                nursery.start_soon(self._receive, subscription)
                 nursery.start_soon(self._sync_peers)
                 nursery.start_soon(self._housekeeping)
                 task_status.started()
@@ -205,8 +210,13 @@ class BlackboardService:
         except Exception as exc:  # the post is stored: peers get it by sync when gossip cannot reach them
             log.warning("could not gossip a blackboard post (peers will sync it): %s", exc)
 
-    async def _validate(self, forwarder: ID, msg: Any) -> bool:
-        """gossipsub's (async) topic validator: True relays and delivers the message, False drops it."""
+    def _validate(self, forwarder: ID, msg: Any) -> bool:
+        """gossipsub's topic validator: True relays and delivers the message, False drops it (and it is counted).
+
+        Synchronous on purpose: py-libp2p marks a message seen only after validating it, so an async validator
+        would let two copies of one message (from two neighbours) both pass its duplicate check. The store,
+        which needs a thread, is written when the message is delivered (`_receive`).
+        """
         now = self.clock()
         try:
             decoded = decode_gossip(msg.data, mesh_id=self.mesh_id, topic=self.topic, now=now,
@@ -222,10 +232,22 @@ class BlackboardService:
             return False
         if decoded.sender == self.self_id:
             return True  # our own post, stored when we made it
-        reason = await self._admit(post, raw, now=now, rate_limited=True)
+        reason = self.gate.admit(post, now=now)
         if reason is not None:
             self._reject(reason)
-        return reason is None
+            return False
+        if len(self._admitted) >= _ADMITTED_MAX:
+            self._admitted.clear()
+        self._admitted[msg.data] = (post, raw)
+        return True
+
+    async def _receive(self, subscription: Any) -> None:
+        """Store each post the validator admitted, as gossipsub delivers it."""
+        while True:
+            msg = await subscription.get()
+            entry = self._admitted.pop(msg.data, None)
+            if entry is not None and not await self._store(*entry):
+                self._reject("replay")  # held since before a restart
 
     async def _accept_synced(self, posts: list[bytes]) -> tuple[int, set[bytes]]:
         stored, refused = 0, set()
@@ -236,7 +258,9 @@ class BlackboardService:
             except WireError as exc:
                 self._reject(exc.reason)
                 continue
-            reason = await self._admit(post, raw, now=now, rate_limited=False)
+            reason: RejectReason | None = self.gate.admit(post, now=now, rate_limited=False)
+            if reason is None and not await self._store(post, raw):
+                reason = "replay"
             if reason is None:
                 stored += 1
             else:
@@ -245,14 +269,12 @@ class BlackboardService:
                     self._reject(reason)
         return stored, refused
 
-    async def _admit(self, post: Post, raw: bytes, *, now: float, rate_limited: bool) -> RejectReason | None:
-        """Policy, then the store: None when the post is stored (and handed to watchers), else why not."""
-        reason = self.gate.admit(post, now=now, rate_limited=rate_limited)
-        if reason is None and not await trio.to_thread.run_sync(self.store.add, post, raw):
-            reason = "replay"  # held since before a restart
-        if reason is None:
-            self._deliver(post)
-        return reason
+    async def _store(self, post: Post, raw: bytes) -> bool:
+        """Keep an admitted post and hand it to watchers; False if the store already held it."""
+        if not await trio.to_thread.run_sync(self.store.add, post, raw):
+            return False
+        self._deliver(post)
+        return True
 
     def _reject(self, reason: str) -> None:
         self.overlay.rejects.add("blackboard", reason)
@@ -268,11 +290,6 @@ class BlackboardService:
                 send.close()
             except trio.BrokenResourceError:
                 self._watchers.discard(send)
-
-    async def _drain(self, subscription: Any) -> None:
-        """Posts are taken in the validator; the subscription's queue only needs emptying."""
-        while True:
-            await subscription.get()
 
     async def _sync_peers(self) -> None:
         """Sync with each peer when it appears in the view (again if it left and came back), and every

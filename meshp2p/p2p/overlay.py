@@ -324,11 +324,11 @@ class Overlay:
 
     # -- gossip -------------------------------------------------------------------------------------
 
-    async def subscribe(self, topic: str, validator: Callable[[ID, Any], Any] | None = None, *,
-                        is_async: bool = False) -> Any:
-        """Subscribe with a validator run on every message before it is relayed (`is_async`: a coroutine)."""
+    async def subscribe(self, topic: str, validator: Callable[[ID, Any], bool] | None = None) -> Any:
+        """Subscribe with a validator run on every message before it is relayed. Keep validators synchronous:
+        py-libp2p marks a message seen only after validating it, so an await there lets duplicates through."""
         if validator is not None:
-            self.pubsub.set_topic_validator(topic, validator, is_async)
+            self.pubsub.set_topic_validator(topic, validator, False)
         return await self.pubsub.subscribe(topic)
 
     async def publish(self, topic: str, data: bytes) -> None:
