@@ -78,6 +78,8 @@ def store_path(mesh_id: bytes) -> Path:
 
 
 class BlackboardService:
+    """One node's blackboard on one mesh; the console's routes call `post`, `search`, `watch` and `stats`."""
+
     def __init__(self, overlay: Overlay, *, mesh_id: bytes, secret: bytes, store: BlackboardStore,
                  config: BlackboardConfig, sequence: SequenceCounter, is_member: Callable[[ID], bool],
                  peers: Callable[[], Iterable[str]], clock: Callable[[], float] = time.time) -> None:
@@ -128,9 +130,8 @@ class BlackboardService:
         if reason == "over_rate":
             raise PostRefused(f"this node posts at most {self.limits.rate_per_min} times a minute", status=429,
                               hint="wait a little; every member refuses posts over the mesh's rate")
-        if reason is None:
-            await trio.to_thread.run_sync(self.store.add, post, raw)
-            self._deliver(post)
+        if reason is None:  # "replay": the same post made twice in one millisecond, already stored and sent
+            await self._store(post, raw)
             await self._publish(raw)
         return post, redacted
 
