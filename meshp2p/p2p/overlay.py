@@ -45,7 +45,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.network.config import ConnectionConfig
+from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
@@ -79,6 +79,16 @@ DHT_REFRESH_S = 30.0
 DIAL_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 DHT_OP_TIMEOUT_S = 15.0
+#: One retry of a failed dial, soon. py-libp2p's default (3 retries, 0.1/0.2/0.4 s backoff) spends ~0.7 s on
+#: every departed peer a lookup is handed (a finished `discover` client stays in servers' routing tables).
+DIAL_RETRIES = 1
+DIAL_RETRY_DELAY_S = 0.05
+#: A DHT value this node holds is answered from its own store only while younger than this (signed issue
+#: time); an older one may have been replaced in the network, so the network is asked (see get_record).
+LOCAL_RECORD_FRESH_S = 30.0
+#: Valid answers a DHT read waits for before it stops asking (the newest of them wins). py-libp2p's default (0)
+#: walks every candidate peer (~20 RPCs); 2 rather than 1 so one peer holding an older version cannot win alone.
+GET_QUORUM = 2
 DHT_NAMESPACE = "meshp2p"
 #: What one bootstrap relay gives each relayed connection: enough for joins, gossip and API calls to pass
 #: while hole punching is tried, not for bulk model traffic.
@@ -178,6 +188,9 @@ class Overlay:
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             connection_config=ConnectionConfig(max_connections_per_peer=1),
         )
+        # new_host has no retry_config parameter; the swarm reads this attribute on every dial.
+        swarm: Any = self.host.get_network()
+        swarm.retry_config = RetryConfig(max_retries=DIAL_RETRIES, initial_delay=DIAL_RETRY_DELAY_S)
         self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
         self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
         self.gossipsub = GossipSub(
@@ -240,7 +253,9 @@ class Overlay:
             if self.relay is not None:
                 await stack.enter_async_context(background_trio_service(self.relay))
             await self.pubsub.wait_until_ready()
-            reached = await self.connect_many(self.config.bootstrap)
+            # A DHT client serves nobody: its lookups start from the bootstrap peers and walk the network, so
+            # the ~1 s routing-table refresh would only delay a one-shot `discover`.
+            reached = await self.connect_many(self.config.bootstrap, refresh=self.config.dht_server)
             if self.config.bootstrap and not reached:
                 log.warning("none of the %d bootstrap peers answered; serving locally until one does",
                             len(self.config.bootstrap))
@@ -270,8 +285,8 @@ class Overlay:
             return None
         return info
 
-    async def connect_many(self, addrs: Sequence[str]) -> list[PeerInfo]:
-        """Dial peers concurrently, then refresh the routing table once; returns those reached."""
+    async def connect_many(self, addrs: Sequence[str], *, refresh: bool = True) -> list[PeerInfo]:
+        """Dial peers concurrently, then (with `refresh`) refresh the routing table once; returns those reached."""
         reached: list[PeerInfo] = []
 
         async def one(addr: str) -> None:
@@ -282,7 +297,7 @@ class Overlay:
         async with trio.open_nursery() as nursery:
             for addr in addrs:
                 nursery.start_soon(one, addr)
-        if reached:
+        if reached and refresh:
             with trio.move_on_after(DHT_OP_TIMEOUT_S):
                 await self.dht.refresh_routing_table()
         return reached
@@ -305,10 +320,47 @@ class Overlay:
         return stored
 
     async def get_record(self, key: str) -> bytes | None:
+        """The newest of the first GET_QUORUM valid copies the network returns, or a fresh local one.
+
+        py-libp2p's `get_value` answers from the local store without asking anyone whenever it holds a copy,
+        and keeps fetched copies for 24 h whatever their own expiry. So a local copy is used only when valid
+        and issued less than LOCAL_RECORD_FRESH_S ago; otherwise it is set aside for the network query and
+        put back if the network has nothing better (an expired one is dropped).
+        """
+        key_bytes = key.encode("utf-8")
+        store = self.dht.value_store
+        local = store.get(key_bytes)
+        kept: Any = None
+        if local is not None:
+            issued = self._issued_at(key, local.value)
+            if issued is not None and time.time() - issued < LOCAL_RECORD_FRESH_S:
+                return bytes(local.value)
+            store.remove(key_bytes)
+            kept = local if issued is not None else None
         value: bytes | None = None
-        with trio.move_on_after(DHT_OP_TIMEOUT_S):
-            value = await self.dht.get_value(key)
+        try:
+            with trio.move_on_after(DHT_OP_TIMEOUT_S):
+                value = await self.dht.get_value(key, quorum=GET_QUORUM)
+        finally:
+            if kept is not None and (value is None or self._prefer_first(key, kept.value, value)):
+                store.put_record(key_bytes, kept)
+                value = bytes(kept.value)
         return value
+
+    @staticmethod
+    def _prefer_first(key: str, first: bytes, second: bytes) -> bool:
+        try:
+            return select_record(key, [first, second], now=time.time()) == 0
+        except WireError:  # neither is valid any more
+            return False
+
+    @staticmethod
+    def _issued_at(key: str, value: bytes) -> int | None:
+        """A record's signed issue time, or None when it is no longer valid (expired, malformed)."""
+        try:
+            return decode_record(key, value, now=time.time()).issued_at
+        except WireError:
+            return None
 
     async def provide(self, content_key: bytes) -> None:
         with trio.move_on_after(DHT_OP_TIMEOUT_S):
