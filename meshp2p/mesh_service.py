@@ -7,7 +7,9 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
 - Private mesh: the id is derived from a 32-byte secret kept in `$MESHP2P_HOME/mesh.secret`, so the invite
   token stays valid across restarts. `--join TOKEN` joins someone else's. Gossip is encrypted with a key
   derived from the secret; the listing (only with `--publish`) never carries the secret.
-- The serving node with the lowest PeerID publishes the mesh listing (one writer per key); every node
+- The serving node with the lowest PeerID in the view publishes the mesh listing (one writer per key; a
+  joiner whose view does not hold the members yet never does: only the creator, or a node that could join none of
+  the listed addresses, writes from a view of one); every node
   publishes its own node record and provider records (`meshes`, `region:R`, `model:M`) so `discover`
   needs only a few lookups. Records live RECORD_TTL_S and are republished well before.
 - Every few seconds the listing is looked up again: two nodes that created the same named mesh at the same
@@ -124,6 +126,8 @@ class MeshService:
         self._published_listing: MeshListing | None = None
         self._listing_published_at = 0.0
         self.created = False
+        #: Write the listing from a view of one: we created the mesh, or could join none of its listed addresses.
+        self._list_alone = False
         self._announce = trio.Event()
 
     # -- what the rest of the node reads ----------------------------------------------------------------
@@ -192,11 +196,14 @@ class MeshService:
             if listing is not None:
                 addrs = list(listing.addrs)
         if not addrs:
-            self.created = True
+            self.created = self._list_alone = True
             log.info("no existing mesh found: this node starts it")
             return
         joined = await self.join_addrs(addrs)
         if not joined:
+            # Nobody answered (a mesh that died before its listing expired): list ourselves even alone, so later
+            # nodes find us rather than the dead addresses; _heal_split merges if the others come back.
+            self._list_alone = True
             log.warning("could not join any of the mesh's %d addresses; serving on our own until one answers",
                         len(addrs))
 
@@ -358,7 +365,9 @@ class MeshService:
             await self.overlay.provide(provider_key(topic))
 
     async def _maybe_publish_listing(self, now: float) -> None:
-        if self.view.leader() != self.view.self_id:
+        # A joiner's view holds only itself until the members' status arrives, so it would elect itself and
+        # overwrite the listing with a one-node mesh at its own addresses: only the creator writes from a view of one.
+        if self.view.leader() != self.view.self_id or (len(self.view.peers) < 2 and not self._list_alone):
             return
         listing = self.listing()
         stale = now - self._listing_published_at >= REPUBLISH_S

@@ -235,6 +235,26 @@ class Overlay:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                 await self._stop_system_tasks()
 
+    async def _close_connections(self) -> None:
+        """Close every connection, as an exiting process would. py-libp2p does not when its host is cancelled:
+        the connections stay up with nobody serving them, and a stream a peer opens on one stalls for the
+        10 s protocol-negotiation timeout. Once `host.run` has exited they are no longer tracked, so this runs
+        inside it, shielded from the cancellation that stops us."""
+        swarm: Any = self.host.get_network()
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:  # concurrently: swarm.close() closes one at a time
+                for conns in list(swarm.connections.values()):
+                    for conn in list(conns):
+                        nursery.start_soon(self._close_quietly, conn)
+            await self._close_quietly(swarm)
+
+    @staticmethod
+    async def _close_quietly(closable: Any) -> None:
+        try:
+            await closable.close()
+        except Exception as exc:  # a connection the peer already dropped; nothing to do
+            log.debug("closing %r failed: %s", closable, exc)
+
     async def _stop_system_tasks(self) -> None:
         """py-libp2p runs its TCP listener and identify exchanges as trio *system* tasks, outside our nurseries:
         cancelling the host leaves the port listening. Close them ourselves so a stopped overlay frees its port."""
@@ -252,6 +272,8 @@ class Overlay:
             await stack.enter_async_context(background_trio_service(self.gossipsub))
             if self.relay is not None:
                 await stack.enter_async_context(background_trio_service(self.relay))
+            # Registered last, so it runs first on the way out, while the host still tracks its connections.
+            stack.push_async_callback(self._close_connections)
             await self.pubsub.wait_until_ready()
             # A DHT client serves nobody: its lookups start from the bootstrap peers and walk the network, so
             # the ~1 s routing-table refresh would only delay a one-shot `discover`.
@@ -276,6 +298,10 @@ class Overlay:
             return None
         if info.peer_id == self.peer_id:
             return None
+        # py-libp2p refuses to dial a peer for 60 s after one failed dial (its negative cache), say a lookup's
+        # dial that lost a race; an address we were just handed (listing, token, bootstrap) deserves a try.
+        swarm: Any = self.host.get_network()
+        swarm.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
                 await self.host.connect(info)
