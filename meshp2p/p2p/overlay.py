@@ -6,6 +6,13 @@ place that overrides them:
 - `max_connections_per_peer=1` removes a 250 ms floor on every dial;
 - gossipsub heartbeat 1 s (default 120 s), a higher per-topic rate limit, and no IP-diversity "eclipse
   protection", which on a LAN or loopback (every peer on one address) would keep the mesh from forming;
+- gossipsub without peer scoring, "adaptive gossip" or a 60 s prune backoff. With py-libp2p's default score
+  parameters (all weights 0) every score is 0, which only drives "opportunistic grafting": +2 mesh peers per
+  heartbeat until a member passes degree_high and prunes back to degree_low..degree, every few seconds. A pruned
+  peer kept the pruner in backoff for 60 s, but py-libp2p's pruner sets no backoff of its own and re-grafted, was
+  refused and backed off in turn; meanwhile adaptive gossip, seeing a poor "health score", stretched the heartbeat
+  to 30-60 s. At 20 members some ended with mesh degree 0 and missed status changes for a minute. Without the
+  scorer the mesh stays within GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH and changes only when members come and go;
 - the DHT validates every `/meshp2p/...` value strictly (signed records, see protocols/dht-records.md);
 - libp2p's loggers propagate again, silenced unless `-v` (py-libp2p logs routine network weather at ERROR);
 - yamux sends DATA frames of up to `YAMUX_MAX_FRAME_BYTES` (py-libp2p: 64 KiB), see below.
@@ -73,6 +80,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshp2p.p2p")
 
 GOSSIP_HEARTBEAT_S = 1
+#: Gossipsub mesh degree: a member grafts up to GOSSIP_DEGREE peers when it has fewer than GOSSIP_DEGREE_LOW and
+#: prunes back to GOSSIP_DEGREE above GOSSIP_DEGREE_HIGH. The upper bound is wider than py-libp2p's 12 because early
+#: members collect the grafts of every later joiner (~6 ln N: ~18 at 20 members, ~24 at 50) and pruning is what
+#: isolated members (module docstring); the copies a message costs (~2 per mesh link) do not grow with the bound.
+GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 6, 4, 32
+#: After a PRUNE, how long a peer waits before grafting us again (py-libp2p: 60 s).
+GOSSIP_PRUNE_BACKOFF_S = 5
 #: Per peer per topic; status heartbeats and blackboard bursts stay far below, a flood does not.
 GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S = 50.0
 DHT_REFRESH_S = 30.0
@@ -194,11 +208,14 @@ class Overlay:
         self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
         self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
         self.gossipsub = GossipSub(
-            protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12,
+            protocols=[PROTOCOL_ID_V11], degree=GOSSIP_DEGREE, degree_low=GOSSIP_DEGREE_LOW,
+            degree_high=GOSSIP_DEGREE_HIGH, prune_back_off=GOSSIP_PRUNE_BACKOFF_S,
             heartbeat_interval=GOSSIP_HEARTBEAT_S, heartbeat_initial_delay=0.1,
             max_messages_per_topic_per_second=GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S,
-            eclipse_protection_enabled=False,
+            eclipse_protection_enabled=False, adaptive_gossip_enabled=False,
         )
+        # Typed `PeerScorer | None` and checked before every use in py-libp2p: None turns scoring off (above).
+        self.gossipsub.scorer = None
         self.pubsub = Pubsub(self.host, self.gossipsub)
         self.relay: CircuitV2Protocol | None = None
         if config.relay_hop:
