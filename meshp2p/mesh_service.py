@@ -69,7 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshp2p.mesh")
 
 RECORD_TTL_S = 300
-REPUBLISH_S = 60.0
+#: Each republish is a few DHT walks (~20 KAD RPCs each); 120 s still leaves two chances before a record expires.
+REPUBLISH_S = 120.0
 #: How often the leader checks whether what the listing says changed (cheap: no I/O unless it did).
 LISTING_REFRESH_S = 5.0
 #: How often the listing is looked up to find members we are not connected to (a DHT lookup each time).

@@ -15,7 +15,8 @@ place that overrides them:
   scorer the mesh stays within GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH and changes only when members come and go;
 - the DHT validates every `/meshp2p/...` value strictly (signed records, see protocols/dht-records.md);
 - libp2p's loggers propagate again, silenced unless `-v` (py-libp2p logs routine network weather at ERROR);
-- yamux sends DATA frames of up to `YAMUX_MAX_FRAME_BYTES` (py-libp2p: 64 KiB), see below.
+- yamux sends DATA frames of up to `YAMUX_MAX_FRAME_BYTES` (py-libp2p: 64 KiB), and window updates per half
+  window rather than per read, see below.
 
 Yamux frame size. Bulk throughput over Noise + yamux is bound by per-frame work in Python (trio locks and
 wake-ups, a window update per read, one or two Noise messages), not by crypto. py-libp2p caps a DATA frame at
@@ -27,6 +28,13 @@ accepts up to 16 MiB, jvm-libp2p 1 MiB), so peers need not agree on it. The pric
 holds the connection's write lock for up to `YAMUX_MAX_FRAME_BYTES` (1-2 ms at the tunnel's loopback rate) before
 another stream's frame can go.
 
+Window updates. py-libp2p sends a WINDOW_UPDATE after every read that returned data (PY_YAMUX_RELEASE_ON_READ,
+default on): one more frame, Noise message and syscall per gossip message received, and ~4 per MiB of bulk data.
+Off, it follows go-yamux: an update when half the window is consumed. Measured: an idle member of a 7-member mesh
+3.4 % -> 2.7 % CPU (tools/bench/idle_node.py --others 6), bulk tunnel 4.1 -> 0.4 updates per MiB and 289 -> 446
+MB/s (tools/bench/tunnel_bench.py --skip-mesh, shared 2-core machine). It is the receiver's choice alone: the
+sender only waits for window, so peers need not agree.
+
 The initial window (`DEFAULT_WINDOW_SIZE`, 256 KiB) is left alone. Raising it would change what each side assumes
 the other granted before any window update, so it is only safe when every peer raises it too, and it lets every
 stream buffer more unread data; py-libp2p already grows a busy stream's window to 16 MiB, and the benchmark
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections import Counter
@@ -81,15 +90,18 @@ log = logging.getLogger("meshp2p.p2p")
 
 GOSSIP_HEARTBEAT_S = 1
 #: Gossipsub mesh degree: a member grafts up to GOSSIP_DEGREE peers when it has fewer than GOSSIP_DEGREE_LOW and
-#: prunes back to GOSSIP_DEGREE above GOSSIP_DEGREE_HIGH. The upper bound is wider than py-libp2p's 12 because early
-#: members collect the grafts of every later joiner (~6 ln N: ~18 at 20 members, ~24 at 50) and pruning is what
-#: isolated members (module docstring); the copies a message costs (~2 per mesh link) do not grow with the bound.
-GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 6, 4, 32
+#: prunes back to GOSSIP_DEGREE above GOSSIP_DEGREE_HIGH. Every member receives (and forwards) about GOSSIP_DEGREE
+#: copies of each message, the bulk of an idle member's CPU, hence 4 rather than py-libp2p's 6 (a 7-member mesh at
+#: degree 6 is a flood). The upper bound is wider than py-libp2p's 12 because early members collect the grafts of
+#: later joiners (~D ln N) and pruning is what isolated members (module docstring); the total copies a message
+#: costs (~2 per mesh link) do not grow with the bound.
+GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 4, 3, 32
 #: After a PRUNE, how long a peer waits before grafting us again (py-libp2p: 60 s).
 GOSSIP_PRUNE_BACKOFF_S = 5
 #: Per peer per topic; status heartbeats and blackboard bursts stay far below, a flood does not.
 GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S = 50.0
-DHT_REFRESH_S = 30.0
+#: Our own routing-table refresh (py-libp2p's runs every 10 min): each is ~10-20 KAD RPCs that every peer answers.
+DHT_REFRESH_S = 120.0
 DIAL_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 DHT_OP_TIMEOUT_S = 15.0
@@ -110,6 +122,8 @@ RELAY_LIMITS = RelayLimits(duration=3600, data=256 * 1024 * 1024, max_circuit_co
 #: Largest yamux DATA frame we send, header included: above the tunnel's 256 KiB BODY frame plus headers, so one
 #: write of a BODY frame is one yamux frame (see the module docstring).
 YAMUX_MAX_FRAME_BYTES = 512 * 1024
+#: "0": a WINDOW_UPDATE when half the receive window is consumed (go-yamux), not after every read (module docstring).
+YAMUX_RELEASE_ON_READ_ENV = "PY_YAMUX_RELEASE_ON_READ"
 
 
 def _tame_libp2p_logging() -> None:
@@ -126,8 +140,13 @@ def _tame_libp2p_logging() -> None:
 
 
 def _tune_yamux() -> None:
-    """Send larger yamux frames (module docstring). py-libp2p reads this module constant on every write."""
+    """Send larger yamux frames, and window updates only per half window (module docstring).
+
+    py-libp2p reads both on every write/read: the frame cap from a module constant, the window-update rule from
+    the environment (PY_YAMUX_RELEASE_ON_READ, its own tuning knob; an operator's setting is left alone).
+    """
     yamux_module.MAX_MESSAGE_SIZE = max(yamux_module.MAX_MESSAGE_SIZE, YAMUX_MAX_FRAME_BYTES)
+    os.environ.setdefault(YAMUX_RELEASE_ON_READ_ENV, "0")
 
 
 def _interface_ipv4s() -> list[str]:
