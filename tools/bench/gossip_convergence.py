@@ -34,9 +34,10 @@ constants that pace it: meshp2p.mesh_service STATUS_INTERVAL_S (status is then s
 N^2 pings), LISTING_REFRESH_S and HEAL_SPLIT_S (every member's listing lookup, ~30 KAD RPCs each) and
 meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `_keep_records` (their own DHT
 records: ~150 KAD RPCs each at start, no part of the gossip path; the creator's listing is what joiners
-need). `real` keeps them all: 2 s status heartbeats and 5 s demand messages of every member (each checked
-by every member, ~D copies each), 5 s listing lookups, RTT probes: the load a real mesh carries, which in one
-process costs ~4-5 % of a core per member (at N=8: 38 % for 9 nodes, against 1 % in `quiet`), so by N ~10
+need). `real` keeps them all: 3 s status keepalives of every member (each checked by every member, ~D copies
+each), demand messages while there is demand, 30 s listing lookups, RTT probes: the load a real mesh carries,
+which in one process cost ~4-5 % of a core per member before the idle-cost work (at N=8: 38 % for 9 nodes,
+against 1 % in `quiet`; with 2 s keepalives, degree 6 and 5 s demand/listing loops), so by N ~10
 the core is saturated, DHT lookups hit their 15 s timeout and joiners split off: use `real` with --sizes 8.
 The printed idle share says how loaded the process is. Nothing on the measured path is changed either way.
 
