@@ -60,6 +60,7 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
@@ -102,6 +103,8 @@ GOSSIP_PRUNE_BACKOFF_S = 5
 GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S = 50.0
 #: Our own routing-table refresh (py-libp2p's runs every 10 min): each is ~10-20 KAD RPCs that every peer answers.
 DHT_REFRESH_S = 120.0
+#: How often DHT clients (a finished `discover`) are dropped from our routing table (a local scan, no I/O).
+DHT_CLIENT_PURGE_S = 5.0
 DIAL_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 DHT_OP_TIMEOUT_S = 15.0
@@ -318,12 +321,36 @@ class Overlay:
                 log.warning("none of the %d bootstrap peers answered; serving locally until one does",
                             len(self.config.bootstrap))
             task_status.started()
+            refreshed_at = trio.current_time()
             while True:
-                await trio.sleep(DHT_REFRESH_S)
+                await trio.sleep(DHT_CLIENT_PURGE_S)
+                self.purge_dht_clients()
+                if trio.current_time() - refreshed_at < DHT_REFRESH_S:
+                    continue
+                refreshed_at = trio.current_time()
                 if not self.connected_peers():
                     await self.connect_many(self.config.bootstrap)
                 with trio.move_on_after(DHT_OP_TIMEOUT_S):
                     await self.dht.refresh_routing_table()
+
+    def purge_dht_clients(self) -> list[ID]:
+        """Drop routing-table peers that identify says serve no DHT; returns them.
+
+        py-libp2p adds every peer that opens a KAD stream to us, DHT clients included (its inbound path skips
+        the server-mode check), so each finished `discover` stayed in the servers' tables, and later lookups
+        were handed it and dialed it in vain until a lookup happened to fail on it.
+        """
+        table, store = self.dht.routing_table, self.host.get_peerstore()
+        clients = []
+        for peer_id in table.get_peer_ids():
+            try:
+                protocols = store.get_protocols(peer_id)
+            except Exception:  # nothing known about it (yet): keep it
+                continue
+            if protocols and str(KAD_PROTOCOL_ID) not in protocols:
+                table.remove_peer(peer_id)
+                clients.append(peer_id)
+        return clients
 
     async def connect(self, addr: str) -> PeerInfo | None:
         """Dial a full multiaddr and add the peer to the DHT routing table; None if it did not answer."""

@@ -80,3 +80,21 @@ async def test_a_joiner_does_not_overwrite_the_listing_before_it_sees_the_member
                        "the joiner to see the creator")
         await wait_for(lambda: len(checks) >= 2 and checks[-1] == 2, "a listing check with both in the view")
         assert key not in puts, "the joiner wrote the mesh listing"
+
+
+async def test_dht_clients_are_dropped_from_a_servers_routing_table_and_servers_kept():
+    """A finished `discover` (a DHT client) used to stay in every server's table, and later lookups dialed it."""
+    async with network() as net:
+        server, other_server = await net.start_overlay(), await net.start_overlay()
+        await connect_all([server, other_server])
+        client = await net.start_node(Node(Overlay(Identity.generate(), OverlayConfig(
+            bootstrap=(server.overlay.addrs()[0],), dht_server=False))))
+        await client.overlay.get_record(mesh_key(named_mesh_id("nobody-wrote-this")))
+        table = server.overlay.dht.routing_table
+        assert table.peer_in_table(client.overlay.peer_id), "py-libp2p adds a client that queried us"
+        store = server.overlay.host.get_peerstore()
+        await wait_for(lambda: bool(store.get_protocols(client.overlay.peer_id)), "identify to learn the client")
+
+        assert server.overlay.purge_dht_clients() == [client.overlay.peer_id]
+        assert not table.peer_in_table(client.overlay.peer_id)
+        assert table.peer_in_table(other_server.overlay.peer_id)
