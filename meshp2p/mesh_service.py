@@ -7,11 +7,16 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
 - Private mesh: the id is derived from a 32-byte secret kept in `$MESHP2P_HOME/mesh.secret`, so the invite
   token stays valid across restarts. `--join TOKEN` joins someone else's. Gossip is encrypted with a key
   derived from the secret; the listing (only with `--publish`) never carries the secret.
-- The serving node with the lowest PeerID publishes the mesh listing (one writer per key); every node
+- The serving node with the lowest PeerID in the view publishes the mesh listing (one writer per key; a
+  joiner whose view does not hold the members yet never does: only the creator, or a node that could join none of
+  the listed addresses, writes from a view of one); every node
   publishes its own node record and provider records (`meshes`, `region:R`, `model:M`) so `discover`
   needs only a few lookups. Records live RECORD_TTL_S and are republished well before.
-- Every few seconds the listing is looked up again: two nodes that created the same named mesh at the same
+- Every HEAL_SPLIT_S the listing is looked up again: two nodes that created the same named mesh at the same
   moment find each other and merge.
+- Idle cost: each gossip message costs every member CPU, so status goes out when it changes (checked every
+  second) plus a keepalive every STATUS_INTERVAL_S, and demand only while there is some (then a few empty
+  reports so it fades at once, not after DEMAND_TTL_S).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -64,12 +69,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshp2p.mesh")
 
 RECORD_TTL_S = 300
-REPUBLISH_S = 60.0
-#: How often the listing is rewritten when what it says changed, and how often we look for split meshes.
+#: Each republish is a few DHT walks (~20 KAD RPCs each); 120 s still leaves two chances before a record expires.
+REPUBLISH_S = 120.0
+#: How often the leader checks whether what the listing says changed (cheap: no I/O unless it did).
 LISTING_REFRESH_S = 5.0
+#: How often the listing is looked up to find members we are not connected to (a DHT lookup each time).
+HEAL_SPLIT_S = 30.0
 _DECODED_CACHE_MAX = 1024
+#: How often our own status is checked for a change worth sending before the next keepalive.
+STATUS_CHECK_S = 1.0
 DEMAND_INTERVAL_S = 5.0
-RTT_INTERVAL_S = 10.0
+#: An empty demand report is sent this many times after our demand ends (one may be lost), then no more.
+DEMAND_EMPTY_REPEATS = 2
+RTT_INTERVAL_S = 30.0
+
+
+def _status_key(status: StatusBody) -> StatusBody:
+    """What of a status is worth an early send: all but the figures that drift between keepalives."""
+    return replace(status, rtt_ms={}, load=0.0)
 
 
 def _demand_from_body(body: dict[str, Any]) -> dict[str, float]:
@@ -124,6 +141,8 @@ class MeshService:
         self._published_listing: MeshListing | None = None
         self._listing_published_at = 0.0
         self.created = False
+        #: Write the listing from a view of one: we created the mesh, or could join none of its listed addresses.
+        self._list_alone = False
         self._announce = trio.Event()
 
     # -- what the rest of the node reads ----------------------------------------------------------------
@@ -197,11 +216,14 @@ class MeshService:
             if listing is not None:
                 addrs = list(listing.addrs)
         if not addrs:
-            self.created = True
+            self.created = self._list_alone = True
             log.info("no existing mesh found: this node starts it")
             return
         joined = await self.join_addrs(addrs)
         if not joined:
+            # Nobody answered (a mesh that died before its listing expired): list ourselves even alone, so later
+            # nodes find us rather than the dead addresses; _heal_split merges if the others come back.
+            self._list_alone = True
             log.warning("could not join any of the mesh's %d addresses; serving on our own until one answers",
                         len(addrs))
 
@@ -288,20 +310,38 @@ class MeshService:
         self._announce.set()
 
     async def _heartbeat(self) -> None:
+        """Our status when it changes (rtt_ms and load aside: they drift) or on `announce_now`, and at least
+        every STATUS_INTERVAL_S: the keepalive that keeps us in every view."""
         while True:
             status = self.local_status()
             self.view.update(self.view.self_id, status, self.clock())
             await self._publish(self.status_topic, "status", status_to_body(status))
-            with trio.move_on_after(STATUS_INTERVAL_S):
-                await self._announce.wait()
+            sent_at, sent = trio.current_time(), _status_key(status)
+            while trio.current_time() - sent_at < STATUS_INTERVAL_S:
+                wait_s = min(STATUS_CHECK_S, STATUS_INTERVAL_S - (trio.current_time() - sent_at))
+                with trio.move_on_after(wait_s):
+                    await self._announce.wait()
+                if self._announce.is_set():
+                    break
+                current = self.local_status()
+                self.view.update(self.view.self_id, current, self.clock())
+                if _status_key(current) != sent:
+                    break
             self._announce = trio.Event()
 
     async def _gossip_demand(self) -> None:
-        """Our request rates every DEMAND_INTERVAL_S (also when empty: that is how old demand fades)."""
+        """Our request rates every DEMAND_INTERVAL_S while we have some; once they end, an empty report
+        DEMAND_EMPTY_REPEATS times so peers drop ours at once, then silence (a lost one fades after
+        DEMAND_TTL_S anyway). A node that never had demand sends nothing."""
+        empty_left = 0
         while True:
             rates = self.local_demand()
             self.demand.apply(self.view.self_id, rates, self.clock())
-            await self._publish(self.demand_topic, DEMAND_TYPE, demand_to_body(rates))
+            if rates:
+                empty_left = DEMAND_EMPTY_REPEATS
+            if rates or empty_left > 0:
+                empty_left -= 0 if rates else 1
+                await self._publish(self.demand_topic, DEMAND_TYPE, demand_to_body(rates))
             await trio.sleep(DEMAND_INTERVAL_S)
 
     async def _measure_rtts(self) -> None:
@@ -337,8 +377,10 @@ class MeshService:
     # -- DHT records --------------------------------------------------------------------------------------
 
     async def _keep_records(self) -> None:
-        """Node record and provider records every REPUBLISH_S; the listing whenever it changes (leader only)."""
+        """Node record and provider records every REPUBLISH_S; the listing whenever it changes (leader only);
+        a look for split meshes every HEAL_SPLIT_S."""
         last_full = -REPUBLISH_S
+        last_heal = -HEAL_SPLIT_S
         while True:
             now = self.clock()
             if self.settings.listed:
@@ -346,8 +388,9 @@ class MeshService:
                     await self._publish_node_and_providers()
                     last_full = now
                 await self._maybe_publish_listing(now)
-            if self.settings.name is not None or self.settings.join_addrs:
+            if self.settings.name is not None and now - last_heal >= HEAL_SPLIT_S:
                 await self._heal_split()
+                last_heal = now
             await trio.sleep(LISTING_REFRESH_S)
 
     async def _publish_node_and_providers(self) -> None:
@@ -363,7 +406,9 @@ class MeshService:
             await self.overlay.provide(provider_key(topic))
 
     async def _maybe_publish_listing(self, now: float) -> None:
-        if self.view.leader() != self.view.self_id:
+        # A joiner's view holds only itself until the members' status arrives, so it would elect itself and
+        # overwrite the listing with a one-node mesh at its own addresses: only the creator writes from a view of one.
+        if self.view.leader() != self.view.self_id or (len(self.view.peers) < 2 and not self._list_alone):
             return
         listing = self.listing()
         stale = now - self._listing_published_at >= REPUBLISH_S

@@ -6,9 +6,17 @@ place that overrides them:
 - `max_connections_per_peer=1` removes a 250 ms floor on every dial;
 - gossipsub heartbeat 1 s (default 120 s), a higher per-topic rate limit, and no IP-diversity "eclipse
   protection", which on a LAN or loopback (every peer on one address) would keep the mesh from forming;
+- gossipsub without peer scoring, "adaptive gossip" or a 60 s prune backoff. With py-libp2p's default score
+  parameters (all weights 0) every score is 0, which only drives "opportunistic grafting": +2 mesh peers per
+  heartbeat until a member passes degree_high and prunes back to degree_low..degree, every few seconds. A pruned
+  peer kept the pruner in backoff for 60 s, but py-libp2p's pruner sets no backoff of its own and re-grafted, was
+  refused and backed off in turn; meanwhile adaptive gossip, seeing a poor "health score", stretched the heartbeat
+  to 30-60 s. At 20 members some ended with mesh degree 0 and missed status changes for a minute. Without the
+  scorer the mesh stays within GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH and changes only when members come and go;
 - the DHT validates every `/meshp2p/...` value strictly (signed records, see protocols/dht-records.md);
 - libp2p's loggers propagate again, silenced unless `-v` (py-libp2p logs routine network weather at ERROR);
-- yamux sends DATA frames of up to `YAMUX_MAX_FRAME_BYTES` (py-libp2p: 64 KiB), see below.
+- yamux sends DATA frames of up to `YAMUX_MAX_FRAME_BYTES` (py-libp2p: 64 KiB), and window updates per half
+  window rather than per read, see below.
 
 Yamux frame size. Bulk throughput over Noise + yamux is bound by per-frame work in Python (trio locks and
 wake-ups, a window update per read, one or two Noise messages), not by crypto. py-libp2p caps a DATA frame at
@@ -20,6 +28,13 @@ accepts up to 16 MiB, jvm-libp2p 1 MiB), so peers need not agree on it. The pric
 holds the connection's write lock for up to `YAMUX_MAX_FRAME_BYTES` (1-2 ms at the tunnel's loopback rate) before
 another stream's frame can go.
 
+Window updates. py-libp2p sends a WINDOW_UPDATE after every read that returned data (PY_YAMUX_RELEASE_ON_READ,
+default on): one more frame, Noise message and syscall per gossip message received, and ~4 per MiB of bulk data.
+Off, it follows go-yamux: an update when half the window is consumed. Measured: an idle member of a 7-member mesh
+3.4 % -> 2.7 % CPU (tools/bench/idle_node.py --others 6), bulk tunnel 4.1 -> 0.4 updates per MiB and 289 -> 446
+MB/s (tools/bench/tunnel_bench.py --skip-mesh, shared 2-core machine). It is the receiver's choice alone: the
+sender only waits for window, so peers need not agree.
+
 The initial window (`DEFAULT_WINDOW_SIZE`, 256 KiB) is left alone. Raising it would change what each side assumes
 the other granted before any window update, so it is only safe when every peer raises it too, and it lets every
 stream buffer more unread data; py-libp2p already grows a busy stream's window to 16 MiB, and the benchmark
@@ -30,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections import Counter
@@ -44,8 +60,9 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.network.config import ConnectionConfig
+from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
@@ -73,12 +90,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshp2p.p2p")
 
 GOSSIP_HEARTBEAT_S = 1
+#: Gossipsub mesh degree: a member grafts up to GOSSIP_DEGREE peers when it has fewer than GOSSIP_DEGREE_LOW and
+#: prunes back to GOSSIP_DEGREE above GOSSIP_DEGREE_HIGH. Every member receives (and forwards) about GOSSIP_DEGREE
+#: copies of each message, the bulk of an idle member's CPU, hence 4 rather than py-libp2p's 6 (a 7-member mesh at
+#: degree 6 is a flood). The upper bound is wider than py-libp2p's 12 because early members collect the grafts of
+#: later joiners (~D ln N) and pruning is what isolated members (module docstring); the total copies a message
+#: costs (~2 per mesh link) do not grow with the bound.
+GOSSIP_DEGREE, GOSSIP_DEGREE_LOW, GOSSIP_DEGREE_HIGH = 4, 3, 32
+#: After a PRUNE, how long a peer waits before grafting us again (py-libp2p: 60 s).
+GOSSIP_PRUNE_BACKOFF_S = 5
 #: Per peer per topic; status heartbeats and blackboard bursts stay far below, a flood does not.
 GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S = 50.0
-DHT_REFRESH_S = 30.0
+#: Our own routing-table refresh (py-libp2p's runs every 10 min): each is ~10-20 KAD RPCs that every peer answers.
+DHT_REFRESH_S = 120.0
+#: How often DHT clients (a finished `discover`) are dropped from our routing table (a local scan, no I/O).
+DHT_CLIENT_PURGE_S = 5.0
 DIAL_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 DHT_OP_TIMEOUT_S = 15.0
+#: One retry of a failed dial, soon. py-libp2p's default (3 retries, 0.1/0.2/0.4 s backoff) spends ~0.7 s on
+#: every departed peer a lookup is handed (a finished `discover` client stays in servers' routing tables).
+DIAL_RETRIES = 1
+DIAL_RETRY_DELAY_S = 0.05
+#: A DHT value this node holds is answered from its own store only while younger than this (signed issue
+#: time); an older one may have been replaced in the network, so the network is asked (see get_record).
+LOCAL_RECORD_FRESH_S = 30.0
+#: Valid answers a DHT read waits for before it stops asking (the newest of them wins). py-libp2p's default (0)
+#: walks every candidate peer (~20 RPCs); 2 rather than 1 so one peer holding an older version cannot win alone.
+GET_QUORUM = 2
 DHT_NAMESPACE = "meshp2p"
 #: What one bootstrap relay gives each relayed connection: enough for joins, gossip and API calls to pass
 #: while hole punching is tried, not for bulk model traffic.
@@ -86,6 +125,8 @@ RELAY_LIMITS = RelayLimits(duration=3600, data=256 * 1024 * 1024, max_circuit_co
 #: Largest yamux DATA frame we send, header included: above the tunnel's 256 KiB BODY frame plus headers, so one
 #: write of a BODY frame is one yamux frame (see the module docstring).
 YAMUX_MAX_FRAME_BYTES = 512 * 1024
+#: "0": a WINDOW_UPDATE when half the receive window is consumed (go-yamux), not after every read (module docstring).
+YAMUX_RELEASE_ON_READ_ENV = "PY_YAMUX_RELEASE_ON_READ"
 
 
 def _tame_libp2p_logging() -> None:
@@ -102,8 +143,13 @@ def _tame_libp2p_logging() -> None:
 
 
 def _tune_yamux() -> None:
-    """Send larger yamux frames (module docstring). py-libp2p reads this module constant on every write."""
+    """Send larger yamux frames, and window updates only per half window (module docstring).
+
+    py-libp2p reads both on every write/read: the frame cap from a module constant, the window-update rule from
+    the environment (PY_YAMUX_RELEASE_ON_READ, its own tuning knob; an operator's setting is left alone).
+    """
     yamux_module.MAX_MESSAGE_SIZE = max(yamux_module.MAX_MESSAGE_SIZE, YAMUX_MAX_FRAME_BYTES)
+    os.environ.setdefault(YAMUX_RELEASE_ON_READ_ENV, "0")
 
 
 def _interface_ipv4s() -> list[str]:
@@ -178,14 +224,20 @@ class Overlay:
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             connection_config=ConnectionConfig(max_connections_per_peer=1),
         )
+        # new_host has no retry_config parameter; the swarm reads this attribute on every dial.
+        swarm: Any = self.host.get_network()
+        swarm.retry_config = RetryConfig(max_retries=DIAL_RETRIES, initial_delay=DIAL_RETRY_DELAY_S)
         self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
         self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
         self.gossipsub = GossipSub(
-            protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12,
+            protocols=[PROTOCOL_ID_V11], degree=GOSSIP_DEGREE, degree_low=GOSSIP_DEGREE_LOW,
+            degree_high=GOSSIP_DEGREE_HIGH, prune_back_off=GOSSIP_PRUNE_BACKOFF_S,
             heartbeat_interval=GOSSIP_HEARTBEAT_S, heartbeat_initial_delay=0.1,
             max_messages_per_topic_per_second=GOSSIP_MAX_MESSAGES_PER_TOPIC_PER_S,
-            eclipse_protection_enabled=False,
+            eclipse_protection_enabled=False, adaptive_gossip_enabled=False,
         )
+        # Typed `PeerScorer | None` and checked before every use in py-libp2p: None turns scoring off (above).
+        self.gossipsub.scorer = None
         self.pubsub = Pubsub(self.host, self.gossipsub)
         self.relay: CircuitV2Protocol | None = None
         if config.relay_hop:
@@ -222,6 +274,26 @@ class Overlay:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                 await self._stop_system_tasks()
 
+    async def _close_connections(self) -> None:
+        """Close every connection, as an exiting process would. py-libp2p does not when its host is cancelled:
+        the connections stay up with nobody serving them, and a stream a peer opens on one stalls for the
+        10 s protocol-negotiation timeout. Once `host.run` has exited they are no longer tracked, so this runs
+        inside it, shielded from the cancellation that stops us."""
+        swarm: Any = self.host.get_network()
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+            async with trio.open_nursery() as nursery:  # concurrently: swarm.close() closes one at a time
+                for conns in list(swarm.connections.values()):
+                    for conn in list(conns):
+                        nursery.start_soon(self._close_quietly, conn)
+            await self._close_quietly(swarm)
+
+    @staticmethod
+    async def _close_quietly(closable: Any) -> None:
+        try:
+            await closable.close()
+        except Exception as exc:  # a connection the peer already dropped; nothing to do
+            log.debug("closing %r failed: %s", closable, exc)
+
     async def _stop_system_tasks(self) -> None:
         """py-libp2p runs its TCP listener and identify exchanges as trio *system* tasks, outside our nurseries:
         cancelling the host leaves the port listening. Close them ourselves so a stopped overlay frees its port."""
@@ -239,18 +311,46 @@ class Overlay:
             await stack.enter_async_context(background_trio_service(self.gossipsub))
             if self.relay is not None:
                 await stack.enter_async_context(background_trio_service(self.relay))
+            # Registered last, so it runs first on the way out, while the host still tracks its connections.
+            stack.push_async_callback(self._close_connections)
             await self.pubsub.wait_until_ready()
-            reached = await self.connect_many(self.config.bootstrap)
+            # A DHT client serves nobody: its lookups start from the bootstrap peers and walk the network, so
+            # the ~1 s routing-table refresh would only delay a one-shot `discover`.
+            reached = await self.connect_many(self.config.bootstrap, refresh=self.config.dht_server)
             if self.config.bootstrap and not reached:
                 log.warning("none of the %d bootstrap peers answered; serving locally until one does",
                             len(self.config.bootstrap))
             task_status.started()
+            refreshed_at = trio.current_time()
             while True:
-                await trio.sleep(DHT_REFRESH_S)
+                await trio.sleep(DHT_CLIENT_PURGE_S)
+                self.purge_dht_clients()
+                if trio.current_time() - refreshed_at < DHT_REFRESH_S:
+                    continue
+                refreshed_at = trio.current_time()
                 if not self.connected_peers():
                     await self.connect_many(self.config.bootstrap)
                 with trio.move_on_after(DHT_OP_TIMEOUT_S):
                     await self.dht.refresh_routing_table()
+
+    def purge_dht_clients(self) -> list[ID]:
+        """Drop routing-table peers that identify says serve no DHT; returns them.
+
+        py-libp2p adds every peer that opens a KAD stream to us, DHT clients included (its inbound path skips
+        the server-mode check), so each finished `discover` stayed in the servers' tables, and later lookups
+        were handed it and dialed it in vain until a lookup happened to fail on it.
+        """
+        table, store = self.dht.routing_table, self.host.get_peerstore()
+        clients = []
+        for peer_id in table.get_peer_ids():
+            try:
+                protocols = store.get_protocols(peer_id)
+            except Exception:  # nothing known about it (yet): keep it
+                continue
+            if protocols and str(KAD_PROTOCOL_ID) not in protocols:
+                table.remove_peer(peer_id)
+                clients.append(peer_id)
+        return clients
 
     async def connect(self, addr: str) -> PeerInfo | None:
         """Dial a full multiaddr and add the peer to the DHT routing table; None if it did not answer."""
@@ -261,6 +361,10 @@ class Overlay:
             return None
         if info.peer_id == self.peer_id:
             return None
+        # py-libp2p refuses to dial a peer for 60 s after one failed dial (its negative cache), say a lookup's
+        # dial that lost a race; an address we were just handed (listing, token, bootstrap) deserves a try.
+        swarm: Any = self.host.get_network()
+        swarm.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(DIAL_TIMEOUT_S):
                 await self.host.connect(info)
@@ -270,8 +374,8 @@ class Overlay:
             return None
         return info
 
-    async def connect_many(self, addrs: Sequence[str]) -> list[PeerInfo]:
-        """Dial peers concurrently, then refresh the routing table once; returns those reached."""
+    async def connect_many(self, addrs: Sequence[str], *, refresh: bool = True) -> list[PeerInfo]:
+        """Dial peers concurrently, then (with `refresh`) refresh the routing table once; returns those reached."""
         reached: list[PeerInfo] = []
 
         async def one(addr: str) -> None:
@@ -282,7 +386,7 @@ class Overlay:
         async with trio.open_nursery() as nursery:
             for addr in addrs:
                 nursery.start_soon(one, addr)
-        if reached:
+        if reached and refresh:
             with trio.move_on_after(DHT_OP_TIMEOUT_S):
                 await self.dht.refresh_routing_table()
         return reached
@@ -305,10 +409,47 @@ class Overlay:
         return stored
 
     async def get_record(self, key: str) -> bytes | None:
+        """The newest of the first GET_QUORUM valid copies the network returns, or a fresh local one.
+
+        py-libp2p's `get_value` answers from the local store without asking anyone whenever it holds a copy,
+        and keeps fetched copies for 24 h whatever their own expiry. So a local copy is used only when valid
+        and issued less than LOCAL_RECORD_FRESH_S ago; otherwise it is set aside for the network query and
+        put back if the network has nothing better (an expired one is dropped).
+        """
+        key_bytes = key.encode("utf-8")
+        store = self.dht.value_store
+        local = store.get(key_bytes)
+        kept: Any = None
+        if local is not None:
+            issued = self._issued_at(key, local.value)
+            if issued is not None and time.time() - issued < LOCAL_RECORD_FRESH_S:
+                return bytes(local.value)
+            store.remove(key_bytes)
+            kept = local if issued is not None else None
         value: bytes | None = None
-        with trio.move_on_after(DHT_OP_TIMEOUT_S):
-            value = await self.dht.get_value(key)
+        try:
+            with trio.move_on_after(DHT_OP_TIMEOUT_S):
+                value = await self.dht.get_value(key, quorum=GET_QUORUM)
+        finally:
+            if kept is not None and (value is None or self._prefer_first(key, kept.value, value)):
+                store.put_record(key_bytes, kept)
+                value = bytes(kept.value)
         return value
+
+    @staticmethod
+    def _prefer_first(key: str, first: bytes, second: bytes) -> bool:
+        try:
+            return select_record(key, [first, second], now=time.time()) == 0
+        except WireError:  # neither is valid any more
+            return False
+
+    @staticmethod
+    def _issued_at(key: str, value: bytes) -> int | None:
+        """A record's signed issue time, or None when it is no longer valid (expired, malformed)."""
+        try:
+            return decode_record(key, value, now=time.time()).issued_at
+        except WireError:
+            return None
 
     async def provide(self, content_key: bytes) -> None:
         with trio.move_on_after(DHT_OP_TIMEOUT_S):

@@ -14,7 +14,7 @@ import pytest
 from conftest import pid_alive, wait_for
 
 ROUTING_TIMEOUT_S = 60.0
-#: Orphaned models are taken up within 10 s of their last server vanishing from the view (itself ~7 s).
+#: Orphaned models are taken up within 10 s of their last server vanishing from the view (itself ~8 s).
 TAKEOVER_LIMIT_S = 20.0
 
 

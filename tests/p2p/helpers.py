@@ -127,6 +127,15 @@ class Network:
         overlay = Overlay(Identity.generate(), OverlayConfig(bootstrap=settings.join_addrs))
         return await self._start(Node(overlay, MeshService(overlay, settings, local_status or status)))
 
+    async def start_member_with(self, identity: Identity, settings: MeshSettings) -> Node:
+        """`start_member` with a given identity (a test that needs to know which PeerID is lower)."""
+        overlay = Overlay(identity, OverlayConfig(bootstrap=settings.join_addrs))
+        return await self._start(Node(overlay, MeshService(overlay, settings, status)))
+
+    async def start_node(self, node: Node) -> Node:
+        """Start a node the test built itself (to wrap some of its methods first)."""
+        return await self._start(node)
+
     async def _start(self, node: Node) -> Node:
         await self.nursery.start(node._run)
         self.nodes.append(node)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cbor2
 import pytest
 
-from meshp2p.p2p.overlay import DHT_NAMESPACE
+from meshp2p.p2p.overlay import DHT_NAMESPACE, LOCAL_RECORD_FRESH_S
 from meshp2p.wire._cbor import dumps
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.records import (
@@ -149,8 +149,10 @@ async def test_honest_nodes_refuse_and_count_hostile_values(attack: Attack):
             [n.overlay.rejects.as_dict() for n in dht.honest]
 
         # A reader with no copy asks the network, the hostile node answers with its value, and it is refused.
+        # Only one honest copy is left, so the read cannot reach its quorum early and asks the hostile node too.
         reader = dht.honest[-1]
-        reader.overlay.dht.value_store.store.pop(key.encode(), None)
+        for node in dht.honest[1:]:
+            node.overlay.dht.value_store.store.pop(key.encode(), None)
         assert await reader.overlay.get_record(key) == previous
         assert reader.overlay.rejects.counts[f"dht:{reason}"] == 2
 
@@ -213,3 +215,41 @@ async def test_put_record_does_not_raise_when_a_better_record_is_already_stored(
         assert await writer.overlay.put_record(key, put_later) is False
         assert dht.stored(key) == [stored_first] * HONEST_NODES
         assert writer.running
+
+
+# -- local copies ----------------------------------------------------------------------------------------
+# py-libp2p's get_value answers from the local store whenever it holds a copy, keeping fetched copies 24 h
+# whatever their own expiry; Overlay.get_record must not serve an expired or old copy in place of the network's.
+
+
+async def test_an_expired_local_copy_is_dropped_and_the_network_asked():
+    async with network() as net:
+        dht = await start_dht(net)
+        writer, reader = dht.honest[0], dht.honest[1]
+        publisher = Identity.generate()
+        key, current = mesh_record(publisher, "expired-copy", now=time.time())
+        _, expired = mesh_record(publisher, "expired-copy", now=time.time() - 2 * TTL_S, nodes=9)
+        await writer.overlay.put_record(key, current)
+        reader.overlay.dht.value_store.put(key.encode(), expired)
+
+        assert await reader.overlay.get_record(key) == current
+        assert reader.overlay.dht.value_store.get(key.encode()).value == current
+
+
+async def test_an_old_local_copy_gives_way_to_a_newer_one_and_stays_when_the_network_has_none():
+    async with network() as net:
+        dht = await start_dht(net)
+        writer, reader = dht.honest[0], dht.honest[1]
+        publisher = Identity.generate()
+        now = time.time()
+        key, old = mesh_record(publisher, "old-copy", now=now - 2 * LOCAL_RECORD_FRESH_S, nodes=1)
+        _, newer = mesh_record(publisher, "old-copy", now=now, nodes=2)
+        await writer.overlay.put_record(key, newer)
+        reader.overlay.dht.value_store.put(key.encode(), old)
+        assert await reader.overlay.get_record(key) == newer
+
+        # Nobody else holds the key: the old (still valid) copy is all there is, and it is kept.
+        lone_key, lone_old = mesh_record(publisher, "lone-copy", now=now - 2 * LOCAL_RECORD_FRESH_S)
+        reader.overlay.dht.value_store.put(lone_key.encode(), lone_old)
+        assert await reader.overlay.get_record(lone_key) == lone_old
+        assert reader.overlay.dht.value_store.get(lone_key.encode()).value == lone_old

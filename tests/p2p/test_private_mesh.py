@@ -27,7 +27,7 @@ from meshp2p.wire.mesh_id import new_mesh_secret, private_mesh_id
 
 from .helpers import Network, Node, network, status, wait_for
 
-#: Status goes out every 2 s, so a view fills within a couple of heartbeats once gossipsub has grafted.
+#: Status goes out at least every 3 s, so a view fills within a couple of heartbeats once gossipsub has grafted.
 VIEW_S = 10.0
 
 

@@ -14,7 +14,7 @@ from meshp2p.wire.mesh_id import named_mesh_id
 from .helpers import Node, network, status, wait_for
 
 SELF = "12D3KooWself"
-#: The product goal for a vanished node; the design gives PEER_TIMEOUT_S + EXPIRE_CHECK_S = 7 s.
+#: The product goal for a vanished node; the design gives PEER_TIMEOUT_S + EXPIRE_CHECK_S = 8 s.
 VANISH_LIMIT_S = 10.0
 
 

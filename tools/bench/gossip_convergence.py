@@ -9,8 +9,8 @@ and creates the mesh; then, one after another (--join-batch), each member dials 
 refresh) and runs the join handshake. The one mesh grows through --sizes (20, then 30 more for 50) and is
 measured at each. Topology that results (printed): every member ends up connected to every other, through
 its DHT lookups and py-libp2p's auto-connector (which dials every peer in the peerstore while below 100
-connections), and to the listing's writer; gossipsub builds its mesh for the status topic (degree 6,
-4..12) over those connections.
+connections), and to the listing's writer; gossipsub builds its mesh for the status topic (degree
+GOSSIP_DEGREE, GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH in meshp2p/p2p/overlay.py) over those connections.
 
 Each trial: one member (a different one each time) changes its status (a new model in `loaded`, as when a
 model finishes loading) and calls `MeshService.announce_now()`, the real path: heartbeat task ->
@@ -31,12 +31,13 @@ Background (--background): N nodes share this process's core, so background work
 mesh does on its own machine lands here N times over. `quiet` (default) stretches, to an hour, the module
 constants that pace it: meshp2p.mesh_service STATUS_INTERVAL_S (status is then sent once at start and on
 `announce_now`, which the trials use), DEMAND_INTERVAL_S, RTT_INTERVAL_S (every member pings every other:
-N^2 pings), LISTING_REFRESH_S (every member's listing lookup, ~30 KAD RPCs each) and
+N^2 pings), LISTING_REFRESH_S and HEAL_SPLIT_S (every member's listing lookup, ~30 KAD RPCs each) and
 meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `_keep_records` (their own DHT
 records: ~150 KAD RPCs each at start, no part of the gossip path; the creator's listing is what joiners
-need). `real` keeps them all: 2 s status heartbeats and 5 s demand messages of every member (each checked
-by every member, ~D copies each), 5 s listing lookups, RTT probes: the load a real mesh carries, which in one
-process costs ~4-5 % of a core per member (at N=8: 38 % for 9 nodes, against 1 % in `quiet`), so by N ~10
+need). `real` keeps them all: 3 s status keepalives of every member (each checked by every member, ~D copies
+each), demand messages while there is demand, 30 s listing lookups, RTT probes: the load a real mesh carries,
+which in one process cost ~4-5 % of a core per member before the idle-cost work (at N=8: 38 % for 9 nodes,
+against 1 % in `quiet`; with 2 s keepalives, degree 6 and 5 s demand/listing loops), so by N ~10
 the core is saturated, DHT lookups hit their 15 s timeout and joiners split off: use `real` with --sizes 8.
 The printed idle share says how loaded the process is. Nothing on the measured path is changed either way.
 
@@ -68,6 +69,7 @@ import trio
 from meshp2p import __version__
 from meshp2p.mesh.view import MeshView
 from meshp2p.mesh_service import MeshService, MeshSettings
+from meshp2p.p2p import overlay as overlay_module
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
@@ -77,14 +79,15 @@ TARGET_P99_S = 1.0
 QUIET_S = 3600.0
 #: Module constants pacing background work, stretched to QUIET_S by `--background quiet` (see the docstring).
 QUIET_KNOBS = {
-    "meshp2p.mesh_service": ("STATUS_INTERVAL_S", "DEMAND_INTERVAL_S", "RTT_INTERVAL_S", "LISTING_REFRESH_S"),
+    "meshp2p.mesh_service": ("STATUS_INTERVAL_S", "DEMAND_INTERVAL_S", "RTT_INTERVAL_S", "LISTING_REFRESH_S",
+                             "HEAL_SPLIT_S"),
     "meshp2p.p2p.overlay": ("DHT_REFRESH_S",),
 }
 JOIN_TIMEOUT_S = 60.0
 MESH_FORM_TIMEOUT_S = 15.0
 MESH_FORM_POLL_S = 0.1
 #: gossipsub's degree_low in Overlay: the mesh is "formed" when every member has this many mesh peers (or N-1).
-MESH_DEGREE_LOW = 4
+MESH_DEGREE_LOW = overlay_module.GOSSIP_DEGREE_LOW
 CLOSE_TIMEOUT_S = 30.0
 MARKER_PREFIX = "bench-model-"
 IDLE_WINDOW_S = 3.0

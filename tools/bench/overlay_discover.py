@@ -28,7 +28,7 @@ RPCs, both ends in Python); two processes use both cores of the 2-core target ma
 everything in one trio run for comparison. Either way the figures are an upper bound on what separate
 machines see: the client shares its core with ~10 DHT servers answering it.
 
-Background refresh: every node's `Overlay.run` refreshes its routing table every DHT_REFRESH_S (30 s): here
+Background refresh: every node's `Overlay.run` refreshes its routing table every DHT_REFRESH_S (120 s): here
 20 refreshes of ~20 KAD RPCs at ~10 ms of CPU each (both ends in these processes) per 30 s, landing on the
 measuring cores, where separate machines would each pay only their own share. It stays on by default (it
 is also what purges departed discover clients from the servers' routing tables, see below); --no-refresh

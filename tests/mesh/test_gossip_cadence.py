@@ -1,0 +1,114 @@
+"""When a MeshService gossips: status on change plus a keepalive, demand only while there is some.
+
+Each gossip message costs every member CPU (receive, verify, forward), so an idle mesh must stay quiet; a
+vanished node must still leave every view within 10 s, which the keepalive (with PEER_TIMEOUT_S) guarantees.
+Driven with trio's autojump clock and a stand-in overlay that records what is published: no sleeping, no sockets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import pytest
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from meshp2p.mesh.view import PEER_TIMEOUT_S, STATUS_INTERVAL_S
+from meshp2p.mesh_service import (
+    DEMAND_EMPTY_REPEATS,
+    DEMAND_INTERVAL_S,
+    STATUS_CHECK_S,
+    MeshService,
+    MeshSettings,
+)
+from meshp2p.p2p.overlay import RejectCounter
+from meshp2p.wire.gossip import StatusBody, decode_gossip
+from meshp2p.wire.identity import Identity
+from meshp2p.wire.mesh_id import named_mesh_id
+
+MESH = named_mesh_id("cadence")
+
+
+class RecordingOverlay:
+    """Just enough of Overlay for MeshService's gossip loops: who published what, when (trio's clock)."""
+
+    def __init__(self) -> None:
+        self.identity = Identity.generate()
+        self.peer_id = ID.from_pubkey(create_new_key_pair(self.identity.seed).public_key)
+        self.rejects = RejectCounter()
+        self.published: list[tuple[float, str, dict[str, Any]]] = []
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        msg = decode_gossip(data, mesh_id=MESH, topic=topic, now=trio.current_time(), secret=None)
+        self.published.append((trio.current_time(), msg.type, msg.body))
+
+
+def status(**changes: Any) -> StatusBody:
+    base = StatusBody(role="host", ram_mb=8192, vram_mb=0, gpu=None, loaded=(), available=(), load=0.0,
+                      api_port=None, version="test", region=None, rtt_ms={})
+    return dataclasses.replace(base, **changes)
+
+
+def service(local_status: Any = status, local_demand: Any = dict) -> tuple[MeshService, RecordingOverlay]:
+    overlay = RecordingOverlay()
+    settings = MeshSettings(mesh_id=MESH, secret=b"", name="cadence")
+    return MeshService(overlay, settings, local_status, local_demand, clock=trio.current_time), overlay  # type: ignore[arg-type]
+
+
+def times(overlay: RecordingOverlay, msg_type: str) -> list[float]:
+    return [t for t, kind, _ in overlay.published if kind == msg_type]
+
+
+def test_the_keepalive_keeps_a_live_peer_and_drops_a_vanished_one_in_time():
+    assert 2 * STATUS_INTERVAL_S < PEER_TIMEOUT_S, "one lost keepalive must not drop a live peer"
+    assert STATUS_CHECK_S < STATUS_INTERVAL_S
+
+
+async def test_an_unchanged_status_goes_out_only_as_keepalive(autojump_clock: Any):
+    svc, overlay = service()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(svc._heartbeat)
+        await trio.sleep(10 * STATUS_INTERVAL_S + 0.5)
+        nursery.cancel_scope.cancel()
+    sent = times(overlay, "status")
+    assert len(sent) == 11
+    assert all(b - a == pytest.approx(STATUS_INTERVAL_S, abs=0.01) for a, b in itertools.pairwise(sent))
+
+
+async def test_a_changed_status_goes_out_within_a_check_and_drifting_figures_wait(autojump_clock: Any):
+    current = {"status": status()}
+    svc, overlay = service(lambda: current["status"])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(svc._heartbeat)
+        await trio.sleep(0.1)
+        current["status"] = status(rtt_ms={"peer": 1.5}, load=2.0)  # drift: waits for the keepalive
+        await trio.sleep(STATUS_INTERVAL_S - 0.2)
+        assert len(times(overlay, "status")) == 1
+        changed_at = trio.current_time()
+        current["status"] = status(loaded=("tiny",), rtt_ms={"peer": 1.5}, load=2.0)
+        await trio.sleep(STATUS_CHECK_S + 0.01)
+        sent = overlay.published[-1]
+        assert sent[0] - changed_at <= STATUS_CHECK_S and sent[2]["loaded"] == ["tiny"]
+        svc.announce_now()
+        await trio.sleep(0.01)
+        assert len(times(overlay, "status")) == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_demand_is_sent_while_there_is_some_then_a_few_empty_reports_then_nothing(autojump_clock: Any):
+    rates: dict[str, float] = {}
+    svc, overlay = service(local_demand=lambda: dict(rates))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(svc._gossip_demand)
+        await trio.sleep(10.5 * DEMAND_INTERVAL_S)  # half an interval off the loop's ticks: no ties
+        assert times(overlay, "demand") == [], "a node that never had demand sends none"
+        rates["tiny"] = 6.0
+        await trio.sleep(3 * DEMAND_INTERVAL_S)
+        rates.clear()
+        await trio.sleep(10 * DEMAND_INTERVAL_S)
+        nursery.cancel_scope.cancel()
+    bodies = [body["rates"] for _, kind, body in overlay.published if kind == "demand"]
+    assert bodies == [{"tiny": 6.0}] * 3 + [{}] * DEMAND_EMPTY_REPEATS
