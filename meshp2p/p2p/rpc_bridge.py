@@ -57,20 +57,28 @@ _HANDSHAKE_READ_BYTES = 4096
 
 
 class _Counters:
-    """Bytes that crossed the bridge, in llama.cpp's terms: towards the RPC server and back from it."""
+    """Bytes that crossed the bridge, in llama.cpp's terms: towards the RPC server and back from it, and round
+    trips: how often bytes went towards the server after an answer came back (each costs the link's RTT; with
+    several connections at once it is approximate, their directions interleave)."""
 
     def __init__(self) -> None:
         self.bytes_to_rpc = 0
         self.bytes_from_rpc = 0
+        self.round_trips = 0
         self.connections = 0
         self.active = 0
         self.refused = 0
+        self._answered = True
 
     def _to_rpc(self, n: int) -> None:
         self.bytes_to_rpc += n
+        if self._answered:
+            self.round_trips += 1
+            self._answered = False
 
     def _from_rpc(self, n: int) -> None:
         self.bytes_from_rpc += n
+        self._answered = True
 
 
 class RpcBridgeServer(_Counters):

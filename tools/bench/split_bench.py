@@ -16,9 +16,10 @@ embeddings / output head (`-ot ...=CPU`), the RPC server gets the rest; `-t 1 --
 processes share two cores fairly and the split's tokens can be compared with solo's.
 
 Reported (JSON on stdout, also --out): generation tok/s (median of --runs) for each; tunnel/direct ratio
-(target >= 0.85); bytes that crossed the tunnel towards the RPC server at first load and at reload
-(target with local GGUFs: ~0, only protocol overhead); bytes per generated token (both directions); the host's
-CPU seconds at load (the hashing the patch adds there); tokens equal to solo at temperature 0 (target: yes).
+(target >= 0.85) and the time the tunnel adds per token; bytes that crossed the tunnel towards the RPC server at
+first load and at reload (target with local GGUFs: ~0, only protocol overhead); bytes (both directions) and round
+trips per generated token; the host's CPU seconds at load (the hashing the patch adds there); tokens equal to solo
+at temperature 0 (target: yes).
 Byte counts come from the bridge's own counters (both ends must agree); the direct phase is not proxied, so that
 it measures plain TCP.
 
@@ -168,8 +169,12 @@ async def tunnel_phase(args: argparse.Namespace, binaries: LlamaBinaries, work: 
             marks: dict[str, tuple[int, int]] = {}
             before = await tunnel.settled()
 
-            async def mark(when: str, marks: dict[str, tuple[int, int]] = marks) -> None:
+            round_trips: dict[str, int] = {}
+
+            async def mark(when: str, marks: dict[str, tuple[int, int]] = marks,
+                           round_trips: dict[str, int] = round_trips) -> None:
                 marks[when] = await tunnel.settled()
+                round_trips[when] = tunnel.client.round_trips
 
             runs = args.runs if stage == "first_load" else 1
             result = await run_llama(binaries, args.model, work / name / f"llama-{stage}.log",
@@ -177,9 +182,11 @@ async def tunnel_phase(args: argparse.Namespace, binaries: LlamaBinaries, work: 
                                      mark=mark)
             to_load, from_load = (a - b for a, b in zip(marks["loaded"], before, strict=True))
             to_gen, from_gen = (a - b for a, b in zip(marks["answered"], marks["loaded"], strict=True))
+            trips_gen = round_trips["answered"] - round_trips["loaded"]
             result.update({"bytes_to_rpc_at_load": to_load, "bytes_from_rpc_at_load": from_load,
                            "bytes_per_token_to_rpc": round(to_gen / result["predicted"]),
-                           "bytes_per_token_from_rpc": round(from_gen / result["predicted"])})
+                           "bytes_per_token_from_rpc": round(from_gen / result["predicted"]),
+                           "round_trips_per_token": round(trips_gen / result["predicted"], 2)})
             out[stage] = result
         nursery.cancel_scope.cancel()
     log = (work / name / "ggml-rpc-server.log").read_text(errors="replace")
@@ -225,6 +232,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "solo_tok_s": solo["tok_s"], "direct_tok_s": report["direct"]["tok_s"], "tunnel_tok_s": tunnel["tok_s"],
         "tunnel_over_direct": round(tunnel["tok_s"] / report["direct"]["tok_s"], 3),
         "direct_over_solo": round(report["direct"]["tok_s"] / solo["tok_s"], 3),
+        "tunnel_added_ms_per_token": round(1000 / tunnel["tok_s"] - 1000 / report["direct"]["tok_s"], 2),
         "tokens_equal_solo": {
             "direct": report["direct"]["tokens"] == solo["tokens"],
             **{f"{k}_{stage}": report[k][stage]["tokens"] == solo["tokens"]
@@ -236,6 +244,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                               for stage in ("first_load", "reload")}
             summary[f"{key}_per_token_bytes"] = (report[key]["first_load"]["bytes_per_token_to_rpc"]
                                                  + report[key]["first_load"]["bytes_per_token_from_rpc"])
+            summary[f"{key}_round_trips_per_token"] = report[key]["first_load"]["round_trips_per_token"]
             summary[f"{key}_host_cpu_s_at_load"] = report[key]["first_load"]["host_cpu_s_at_load"]
             summary[f"{key}_ready_s"] = report[key]["first_load"]["ready_s"]
     for phase in [report["solo"], report["direct"]] + [report[k][s] for k in ("tunnel_stock", "tunnel_gguf")
