@@ -10,8 +10,6 @@ encoders use, so each one fails exactly the check its `reason` names. Bytes are 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +24,9 @@ from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.mesh_id import named_mesh_id, normalise_mesh_name, private_mesh_id
 
-HERE = Path(__file__).resolve().parent
+# The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vectorfile import write_or_check
 
 SEED_A = bytes(range(32))
 SEED_B = bytes(range(32, 64))
@@ -668,27 +668,8 @@ def build() -> dict[str, dict[str, Any]]:
     }
 
 
-def render(vectors: dict[str, Any]) -> str:
-    return json.dumps(vectors, indent=2, ensure_ascii=False) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if a vectors file differs from what it would be")
-    args = parser.parse_args(argv)
-    stale = []
-    for name, vectors in build().items():
-        path = HERE / name
-        text = render(vectors)
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
-    if stale:
-        print(f"stale vectors: {', '.join(stale)}; run protocols/vectors/generate.py", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(__doc__ or "", build, Path(__file__).name, argv)
 
 
 if __name__ == "__main__":

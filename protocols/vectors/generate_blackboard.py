@@ -10,8 +10,6 @@ bytes built by hand where no encoder would write them), and each is checked here
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +25,10 @@ from meshp2p.wire.gossip import GOSSIP_DOMAIN, decode_gossip, encode_gossip, top
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.mesh_id import named_mesh_id
 
-HERE = Path(__file__).resolve().parent
+# The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vectorfile import write_or_check
+
 FILE_NAME = "blackboard.json"
 
 SEED_A = bytes(range(32))
@@ -376,23 +377,8 @@ def build() -> dict[str, Any]:
     }
 
 
-def render(vectors: dict[str, Any]) -> str:
-    return json.dumps(vectors, indent=2, ensure_ascii=False) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the vectors file differs from what it would be")
-    args = parser.parse_args(argv)
-    path = HERE / FILE_NAME
-    text = render(build())
-    if not args.check:
-        path.write_text(text, encoding="utf-8")
-        return 0
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        print(f"stale vectors: {FILE_NAME}; run protocols/vectors/generate_blackboard.py", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(__doc__ or "", lambda: {FILE_NAME: build()}, Path(__file__).name, argv)
 
 
 if __name__ == "__main__":

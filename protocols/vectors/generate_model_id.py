@@ -9,8 +9,6 @@ with the reason it names).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,11 @@ from typing import Any
 from meshp2p.wire import model_id as m
 from meshp2p.wire.errors import WireError
 
+# The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vectorfile import write_or_check
+
 FILE_NAME = "model-id.json"
-HERE = Path(__file__).resolve().parent
 
 
 def pattern(size: int) -> bytes:
@@ -84,23 +85,8 @@ def build() -> dict[str, Any]:
     }
 
 
-def render(vectors: dict[str, Any]) -> str:
-    return json.dumps(vectors, indent=2, ensure_ascii=False) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the vectors file differs from what it would be")
-    args = parser.parse_args(argv)
-    path = HERE / FILE_NAME
-    text = render(build())
-    if not args.check:
-        path.write_text(text, encoding="utf-8")
-        return 0
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
-        print(f"stale vectors: {FILE_NAME}; run protocols/vectors/generate_model_id.py", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(__doc__ or "", lambda: {FILE_NAME: build()}, Path(__file__).name, argv)
 
 
 if __name__ == "__main__":
