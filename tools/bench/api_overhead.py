@@ -11,69 +11,21 @@ usage: .venv/bin/python tools/bench/api_overhead.py [--model M] [--rounds 20] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from streaming import Sample, free_port, percentile, stream_once  # a sibling module: see streaming.py
+
 READY_TIMEOUT_S = 180.0
-
-
-@dataclass
-class Sample:
-    ttft_ms: float
-    tokens_per_s: float
-    tokens: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
-    """One streamed completion; TTFT is request start → first token event, tok/s is over the rest.
-
-    llama-server sometimes closes an idle keep-alive connection just as it is reused; that attempt is
-    repeated (on either path) instead of being counted.
-    """
-    try:
-        return _stream_once(client, url, body)
-    except httpx.RemoteProtocolError:
-        return _stream_once(client, url, body)
-
-
-def _stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
-    start = time.perf_counter()
-    first = last = 0.0
-    tokens = 0
-    with client.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if not event.get("choices") or not event["choices"][0].get("text"):
-                continue
-            now = time.perf_counter()
-            if tokens == 0:
-                first = now
-            last = now
-            tokens += 1
-    if tokens < 2:
-        raise RuntimeError(f"only {tokens} tokens streamed from {url}")
-    return Sample((first - start) * 1000, (tokens - 1) / (last - first), tokens)
 
 
 def start_node(args: argparse.Namespace, home: Path) -> tuple[subprocess.Popen[bytes], int, int]:
@@ -100,11 +52,6 @@ def wait_backend_port(proc: subprocess.Popen[bytes], console: int) -> tuple[str,
             pass
         time.sleep(0.1)
     raise SystemExit("node not ready in time")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:

@@ -31,7 +31,6 @@ import cProfile
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,9 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from streaming import Sample, free_port, is_token, percentile, stream_once  # a sibling module: see streaming.py
+
 READY_TIMEOUT_S = 180.0
 ROUTE_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -56,13 +58,6 @@ PROMPT = "The history of the city of Paris begins"
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
@@ -112,56 +107,6 @@ def wait_until(what: str, timeout_s: float, check: Any, *procs: subprocess.Popen
 
 
 # ---------------------------------------------------------------- part 1: tokens
-
-
-@dataclass
-class Sample:
-    ttft_ms: float
-    tokens_per_s: float
-    tokens: int
-
-
-def stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
-    """One streamed completion; TTFT is request start → first token event, tok/s is over the rest.
-
-    llama-server sometimes closes an idle keep-alive connection just as it is reused; that attempt is
-    repeated (on either path) instead of being counted.
-    """
-    try:
-        return _stream_once(client, url, body)
-    except httpx.RemoteProtocolError:
-        return _stream_once(client, url, body)
-
-
-def _stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
-    start = time.perf_counter()
-    first = last = 0.0
-    tokens = 0
-    with client.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not _is_token(line):
-                continue
-            now = time.perf_counter()
-            if tokens == 0:
-                first = now
-            last = now
-            tokens += 1
-    if tokens < 2:
-        raise RuntimeError(f"only {tokens} tokens streamed from {url}")
-    return Sample((first - start) * 1000, (tokens - 1) / (last - first), tokens)
-
-
-def _is_token(line: str) -> bool:
-    if not line.startswith("data: ") or line == "data: [DONE]":
-        return False
-    event = json.loads(line[6:])
-    return bool(event.get("choices")) and bool(event["choices"][0].get("text"))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass
@@ -254,7 +199,7 @@ async def _one_client(client: httpx.AsyncClient, url: str, body: dict[str, objec
             async for line in response.aiter_lines():
                 if line == "data: [DONE]":
                     done = True
-                elif _is_token(line):
+                elif is_token(line):
                     tokens += 1
     except Exception as exc:
         return time.perf_counter() - start, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,72 @@
+"""What the API benchmarks share: one streamed completion timed token by token, ports, percentiles.
+
+Imported by `api_overhead.py` and `tunnel_bench.py` as a sibling module (they put this folder on `sys.path`), so
+each stays a plain script.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+
+import httpx
+
+
+@dataclass
+class Sample:
+    ttft_ms: float
+    tokens_per_s: float
+    tokens: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
+    """One streamed completion; TTFT is request start → first token event, tok/s is over the rest.
+
+    llama-server sometimes closes an idle keep-alive connection just as it is reused; that attempt is
+    repeated (on either path) instead of being counted.
+    """
+    try:
+        return _stream_once(client, url, body)
+    except httpx.RemoteProtocolError:
+        return _stream_once(client, url, body)
+
+
+def _stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
+    start = time.perf_counter()
+    first = last = 0.0
+    tokens = 0
+    with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not is_token(line):
+                continue
+            now = time.perf_counter()
+            if tokens == 0:
+                first = now
+            last = now
+            tokens += 1
+    if tokens < 2:
+        raise RuntimeError(f"only {tokens} tokens streamed from {url}")
+    return Sample((first - start) * 1000, (tokens - 1) / (last - first), tokens)
+
+
+def is_token(line: str) -> bool:
+    """An SSE line that carries a generated token (not [DONE], not an empty or role-only event)."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return False
+    event = json.loads(line[6:])
+    return bool(event.get("choices")) and bool(event["choices"][0].get("text"))
