@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
                       help="a bootstrap peer (/ip4/../tcp/../p2p/ID); repeatable; also MESHP2P_BOOTSTRAP and "
                       "bootstrap/peers.txt")
+    mesh.add_argument("--mdns", action="store_true",
+                      help="find meshp2p peers on the local network over mDNS (multicast) and connect to them, "
+                      "so nodes on one LAN mesh without --bootstrap; needs --listen-all")
     mesh.add_argument("--bind-port", type=int, default=0, metavar="PORT",
                       help="TCP port for peer-to-peer traffic (default: any free port)")
     mesh.add_argument("--enumerate-host", action="store_true",

@@ -124,7 +124,7 @@ def choose_mesh_automatically(args: argparse.Namespace) -> str:
 def mesh_config_from_args(args: argparse.Namespace) -> MeshConfig | None:
     """Which mesh to be in, from --solo / --join / --mesh-name (else this node's own private mesh)."""
     meshy = [f for f, v in (("--join", args.join), ("--mesh-name", args.mesh_name), ("--publish", args.publish),
-                            ("--region", args.region), ("--bootstrap", args.bootstrap)) if v]
+                            ("--region", args.region), ("--bootstrap", args.bootstrap), ("--mdns", args.mdns)) if v]
     if args.solo:
         if meshy:
             raise ConfigError(f"--solo keeps the node off the network, but {', '.join(meshy)} was given",
@@ -134,6 +134,10 @@ def mesh_config_from_args(args: argparse.Namespace) -> MeshConfig | None:
         raise ConfigError("--join, --mesh-name and --auto each choose a mesh", hint="give one of them")
     if args.auto:
         args.mesh_name = choose_mesh_automatically(args)
+    if args.mdns and not args.listen_all:
+        raise ConfigError("--mdns announces this node's LAN address, but peers listen on 127.0.0.1 only",
+                          hint="add --listen-all (LAN peers, and anyone else who can reach this machine, can then "
+                          "connect and use the API)")
     if args.max_clients is not None and args.max_clients < 1:
         raise ConfigError("--max-clients must be at least 1", hint="leave it out for no limit")
     common = {"region": args.region.strip().upper() if args.region else None, "max_clients": args.max_clients,
@@ -162,6 +166,7 @@ def mesh_config_from_args(args: argparse.Namespace) -> MeshConfig | None:
         bootstrap=bootstrap_peers(args.bootstrap or ()),
         # Clients serve DHT queries too: peers that meet a client-mode node keep failing to query it.
         dht_server=True,
+        mdns=args.mdns,
     )
     return MeshConfig(identity=load_or_create_identity(), overlay=overlay, settings=settings,
                       enumerate_host=args.enumerate_host)

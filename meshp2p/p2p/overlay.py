@@ -80,6 +80,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
+from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs, is_loopback_host
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.records import decode_record, select_record
@@ -206,6 +207,9 @@ class OverlayConfig:
     dht_server: bool = True
     #: Act as a circuit-relay v2 hop (bootstrap nodes): peers behind NAT reserve a slot and are dialed through it.
     relay_hop: bool = False
+    #: Announce this node on the LAN over mDNS and dial the meshp2p peers heard there (p2p/mdns.py): a mesh
+    #: forms without bootstrap peers. Needs a non-loopback `listen_host`; off by default (it sends multicast).
+    mdns: bool = False
 
 
 class Overlay:
@@ -245,6 +249,13 @@ class Overlay:
             self.relay_transport = CircuitV2Transport(
                 self.host, self.relay, RelayConfig(roles=RelayRole.HOP | RelayRole.STOP | RelayRole.CLIENT,
                                                    limits=RELAY_LIMITS))
+        self.mdns: MdnsDiscovery | None = None
+        if config.mdns:
+            if is_loopback_host(config.listen_host):
+                log.warning("mDNS is off: the overlay listens on %s only, which no LAN peer can reach "
+                            "(listen on 0.0.0.0, `--listen-all`)", config.listen_host)
+            else:
+                self.mdns = MdnsDiscovery(self.host.get_network(), self.connect)
 
     @property
     def peer_id(self) -> ID:
@@ -314,6 +325,9 @@ class Overlay:
             # Registered last, so it runs first on the way out, while the host still tracks its connections.
             stack.push_async_callback(self._close_connections)
             await self.pubsub.wait_until_ready()
+            if self.mdns is not None:
+                nursery = await stack.enter_async_context(trio.open_nursery())
+                await nursery.start(self.mdns.run, advertised_addrs(self.config.listen_host, self._bound_port()))
             # A DHT client serves nobody: its lookups start from the bootstrap peers and walk the network, so
             # the ~1 s routing-table refresh would only delay a one-shot `discover`.
             reached = await self.connect_many(self.config.bootstrap, refresh=self.config.dht_server)
@@ -332,6 +346,13 @@ class Overlay:
                     await self.connect_many(self.config.bootstrap)
                 with trio.move_on_after(DHT_OP_TIMEOUT_S):
                     await self.dht.refresh_routing_table()
+
+    def _bound_port(self) -> int:
+        """The TCP port the host listens on (the configured one, or the one the OS picked for port 0)."""
+        for addr in self.host.get_addrs():
+            with contextlib.suppress(Exception):
+                return int(addr.value_for_protocol("tcp"))
+        return self.config.port
 
     def purge_dht_clients(self) -> list[ID]:
         """Drop routing-table peers that identify says serve no DHT; returns them.
