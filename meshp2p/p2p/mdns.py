@@ -16,16 +16,16 @@ software on the LAN (an IPFS node, say) is neither dialed nor added to our routi
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import ifaddr
 import trio
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.discovery.mdns.mdns import MDNSDiscovery, create_mdns_discovery
 from libp2p.peer.peerinfo import PeerInfo
+
+from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -39,24 +39,6 @@ MDNS_ADDR_TTL_S = 120
 #: Discoveries waiting to be dialed; more than this at once on one LAN are dropped (the next announcement
 #: brings them back).
 MDNS_QUEUE = 64
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for a listen address only this machine can reach, where LAN discovery cannot work."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def lan_ipv4s() -> list[str]:
-    """This machine's non-loopback IPv4 interface addresses, the ones LAN peers can dial."""
-    found = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback:
-                found.append(ip.ip)
-    return sorted(set(found))
 
 
 def advertised_addrs(listen_host: str, port: int) -> list[str]:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -80,7 +79,8 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs, is_loopback_host
+from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
+from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.records import decode_record, select_record
@@ -154,13 +154,8 @@ def _tune_yamux() -> None:
 
 
 def _interface_ipv4s() -> list[str]:
-    """This machine's IPv4 addresses as its hostname resolves them, non-loopback first, loopback last."""
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, family=socket.AF_INET)
-    except OSError:
-        infos = []
-    found = {str(info[4][0]) for info in infos}
-    return [*sorted(a for a in found if not a.startswith("127.")), "127.0.0.1"]
+    """Where a wildcard listener can be reached: every interface's IPv4 address, loopback last (p2p/interfaces.py)."""
+    return [*lan_ipv4s(), "127.0.0.1"]
 
 
 @dataclass

@@ -20,7 +20,8 @@ from typing import IO
 
 import pytest
 
-from meshp2p.p2p.mdns import advertised_addrs, is_loopback_host
+from meshp2p.p2p.interfaces import is_loopback_host
+from meshp2p.p2p.mdns import advertised_addrs
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.identity import Identity
 
@@ -29,6 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 MESH_WAIT_S = 60.0
 STOP_WAIT_S = 15.0
 CONSOLE_PORT = 3131
+#: The two namespaces' addresses on their veth pair.
+VETH_IPS = ("10.77.0.1", "10.77.0.2")
 
 
 def test_advertised_addresses_are_never_loopback():
@@ -77,7 +80,7 @@ def lan() -> Iterator[tuple[str, str]]:
         _ip("link", "add", veths[0], "type", "veth", "peer", "name", veths[1])
         for i, (name, veth) in enumerate(zip(names, veths, strict=True)):
             _ip("link", "set", veth, "netns", name)
-            _ip("-n", name, "addr", "add", f"10.77.0.{i + 1}/24", "dev", veth)
+            _ip("-n", name, "addr", "add", f"{VETH_IPS[i]}/24", "dev", veth)
             _ip("-n", name, "link", "set", "lo", "up")
             _ip("-n", name, "link", "set", veth, "multicast", "on", "up")
             # Multicast leaves by the veth (there is no default route to carry it).
@@ -132,9 +135,12 @@ def test_two_nodes_on_a_lan_form_a_named_mesh_without_bootstrap(lan, tmp_path):
                 tails = "\n".join((tmp_path / f"node{i}.log").read_text()[-2000:] for i in range(len(procs)))
                 raise AssertionError(f"the nodes did not find each other over mDNS: {ids}, {statuses}\n{tails}")
             time.sleep(0.5)
-        for status in statuses:
+        for i, status in enumerate(statuses):
             mesh = status["mesh"] if status else {}
             assert isinstance(mesh, dict) and mesh["name"] == "lan"
+            # A wildcard listener announces its LAN address (listed from the interfaces), so invite tokens and
+            # the mesh listing carry an address the other machine can dial, not only 127.0.0.1.
+            assert any(a.startswith(f"/ip4/{VETH_IPS[i]}/tcp/") for a in mesh["addrs"]), mesh["addrs"]
     finally:
         for proc in procs:
             proc.terminate()
