@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,16 @@ from meshp2p.wire import Identity, WireError
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS_DIR = REPO / "protocols" / "vectors"
+
+
+def generator_check(script: str) -> int:
+    """Run a vector generator of protocols/vectors/ with `--check`: 0 when the file on disk is what it writes."""
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), VECTORS_DIR / script)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code: int = module.main(["--check"])
+    return code
 
 
 def load_vectors(name: str) -> dict[str, Any]:

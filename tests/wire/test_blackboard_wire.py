@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
@@ -17,7 +16,16 @@ from meshp2p.wire.framing import PayloadReader, frame_bytes
 from meshp2p.wire.gossip import decode_gossip
 from meshp2p.wire.identity import sign_object
 
-from .helpers import VECTORS_DIR, expect_reason, flip_bit, identity, ids, load_vectors, maps_with_keys, only_wire_errors
+from .helpers import (
+    expect_reason,
+    flip_bit,
+    generator_check,
+    identity,
+    ids,
+    load_vectors,
+    maps_with_keys,
+    only_wire_errors,
+)
 
 V = load_vectors("blackboard.json")
 A = identity(V, "A")
@@ -55,11 +63,7 @@ def encode_case(case: dict[str, Any]) -> bytes:
 
 
 def test_vectors_file_is_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("generate_blackboard", VECTORS_DIR / "generate_blackboard.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert generator_check("generate_blackboard.py") == 0
 
 
 def test_constants() -> None:

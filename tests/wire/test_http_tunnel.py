@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from meshp2p.wire import WireError
 from meshp2p.wire import tunnel as t
 from meshp2p.wire._cbor import dumps
 
-from .helpers import VECTORS_DIR, expect_reason, flip_bit, ids, load_vectors, maps_with_keys, only_wire_errors
+from .helpers import expect_reason, flip_bit, generator_check, ids, load_vectors, maps_with_keys, only_wire_errors
 
 V = load_vectors("http-tunnel.json")
 EXCHANGE = V["exchanges"][0]["steps"]
@@ -89,11 +88,7 @@ def sent_client(head: t.RequestHead = CHAT, body: bytes = b"{}") -> t.TunnelClie
 
 
 def test_vectors_file_is_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("generate_http_tunnel", VECTORS_DIR / "generate_http_tunnel.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert generator_check("generate_http_tunnel.py") == 0
 
 
 def test_constants() -> None:

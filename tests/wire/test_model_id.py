@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from meshp2p.wire.model_id import (
     parse_content_id,
 )
 
-from .helpers import VECTORS_DIR, expect_reason, ids, load_vectors, only_wire_errors
+from .helpers import expect_reason, generator_check, ids, load_vectors, only_wire_errors
 
 V = load_vectors("model-id.json")
 
@@ -31,11 +30,7 @@ def vector_bytes(case: dict[str, Any]) -> bytes:
 
 
 def test_vectors_file_is_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("generate_model_id", VECTORS_DIR / "generate_model_id.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert generator_check("generate_model_id.py") == 0
 
 
 def test_constants() -> None:

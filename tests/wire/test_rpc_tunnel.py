@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from meshp2p.wire import WireError
 from meshp2p.wire import rpc_tunnel as r
 from meshp2p.wire._cbor import dumps
 
-from .helpers import VECTORS_DIR, expect_reason, flip_bit, ids, load_vectors, maps_with_keys, only_wire_errors
+from .helpers import expect_reason, flip_bit, generator_check, ids, load_vectors, maps_with_keys, only_wire_errors
 
 V = load_vectors("rpc-tunnel.json")
 SENT = r.RpcHello(V["sent_hello"]["model"], V["sent_hello"]["threads"])
@@ -56,11 +55,7 @@ def run_invalid(case: dict[str, Any], *, chunk: int | None = None) -> None:
 
 
 def test_vectors_file_is_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("generate_rpc_tunnel", VECTORS_DIR / "generate_rpc_tunnel.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert generator_check("generate_rpc_tunnel.py") == 0
 
 
 def test_constants() -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +13,7 @@ from libp2p.peer.id import ID
 from meshp2p.errors import MeshP2PError
 from meshp2p.wire import WIRE_REASONS, Identity, WireError, peer_id_bytes, peer_id_from_public_key, verify
 
-from .helpers import REPO, VECTORS_DIR, expect_reason, load_vectors
+from .helpers import REPO, VECTORS_DIR, expect_reason, generator_check, load_vectors
 
 V = load_vectors("identity.json")
 
@@ -113,9 +111,4 @@ def test_wire_is_pure() -> None:
 
 
 def test_vectors_on_disk_are_what_the_generator_writes() -> None:
-    path = Path(VECTORS_DIR / "generate.py")
-    spec = importlib.util.spec_from_file_location("generate_vectors", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert generator_check("generate.py") == 0
