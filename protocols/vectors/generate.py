@@ -11,7 +11,6 @@ encoders use, so each one fails exactly the check its `reason` names. Bytes are 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,12 @@ import cbor2
 
 from meshp2p.wire import gossip, join, records, token
 from meshp2p.wire._cbor import dumps
-from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.mesh_id import named_mesh_id, normalise_mesh_name, private_mesh_id
 
 # The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vectorfile import write_or_check
+from vectorfile import expect, pad_to, reason_of, write_or_check
 
 SEED_A = bytes(range(32))
 SEED_B = bytes(range(32, 64))
@@ -61,20 +59,6 @@ def without(m: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in m.items() if k != key}
 
 
-def reason_of(fn: Callable[[], object]) -> str | None:
-    """The reason `fn` fails with, or None; every negative vector is checked to fail as documented."""
-    try:
-        fn()
-    except WireError as exc:
-        return exc.reason
-    return None
-
-
-def expect(reason: str, fn: Callable[[], object], name: str) -> str:
-    got = reason_of(fn)
-    if got != reason:
-        raise AssertionError(f"vector {name}: expected {reason}, implementation says {got}")
-    return reason
 
 
 # ---------------------------------------------------------------- identity
@@ -271,16 +255,6 @@ def record_vectors() -> dict[str, Any]:
         "select": select,
     }
 
-
-def pad_to(make: Callable[[str], bytes], size: int) -> bytes:
-    """Choose a padding text so the encoding is exactly `size` bytes (its length header may grow on the way)."""
-    n = max(0, size - len(make("")))
-    while n > 0 and len(make("x" * n)) > size:
-        n -= 1
-    value = make("x" * n)
-    if len(value) != size:
-        raise AssertionError(f"cannot pad to {size}")
-    return value
 
 
 # ---------------------------------------------------------------- invite tokens

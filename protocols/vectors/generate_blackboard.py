@@ -19,7 +19,6 @@ import cbor2
 
 from meshp2p.wire import blackboard as bb
 from meshp2p.wire._cbor import dumps
-from meshp2p.wire.errors import WireError
 from meshp2p.wire.framing import frame_bytes
 from meshp2p.wire.gossip import GOSSIP_DOMAIN, decode_gossip, encode_gossip, topic_name
 from meshp2p.wire.identity import Identity, sign_object
@@ -27,7 +26,7 @@ from meshp2p.wire.mesh_id import named_mesh_id
 
 # The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vectorfile import write_or_check
+from vectorfile import expect, pad_to, write_or_check
 
 FILE_NAME = "blackboard.json"
 
@@ -44,18 +43,9 @@ TTL_S = bb.DEFAULT_POST_TTL_S
 MESH_NAME = "Poker-Night"
 
 
-def reason_of(fn: Callable[[], object]) -> str | None:
-    try:
-        fn()
-    except WireError as exc:
-        return exc.reason
-    return None
-
 
 def check(name: str, reason: str, fn: Callable[[], object]) -> None:
-    got = reason_of(fn)
-    if got != reason:
-        raise AssertionError(f"vector {name}: expected {reason}, implementation says {got}")
+    expect(reason, fn, name)
 
 
 def hex_or_none(value: bytes | None) -> str | None:
@@ -125,16 +115,6 @@ def valid_vectors() -> list[dict[str, Any]]:
         )
     return out
 
-
-def pad_to(make: Callable[[str], bytes], size: int) -> bytes:
-    """Choose a padding text so the encoding is exactly `size` bytes (its length header may grow on the way)."""
-    n = max(0, size - len(make("")))
-    while n > 0 and len(make("x" * n)) > size:
-        n -= 1
-    value = make("x" * n)
-    if len(value) != size:
-        raise AssertionError(f"cannot pad to {size}")
-    return value
 
 
 def post_map(**changes: Any) -> dict[str, Any]:

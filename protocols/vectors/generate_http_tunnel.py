@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from meshp2p.wire import tunnel as t
 from meshp2p.wire._cbor import dumps
-from meshp2p.wire.errors import WireError
 
 # The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vectorfile import write_or_check
+from vectorfile import reason_of, write_or_check
 
 FILE_NAME = "http-tunnel.json"
 
@@ -91,13 +89,6 @@ def expand(segment: bytes | dict[str, Any]) -> bytes:
     repeated: bytes = (bytes.fromhex(segment["hex"]) + bytes(segment["zeros"])) * segment["repeat"]
     return repeated
 
-
-def reason_of(fn: Callable[[], object]) -> str | None:
-    try:
-        fn()
-    except WireError as exc:
-        return exc.reason
-    return None
 
 
 def frame_vectors() -> list[dict[str, Any]]:

@@ -10,17 +10,15 @@ with the reason it names). Frames that no encoder would produce are built by han
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from meshp2p.wire import rpc_tunnel as r
 from meshp2p.wire._cbor import dumps
-from meshp2p.wire.errors import WireError
 
 # The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vectorfile import write_or_check
+from vectorfile import reason_of, write_or_check
 
 FILE_NAME = "rpc-tunnel.json"
 
@@ -42,13 +40,6 @@ def raw_frame(payload: bytes) -> bytes:
 def hello_map(**changes: Any) -> dict[str, Any]:
     return {"v": 1, "model": "gemma-3-270m", "threads": 2, **changes}
 
-
-def reason_of(fn: Callable[[], object]) -> str | None:
-    try:
-        fn()
-    except WireError as exc:
-        return exc.reason
-    return None
 
 
 def hello_vectors() -> list[dict[str, Any]]:
