@@ -320,7 +320,8 @@ class BlackboardService:
         last_prune = trio.current_time()
         while True:
             await trio.sleep(FLUSH_REJECTIONS_S)
-            await trio.to_thread.run_sync(self._flush_rejections)
+            if self._unflushed:  # an idle node spends no thread (nor disk write) on this
+                await trio.to_thread.run_sync(self._flush_rejections)
             if trio.current_time() - last_prune >= PRUNE_INTERVAL_S:
                 await trio.to_thread.run_sync(self._prune)
                 last_prune = trio.current_time()

@@ -23,6 +23,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from meshp2p.api.responses import json_response
 from meshp2p.blackboard.search import DEFAULT_LIMIT
 from meshp2p.blackboard.since import parse_since
 from meshp2p.errors import ConfigError, PostRefused
@@ -67,12 +68,9 @@ class _BadRequest(Exception):
         self.message, self.hint, self.status = message, hint, status
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/json")
-
 
 def _error(message: str, status: int, hint: str | None = None) -> Response:
-    return _json({"error": {"message": message, "hint": hint}}, status)
+    return json_response({"error": {"message": message, "hint": hint}}, status)
 
 
 def _filters() -> dict[str, Any]:
@@ -110,12 +108,12 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
 
     @app.get("/api/blackboard")
     async def stats() -> Response:
-        return _json(await ready().stats())
+        return json_response(await ready().stats())
 
     @app.get("/api/blackboard/feed")
     async def feed() -> Response:
         posts = await ready().search("", **_filters())
-        return _json({"posts": [post_json(p) for p in posts]})
+        return json_response({"posts": [post_json(p) for p in posts]})
 
     @app.get("/api/blackboard/search")
     async def search() -> Response:
@@ -124,7 +122,7 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
         if not query.strip():
             raise _BadRequest("search needs a query (q=...)", "for the newest posts, use /api/blackboard/feed")
         posts = await board.search(query, **_filters())
-        return _json({"query": query, "posts": [post_json(p) for p in posts]})
+        return json_response({"query": query, "posts": [post_json(p) for p in posts]})
 
     @app.post("/api/blackboard/post")
     async def post() -> Response:
@@ -148,7 +146,7 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
             made, redacted = await board.post(text, name=name, tags=tags, thread=reply_to, scrub=scrub)
         except PostRefused as exc:
             return _error(exc.message, exc.status, exc.hint)
-        return _json({"post": post_json(made), "redacted": redacted}, 201)
+        return json_response({"post": post_json(made), "redacted": redacted}, 201)
 
     @app.get("/api/blackboard/watch")
     async def watch() -> Response:

@@ -8,7 +8,6 @@ machine steer this one, read a private mesh's posts or post as this node.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,10 +15,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from meshp2p.api.blackboard_routes import Blackboard, add_blackboard_routes
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/json")
+from meshp2p.api.responses import json_response
 
 
 def _from_this_machine() -> bool:
@@ -36,14 +32,14 @@ def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str
 
     @app.get("/api/status")
     async def get_status() -> Response:
-        return _json(status())
+        return json_response(status())
 
     @app.post("/api/models/<path:model_id>/drop")
     async def drop_model(model_id: str) -> Response:
         if not _from_this_machine():
-            return _json({"error": {"message": "only this machine may change the node"}}, 403)
+            return json_response({"error": {"message": "only this machine may change the node"}}, 403)
         if not await drop(model_id):
-            return _json({"error": {"message": f"this node does not serve '{model_id}'"}}, 404)
-        return _json({"dropped": model_id})
+            return json_response({"error": {"message": f"this node does not serve '{model_id}'"}}, 404)
+        return json_response({"dropped": model_id})
 
     return app

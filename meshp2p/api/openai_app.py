@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, SERVER_ERROR, ApiError, error_body
 from meshp2p.api.proxy import answer_locally
 from meshp2p.api.remote import forward_remote
+from meshp2p.api.responses import json_response
 from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.upstream import UpstreamPool
 
@@ -22,10 +23,6 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024
 #: OpenAI paths we forward, each to the same path on llama-server.
 FORWARDED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
