@@ -15,8 +15,12 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
 - Every HEAL_SPLIT_S the listing is looked up again: two nodes that created the same named mesh at the same
   moment find each other and merge.
 - Idle cost: each gossip message costs every member CPU, so status goes out when it changes (checked every
-  second) plus a keepalive every STATUS_INTERVAL_S, and demand only while there is some (then a few empty
-  reports so it fades at once, not after DEMAND_TTL_S).
+  second, then repeated a few times in case gossip lost it), once more whenever a new member appears (so it
+  learns about us without waiting), plus a keepalive every STATUS_INTERVAL_S; demand only while there is
+  some (then a few empty reports so it fades at once, not after DEMAND_TTL_S).
+- Departures are seen on connections, not in gossip silence: every member keeps a connection to every member
+  of its view; when the last one to a member closes and a redial within REDIAL_TIMEOUT_S fails, the member
+  leaves the view at once (mesh/view.py has the whole rule, p2p/liveness.py the kernel's side).
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ from libp2p.peer.id import ID
 
 from meshp2p import __version__
 from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand_to_body
-from meshp2p.mesh.view import EXPIRE_CHECK_S, STATUS_INTERVAL_S, MeshView
+from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, STATUS_INTERVAL_S, MeshView
 from meshp2p.p2p.join_protocol import Membership
-from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.overlay import DIAL_TIMEOUT_S, Overlay
 from meshp2p.p2p.rtt import RttProbe
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.gossip import (
@@ -82,6 +86,18 @@ DEMAND_INTERVAL_S = 5.0
 #: An empty demand report is sent this many times after our demand ends (one may be lost), then no more.
 DEMAND_EMPTY_REPEATS = 2
 RTT_INTERVAL_S = 30.0
+#: A new status (at start, or changed) is sent again after these gaps (seconds), in case gossip lost it.
+STATUS_REPEAT_GAPS_S = (1.0, 2.0, 4.0)
+#: After a member's last connection closed: how long a redial may take before the member counts as gone.
+#: A closed process refuses at once; a vanished machine takes the whole time.
+REDIAL_TIMEOUT_S = 2.0
+#: How often members we hold no connection to are dialed; a failing one is retried with backoff up to the max.
+CONNECT_CHECK_S = 2.0
+CONNECT_BACKOFF_MAX_S = 60.0
+#: Addresses tried at once in a redial (a status lists up to 16).
+MAX_REDIAL_ADDRS = 8
+#: Connection losses waiting to be looked at; more at once (a whole LAN gone) fall back to status expiry.
+_LOST_QUEUE = 256
 
 
 def _status_key(status: StatusBody) -> StatusBody:
@@ -144,6 +160,12 @@ class MeshService:
         #: Write the listing from a view of one: we created the mesh, or could join none of its listed addresses.
         self._list_alone = False
         self._announce = trio.Event()
+        #: A member appeared: send our status at the next check, so it learns about us without waiting.
+        self._greet = False
+        self._lost_send, self._lost_receive = trio.open_memory_channel[ID](_LOST_QUEUE)
+        #: Members that left because their connection was lost, and when (trio clock): a late status of theirs
+        #: brings them back only if we can connect to them again.
+        self._lost: dict[str, float] = {}
 
     # -- what the rest of the node reads ----------------------------------------------------------------
 
@@ -198,16 +220,22 @@ class MeshService:
         demands = await self.overlay.subscribe(self.demand_topic,
                                                self._validator(self.demand_topic, _demand_from_body))
         self.view.update(self.view.self_id, self.local_status(), self.clock())
-        await self._find_and_join()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._receive, statuses, self._apply_status)
-            nursery.start_soon(self._receive, demands, self._apply_demand)
-            nursery.start_soon(self._heartbeat)
-            nursery.start_soon(self._gossip_demand)
-            nursery.start_soon(self._measure_rtts)
-            nursery.start_soon(self._expire)
-            nursery.start_soon(self._keep_records)
-            task_status.started()
+        self.overlay.connections.on_peer_lost.append(self._peer_lost)
+        try:
+            await self._find_and_join()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive, statuses, self._apply_status)
+                nursery.start_soon(self._receive, demands, self._apply_demand)
+                nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._gossip_demand)
+                nursery.start_soon(self._measure_rtts)
+                nursery.start_soon(self._expire)
+                nursery.start_soon(self._watch_connections)
+                nursery.start_soon(self._keep_connected)
+                nursery.start_soon(self._keep_records)
+                task_status.started()
+        finally:
+            self.overlay.connections.on_peer_lost.remove(self._peer_lost)
 
     async def _find_and_join(self) -> None:
         addrs = list(self.settings.join_addrs)
@@ -292,6 +320,7 @@ class MeshService:
     def _apply_status(self, sender: str, status: StatusBody) -> None:
         if self.view.update(sender, status, self.clock()):
             log.info("peer %s joined the mesh view", sender)
+            self._greet = True
 
     def _apply_demand(self, sender: str, rates: dict[str, float]) -> None:
         self.demand.apply(sender, rates, self.clock())
@@ -310,22 +339,37 @@ class MeshService:
         self._announce.set()
 
     async def _heartbeat(self) -> None:
-        """Our status when it changes (rtt_ms and load aside: they drift) or on `announce_now`, and at least
-        every STATUS_INTERVAL_S: the keepalive that keeps us in every view."""
+        """Our status: at start and whenever it changes (rtt_ms and load aside: they drift) or `announce_now`
+        is called, each time repeated after STATUS_REPEAT_GAPS_S; after a member appeared (at the next check, so
+        a burst of joiners costs one message); and at least every STATUS_INTERVAL_S, the keepalive that keeps
+        us in views we have no connection in.
+
+        The repeats are there because gossipsub may lose a message while the mesh forms (a peer whose
+        subscription we have not heard of yet gets nothing, and no later IHAVE offers it), and the next
+        keepalive, which used to repair that within seconds, is now STATUS_INTERVAL_S away."""
+        repeats_sent = 0
         while True:
             status = self.local_status()
             self.view.update(self.view.self_id, status, self.clock())
+            self._greet = False
             await self._publish(self.status_topic, "status", status_to_body(status))
             sent_at, sent = trio.current_time(), _status_key(status)
-            while trio.current_time() - sent_at < STATUS_INTERVAL_S:
-                wait_s = min(STATUS_CHECK_S, STATUS_INTERVAL_S - (trio.current_time() - sent_at))
+            interval = STATUS_REPEAT_GAPS_S[repeats_sent] if repeats_sent < len(STATUS_REPEAT_GAPS_S) \
+                else STATUS_INTERVAL_S
+            repeats_sent += 1
+            while trio.current_time() - sent_at < interval:
+                wait_s = min(STATUS_CHECK_S, interval - (trio.current_time() - sent_at))
                 with trio.move_on_after(wait_s):
                     await self._announce.wait()
                 if self._announce.is_set():
+                    repeats_sent = 0
+                    break
+                if self._greet:
                     break
                 current = self.local_status()
                 self.view.update(self.view.self_id, current, self.clock())
                 if _status_key(current) != sent:
+                    repeats_sent = 0
                     break
             self._announce = trio.Event()
 
@@ -373,6 +417,73 @@ class MeshService:
             await trio.sleep(EXPIRE_CHECK_S)
             for peer_id in self.view.expire(self.clock()):
                 log.info("peer %s left the mesh view (silent for too long)", peer_id)
+            forget_before = trio.current_time() - PEER_TIMEOUT_S
+            for peer_id in [p for p, at in self._lost.items() if at < forget_before]:
+                del self._lost[peer_id]
+
+    # -- connections: how departures are seen ------------------------------------------------------------
+
+    def _peer_lost(self, peer: ID) -> None:
+        """Overlay callback (synchronous, inside py-libp2p's cleanup): our last connection to `peer` closed."""
+        if str(peer) in self.view.peers:
+            try:
+                self._lost_send.send_nowait(peer)
+            except trio.WouldBlock:
+                log.debug("too many connection losses at once; %s is left to status expiry", peer)
+
+    async def _watch_connections(self) -> None:
+        """A member's last connection closed: redial it; if that fails, it left (the rule in mesh/view.py)."""
+
+        async def confirm_gone(peer_id: str) -> None:
+            if await self._redial(peer_id, REDIAL_TIMEOUT_S):
+                return
+            self._lost[peer_id] = trio.current_time()
+            if self.view.remove(peer_id):
+                log.info("peer %s left the mesh view (connection lost)", peer_id)
+
+        async with trio.open_nursery() as nursery:
+            async for peer in self._lost_receive:
+                nursery.start_soon(confirm_gone, str(peer))
+
+    async def _keep_connected(self) -> None:
+        """Hold a connection to every member of the view (that is how we see it leave): dial those we are not
+        connected to, with backoff while they fail. A member that left on a lost connection and came back in
+        a late status message leaves again if it cannot be dialed."""
+        retry: dict[str, tuple[float, float]] = {}  # peer -> (next try, current backoff), trio clock
+
+        async def dial(peer_id: str) -> None:
+            if await self._redial(peer_id, DIAL_TIMEOUT_S):
+                retry.pop(peer_id, None)
+                return
+            if peer_id in self._lost and self.view.remove(peer_id):
+                log.info("peer %s left the mesh view again (gone, but a late status named it)", peer_id)
+            backoff = min(2 * retry.get(peer_id, (0.0, CONNECT_CHECK_S / 2))[1], CONNECT_BACKOFF_MAX_S)
+            retry[peer_id] = (trio.current_time() + backoff, backoff)
+
+        while True:
+            await trio.sleep(CONNECT_CHECK_S)
+            now = trio.current_time()
+            for peer_id in set(retry) - set(self.view.peers):
+                del retry[peer_id]
+            due = [p for p in self.view.peers if p != self.view.self_id and retry.get(p, (0.0, 0.0))[0] <= now
+                   and not self.overlay.is_connected(ID.from_base58(p))]
+            async with trio.open_nursery() as nursery:
+                for peer_id in due:
+                    nursery.start_soon(dial, peer_id)
+
+    async def _redial(self, peer_id: str, timeout_s: float) -> bool:
+        """Connected to `peer_id` again (or still): by its own dial in the meantime, or ours to the addresses
+        its status gave and those the peerstore knows."""
+        peer_key = ID.from_base58(peer_id)
+        if self.overlay.is_connected(peer_key):
+            return True
+        peer = self.view.peers.get(peer_id)
+        addrs = list(dict.fromkeys([*(peer.status.addrs if peer is not None else ()),
+                                    *self.overlay.known_addrs(peer_key)]))
+        if not addrs:
+            return False
+        reached = await self.overlay.connect_many(addrs[:MAX_REDIAL_ADDRS], refresh=False, timeout_s=timeout_s)
+        return bool(reached) or self.overlay.is_connected(peer_key)
 
     # -- DHT records --------------------------------------------------------------------------------------
 

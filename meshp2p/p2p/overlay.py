@@ -80,6 +80,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
+from meshp2p.p2p.liveness import ConnectionWatcher
 from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import Identity
@@ -226,6 +227,9 @@ class Overlay:
         # new_host has no retry_config parameter; the swarm reads this attribute on every dial.
         swarm: Any = self.host.get_network()
         swarm.retry_config = RetryConfig(max_retries=DIAL_RETRIES, initial_delay=DIAL_RETRY_DELAY_S)
+        #: TCP keepalive on every connection; `on_peer_lost` hears of peers whose last connection closed.
+        self.connections = ConnectionWatcher(swarm)
+        swarm.register_notifee(self.connections)
         self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
         self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
         self.gossipsub = GossipSub(
@@ -272,6 +276,18 @@ class Overlay:
     def connected_peers(self) -> list[ID]:
         return list(self.host.get_connected_peers())
 
+    def is_connected(self, peer_id: ID) -> bool:
+        return bool(self.host.get_network().get_connections(peer_id))
+
+    def known_addrs(self, peer_id: ID) -> list[str]:
+        """Full multiaddrs the peerstore holds for a peer (what identify and the DHT told us), for a redial."""
+        try:
+            addrs = self.host.get_peerstore().addrs(peer_id)
+        except Exception:  # py-libp2p raises when it knows nothing of the peer
+            return []
+        own = f"/p2p/{peer_id}"
+        return [str(a) if "/p2p/" in str(a) else f"{a}{own}" for a in addrs]
+
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listen = multiaddr.Multiaddr(f"/ip4/{self.config.listen_host}/tcp/{self.config.port}")
         try:
@@ -284,14 +300,19 @@ class Overlay:
         """Close every connection, as an exiting process would. py-libp2p does not when its host is cancelled:
         the connections stay up with nobody serving them, and a stream a peer opens on one stalls for the
         10 s protocol-negotiation timeout. Once `host.run` has exited they are no longer tracked, so this runs
-        inside it, shielded from the cancellation that stops us."""
+        inside it, shielded from the cancellation that stops us. The listeners close first: a peer that sees
+        its connection close redials (mesh_service), and must find the port shut, not a host half torn down."""
         swarm: Any = self.host.get_network()
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+            await self._close_listeners()
             async with trio.open_nursery() as nursery:  # concurrently: swarm.close() closes one at a time
                 for conns in list(swarm.connections.values()):
                     for conn in list(conns):
                         nursery.start_soon(self._close_quietly, conn)
             await self._close_quietly(swarm)
+        leaked = self.connections.close_sockets()
+        if leaked:
+            log.debug("closed %d socket(s) py-libp2p had lost track of", leaked)
 
     @staticmethod
     async def _close_quietly(closable: Any) -> None:
@@ -305,6 +326,9 @@ class Overlay:
         cancelling the host leaves the port listening. Close them ourselves so a stopped overlay frees its port."""
         for scope in list(getattr(self.host, "_identify_tasks", ())):
             scope.cancel()
+        await self._close_listeners()
+
+    async def _close_listeners(self) -> None:
         for listener in list(self.host.get_network().listeners.values()):
             with contextlib.suppress(Exception):
                 await listener.close()
@@ -368,7 +392,7 @@ class Overlay:
                 clients.append(peer_id)
         return clients
 
-    async def connect(self, addr: str) -> PeerInfo | None:
+    async def connect(self, addr: str, *, timeout_s: float = DIAL_TIMEOUT_S) -> PeerInfo | None:
         """Dial a full multiaddr and add the peer to the DHT routing table; None if it did not answer."""
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
@@ -382,7 +406,7 @@ class Overlay:
         swarm: Any = self.host.get_network()
         swarm.unblock_peer(info.peer_id)
         try:
-            with trio.fail_after(DIAL_TIMEOUT_S):
+            with trio.fail_after(timeout_s):
                 await self.host.connect(info)
                 await self.dht.add_peer(info.peer_id)
         except Exception as exc:
@@ -390,12 +414,13 @@ class Overlay:
             return None
         return info
 
-    async def connect_many(self, addrs: Sequence[str], *, refresh: bool = True) -> list[PeerInfo]:
+    async def connect_many(self, addrs: Sequence[str], *, refresh: bool = True,
+                           timeout_s: float = DIAL_TIMEOUT_S) -> list[PeerInfo]:
         """Dial peers concurrently, then (with `refresh`) refresh the routing table once; returns those reached."""
         reached: list[PeerInfo] = []
 
         async def one(addr: str) -> None:
-            info = await self.connect(addr)
+            info = await self.connect(addr, timeout_s=timeout_s)
             if info is not None:
                 reached.append(info)
 

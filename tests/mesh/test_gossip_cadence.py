@@ -1,7 +1,8 @@
 """When a MeshService gossips: status on change plus a keepalive, demand only while there is some.
 
-Each gossip message costs every member CPU (receive, verify, forward), so an idle mesh must stay quiet; a
-vanished node must still leave every view within 10 s, which the keepalive (with PEER_TIMEOUT_S) guarantees.
+Each gossip message costs every member CPU (receive, verify, forward), so an idle mesh must stay quiet: the
+keepalive is rare, since departures are seen on connections (tests/p2p/test_liveness.py); what is new (a start,
+a change, a newcomer) goes out at once, and a start or change a few times more in case gossip lost it.
 Driven with trio's autojump clock and a stand-in overlay that records what is published: no sleeping, no sockets.
 """
 
@@ -21,6 +22,7 @@ from meshp2p.mesh_service import (
     DEMAND_EMPTY_REPEATS,
     DEMAND_INTERVAL_S,
     STATUS_CHECK_S,
+    STATUS_REPEAT_GAPS_S,
     MeshService,
     MeshSettings,
 )
@@ -62,20 +64,20 @@ def times(overlay: RecordingOverlay, msg_type: str) -> list[float]:
     return [t for t, kind, _ in overlay.published if kind == msg_type]
 
 
-def test_the_keepalive_keeps_a_live_peer_and_drops_a_vanished_one_in_time():
+def test_the_keepalive_keeps_a_live_peer():
     assert 2 * STATUS_INTERVAL_S < PEER_TIMEOUT_S, "one lost keepalive must not drop a live peer"
     assert STATUS_CHECK_S < STATUS_INTERVAL_S
+    assert sum(STATUS_REPEAT_GAPS_S) < STATUS_INTERVAL_S
 
 
-async def test_an_unchanged_status_goes_out_only_as_keepalive(autojump_clock: Any):
+async def test_an_unchanged_status_goes_out_repeated_after_start_then_only_as_keepalive(autojump_clock: Any):
     svc, overlay = service()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(svc._heartbeat)
-        await trio.sleep(10 * STATUS_INTERVAL_S + 0.5)
+        await trio.sleep(sum(STATUS_REPEAT_GAPS_S) + 10 * STATUS_INTERVAL_S + 0.5)
         nursery.cancel_scope.cancel()
-    sent = times(overlay, "status")
-    assert len(sent) == 11
-    assert all(b - a == pytest.approx(STATUS_INTERVAL_S, abs=0.01) for a, b in itertools.pairwise(sent))
+    gaps = [b - a for a, b in itertools.pairwise(times(overlay, "status"))]
+    assert gaps == pytest.approx([*STATUS_REPEAT_GAPS_S] + [STATUS_INTERVAL_S] * 10, abs=0.01)
 
 
 async def test_a_changed_status_goes_out_within_a_check_and_drifting_figures_wait(autojump_clock: Any):
@@ -83,18 +85,45 @@ async def test_a_changed_status_goes_out_within_a_check_and_drifting_figures_wai
     svc, overlay = service(lambda: current["status"])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(svc._heartbeat)
-        await trio.sleep(0.1)
+        await trio.sleep(sum(STATUS_REPEAT_GAPS_S) + 0.1)
+        start_sends = len(times(overlay, "status"))
+        assert start_sends == 1 + len(STATUS_REPEAT_GAPS_S)
         current["status"] = status(rtt_ms={"peer": 1.5}, load=2.0)  # drift: waits for the keepalive
-        await trio.sleep(STATUS_INTERVAL_S - 0.2)
-        assert len(times(overlay, "status")) == 1
+        await trio.sleep(STATUS_INTERVAL_S - STATUS_REPEAT_GAPS_S[-1] - 0.2)
+        assert len(times(overlay, "status")) == start_sends
         changed_at = trio.current_time()
         current["status"] = status(loaded=("tiny",), rtt_ms={"peer": 1.5}, load=2.0)
         await trio.sleep(STATUS_CHECK_S + 0.01)
         sent = overlay.published[-1]
         assert sent[0] - changed_at <= STATUS_CHECK_S and sent[2]["loaded"] == ["tiny"]
+        # A change is repeated like a start, in case gossip lost it.
+        await trio.sleep(sum(STATUS_REPEAT_GAPS_S))
+        after_change = [t for t in times(overlay, "status") if t >= sent[0]]
+        gaps = [b - a for a, b in itertools.pairwise(after_change)]
+        assert gaps == pytest.approx(list(STATUS_REPEAT_GAPS_S), abs=0.01)
         svc.announce_now()
         await trio.sleep(0.01)
-        assert len(times(overlay, "status")) == 3
+        assert times(overlay, "status")[-1] == pytest.approx(trio.current_time(), abs=0.02)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_member_hears_from_us_at_the_next_check(autojump_clock: Any):
+    svc, overlay = service()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(svc._heartbeat)
+        await trio.sleep(sum(STATUS_REPEAT_GAPS_S) + 1.5)
+        before = len(times(overlay, "status"))
+        appeared_at = trio.current_time()
+        svc._apply_status("12D3KooWnewcomer", status())
+        svc._apply_status("12D3KooWnewcomer2", status())
+        await trio.sleep(STATUS_CHECK_S + 0.01)
+        sent = times(overlay, "status")[before:]
+        assert len(sent) == 1 and sent[0] - appeared_at <= STATUS_CHECK_S + 0.001
+        # A greeting is no change (no repeats follow it), and a known member is no newcomer: nothing more
+        # goes out before the keepalive.
+        svc._apply_status("12D3KooWnewcomer", status())
+        await trio.sleep(STATUS_INTERVAL_S - STATUS_CHECK_S - 0.1)
+        assert times(overlay, "status")[before:] == sent
         nursery.cancel_scope.cancel()
 
 

@@ -1,0 +1,93 @@
+"""Departures seen on connections (p2p/liveness.py, MeshService's connection watch).
+
+- every connection gets the TCP keepalive options, read back from the kernel;
+- a member whose connection closes but who is still there is redialed and stays in the view;
+- a machine whose network vanishes (no FIN, no RST: its link goes down inside a network namespace) leaves the
+  other's view within 10 s, long before any status keepalive could tell.
+A killed node (connections closed by its exit) is tests/p2p/test_view_expiry.py's case.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from libp2p.peer.id import ID
+
+from meshp2p.mesh.view import PEER_TIMEOUT_S
+from meshp2p.mesh_service import MeshSettings
+from meshp2p.p2p.liveness import DEAD_AFTER_S, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES, tcp_socket_of
+from meshp2p.wire.mesh_id import named_mesh_id
+
+from .helpers import Node, connect_all, network, wait_for
+from .netns import mesh_peers, node_logs, nodes_on, own_id, status_in, two_namespace_lan
+
+VANISH_LIMIT_S = 10.0
+#: Generous for a loaded 2-core machine; the mesh forms ~2 s after both nodes are up.
+MESH_WAIT_S = 60.0
+
+
+async def test_every_connection_gets_tcp_keepalive():
+    async with network() as net:
+        nodes = [await net.start_overlay() for _ in range(2)]
+        await connect_all(nodes)
+        for node, other in (nodes, nodes[::-1]):
+            conns = node.overlay.host.get_network().get_connections(other.overlay.peer_id)
+            assert conns
+            for conn in conns:
+                sock = tcp_socket_of(conn)
+                assert sock is not None
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == KEEPALIVE_INTERVAL_S
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == KEEPALIVE_PROBES
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == DEAD_AFTER_S * 1000
+
+
+async def test_a_member_whose_connection_closes_but_is_still_there_stays_in_the_view():
+    name = f"liveness-{os.urandom(4).hex()}"
+    async with network() as net:
+        nodes: list[Node] = []
+        for _ in range(2):
+            join = tuple(addr for n in nodes for addr in n.overlay.addrs())
+            nodes.append(await net.start_member(MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name,
+                                                             join_addrs=join)))
+        a, b = nodes
+        assert a.service is not None and b.service is not None
+        await wait_for(lambda: set(a.service.view.peers) == set(b.service.view.peers) == {a.peer_id, b.peer_id},
+                       "both nodes in both views")
+        b_id = ID.from_base58(b.peer_id)
+        closed = list(a.overlay.host.get_network().get_connections(b_id))
+        for conn in closed:
+            await conn.close()
+        await wait_for(lambda: not any(c in a.overlay.host.get_network().get_connections(b_id) for c in closed)
+                       and a.overlay.is_connected(b_id) and b.overlay.is_connected(a.overlay.peer_id),
+                       "A and B to be connected again, over a new connection")
+        # The loss was looked into and the redial worked: nobody counted the other as gone.
+        assert not a.service._lost and not b.service._lost
+        assert set(a.service.view.peers) == set(b.service.view.peers) == {a.peer_id, b.peer_id}
+
+
+def test_a_machine_whose_network_vanishes_leaves_the_view_within_10_s(tmp_path):
+    assert VANISH_LIMIT_S < PEER_TIMEOUT_S, "status silence alone would be too slow: the connection must tell"
+    with two_namespace_lan() as lan, nodes_on(lan, tmp_path, "--client", "--mdns", "--mesh-name", "cut") as procs:
+        deadline = time.monotonic() + MESH_WAIT_S
+        while True:
+            statuses = [status_in(namespace) for namespace in lan.namespaces]
+            ids = [own_id(s) for s in statuses]
+            if all(ids) and mesh_peers(statuses[0]) == {ids[1]} and mesh_peers(statuses[1]) == {ids[0]}:
+                break
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                f"the mesh did not form: {statuses}\n{node_logs(tmp_path)}"
+            time.sleep(0.5)
+
+        cut_at = time.monotonic()
+        lan.cut(1)
+        while mesh_peers(status_in(lan.namespaces[0])):
+            assert time.monotonic() - cut_at < 3 * VANISH_LIMIT_S, \
+                f"the vanished machine is still in the view\n{node_logs(tmp_path)}"
+            time.sleep(0.2)
+        took_s = time.monotonic() - cut_at
+        assert took_s < VANISH_LIMIT_S, f"took {took_s:.1f} s\n{node_logs(tmp_path)}"
+        assert procs[0].poll() is None
