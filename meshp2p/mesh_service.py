@@ -12,8 +12,9 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
   the listed addresses, writes from a view of one); every node
   publishes its own node record and provider records (`meshes`, `region:R`, `model:M`) so `discover`
   needs only a few lookups. Records live RECORD_TTL_S and are republished well before.
-- Every HEAL_SPLIT_S the listing is looked up again: two nodes that created the same named mesh at the same
-  moment find each other and merge.
+- Every HEAL_SPLIT_S the leader looks the listing up again: two nodes that created the same named mesh at the
+  same moment find each other and merge. One lookup per part of a split mesh is enough (the other members
+  follow through the connections they then keep to every member), so the others do not spend DHT walks on it.
 - Idle cost: each gossip message costs every member CPU, so status goes out when it changes (checked every
   second, then repeated a few times in case gossip lost it), once more whenever a new member appears (so it
   learns about us without waiting), plus a keepalive every STATUS_INTERVAL_S; demand only while there is
@@ -489,7 +490,7 @@ class MeshService:
 
     async def _keep_records(self) -> None:
         """Node record and provider records every REPUBLISH_S; the listing whenever it changes (leader only);
-        a look for split meshes every HEAL_SPLIT_S."""
+        a look for split meshes every HEAL_SPLIT_S (leader only)."""
         last_full = -REPUBLISH_S
         last_heal = -HEAL_SPLIT_S
         while True:
@@ -499,7 +500,8 @@ class MeshService:
                     await self._publish_node_and_providers()
                     last_full = now
                 await self._maybe_publish_listing(now)
-            if self.settings.name is not None and now - last_heal >= HEAL_SPLIT_S:
+            if self.settings.name is not None and now - last_heal >= HEAL_SPLIT_S \
+                    and self.view.leader() == self.view.self_id:
                 await self._heal_split()
                 last_heal = now
             await trio.sleep(LISTING_REFRESH_S)

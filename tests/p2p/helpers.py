@@ -121,10 +121,11 @@ class Network:
     async def start_overlay(self, bootstrap: tuple[str, ...] = ()) -> Node:
         return await self._start(Node(Overlay(Identity.generate(), OverlayConfig(bootstrap=bootstrap))))
 
-    async def start_member(self, settings: MeshSettings,
-                           local_status: Callable[[], StatusBody] | None = None) -> Node:
-        """A MeshService node; its overlay bootstraps off the mesh's join addresses, as `meshp2p up` does."""
-        overlay = Overlay(Identity.generate(), OverlayConfig(bootstrap=settings.join_addrs))
+    async def start_member(self, settings: MeshSettings, local_status: Callable[[], StatusBody] | None = None,
+                           *, bootstrap: tuple[str, ...] = ()) -> Node:
+        """A MeshService node; its overlay bootstraps off `bootstrap` and the mesh's join addresses, as
+        `meshp2p up` does."""
+        overlay = Overlay(Identity.generate(), OverlayConfig(bootstrap=bootstrap + settings.join_addrs))
         return await self._start(Node(overlay, MeshService(overlay, settings, local_status or status)))
 
     async def start_member_with(self, identity: Identity, settings: MeshSettings) -> Node:

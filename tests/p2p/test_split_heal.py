@@ -1,0 +1,46 @@
+"""Two nodes that create the same named mesh at the same moment (neither found the other's listing) end up in
+one mesh view. On one DHT they meet through it (each learns the other from its lookups and connects; status
+gossip does the rest); where they would not, the leader of each part looks the listing up every HEAL_SPLIT_S
+and joins what it lists, which this test shortens so that it could take part."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from meshp2p import mesh_service
+from meshp2p.mesh_service import MeshSettings
+from meshp2p.p2p import overlay as overlay_module
+from meshp2p.wire.mesh_id import named_mesh_id
+
+from .helpers import Node, network, wait_for
+
+#: Short enough for a test, long enough that both nodes have created the mesh before the first look.
+HEAL_S = 1.0
+
+
+async def test_two_nodes_that_created_one_named_mesh_at_once_merge(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(mesh_service, "HEAL_SPLIT_S", HEAL_S)
+    # A leader's own fresh listing would answer its lookup from the local store for 30 s.
+    monkeypatch.setattr(overlay_module, "LOCAL_RECORD_FRESH_S", 0.0)
+    name = f"split-{os.urandom(4).hex()}"
+    settings = MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name)
+    async with network() as net:
+        bootstrap = await net.start_overlay()
+        boot = tuple(bootstrap.overlay.addrs())
+        nodes: list[Node] = []
+
+        async def start() -> None:
+            nodes.append(await net.start_member(settings, bootstrap=boot))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(start)
+        a, b = nodes
+        assert a.service is not None and b.service is not None
+        assert a.service.created and b.service.created, "both must have started the mesh for this test to mean much"
+        everyone = {a.peer_id, b.peer_id}
+        await wait_for(lambda: set(a.service.view.peers) == set(b.service.view.peers) == everyone,
+                       "the two halves to merge into one view", timeout_s=30.0)
