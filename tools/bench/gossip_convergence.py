@@ -7,6 +7,7 @@ DOCSTRING-PLACEHOLDER
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -50,15 +51,20 @@ QUIET_KNOBS = {
 JOIN_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 60.0
 MESH_FORM_TIMEOUT_S = 15.0
-VIEWS_FULL_TIMEOUT_S = 30.0
+VIEWS_FULL_TIMEOUT_S = 60.0
 POLL_S = 0.5
-#: Members some view lacks announce again this often while the coordinator waits for full views.
+#: Members some view lacks announce again, this many at a time, each batch waited for up to ROLL_CALL_S.
+ROLL_CALL_BATCH = 4
 ROLL_CALL_S = 3.0
 #: gossipsub's degree_low in Overlay: the mesh is "formed" when every member has this many mesh peers (or N-1).
 MESH_DEGREE_LOW = overlay_module.GOSSIP_DEGREE_LOW
 MARKER_PREFIX = "bench-model-"
 IDLE_WINDOW_S = 3.0
-SETTLE_S = 3.0
+#: Before the trials: idle windows until the total CPU share is under SETTLED_SHARE (of a core) or no longer
+#: falls below SETTLED_FALL of the window before, at most SETTLE_WINDOWS_MAX more windows.
+SETTLED_SHARE = 0.1
+SETTLED_FALL = 0.8
+SETTLE_WINDOWS_MAX = 10
 #: A worker answers a trial request at most --timeout after it arrived; this covers the pipe and a busy loop.
 REPLY_MARGIN_S = 10.0
 
@@ -98,6 +104,32 @@ class LineReader:
 
 def encode_line(message: dict[str, Any]) -> bytes:
     return (json.dumps(message) + "\n").encode()
+
+
+#: A process's use of the machine over a window: CPU seconds, seconds it was runnable but waited for a core (a
+#: busy machine: load), and the window's wall seconds. Shares of a core are cpu/wall and wait/wall.
+Usage = dict[str, float]
+
+
+@dataclass(frozen=True)
+class UsageMark:
+    """This process's CPU time and run-queue wait at one moment (the wait from Linux's per-thread schedstat)."""
+
+    cpu_s: float
+    wait_s: float
+    at: float
+
+    @classmethod
+    def now(cls) -> UsageMark:
+        wait_ns = 0
+        for path in Path("/proc/self/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                wait_ns += int(path.read_text().split()[1])
+        return cls(time.process_time(), wait_ns / 1e9, time.monotonic())
+
+    def since(self) -> Usage:
+        end = UsageMark.now()
+        return {"cpu": end.cpu_s - self.cpu_s, "wait": end.wait_s - self.wait_s, "wall": end.at - self.at}
 
 
 # -- worker process: some of the members ---------------------------------------------------------------------
@@ -220,7 +252,8 @@ class Worker:
         #: The marker of the trial in flight and what this process spent on it (see op_tally).
         self.marker = ""
         self.copies = self.ihave = self.iwant = 0
-        self.trial_cpu0 = self.trial_t0 = 0.0
+        self.trial_start = UsageMark.now()
+        self.trial_rejects: Counter[str] = Counter()
 
     async def serve(self, requests: LineReader, replies: trio.lowlevel.FdStream) -> None:
         """Answer requests until stdin closes (the coordinator stopped us, or died)."""
@@ -296,15 +329,15 @@ class Worker:
         return {}
 
     async def op_idle(self, seconds: float) -> dict[str, Any]:
-        cpu0, t0 = time.process_time(), time.monotonic()
+        start = UsageMark.now()
         await trio.sleep(seconds)  # a measurement window, not a wait for anything
-        return {"cpu": time.process_time() - cpu0, "wall": time.monotonic() - t0}
+        return start.since()
 
     async def op_trial(self, marker: str, publisher: int, wait_s: float) -> dict[str, Any]:
         """The publisher (if it lives here) changes its status and announces it; every other member here is
         waited for, up to `wait_s`. Times are `time.monotonic()`, comparable across the processes."""
         self.marker, self.copies, self.ihave, self.iwant = marker, 0, 0, 0
-        self.trial_cpu0, self.trial_t0 = time.process_time(), time.monotonic()
+        self.trial_start, self.trial_rejects = UsageMark.now(), self.rejects()
         receivers = set(self.members) - {publisher}
         done = self.receipts.expect(marker, receivers)
         sent = None
@@ -320,10 +353,14 @@ class Worker:
                 "missed": [[i, self.members[i].degree()] for i in sorted(receivers) if i not in got]}
 
     async def op_tally(self) -> dict[str, Any]:
-        """What this process spent since the trial request: CPU, copies sent, IHAVE/IWANT entries."""
+        """What this process spent since the trial request (CPU, run-queue wait), the copies its members sent,
+        their IHAVE/IWANT entries, and what their validators refused (a refused copy is a lost one)."""
         self.marker = ""
-        return {"cpu": time.process_time() - self.trial_cpu0, "wall": time.monotonic() - self.trial_t0,
-                "copies": self.copies, "ihave": self.ihave, "iwant": self.iwant}
+        return {"usage": self.trial_start.since(), "copies": self.copies, "ihave": self.ihave, "iwant": self.iwant,
+                "rejects": self.rejects() - self.trial_rejects}
+
+    def rejects(self) -> Counter[str]:
+        return sum((m.overlay.rejects.counts for m in self.members.values()), Counter())
 
 
 async def serve_worker(args: argparse.Namespace, replies_fd: int) -> None:
@@ -405,7 +442,9 @@ def spawn_workers(args: argparse.Namespace, mesh_name: str, bootstrap: str,
 
 async def ask_each(requests: Sequence[tuple[WorkerLink, dict[str, Any]]], op: str,
                    timeout_s: float) -> list[dict[str, Any]]:
-    """Send every request first (so a trial starts in every process at once), then gather the replies."""
+    """Send every request first (so a trial starts in every process at once), then gather the replies. Shielded
+    from the caller's cancellation (only `timeout_s` ends the wait): a reply left unread would be taken for the
+    answer to the next request."""
     for link, fields in requests:
         link.send(op, **fields)
     replies: list[dict[str, Any]] = [{} for _ in requests]
@@ -413,9 +452,10 @@ async def ask_each(requests: Sequence[tuple[WorkerLink, dict[str, Any]]], op: st
     async def one(i: int, link: WorkerLink) -> None:
         replies[i] = await link.receive(timeout_s)
 
-    async with trio.open_nursery() as nursery:
-        for i, (link, _) in enumerate(requests):
-            nursery.start_soon(one, i, link)
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            for i, (link, _) in enumerate(requests):
+                nursery.start_soon(one, i, link)
     return replies
 
 
@@ -457,8 +497,9 @@ class SizeResult:
     cpu_per_change_s: list[float] = field(default_factory=list)
     copies: list[int] = field(default_factory=list)
     #: Per process (the coordinator first: it runs only the bootstrap node), share of a core.
-    idle_share: list[float] = field(default_factory=list)
-    trial_cpu_share: list[list[float]] = field(default_factory=list)
+    idle: list[Usage] = field(default_factory=list)
+    trial_usage: list[list[Usage]] = field(default_factory=list)
+    rejects: Counter[str] = field(default_factory=Counter)
     ihave: int = 0
     iwant: int = 0
     trials_s: float = 0.0
@@ -528,18 +569,22 @@ async def wait_mesh_formed(links: Sequence[WorkerLink], size: int) -> float:
 
 async def wait_views_full(links: Sequence[WorkerLink], result: SizeResult) -> list[MemberStats]:
     """Until every member's view holds all N members. With `quiet` background a member's status goes out once
-    at start (often before its gossipsub mesh exists) and on announce_now, so the members some view lacks are
-    asked to announce again (a roll call) every ROLL_CALL_S; with `real` the 3 s keepalives fill the views."""
+    at start (often before its gossipsub mesh exists) and on announce_now, so the members some view lacks
+    announce again (a roll call), ROLL_CALL_BATCH at a time, each batch waited for (up to ROLL_CALL_S): all of
+    them at once would be a flood (at N=50 a status change costs ~0.4 s of CPU in all) that saturates the
+    cores for a minute and, through gossipsub's IHAVE/IWANT repair, feeds itself. With `real` the 3 s
+    keepalives fill the views."""
     started = time.monotonic()
-    last_call = -math.inf
     stats = await member_stats(links)
     with trio.move_on_after(VIEWS_FULL_TIMEOUT_S):
         while unseen := sorted({i for m in stats for i in m.unseen}):
-            if time.monotonic() - last_call >= ROLL_CALL_S:
-                await ask_all(links, "announce", indices=unseen)
-                last_call = time.monotonic()
-                result.roll_calls += 1
-            await trio.sleep(POLL_S)
+            batch = set(unseen[:ROLL_CALL_BATCH])
+            await ask_all(links, "announce", indices=sorted(batch))
+            result.roll_calls += len(batch)
+            with trio.move_on_after(ROLL_CALL_S):
+                while batch & {i for m in stats for i in m.unseen}:
+                    await trio.sleep(POLL_S)
+                    stats = await member_stats(links)
             stats = await member_stats(links)
     result.views_full_s = time.monotonic() - started
     if unseen:
@@ -547,21 +592,40 @@ async def wait_views_full(links: Sequence[WorkerLink], result: SizeResult) -> li
     return stats
 
 
-async def measure_idle(links: Sequence[WorkerLink]) -> list[float]:
-    """Each process's CPU share (of a core) over IDLE_WINDOW_S with no status change in flight, this one first."""
-    cpu0, t0 = time.process_time(), time.monotonic()
+async def wait_idle(links: Sequence[WorkerLink]) -> tuple[float, list[Usage]]:
+    """IDLE_WINDOW_S windows until the processes' total CPU share stops falling (what is left is background:
+    the joins' last dials, grafts and the roll call's gossip have drained) or is under SETTLED_SHARE; returns
+    the seconds that took and each process's share of a core in the last window (see measure_idle)."""
+    started = time.monotonic()
+    shares = await measure_idle(links)
+    for _ in range(SETTLE_WINDOWS_MAX):
+        if cpu_sum(shares) < SETTLED_SHARE:
+            break
+        previous, shares = shares, await measure_idle(links)
+        if cpu_sum(shares) > SETTLED_FALL * cpu_sum(previous):
+            break
+    return time.monotonic() - started, shares
+
+
+async def measure_idle(links: Sequence[WorkerLink]) -> list[Usage]:
+    """Each process's usage over IDLE_WINDOW_S with no status change in flight, this one first."""
+    start = UsageMark.now()
     replies = await ask_all(links, "idle", seconds=IDLE_WINDOW_S)
-    own = (time.process_time() - cpu0) / (time.monotonic() - t0)
-    return [own, *(r["cpu"] / r["wall"] for r in replies)]
+    return [start.since(), *replies]
+
+
+def cpu_sum(usages: Sequence[Usage]) -> float:
+    """The processes' CPU together, in cores."""
+    return sum(u["cpu"] / u["wall"] for u in usages)
 
 
 async def trials(links: Sequence[WorkerLink], args: argparse.Namespace, rng: random.Random,
                  result: SizeResult) -> None:
     size = result.size
-    started, cpu0 = time.monotonic(), time.process_time()
+    started, own = time.monotonic(), UsageMark.now()
     order = list(range(size))
     rng.shuffle(order)
-    result.trial_cpu_share = [[] for _ in range(len(links))]
+    result.trial_usage = [[] for _ in range(len(links))]
     for trial in range(args.trials):
         publisher = order[trial % size]
         marker = f"{MARKER_PREFIX}{size}-{trial}"
@@ -576,17 +640,19 @@ async def trials(links: Sequence[WorkerLink], args: argparse.Namespace, rng: ran
         result.missed += len(missed)
         result.receipts_s += got + [math.inf] * len(missed)
         result.last_member_s.append(max(got) if not missed else math.inf)
-        for shares, tally in zip(result.trial_cpu_share, tallies, strict=True):
-            shares.append(tally["cpu"] / tally["wall"])
+        for usages, tally in zip(result.trial_usage, tallies, strict=True):
+            usages.append(tally["usage"])
+        result.rejects += sum((Counter(t["rejects"]) for t in tallies), Counter())
         result.ihave += sum(t["ihave"] for t in tallies)
         result.iwant += sum(t["iwant"] for t in tallies)
         if not missed:  # copies still in flight after a miss would be counted short
             # the status change's own work: each process's CPU beyond its idle rate
-            result.cpu_per_change_s.append(sum(max(0.0, t["cpu"] - idle * t["wall"])
-                                               for t, idle in zip(tallies, result.idle_share[1:], strict=True)))
+            result.cpu_per_change_s.append(sum(
+                max(0.0, t["usage"]["cpu"] - idle["cpu"] / idle["wall"] * t["usage"]["wall"])
+                for t, idle in zip(tallies, result.idle[1:], strict=True)))
             result.copies.append(sum(t["copies"] for t in tallies))
     result.trials_s = time.monotonic() - started
-    result.trial_cpu_share.insert(0, [(time.process_time() - cpu0) / result.trials_s])
+    result.trial_usage.insert(0, [own.since()])
     if result.missed:
         result.shape_after_misses = f"after the trials: {mesh_shape(await member_stats(links))}"
 
@@ -615,14 +681,13 @@ async def coordinate(args: argparse.Namespace, procs: list[subprocess.Popen[str]
                     print(f"N={size}: {grown} members joined in {result.join_s:.1f} s ({len(links)} worker "
                           f"processes joining theirs at once, {args.join_batch} at a time each), gossip mesh "
                           f"formed in {result.mesh_form_s:.1f} s, every view held all {size} members "
-                          f"{result.views_full_s:.1f} s later ({result.roll_calls} roll call(s))"
+                          f"{result.views_full_s:.1f} s later ({result.roll_calls} roll-call announcement(s))"
                           + (f"; members {splits} found no listing and created a mesh of their own (split)"
                              if splits else ""))
                     print(f"  {topology(stats, bootstrap)}")
-                    await trio.sleep(SETTLE_S)  # let the roll call's copies and the last grafts finish
-                    result.idle_share = await measure_idle(links)
-                    print(f"  idle (no status change in flight): CPU per process, share of a core: "
-                          f"{shares_line(result.idle_share)}")
+                    settle_s, result.idle = await wait_idle(links)
+                    print(f"  idle (no status change in flight; settled after {settle_s:.0f} s), per process: "
+                          f"{usage_line(result.idle)}")
                     await trials(links, args, rng, result)
                     report(result)
                     results.append(result)
@@ -640,11 +705,22 @@ async def coordinate(args: argparse.Namespace, procs: list[subprocess.Popen[str]
     return results
 
 
-def shares_line(shares: Sequence[float]) -> str:
-    """Coordinator (bootstrap node only) first, then each worker; and their sum against the machine's cores."""
-    workers = " ".join(f"{s:.0%}" for s in shares[1:])
-    return (f"coordinator {shares[0]:.0%}, workers {workers}; sum {sum(shares):.0%} of {os.cpu_count()} cores "
-            f"(load average {os.getloadavg()[0]:.2f})")
+def usage_line(usages: Sequence[Usage]) -> str:
+    """CPU share of a core per process (the coordinator, which runs only the bootstrap node, first), with the
+    share it waited for a core in brackets, then their sums: a process short of CPU waits; an idle one does not."""
+    def share(key: str, u: Usage) -> str:
+        return f"{u[key] / u['wall']:.0%}"
+
+    workers = " ".join(f"{share('cpu', u)} ({share('wait', u)})" for u in usages[1:])
+    waited = sum(u["wait"] / u["wall"] for u in usages)
+    return (f"CPU (waited for a core) coordinator {share('cpu', usages[0])} ({share('wait', usages[0])}), workers "
+            f"{workers}; sum {cpu_sum(usages):.0%} ({waited:.0%}) of {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.2f}")
+
+
+def median_usage(windows: Sequence[Usage]) -> Usage:
+    """The window of median CPU share (the trials' windows differ in length)."""
+    return sorted(windows, key=lambda u: u["cpu"] / u["wall"])[len(windows) // 2]
 
 
 def report(result: SizeResult) -> bool:
@@ -657,8 +733,10 @@ def report(result: SizeResult) -> bool:
     last = result.last_member_s
     print(f"  last member of a trial: p50 {ms(percentile(last, 0.5))}  p99 {ms(percentile(last, 0.99))}  "
           f"max {ms(max(last))} ms")
-    print(f"  during the trials (median per trial): CPU per process, share of a core: "
-          f"{shares_line([statistics.median(s) for s in result.trial_cpu_share])}")
+    trial_usage = [median_usage(u) for u in result.trial_usage]
+    print(f"  during the trials (median trial), per process: {usage_line(trial_usage)}")
+    if result.rejects:
+        print(f"  copies refused by the members' validators during the trials: {dict(result.rejects)}")
     print(f"  IHAVE/IWANT entries sent by all members during the trials: {result.ihave}/{result.iwant} in "
           f"{result.trials_s:.0f} s" + (f"; {result.shape_after_misses}" if result.shape_after_misses else ""))
     if result.copies:
