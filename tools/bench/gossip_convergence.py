@@ -60,11 +60,11 @@ ROLL_CALL_S = 3.0
 MESH_DEGREE_LOW = overlay_module.GOSSIP_DEGREE_LOW
 MARKER_PREFIX = "bench-model-"
 IDLE_WINDOW_S = 3.0
-#: Before the trials: idle windows until the total CPU share is under SETTLED_SHARE (of a core) or no longer
-#: falls below SETTLED_FALL of the window before, at most SETTLE_WINDOWS_MAX more windows.
+#: Before the trials: idle windows until the processes' CPU together is under SETTLED_SHARE of a core (`real`:
+#: no longer falls below SETTLED_FALL of the window before), for at most SETTLE_TIMEOUT_S.
 SETTLED_SHARE = 0.1
 SETTLED_FALL = 0.8
-SETTLE_WINDOWS_MAX = 10
+SETTLE_TIMEOUT_S = 45.0
 #: A worker answers a trial request at most --timeout after it arrived; this covers the pipe and a busy loop.
 REPLY_MARGIN_S = 10.0
 
@@ -592,19 +592,20 @@ async def wait_views_full(links: Sequence[WorkerLink], result: SizeResult) -> li
     return stats
 
 
-async def wait_idle(links: Sequence[WorkerLink]) -> tuple[float, list[Usage]]:
-    """IDLE_WINDOW_S windows until the processes' total CPU share stops falling (what is left is background:
-    the joins' last dials, grafts and the roll call's gossip have drained) or is under SETTLED_SHARE; returns
-    the seconds that took and each process's share of a core in the last window (see measure_idle)."""
+async def wait_idle(links: Sequence[WorkerLink], background: str) -> tuple[list[float], list[Usage]]:
+    """IDLE_WINDOW_S windows until what the joins and the roll call left (dials, grafts, gossip copies and
+    IHAVE/IWANT repair still queued) has drained: with `quiet` until the processes' CPU together is under
+    SETTLED_SHARE of a core (or SETTLE_TIMEOUT_S passed: then it is not draining), with `real` until it stops
+    falling (the keepalives are the background). Returns each window's CPU sum, and the last window's usage."""
     started = time.monotonic()
-    shares = await measure_idle(links)
-    for _ in range(SETTLE_WINDOWS_MAX):
-        if cpu_sum(shares) < SETTLED_SHARE:
+    usage = await measure_idle(links)
+    sums = [cpu_sum(usage)]
+    while time.monotonic() - started < SETTLE_TIMEOUT_S and sums[-1] >= SETTLED_SHARE:
+        usage = await measure_idle(links)
+        sums.append(cpu_sum(usage))
+        if background == "real" and sums[-1] > SETTLED_FALL * sums[-2]:
             break
-        previous, shares = shares, await measure_idle(links)
-        if cpu_sum(shares) > SETTLED_FALL * cpu_sum(previous):
-            break
-    return time.monotonic() - started, shares
+    return sums, usage
 
 
 async def measure_idle(links: Sequence[WorkerLink]) -> list[Usage]:
@@ -677,17 +678,21 @@ async def coordinate(args: argparse.Namespace, procs: list[subprocess.Popen[str]
                     splits = await grow(links, roster, size)
                     result = SizeResult(size, len(links), time.monotonic() - started)
                     result.mesh_form_s = await wait_mesh_formed(links, size)
+                    # the joins' backlog first: a roll call into it is late, or refused as expired (> 30 s)
+                    after_joins, _ = await wait_idle(links, args.background)
                     stats = await wait_views_full(links, result)
+                    after_roll_call, result.idle = await wait_idle(links, args.background)
                     print(f"N={size}: {grown} members joined in {result.join_s:.1f} s ({len(links)} worker "
                           f"processes joining theirs at once, {args.join_batch} at a time each), gossip mesh "
-                          f"formed in {result.mesh_form_s:.1f} s, every view held all {size} members "
-                          f"{result.views_full_s:.1f} s later ({result.roll_calls} roll-call announcement(s))"
+                          f"formed in {result.mesh_form_s:.1f} s; once the joins had settled, every view held all "
+                          f"{size} members {result.views_full_s:.1f} s later ({result.roll_calls} roll-call "
+                          "announcement(s))"
                           + (f"; members {splits} found no listing and created a mesh of their own (split)"
                              if splits else ""))
                     print(f"  {topology(stats, bootstrap)}")
-                    settle_s, result.idle = await wait_idle(links)
-                    print(f"  idle (no status change in flight; settled after {settle_s:.0f} s), per process: "
-                          f"{usage_line(result.idle)}")
+                    print(f"  settling, CPU of all processes per {IDLE_WINDOW_S:.0f} s window: after the joins "
+                          f"{percents(after_joins)}, after the roll call {percents(after_roll_call)}; idle (no "
+                          f"status change in flight), per process: {usage_line(result.idle)}")
                     await trials(links, args, rng, result)
                     report(result)
                     results.append(result)
@@ -716,6 +721,10 @@ def usage_line(usages: Sequence[Usage]) -> str:
     return (f"CPU (waited for a core) coordinator {share('cpu', usages[0])} ({share('wait', usages[0])}), workers "
             f"{workers}; sum {cpu_sum(usages):.0%} ({waited:.0%}) of {os.cpu_count()} cores, load average "
             f"{os.getloadavg()[0]:.2f}")
+
+
+def percents(shares: Sequence[float]) -> str:
+    return " ".join(f"{share:.0%}" for share in shares)
 
 
 def median_usage(windows: Sequence[Usage]) -> Usage:
