@@ -53,16 +53,18 @@ REQUEST_TIMEOUT_S = 60.0
 MESH_FORM_TIMEOUT_S = 15.0
 VIEWS_FULL_TIMEOUT_S = 60.0
 POLL_S = 0.5
-#: Members some view lacks announce again, this many at a time, each batch waited for up to ROLL_CALL_S.
-ROLL_CALL_BATCH = 4
-ROLL_CALL_S = 3.0
+#: Members some view lacks announce again, this many at a time, each batch waited for up to ROLL_CALL_S (at N=50
+#: one status change costs ~1 s of CPU in all: copies plus gossipsub's IHAVE gossip to non-mesh peers).
+ROLL_CALL_BATCH = 2
+ROLL_CALL_S = 5.0
 #: gossipsub's degree_low in Overlay: the mesh is "formed" when every member has this many mesh peers (or N-1).
 MESH_DEGREE_LOW = overlay_module.GOSSIP_DEGREE_LOW
 MARKER_PREFIX = "bench-model-"
 IDLE_WINDOW_S = 3.0
-#: Before the trials: idle windows until the processes' CPU together is under SETTLED_SHARE of a core (`real`:
-#: no longer falls below SETTLED_FALL of the window before), for at most SETTLE_TIMEOUT_S.
-SETTLED_SHARE = 0.1
+#: Before the trials: idle windows until the processes' CPU together is under SETTLED_SHARE_PER_MEMBER of a core
+#: per member (quiet, drained: ~0.3 % each, gossipsub's 1 s heartbeat; `real`: until it no longer falls below
+#: SETTLED_FALL of the window before), for at most SETTLE_TIMEOUT_S.
+SETTLED_SHARE_PER_MEMBER = 0.005
 SETTLED_FALL = 0.8
 SETTLE_TIMEOUT_S = 45.0
 #: A worker answers a trial request at most --timeout after it arrived; this covers the pipe and a busy loop.
@@ -592,15 +594,16 @@ async def wait_views_full(links: Sequence[WorkerLink], result: SizeResult) -> li
     return stats
 
 
-async def wait_idle(links: Sequence[WorkerLink], background: str) -> tuple[list[float], list[Usage]]:
+async def wait_idle(links: Sequence[WorkerLink], size: int, background: str) -> tuple[list[float], list[Usage]]:
     """IDLE_WINDOW_S windows until what the joins and the roll call left (dials, grafts, gossip copies and
     IHAVE/IWANT repair still queued) has drained: with `quiet` until the processes' CPU together is under
-    SETTLED_SHARE of a core (or SETTLE_TIMEOUT_S passed: then it is not draining), with `real` until it stops
+    SETTLED_SHARE_PER_MEMBER of a core per member (or SETTLE_TIMEOUT_S passed: then it is not draining), with
+    `real` until it stops
     falling (the keepalives are the background). Returns each window's CPU sum, and the last window's usage."""
     started = time.monotonic()
     usage = await measure_idle(links)
     sums = [cpu_sum(usage)]
-    while time.monotonic() - started < SETTLE_TIMEOUT_S and sums[-1] >= SETTLED_SHARE:
+    while time.monotonic() - started < SETTLE_TIMEOUT_S and sums[-1] >= SETTLED_SHARE_PER_MEMBER * size:
         usage = await measure_idle(links)
         sums.append(cpu_sum(usage))
         if background == "real" and sums[-1] > SETTLED_FALL * sums[-2]:
@@ -679,9 +682,9 @@ async def coordinate(args: argparse.Namespace, procs: list[subprocess.Popen[str]
                     result = SizeResult(size, len(links), time.monotonic() - started)
                     result.mesh_form_s = await wait_mesh_formed(links, size)
                     # the joins' backlog first: a roll call into it is late, or refused as expired (> 30 s)
-                    after_joins, _ = await wait_idle(links, args.background)
+                    after_joins, _ = await wait_idle(links, size, args.background)
                     stats = await wait_views_full(links, result)
-                    after_roll_call, result.idle = await wait_idle(links, args.background)
+                    after_roll_call, result.idle = await wait_idle(links, size, args.background)
                     print(f"N={size}: {grown} members joined in {result.join_s:.1f} s ({len(links)} worker "
                           f"processes joining theirs at once, {args.join_batch} at a time each), gossip mesh "
                           f"formed in {result.mesh_form_s:.1f} s; once the joins had settled, every view held all "
