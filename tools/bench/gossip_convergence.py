@@ -289,16 +289,6 @@ class Worker:
         elif service.created:
             splits.append(index)
         self.members[index] = Member(overlay, service, source)
-        self.nursery.start_soon(self._announce_once_meshed, self.members[index])
-
-    @staticmethod
-    async def _announce_once_meshed(member: Member) -> None:
-        """Announce again once the member has gossipsub mesh peers: its status went out at start, before it had
-        any, and with `quiet` background no keepalive follows (a real node's next one would do this)."""
-        with trio.move_on_after(MESH_FORM_TIMEOUT_S):
-            while member.degree() < 1:  # noqa: ASYNC110 -- gossipsub grafts on its heartbeat, with no event
-                await trio.sleep(POLL_S)
-            member.service.announce_now()
 
     def _count_marker_copies(self, overlay: Overlay) -> None:
         """Count the copies of the trial's status message this node's pubsub sends (publish + forwards), and the
