@@ -51,7 +51,7 @@ QUIET_KNOBS = {
 JOIN_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 60.0
 MESH_FORM_TIMEOUT_S = 15.0
-VIEWS_FULL_TIMEOUT_S = 60.0
+VIEWS_FULL_TIMEOUT_S = 90.0
 POLL_S = 0.5
 #: Members some view lacks announce again, this many at a time, each batch waited for up to ROLL_CALL_S (at N=50
 #: one status change costs ~1 s of CPU in all: copies plus gossipsub's IHAVE gossip to non-mesh peers).
