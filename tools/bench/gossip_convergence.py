@@ -1,7 +1,64 @@
 #!/usr/bin/env python3
 """Gossip convergence: how long a status change takes to reach every member's MeshView, for 20 and 50 nodes.
 
-DOCSTRING-PLACEHOLDER
+Processes: this process (the coordinator) runs a DHT-only bootstrap node (what `meshp2p bootstrap` runs) and
+nothing else; the members live in --procs worker processes (default 5) started from this file (`--worker`),
+member i in worker i % procs, so at N=50 each holds 10 and the cores' load can be told from lost messages.
+The coordinator drives the workers over their stdin/stdout, one JSON line per request and one per reply. They
+are stopped by PID when the run ends, fails or is interrupted (SIGINT: their nodes close their swarms; then
+SIGTERM, then SIGKILL), and a worker whose stdin closes (the coordinator died) stops too. `--procs 1` puts every
+member in one worker: the old all-in-one mode, less the bootstrap node (dropped as a mode of its own).
+
+Setup: each member is an `Overlay` (a DHT server, as `meshp2p up` makes every node) with a real `MeshService`
+of one named mesh, joining the way `meshp2p up --mesh-name X --bootstrap B` does: member 0 finds no listing
+and creates the mesh; then the workers join their members at the same time, each one after another
+(--join-batch): dial the bootstrap node (+ routing-table refresh), look the listing up in the DHT, dial the
+addresses it lists (+ another refresh), run the join handshake. The one mesh grows through --sizes (20, then 30
+more for 50) and is measured at each. Topology that results (printed): every member ends up connected to ~every
+other, through its DHT lookups and py-libp2p's auto-connector (which dials every peer in the peerstore while
+below 100 connections); gossipsub builds its mesh for the status topic (degree GOSSIP_DEGREE,
+GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH in meshp2p/p2p/overlay.py) over those connections. Before the trials the
+coordinator waits until every member has GOSSIP_DEGREE_LOW mesh peers, lets the joins' backlog drain (idle
+windows until the CPU is down to ~0.5 % of a core per member), waits until every member's view holds all N
+members (with `quiet` a status goes out once at start, before the member has mesh peers, so the members some
+view lacks announce again, two at a time: a "roll call"), and lets that drain too.
+
+Each trial: one member (a different one each time) changes its status (a new model in `loaded`, as when a
+model finishes loading) and calls `MeshService.announce_now()`, the real path: heartbeat task ->
+`encode_gossip` -> `overlay.publish` -> gossipsub -> each receiver's validator (decode + signature check) ->
+`_receive` -> `MeshView.update` (a MeshView subclass timestamps the update). Measured per receiving member:
+announce_now() -> its MeshView holds the new status, both ends timed with `time.monotonic()`: CLOCK_MONOTONIC,
+one clock for every process of a Linux machine, so the publisher's process takes the send time and each
+receiver's process its receipt time. Repeated --trials times per N; reported: p50/p99/max over all receipts
+(a receipt later than --timeout counts as missed), the time until the last member had it (per trial), and, per
+status change, the copies pubsub sent and the CPU all processes spent beyond their idle rate (per member: what
+each node of a real mesh would spend); copies the validators refused; and per process its CPU share of a core
+and the share it was runnable but waited for a core (Linux schedstat): a process short of CPU waits (load), an
+idle one does not, so misses while the processes sit idle would be losses.
+
+Runtime: joins dominate (each member dials ~every other member, plus two routing-table refreshes and a
+listing lookup); at N=50 a status change costs ~1 s of CPU in all (~300 copies plus ~600 IHAVE entries of
+gossipsub's lazy repair), so the roll call takes a minute or more. On the 2-core machine shared with other
+runs (load average 4-6) the default run took 4.3-5.5 min (joins 20-45 s for 20 members, 100-130 s for 30 more);
+`--sizes 20` takes ~1 min.
+
+Background (--background): N nodes share two cores, so background work that each node of a real mesh does on
+its own machine lands here N times over. `quiet` (default) stretches, to an hour, the module constants that
+pace it, in every worker: meshp2p.mesh_service STATUS_INTERVAL_S (status is then sent once at start and on
+`announce_now`, which the trials and the roll call use), DEMAND_INTERVAL_S, RTT_INTERVAL_S (every member pings
+every other: N^2 pings), LISTING_REFRESH_S and HEAL_SPLIT_S (every member's listing lookup, ~30 KAD RPCs each),
+meshp2p.mesh.view PEER_TIMEOUT_S (without keepalives every view would drop every member after it) and
+meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `_keep_records` (their own DHT
+records: ~150 KAD RPCs each at start, no part of the gossip path; the creator's listing is what joiners need).
+`real` keeps them all: 3 s status keepalives of every member (each checked by every member, ~D copies each),
+demand messages while there is demand, listing lookups, RTT probes: the load a real mesh carries, ~6 % of a
+core per member here at N=20 (128 % of the two cores for 20 members), so `real` fits --sizes 20 at most. The
+printed idle share says how loaded the processes are. Nothing on the measured path is changed either way.
+
+Target: p99 <= 1 s.
+
+usage: /work/venv/bin/python tools/bench/gossip_convergence.py [--sizes 20,50] [--procs 5] [--trials 15]
+       [--background quiet|real] [--join-batch 1] [--timeout 5] [--seed N] [-v]
 """
 
 from __future__ import annotations
