@@ -845,17 +845,26 @@ def main() -> int:
     if args.worker:
         replies_fd = os.dup(sys.stdout.fileno())
         os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the replies
-        trio.run(serve_worker, args, replies_fd)
+        # a SIGINT that came after the stop one (Ctrl-C reaches the whole process group, then the coordinator
+        # sends its own) is redelivered as KeyboardInterrupt once the nodes are closed: nothing left to stop
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(serve_worker, args, replies_fd)
         return 0
     print(f"gossip_convergence: sizes {args.sizes} over {args.procs} worker process(es), {args.trials} trials each, "
           f"background {args.background}" + (f" ({', '.join(stretched)} = {QUIET_S:.0f} s)" if stretched else "")
           + f"; load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     started = time.monotonic()
     procs: list[subprocess.Popen[str]] = []
+    interrupted = False
     try:
         trio.run(coordinate, args, procs)
+    except* KeyboardInterrupt:
+        interrupted = True
     finally:
         stop_processes(procs)
+    if interrupted:
+        print(f"interrupted after {time.monotonic() - started:.0f} s; worker processes stopped", file=sys.stderr)
+        return 130
     print(f"ran {time.monotonic() - started:.0f} s; load average after: {os.getloadavg()[0]:.2f} (other processes "
           "on the machine inflate every figure)")
     return 0
