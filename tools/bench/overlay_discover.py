@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import random
@@ -63,6 +62,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -77,12 +77,12 @@ from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
 from meshp2p.wire.records import mesh_key
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overlay_common import close_all, close_swarm, ms, percentile, quiet_logging, stop_processes  # a sibling module
+
 TARGET_P95_S = 1.0
 STARTUP_TIMEOUT_S = 90.0
-#: Closing ~20 connections takes ~0.6 s on a quiet machine; one abandoned half-way would leave a zombie peer.
-CLOSE_TIMEOUT_S = 30.0
 SLOW_CLOSE_S = 5.0
-HELPER_STOP_TIMEOUT_S = 20.0
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 QUIET_REFRESH_S = 3600.0
 
@@ -175,45 +175,9 @@ class Trial:
     notes: list[str] = field(default_factory=list)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least a fraction q of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-def ms(seconds: float) -> str:
-    return "-" if math.isnan(seconds) else "inf" if math.isinf(seconds) else f"{seconds * 1000:.0f}"
-
-
 def host_status() -> StatusBody:
     return StatusBody(role="host", ram_mb=16384, vram_mb=0, gpu=None, loaded=(), available=(), load=0.0,
                       api_port=None, version=__version__, region=None, rtt_ms={})
-
-
-def quiet_logging(verbose: bool) -> None:
-    """libp2p logs ERROR for every failed dial (routine here: clients come and go); keep the table readable."""
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING if verbose else logging.CRITICAL)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-
-
-async def close_swarm(overlay: Overlay) -> None:
-    """Close an overlay's swarm; call it before cancelling `Overlay.run`.
-
-    `Overlay.run` stops by cancellation; its shutdown closes the TCP listener, but under cancellation
-    py-libp2p never closes the swarm's connections: they stay up with nobody serving them, so every later
-    stream a peer opens on one stalls for the 10 s protocol-negotiation timeout. (Closing after the
-    cancellation is too late: the connections are no longer tracked.) A real process that exits closes its
-    sockets; this does the same for an in-process node.
-    """
-    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-        await overlay.host.get_network().close()
-
-
-async def close_all(overlays: Sequence[Overlay]) -> None:
-    async with trio.open_nursery() as nursery:
-        for overlay in overlays:
-            nursery.start_soon(close_swarm, overlay)
 
 
 async def start_nodes(nursery: trio.Nursery, count: int, bootstrap: tuple[str, ...]) -> list[TimedOverlay]:
@@ -273,13 +237,7 @@ class Helper:
         return addrs
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(HELPER_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_processes([self.proc])
 
 
 # -- the measurement ---------------------------------------------------------------------------------------
