@@ -225,8 +225,8 @@ class MeshService:
         try:
             await self._find_and_join()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive, statuses, self._apply_status)
-                nursery.start_soon(self._receive, demands, self._apply_demand)
+                nursery.start_soon(self._receive, statuses, self.status_topic, status_from_body, self._apply_status)
+                nursery.start_soon(self._receive, demands, self.demand_topic, _demand_from_body, self._apply_demand)
                 nursery.start_soon(self._heartbeat)
                 nursery.start_soon(self._gossip_demand)
                 nursery.start_soon(self._measure_rtts)
@@ -279,39 +279,47 @@ class MeshService:
 
     # -- gossip -----------------------------------------------------------------------------------------
 
+    def _check(self, topic: str, parse: Callable[[dict[str, Any]], object], msg: Any) -> tuple[GossipMessage, object]:
+        """Decode, verify and parse one gossipsub message of `topic`; WireError says why it is refused."""
+        try:
+            decoded = decode_gossip(msg.data, mesh_id=self.settings.mesh_id, topic=topic, now=self.clock(),
+                                    secret=self.settings.secret or None)
+            if ID(msg.from_id).to_base58() != decoded.sender:
+                raise WireError("key_mismatch", "the gossip sender is not the message's signer")
+            return decoded, parse(decoded.body)
+        except WireError:
+            raise
+        except Exception as exc:
+            raise WireError("malformed", f"gossip body: {exc}") from exc
+
     def _validator(self, topic: str, parse: Callable[[dict[str, Any]], object]) -> Callable[[ID, Any], bool]:
-        """A gossipsub validator for `topic`: decode and verify before anything is relayed; junk is counted."""
+        """A gossipsub validator for `topic`: decode and verify before anything is relayed; junk is counted.
+        What it decoded is kept for `_receive` (oldest dropped first past _DECODED_CACHE_MAX; `_receive` then
+        decodes again)."""
 
         def validate(peer_id: ID, msg: Any) -> bool:
             try:
-                decoded = decode_gossip(msg.data, mesh_id=self.settings.mesh_id, topic=topic, now=self.clock(),
-                                        secret=self.settings.secret or None)
-                if ID(msg.from_id).to_base58() != decoded.sender:
-                    raise WireError("key_mismatch", "the gossip sender is not the message's signer")
-                parsed = parse(decoded.body)
+                entry = self._check(topic, parse, msg)
             except WireError as exc:
                 self.overlay.rejects.add("gossip", exc.reason)
                 return False
-            except Exception:
-                self.overlay.rejects.add("gossip", "malformed")
-                return False
             if len(self._decoded) >= _DECODED_CACHE_MAX:
-                self._decoded.clear()
-            self._decoded[msg.data] = (decoded, parsed)
+                del self._decoded[next(iter(self._decoded))]
+            self._decoded[msg.data] = entry
             return True
 
         return validate
 
-    async def _receive(self, subscription: Any, apply: Callable[[str, Any], None]) -> None:
+    async def _receive(self, subscription: Any, topic: str, parse: Callable[[dict[str, Any]], object],
+                       apply: Callable[[str, Any], None]) -> None:
         """Feed verified messages of one topic to `apply(sender, parsed body)`, once each, never our own."""
         replays = ReplayGuard()
         while True:
             msg = await subscription.get()
-            entry = self._decoded.pop(msg.data, None)
-            if entry is None or entry[0].sender == self.view.self_id:
-                continue
-            decoded, parsed = entry
             try:
+                decoded, parsed = self._decoded.pop(msg.data, None) or self._check(topic, parse, msg)
+                if decoded.sender == self.view.self_id:
+                    continue
                 replays.accept(decoded.sender, decoded.seq)
             except WireError as exc:
                 self.overlay.rejects.add("gossip", exc.reason)
