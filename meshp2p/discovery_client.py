@@ -48,9 +48,14 @@ async def discover_meshes(overlay: Overlay, *, region: str | None = None, model:
     topics = [region_topic(region)] if region else []
     topics += [model_topic(model)] if model else []
     topics = topics or [MESHES_TOPIC]
-    provider_sets: list[dict[str, PeerInfo]] = []
-    for topic in topics:
-        provider_sets.append({str(p.peer_id): p for p in await overlay.find_providers(provider_key(topic))})
+    provider_sets: list[dict[str, PeerInfo]] = [{} for _ in topics]
+
+    async def find(index: int, topic: str) -> None:
+        provider_sets[index] = {str(p.peer_id): p for p in await overlay.find_providers(provider_key(topic))}
+
+    async with trio.open_nursery() as nursery:  # region and model: two walks at once
+        for index, topic in enumerate(topics):
+            nursery.start_soon(find, index, topic)
     common = set.intersection(*(set(found) for found in provider_sets))
     listings: dict[str, list[bytes]] = {}
     limiter = trio.CapacityLimiter(LOOKUP_CONCURRENCY)

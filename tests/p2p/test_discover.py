@@ -117,6 +117,21 @@ async def test_discover_finds_a_mesh_by_region_and_by_model_by_asking_its_member
         assert await discover_meshes(client, model="no-such-model") == []
 
 
+async def test_a_member_that_did_not_write_the_listing_answers_with_it_too():
+    settings = named()
+    async with network() as net:
+        servers = await start_servers(net)
+        creator = await start_member(net, servers, settings)
+        await published(servers, creator, region_topic("AU"))
+        joiner = await start_member(net, servers, settings)
+        assert joiner.service is not None and not joiner.service.created
+        await published(servers, joiner, region_topic("AU"))
+        client = await start_client(net, servers)
+        answer = await fetch_records(client, _info(joiner))
+        assert answer is not None and answer.mesh_id == settings.mesh_id.hex()
+        assert answer.mesh_listing is not None and answer.mesh_listing.name == settings.name
+
+
 async def test_a_provider_that_cannot_be_reached_is_read_from_the_dht():
     settings = named()
     async with network() as net:

@@ -47,7 +47,7 @@ clients (every DHT_CLIENT_PURGE_S) or a failed lookup drops it.
 Target: published -> found, p95 <= 1 s. Runtime: ~1.5 min on a quiet 2-core machine.
 
 usage: /work/venv/bin/python tools/bench/overlay_discover.py [--nodes 20] [--trials 15] [--procs 2]
-       [--shared-region] [--no-refresh] [--deadline 10] [--seed N] [-v]
+       [--shared-region] [--no-refresh] [--alpha 3] [--holders 2] [--deadline 10] [--seed N] [-v]
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ from meshp2p import __version__, discovery_client
 from meshp2p.discovery_client import discover_meshes
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p import overlay as overlay_module
+from meshp2p.p2p import provider_lookup
 from meshp2p.p2p.listing_protocol import fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.gossip import StatusBody
@@ -472,6 +473,11 @@ def main() -> int:
     parser.add_argument("--shared-region", action="store_true", help="one region for every trial's mesh")
     parser.add_argument("--no-refresh", action="store_true",
                         help="stretch Overlay's 30 s routing-table refresh to an hour in every node (see above)")
+    parser.add_argument("--alpha", type=int, default=None,
+                        help=f"provider walk: queries in flight (default {provider_lookup.LOOKUP_ALPHA})")
+    parser.add_argument("--holders", type=int, default=None,
+                        help=f"provider walk: stop after this many holders answered "
+                             f"(default {provider_lookup.PROVIDER_HOLDERS})")
     parser.add_argument("--deadline", type=float, default=10.0, help="give up on a mesh after this many seconds")
     parser.add_argument("--seed", type=int, default=None, help="seed for names and bootstrap choices")
     parser.add_argument("-v", "--verbose", action="store_true", help="show libp2p warnings")
@@ -481,6 +487,10 @@ def main() -> int:
     quiet_logging(args.verbose)
     if args.no_refresh:
         overlay_module.DHT_REFRESH_S = QUIET_REFRESH_S
+    if args.alpha is not None:
+        provider_lookup.LOOKUP_ALPHA = args.alpha
+    if args.holders is not None:
+        provider_lookup.PROVIDER_HOLDERS = args.holders
     if args.serve_nodes:
         trio.run(serve_nodes, args.serve_nodes, args.bootstrap)
         return 0
@@ -488,7 +498,8 @@ def main() -> int:
         parser.error("--nodes must be at least 2")
     print(f"overlay_discover: {args.nodes} nodes over {args.procs} process(es), {args.trials} trials, "
           f"{'one region shared by all trials' if args.shared_region else 'a region per trial'}, "
-          f"routing-table refresh every {overlay_module.DHT_REFRESH_S:.0f} s; "
+          f"routing-table refresh every {overlay_module.DHT_REFRESH_S:.0f} s, provider walk alpha "
+          f"{provider_lookup.LOOKUP_ALPHA} / {provider_lookup.PROVIDER_HOLDERS} holders; "
           f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     started = time.monotonic()
     discovery_client.fetch_records = timed_fetch_records
