@@ -8,6 +8,7 @@ so there is nothing to ask it. Bad answers and requests are counted (`listing:<r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ log = logging.getLogger("meshp2p.p2p.listing")
 LISTING_PROTOCOL = TProtocol(LISTING_PROTOCOL_ID)
 #: One exchange as the asker sees it, dial included (Overlay bounds the dial itself by LOOKUP_DIAL_TIMEOUT_S).
 FETCH_TIMEOUT_S = 5.0
+#: Tries per provider (see fetch_records).
+FETCH_ATTEMPTS = 2
 #: How long a member waits for the request on a stream it accepted.
 SERVE_TIMEOUT_S = 5.0
 #: How long a provider's addresses from a provider record stay in the peerstore.
@@ -101,24 +104,52 @@ async def fetch_records(overlay: Overlay, provider: PeerInfo, *, now: Callable[[
                         ) -> ListingAnswer | None:
     """Ask a provider for its node record and its mesh's listing; None when it cannot be reached, does not speak
     the protocol (an older node, or a member of an unlisted mesh), or sends an answer that fails verification
-    (counted in `overlay.rejects` as `listing:<reason>`)."""
+    (counted in `overlay.rejects` as `listing:<reason>`).
+
+    A try that failed without an answer is repeated once, on a fresh connection, within the same FETCH_TIMEOUT_S:
+    now and then (one ask in 25-50 in tools/bench/overlay_discover.py on a loaded machine) the provider drops a
+    connection just opened and py-libp2p fails the stream's protocol negotiation (`StreamFailure`: "handshake
+    read failed"); the DHT reads that would replace the answer take about a second. A bad answer is never asked
+    again.
+    """
     if provider.addrs:
         overlay.host.get_peerstore().add_addrs(provider.peer_id, provider.addrs, PROVIDER_ADDR_TTL_S)
-    try:
-        with trio.fail_after(FETCH_TIMEOUT_S):
-            stream = await overlay.host.new_stream(provider.peer_id, [LISTING_PROTOCOL])
-            try:
-                await stream.write(encode_request())
-                payload = await _read_frame(stream)
-            finally:
-                await stream.close()
-        return decode_answer(payload, peer_id=str(provider.peer_id), now=now())
-    except WireError as exc:
-        overlay.rejects.add("listing", exc.reason)
-        log.info("ignored the listing answer of %s: %s", provider.peer_id, exc.message)
-    except Exception as exc:  # unreachable, refused the protocol, timed out
-        log.debug("asking %s for its listing failed: %r", provider.peer_id, exc)
+    deadline = trio.current_time() + FETCH_TIMEOUT_S
+    for attempt in range(FETCH_ATTEMPTS):
+        if attempt:
+            await _forget_connection(overlay, provider)
+        try:
+            with trio.fail_at(deadline):
+                payload = await _exchange(overlay, provider)
+            return decode_answer(payload, peer_id=str(provider.peer_id), now=now())
+        except WireError as exc:
+            overlay.rejects.add("listing", exc.reason)
+            log.info("ignored the listing answer of %s: %s", provider.peer_id, exc.message)
+            return None
+        except trio.TooSlowError:
+            log.debug("%s did not answer within %s s", provider.peer_id, FETCH_TIMEOUT_S)
+            return None
+        except Exception as exc:  # unreachable, refused the protocol, a stream that failed to open
+            log.debug("asking %s for its listing failed: %r (%r)", provider.peer_id, exc, exc.__cause__)
     return None
+
+
+async def _forget_connection(overlay: Overlay, provider: PeerInfo) -> None:
+    """Before a second try: py-libp2p keeps a connection the other end dropped and then fails every new stream on
+    it without redialing ("No valid connections available"), and remembers a failed dial for 60 s."""
+    swarm: Any = overlay.host.get_network()
+    with contextlib.suppress(Exception), trio.move_on_after(FETCH_TIMEOUT_S):
+        await swarm.close_peer(provider.peer_id)
+    swarm.unblock_peer(provider.peer_id)
+
+
+async def _exchange(overlay: Overlay, provider: PeerInfo) -> bytes:
+    stream = await overlay.host.new_stream(provider.peer_id, [LISTING_PROTOCOL])
+    try:
+        await stream.write(encode_request())
+        return await _read_frame(stream)
+    finally:
+        await stream.close()
 
 
 async def _read_frame(stream: Any) -> bytes:
