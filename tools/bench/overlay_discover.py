@@ -17,8 +17,8 @@ walk (`Overlay.find_providers`, p2p/provider_lookup.py: GET_PROVIDERS until two 
 direct asks (`/meshp2p/listing/1.0.0` to every provider, for its node record and its mesh's listing), and the
 DHT reads of the fallback (node record, then listing) for a provider that could not answer (none, when all is
 well); also the creator's publish time, the KAD streams the client opened and the process's CPU use during the
-lookup. A client is closed the way an
-exiting process closes it (its swarm shut, so peers see the sockets go), then dropped.
+lookup. A client is closed the way an exiting process closes it (its swarm shut, so peers see the sockets go),
+then dropped.
 
 Regions: by default each trial's mesh has a region of its own (the lookup for one new mesh); with
 --shared-region all trials share one, so trial t also reads the t meshes created before it (a region
@@ -26,10 +26,11 @@ filling up). Records and provider entries of earlier trials stay in the DHT eith
 
 Processes: by default the nodes are split over two processes (this one: node 0, the creators and the
 clients; a helper process started from this file: the other half, passive DHT servers), because one
-process serialises every node's work on one core and a lookup here is CPU-bound (hundreds of Noise+yamux
-RPCs, both ends in Python); two processes use both cores of the 2-core target machine. `--procs 1` runs
-everything in one trio run for comparison. Either way the figures are an upper bound on what separate
-machines see: the client shares its core with ~10 DHT servers answering it.
+process serialises every node's work on one core and a lookup here is CPU-bound (Noise handshakes and
+Noise+yamux RPCs, both ends in Python; the creator's publish path makes a hundred or so); two processes use
+both cores of the 2-core target machine. `--procs 1` runs everything in one trio run for comparison. Either
+way the figures are an upper bound on what separate machines see: the client shares its core with ~10 DHT
+servers answering it.
 
 Background refresh: every node's `Overlay.run` refreshes its routing table every DHT_REFRESH_S (120 s): here
 20 refreshes of ~20 KAD RPCs at ~10 ms of CPU each (both ends in these processes) per 30 s, landing on the
@@ -474,7 +475,7 @@ def main() -> int:
     parser.add_argument("--no-refresh", action="store_true",
                         help="stretch Overlay's 30 s routing-table refresh to an hour in every node (see above)")
     parser.add_argument("--alpha", type=int, default=None,
-                        help=f"provider walk: queries in flight (default {provider_lookup.LOOKUP_ALPHA})")
+                        help=f"provider walk: queries in flight at most (default {provider_lookup.LOOKUP_ALPHA})")
     parser.add_argument("--holders", type=int, default=None,
                         help=f"provider walk: stop after this many holders answered "
                              f"(default {provider_lookup.PROVIDER_HOLDERS})")
