@@ -39,6 +39,7 @@ from meshp2p import __version__
 from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand_to_body
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, STATUS_INTERVAL_S, MeshView
 from meshp2p.p2p.join_protocol import Membership
+from meshp2p.p2p.listing_protocol import ListingServer
 from meshp2p.p2p.overlay import DIAL_TIMEOUT_S, Overlay
 from meshp2p.p2p.rtt import RttProbe
 from meshp2p.wire.errors import WireError
@@ -145,6 +146,8 @@ class MeshService:
         self.local_demand = local_demand
         self.clock = clock
         self.membership = Membership(overlay, settings.mesh_id, settings.secret)
+        #: Answers `discover` directly with our records; installed only when the mesh is listed.
+        self.listing_server = ListingServer(overlay, settings.mesh_id, clock)
         self.rtt = RttProbe(overlay)
         #: Our measured round trip to each peer of the view, in ms (gossiped in our status).
         self.rtt_ms: dict[str, float] = {}
@@ -216,6 +219,8 @@ class MeshService:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.membership.install()
         self.rtt.install()
+        if self.settings.listed:
+            self.listing_server.install()
         statuses = await self.overlay.subscribe(self.status_topic,
                                                 self._validator(self.status_topic, status_from_body))
         demands = await self.overlay.subscribe(self.demand_topic,
@@ -275,6 +280,7 @@ class MeshService:
         except WireError as exc:
             self.overlay.rejects.add("dht", exc.reason)
             return None
+        self.listing_server.offer_listing(value)
         return body if isinstance(body, MeshListing) else None
 
     # -- gossip -----------------------------------------------------------------------------------------
@@ -317,7 +323,8 @@ class MeshService:
         while True:
             msg = await subscription.get()
             try:
-                decoded, parsed = self._decoded.pop(msg.data, None) or self._check(topic, parse, msg)
+                entry = self._decoded.pop(msg.data, None)
+                decoded, parsed = entry if entry is not None else self._check(topic, parse, msg)
                 if decoded.sender == self.view.self_id:
                     continue
                 replays.accept(decoded.sender, decoded.seq)
@@ -520,6 +527,7 @@ class MeshService:
                             addrs=tuple(self.overlay.addrs()[:16]), models=status.loaded[:64], version=__version__)
         key, value = encode_record(self.overlay.identity, KIND_NODE, str(self.overlay.peer_id), record,
                                    now=self.clock(), ttl_s=RECORD_TTL_S)
+        self.listing_server.offer_node_record(value)
         await self.overlay.put_record(key, value)
         topics = [MESHES_TOPIC] + ([region_topic(self.settings.region)] if self.settings.region else [])
         topics += [model_topic(m) for m in status.loaded]
@@ -539,6 +547,7 @@ class MeshService:
         # at once; discover shows it as not joinable and --auto never picks it.
         key, value = encode_record(self.overlay.identity, KIND_MESH, self.settings.mesh_id.hex(), listing,
                                    now=now, ttl_s=RECORD_TTL_S)
+        self.listing_server.offer_listing(value)
         await self.overlay.put_record(key, value)
         self._published_listing, self._listing_published_at = listing, now
 

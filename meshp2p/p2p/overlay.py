@@ -50,6 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig, RetryConfig
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
@@ -79,6 +81,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
+from meshp2p.p2p import provider_lookup
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 from meshp2p.p2p.liveness import ConnectionWatcher
 from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs
@@ -108,6 +111,14 @@ DHT_REFRESH_S = 120.0
 #: How often DHT clients (a finished `discover`) are dropped from our routing table (a local scan, no I/O).
 DHT_CLIENT_PURGE_S = 5.0
 DIAL_TIMEOUT_S = 10.0
+#: Every other dial: one that a DHT lookup (ours or py-libp2p's) or a stream to a peer we are not connected to
+#: makes. py-libp2p bounds none of them (ConnectionConfig.dial_timeout is read only by its auto-connector), so a
+#: departed peer in a routing table could stall a lookup for the OS's TCP connect timeout (~2 min on Linux). 5 s
+#: covers a TCP connect whose first two SYNs were lost (retransmits at 1 s and 3 s) plus the Noise and yamux
+#: upgrade at internet round trips; loopback and LAN dials take milliseconds.
+LOOKUP_DIAL_TIMEOUT_S = 5.0
+#: The bound `_bound_dials` applies; `connect` (an address we were handed on purpose) raises it to DIAL_TIMEOUT_S.
+_dial_timeout_s: ContextVar[float] = ContextVar("meshp2p_dial_timeout_s", default=LOOKUP_DIAL_TIMEOUT_S)
 CLOSE_TIMEOUT_S = 5.0
 DHT_OP_TIMEOUT_S = 15.0
 #: One retry of a failed dial, soon. py-libp2p's default (3 retries, 0.1/0.2/0.4 s backoff) spends ~0.7 s on
@@ -152,6 +163,22 @@ def _tune_yamux() -> None:
     """
     yamux_module.MAX_MESSAGE_SIZE = max(yamux_module.MAX_MESSAGE_SIZE, YAMUX_MAX_FRAME_BYTES)
     os.environ.setdefault(YAMUX_RELEASE_ON_READ_ENV, "0")
+
+
+def _bound_dials(swarm: Any) -> None:
+    """Put a deadline on every dial of `swarm`: the one place all of them pass (host.connect, new_stream)."""
+    dial_peer = swarm.dial_peer
+
+    async def bounded_dial_peer(peer_id: ID) -> Any:
+        timeout_s = _dial_timeout_s.get()
+        try:
+            with trio.fail_after(timeout_s):
+                return await dial_peer(peer_id)
+        except trio.TooSlowError:
+            # A SwarmException, as py-libp2p's own dial failures are, so its callers handle it as one.
+            raise SwarmException(f"dial to {peer_id} timed out after {timeout_s} s") from None
+
+    swarm.dial_peer = bounded_dial_peer
 
 
 def _interface_ipv4s() -> list[str]:
@@ -230,6 +257,7 @@ class Overlay:
         #: TCP keepalive on every connection; `on_peer_lost` hears of peers whose last connection closed.
         self.connections = ConnectionWatcher(swarm)
         swarm.register_notifee(self.connections)
+        _bound_dials(swarm)
         self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
         self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
         self.gossipsub = GossipSub(
@@ -405,6 +433,7 @@ class Overlay:
         # dial that lost a race; an address we were just handed (listing, token, bootstrap) deserves a try.
         swarm: Any = self.host.get_network()
         swarm.unblock_peer(info.peer_id)
+        bound = _dial_timeout_s.set(DIAL_TIMEOUT_S)
         try:
             with trio.fail_after(timeout_s):
                 await self.host.connect(info)
@@ -412,6 +441,8 @@ class Overlay:
         except Exception as exc:
             log.debug("dial %s failed: %s", addr, exc)
             return None
+        finally:
+            _dial_timeout_s.reset(bound)
         return info
 
     async def connect_many(self, addrs: Sequence[str], *, refresh: bool = True,
@@ -497,12 +528,13 @@ class Overlay:
             await self.dht.provide(content_key.hex())
 
     async def find_providers(self, content_key: bytes) -> list[PeerInfo]:
-        """Providers of a key, deduplicated (py-libp2p repeats them once per responder)."""
-        unique: dict[ID, PeerInfo] = {}
+        """Providers of a key, deduplicated: a walk that stops at the first holders (p2p/provider_lookup.py says
+        why it is not py-libp2p's `find_providers`)."""
+        found: list[PeerInfo] = []
         with trio.move_on_after(DHT_OP_TIMEOUT_S):
-            for info in await self.dht.find_providers(content_key.hex()):
-                unique.setdefault(info.peer_id, info)
-        return list(unique.values())
+            found = await provider_lookup.find_providers(
+                self.host, self.dht.routing_table, self.dht.provider_store.get_providers(content_key), content_key)
+        return found
 
     # -- gossip -------------------------------------------------------------------------------------
 

@@ -12,10 +12,13 @@ none, creates the mesh and runs its own publish path (node record, provider reco
 discovering client, what `discover_once` builds (new identity, an `Overlay` in DHT client mode
 bootstrapped off one random node), starts and runs `discover_meshes(region=R)`; when the answer lacks the
 mesh, another fresh client tries (for up to --deadline s). Measured: published -> an answer holding the
-mesh, split into client start (dial + routing-table refresh) and the `discover_meshes` lookup
-(find_providers, then node-record reads, then listing reads); also the creator's publish time, the KAD
-streams the client opened and the process's CPU use during the lookup. A client is closed the way an
-exiting process closes it (its swarm shut, so peers see the sockets go), then dropped.
+mesh, split into client start (dial + routing-table refresh) and the `discover_meshes` lookup: the provider
+walk (`Overlay.find_providers`, p2p/provider_lookup.py: GET_PROVIDERS until two holders answered), then the
+direct asks (`/meshp2p/listing/1.0.0` to every provider, for its node record and its mesh's listing), and the
+DHT reads of the fallback (node record, then listing) for a provider that could not answer (none, when all is
+well); also the creator's publish time, the KAD streams the client opened and the process's CPU use during the
+lookup. A client is closed the way an exiting process closes it (its swarm shut, so peers see the sockets go),
+then dropped.
 
 Regions: by default each trial's mesh has a region of its own (the lookup for one new mesh); with
 --shared-region all trials share one, so trial t also reads the t meshes created before it (a region
@@ -23,10 +26,11 @@ filling up). Records and provider entries of earlier trials stay in the DHT eith
 
 Processes: by default the nodes are split over two processes (this one: node 0, the creators and the
 clients; a helper process started from this file: the other half, passive DHT servers), because one
-process serialises every node's work on one core and a lookup here is CPU-bound (hundreds of Noise+yamux
-RPCs, both ends in Python); two processes use both cores of the 2-core target machine. `--procs 1` runs
-everything in one trio run for comparison. Either way the figures are an upper bound on what separate
-machines see: the client shares its core with ~10 DHT servers answering it.
+process serialises every node's work on one core and a lookup here is CPU-bound (Noise handshakes and
+Noise+yamux RPCs, both ends in Python; the creator's publish path makes a hundred or so); two processes use
+both cores of the 2-core target machine. `--procs 1` runs everything in one trio run for comparison. Either
+way the figures are an upper bound on what separate machines see: the client shares its core with ~10 DHT
+servers answering it.
 
 Background refresh: every node's `Overlay.run` refreshes its routing table every DHT_REFRESH_S (120 s): here
 20 refreshes of ~20 KAD RPCs at ~10 ms of CPU each (both ends in these processes) per 30 s, landing on the
@@ -37,14 +41,14 @@ Nothing on the publish or discover path is changed either way.
 
 Departed clients: a py-libp2p DHT server adds every peer that opens a KAD stream to it to its routing table,
 DHT clients included (the inbound path skips the server-mode check), so each finished discover leaves an
-entry in every server it asked; later lookups are handed it and dial it (#fail column; ~0.7 s of dial
-retries each on loopback, a 10 s dial timeout on the internet) until a lookup by that server fails on it
-and drops it.
+entry in every server it asked; later lookups are handed it and dial it (#fail column; a refused dial and one
+retry on loopback; on the internet Overlay's LOOKUP_DIAL_TIMEOUT_S bounds it) until the server's purge of DHT
+clients (every DHT_CLIENT_PURGE_S) or a failed lookup drops it.
 
-Target: published -> found, p95 <= 1 s. Runtime: ~2.5 min on a quiet 2-core machine.
+Target: published -> found, p95 <= 1 s. Runtime: ~1.5 min on a quiet 2-core machine.
 
 usage: /work/venv/bin/python tools/bench/overlay_discover.py [--nodes 20] [--trials 15] [--procs 2]
-       [--shared-region] [--no-refresh] [--deadline 10] [--seed N] [-v]
+       [--shared-region] [--no-refresh] [--alpha 3] [--holders 2] [--deadline 10] [--seed N] [-v]
 """
 
 from __future__ import annotations
@@ -67,10 +71,12 @@ from typing import Any
 
 import trio
 
-from meshp2p import __version__
+from meshp2p import __version__, discovery_client
 from meshp2p.discovery_client import discover_meshes
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p import overlay as overlay_module
+from meshp2p.p2p import provider_lookup
+from meshp2p.p2p.listing_protocol import fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
@@ -105,6 +111,7 @@ class TimedOverlay(Overlay):
     def __init__(self, identity: Identity, config: OverlayConfig) -> None:
         super().__init__(identity, config)
         self.calls: list[Call] = []
+        self.providers_found = 0
         self.streams: Counter[str] = Counter()
         self.failed_streams: Counter[str] = Counter()
         self._put_done: dict[str, trio.Event] = {}
@@ -148,7 +155,18 @@ class TimedOverlay(Overlay):
         start = trio.current_time()
         found = await super().find_providers(content_key)
         self._log("find_providers", content_key.hex(), start)
+        self.providers_found += len(found)
         return found
+
+
+async def timed_fetch_records(overlay: Any, provider: Any, **kwargs: Any) -> Any:
+    """discovery_client's direct ask, logged as an `ask` call (`ask+` when it brought a listing back)."""
+    start = trio.current_time()
+    answer = await fetch_records(overlay, provider, **kwargs)
+    if isinstance(overlay, TimedOverlay):
+        got = answer is not None and answer.listing_value is not None
+        overlay._log("ask+" if got else "ask", str(provider.peer_id), start)
+    return answer
 
 
 @dataclass
@@ -166,9 +184,10 @@ class Trial:
     client_start_s: float = 0.0
     lookup_s: float = 0.0
     find_providers_s: float = 0.0
-    node_reads_s: float = 0.0
-    listing_reads_s: float = 0.0
+    asks_s: float = 0.0
+    dht_reads_s: float = 0.0
     providers: int = 0
+    answered: int = 0
     kad_streams: int = 0
     kad_failed: int = 0
     cpu_share: float = 0.0
@@ -286,11 +305,12 @@ async def discover_until_found(addrs: Sequence[str], mesh_hex: str, region: str,
             nursery.cancel_scope.cancel()
         trial.client_start_s, trial.lookup_s = t1 - t0, t2 - t1
         trial.cpu_share = cpu / max(t2 - t1, 1e-9)
-        node_reads = [c for c in client.calls if c.op == "get" and "/node/" in c.key]
+        asks = [c for c in client.calls if c.op.startswith("ask")]
         trial.find_providers_s = sum(c.seconds for c in client.calls if c.op == "find_providers")
-        trial.node_reads_s = _span(node_reads)
-        trial.listing_reads_s = _span([c for c in client.calls if c.op == "get" and "/mesh/" in c.key])
-        trial.providers = len(node_reads)
+        trial.asks_s = _span(asks)
+        trial.dht_reads_s = _span([c for c in client.calls if c.op == "get"])
+        trial.providers = client.providers_found
+        trial.answered = sum(c.op == "ask+" for c in asks)
         trial.kad_streams = client.streams[KAD_PROTOCOL]
         trial.kad_failed = client.failed_streams[KAD_PROTOCOL]
         if any(c.mesh_id == mesh_hex for c in found):
@@ -331,12 +351,13 @@ async def measure(args: argparse.Namespace) -> list[Trial]:
                   f"{trio.current_time() - setup_start:.1f} s; routing tables here min/median/max "
                   f"{sizes[0]}/{statistics.median(sizes):.0f}/{sizes[-1]} peers")
             print("columns: creator = MeshService start -> listing stored; total = published -> found; start = client "
-                  "dial + refresh; lookup = discover_meshes (provs = find_providers, nodes/lists = record reads); "
-                  "#prov = providers read; #kad/#fail = KAD streams the client opened / failed to open; cpu = this "
+                  "dial + refresh; lookup = discover_meshes (provs = find_providers, asks = direct asks of the "
+                  "providers, dht = fallback DHT reads); #prov = providers found; #ans = providers that answered "
+                  "with a listing; #kad/#fail = KAD streams the client opened / failed to open; cpu = this "
                   "process's CPU use during the lookup")
             print(f"{'trial':>5} {'creator ms':>10} {'found':>5} {'tries':>5} {'total ms':>9} {'start ms':>9} "
-                  f"{'lookup ms':>9} {'provs ms':>9} {'nodes ms':>9} {'lists ms':>9} {'#prov':>5} {'#kad':>5} "
-                  f"{'#fail':>5} {'cpu':>5}")
+                  f"{'lookup ms':>9} {'provs ms':>9} {'asks ms':>9} {'dht ms':>9} {'#prov':>5} {'#ans':>5} "
+                  f"{'#kad':>5} {'#fail':>5} {'cpu':>5}")
             for t in range(args.trials):
                 region = f"B{run_id}" + ("" if args.shared_region else f"-{t}")
                 trial = Trial(t, region.upper())
@@ -350,8 +371,8 @@ async def measure(args: argparse.Namespace) -> list[Trial]:
                 trials.append(trial)
                 print(f"{t:>5} {ms(trial.creator_total_s):>10} {'yes' if trial.found else 'NO':>5} "
                       f"{trial.attempts:>5} {ms(trial.total_s):>9} {ms(trial.client_start_s):>9} "
-                      f"{ms(trial.lookup_s):>9} {ms(trial.find_providers_s):>9} {ms(trial.node_reads_s):>9} "
-                      f"{ms(trial.listing_reads_s):>9} {trial.providers:>5} {trial.kad_streams:>5} "
+                      f"{ms(trial.lookup_s):>9} {ms(trial.find_providers_s):>9} {ms(trial.asks_s):>9} "
+                      f"{ms(trial.dht_reads_s):>9} {trial.providers:>5} {trial.answered:>5} {trial.kad_streams:>5} "
                       f"{trial.kad_failed:>5} {trial.cpu_share:>5.0%} {' '.join(trial.notes)}", flush=True)
             summarise(trials)
             await close_all(nodes)
@@ -383,8 +404,8 @@ def summarise(trials: Sequence[Trial]) -> bool:
     row("  client start (dial + routing-table refresh)", [t.client_start_s for t in found])
     row("  discover_meshes lookup (the finding try)", [t.lookup_s for t in found])
     row("    find_providers(region)", [t.find_providers_s for t in found])
-    row("    node-record reads (concurrent)", [t.node_reads_s for t in found])
-    row("    listing reads (concurrent)", [t.listing_reads_s for t in found])
+    row("    direct asks of the providers (concurrent)", [t.asks_s for t in found])
+    row("    fallback DHT reads (concurrent)", [t.dht_reads_s for t in found])
     row("creator: MeshService start -> listing stored", [t.creator_total_s for t in trials])
     row("  listing lookup (a miss: new mesh)", [t.creator_lookup_s for t in trials])
     row("  node record put", [t.creator_node_put_s for t in trials])
@@ -411,6 +432,11 @@ def main() -> int:
     parser.add_argument("--shared-region", action="store_true", help="one region for every trial's mesh")
     parser.add_argument("--no-refresh", action="store_true",
                         help="stretch Overlay's 30 s routing-table refresh to an hour in every node (see above)")
+    parser.add_argument("--alpha", type=int, default=None,
+                        help=f"provider walk: queries in flight at most (default {provider_lookup.LOOKUP_ALPHA})")
+    parser.add_argument("--holders", type=int, default=None,
+                        help=f"provider walk: stop after this many holders answered "
+                             f"(default {provider_lookup.PROVIDER_HOLDERS})")
     parser.add_argument("--deadline", type=float, default=10.0, help="give up on a mesh after this many seconds")
     parser.add_argument("--seed", type=int, default=None, help="seed for names and bootstrap choices")
     parser.add_argument("-v", "--verbose", action="store_true", help="show libp2p warnings")
@@ -420,6 +446,10 @@ def main() -> int:
     quiet_logging(args.verbose)
     if args.no_refresh:
         overlay_module.DHT_REFRESH_S = QUIET_REFRESH_S
+    if args.alpha is not None:
+        provider_lookup.LOOKUP_ALPHA = args.alpha
+    if args.holders is not None:
+        provider_lookup.PROVIDER_HOLDERS = args.holders
     if args.serve_nodes:
         trio.run(serve_nodes, args.serve_nodes, args.bootstrap)
         return 0
@@ -427,9 +457,11 @@ def main() -> int:
         parser.error("--nodes must be at least 2")
     print(f"overlay_discover: {args.nodes} nodes over {args.procs} process(es), {args.trials} trials, "
           f"{'one region shared by all trials' if args.shared_region else 'a region per trial'}, "
-          f"routing-table refresh every {overlay_module.DHT_REFRESH_S:.0f} s; "
+          f"routing-table refresh every {overlay_module.DHT_REFRESH_S:.0f} s, provider walk alpha "
+          f"{provider_lookup.LOOKUP_ALPHA} / {provider_lookup.PROVIDER_HOLDERS} holders; "
           f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     started = time.monotonic()
+    discovery_client.fetch_records = timed_fetch_records
     trio.run(measure, args)
     print(f"ran {time.monotonic() - started:.0f} s; load average after: {os.getloadavg()[0]:.2f} (other processes "
           "on the machine inflate every figure: compare runs on a quiet machine)")
