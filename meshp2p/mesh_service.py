@@ -16,9 +16,9 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
   same moment find each other and merge. One lookup per part of a split mesh is enough (the other members
   follow through the connections they then keep to every member), so the others do not spend DHT walks on it.
 - Idle cost: each gossip message costs every member CPU, so status goes out when it changes (checked every
-  second, then repeated a few times in case gossip lost it), once more whenever a new member appears (so it
-  learns about us without waiting), plus a keepalive every STATUS_INTERVAL_S; demand only while there is
-  some (then a few empty reports so it fades at once, not after DEMAND_TTL_S).
+  second, then repeated a few times in case gossip lost it) plus a keepalive every STATUS_INTERVAL_S; demand
+  only while there is some (then a few empty reports so it fades at once, not after DEMAND_TTL_S). A member
+  that appears gets our status straight, not through gossip (p2p/status_push.py says why).
 - Departures are seen on connections, not in gossip silence: every member keeps a connection to every member
   of its view; when the last one to a member closes and a redial within REDIAL_TIMEOUT_S fails, the member
   leaves the view at once (mesh/view.py has the whole rule, p2p/liveness.py the kernel's side).
@@ -42,6 +42,7 @@ from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.listing_protocol import ListingServer
 from meshp2p.p2p.overlay import DIAL_TIMEOUT_S, Overlay
 from meshp2p.p2p.rtt import RttProbe
+from meshp2p.p2p.status_push import StatusPush
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.gossip import (
     GossipMessage,
@@ -100,6 +101,24 @@ CONNECT_BACKOFF_MAX_S = 60.0
 MAX_REDIAL_ADDRS = 8
 #: Connection losses waiting to be looked at; more at once (a whole LAN gone) fall back to status expiry.
 _LOST_QUEUE = 256
+#: Newcomers waiting for our status; more at once hear it at the next keepalive.
+_NEWCOMER_QUEUE = 256
+
+
+@dataclass(frozen=True)
+class _Pushed:
+    """A pushed status in the shape of a gossipsub message, for the checks both share."""
+
+    data: bytes
+    from_id: bytes
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A member that left the view on a lost connection: when (trio clock), and what it last said."""
+
+    at: float
+    status: StatusBody
 
 
 def _status_key(status: StatusBody) -> StatusBody:
@@ -164,12 +183,16 @@ class MeshService:
         #: Write the listing from a view of one: we created the mesh, or could join none of its listed addresses.
         self._list_alone = False
         self._announce = trio.Event()
-        #: A member appeared: send our status at the next check, so it learns about us without waiting.
-        self._greet = False
+        #: Members that appeared (or came back) and get our status straight away (p2p/status_push.py).
+        self._newcomers_send, self._newcomers_receive = trio.open_memory_channel[str](_NEWCOMER_QUEUE)
+        self.status_push = StatusPush(overlay, self._apply_pushed_status)
+        #: Highest `seq` accepted per sender, per topic: shared by gossip and direct status.
+        self._replays = {self.status_topic: ReplayGuard(), self.demand_topic: ReplayGuard()}
         self._lost_send, self._lost_receive = trio.open_memory_channel[ID](_LOST_QUEUE)
-        #: Members that left because their connection was lost, and when (trio clock): a late status of theirs
-        #: brings them back only if we can connect to them again.
-        self._lost: dict[str, float] = {}
+        #: Members that left because their connection was lost, with when (trio clock) and their last status.
+        #: Kept PEER_TIMEOUT_S: one we connect to again (it dials us, or our retries reach it) is back in the
+        #: view at once; a late status of theirs brings them back only if we can connect to them again.
+        self._lost: dict[str, _Lost] = {}
 
     # -- what the rest of the node reads ----------------------------------------------------------------
 
@@ -219,6 +242,7 @@ class MeshService:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.membership.install()
         self.rtt.install()
+        self.status_push.install()
         if self.settings.listed:
             self.listing_server.install()
         statuses = await self.overlay.subscribe(self.status_topic,
@@ -227,12 +251,14 @@ class MeshService:
                                                self._validator(self.demand_topic, _demand_from_body))
         self.view.update(self.view.self_id, self.local_status(), self.clock())
         self.overlay.connections.on_peer_lost.append(self._peer_lost)
+        self.overlay.connections.on_peer_connected.append(self._peer_connected)
         try:
             await self._find_and_join()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._receive, statuses, self.status_topic, status_from_body, self._apply_status)
                 nursery.start_soon(self._receive, demands, self.demand_topic, _demand_from_body, self._apply_demand)
                 nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._push_status_to_newcomers)
                 nursery.start_soon(self._gossip_demand)
                 nursery.start_soon(self._measure_rtts)
                 nursery.start_soon(self._expire)
@@ -242,6 +268,7 @@ class MeshService:
                 task_status.started()
         finally:
             self.overlay.connections.on_peer_lost.remove(self._peer_lost)
+            self.overlay.connections.on_peer_connected.remove(self._peer_connected)
 
     async def _find_and_join(self) -> None:
         addrs = list(self.settings.join_addrs)
@@ -319,7 +346,7 @@ class MeshService:
     async def _receive(self, subscription: Any, topic: str, parse: Callable[[dict[str, Any]], object],
                        apply: Callable[[str, Any], None]) -> None:
         """Feed verified messages of one topic to `apply(sender, parsed body)`, once each, never our own."""
-        replays = ReplayGuard()
+        replays = self._replays[topic]
         while True:
             msg = await subscription.get()
             try:
@@ -336,15 +363,48 @@ class MeshService:
     def _apply_status(self, sender: str, status: StatusBody) -> None:
         if self.view.update(sender, status, self.clock()):
             log.info("peer %s joined the mesh view", sender)
-            self._greet = True
+            self._queue_status_push(sender)
+
+    def _apply_pushed_status(self, remote: ID, data: bytes) -> None:
+        """A status sent straight to us (p2p/status_push.py): checked like gossip, and signed by the sender."""
+        try:
+            decoded, parsed = self._check(self.status_topic, status_from_body, _Pushed(data, remote.to_bytes()))
+        except WireError as exc:
+            self.overlay.rejects.add("status_push", exc.reason)
+            return
+        try:
+            self._replays[self.status_topic].accept(decoded.sender, decoded.seq)
+        except WireError:
+            # Gossip brought a newer status first: nothing hostile, nothing to do.
+            log.debug("a pushed status of %s was older than one we had", decoded.sender)
+            return
+        if isinstance(parsed, StatusBody):
+            self._apply_status(decoded.sender, parsed)
+
+    def _queue_status_push(self, peer_id: str) -> None:
+        try:
+            self._newcomers_send.send_nowait(peer_id)
+        except trio.WouldBlock:
+            log.debug("too many newcomers at once; %s hears our status at the next keepalive", peer_id)
+
+    async def _push_status_to_newcomers(self) -> None:
+        """Our current status, signed now, straight to each member that appeared in our view."""
+        async with trio.open_nursery() as nursery:
+            async for peer_id in self._newcomers_receive:
+                status = self.local_status()
+                data = self._sign(self.status_topic, "status", status_to_body(status))
+                nursery.start_soon(self.status_push.send, ID.from_base58(peer_id), data)
 
     def _apply_demand(self, sender: str, rates: dict[str, float]) -> None:
         self.demand.apply(sender, rates, self.clock())
 
-    async def _publish(self, topic: str, msg_type: str, body: dict[str, Any]) -> None:
+    def _sign(self, topic: str, msg_type: str, body: dict[str, Any]) -> bytes:
         now = self.clock()
-        data = encode_gossip(self.overlay.identity, self.settings.mesh_id, topic, msg_type, body,
+        return encode_gossip(self.overlay.identity, self.settings.mesh_id, topic, msg_type, body,
                              seq=self._seq.next(now=now), now=now, secret=self.settings.secret or None)
+
+    async def _publish(self, topic: str, msg_type: str, body: dict[str, Any]) -> None:
+        data = self._sign(topic, msg_type, body)
         try:
             await self.overlay.publish(topic, data)
         except Exception as exc:
@@ -356,9 +416,9 @@ class MeshService:
 
     async def _heartbeat(self) -> None:
         """Our status: at start and whenever it changes (rtt_ms and load aside: they drift) or `announce_now`
-        is called, each time repeated after STATUS_REPEAT_GAPS_S; after a member appeared (at the next check, so
-        a burst of joiners costs one message); and at least every STATUS_INTERVAL_S, the keepalive that keeps
-        us in views we have no connection in.
+        is called, each time repeated after STATUS_REPEAT_GAPS_S, and at least every STATUS_INTERVAL_S, the
+        keepalive that keeps us in views we have no connection in. (A member that appears gets it straight,
+        from `_push_status_to_newcomers`.)
 
         The repeats are there because gossipsub may lose a message while the mesh forms (a peer whose
         subscription we have not heard of yet gets nothing, and no later IHAVE offers it), and the next
@@ -367,7 +427,6 @@ class MeshService:
         while True:
             status = self.local_status()
             self.view.update(self.view.self_id, status, self.clock())
-            self._greet = False
             await self._publish(self.status_topic, "status", status_to_body(status))
             sent_at, sent = trio.current_time(), _status_key(status)
             interval = STATUS_REPEAT_GAPS_S[repeats_sent] if repeats_sent < len(STATUS_REPEAT_GAPS_S) \
@@ -379,8 +438,6 @@ class MeshService:
                     await self._announce.wait()
                 if self._announce.is_set():
                     repeats_sent = 0
-                    break
-                if self._greet:
                     break
                 current = self.local_status()
                 self.view.update(self.view.self_id, current, self.clock())
@@ -434,7 +491,7 @@ class MeshService:
             for peer_id in self.view.expire(self.clock()):
                 log.info("peer %s left the mesh view (silent for too long)", peer_id)
             forget_before = trio.current_time() - PEER_TIMEOUT_S
-            for peer_id in [p for p, at in self._lost.items() if at < forget_before]:
+            for peer_id in [p for p, lost in self._lost.items() if lost.at < forget_before]:
                 del self._lost[peer_id]
 
     # -- connections: how departures are seen ------------------------------------------------------------
@@ -447,14 +504,25 @@ class MeshService:
             except trio.WouldBlock:
                 log.debug("too many connection losses at once; %s is left to status expiry", peer)
 
+    def _peer_connected(self, peer: ID) -> None:
+        """Overlay callback: a connection to `peer` opened. A member we counted as gone is back."""
+        lost = self._lost.pop(str(peer), None)
+        if lost is not None and str(peer) not in self.view.peers:
+            self.view.update(str(peer), lost.status, self.clock())
+            log.info("peer %s is back in the mesh view (connected again)", peer)
+            self._queue_status_push(str(peer))  # it may have restarted, and forgotten us
+
     async def _watch_connections(self) -> None:
-        """A member's last connection closed: redial it; if that fails, it left (the rule in mesh/view.py)."""
+        """A member's last connection closed: redial it; if that fails, it left (the rule in mesh/view.py).
+        A redial that failed only because this machine was too busy heals itself: `_keep_connected` keeps
+        trying the lost, and `_peer_connected` puts them back."""
 
         async def confirm_gone(peer_id: str) -> None:
             if await self._redial(peer_id, REDIAL_TIMEOUT_S):
                 return
-            self._lost[peer_id] = trio.current_time()
-            if self.view.remove(peer_id):
+            peer = self.view.peers.get(peer_id)
+            if peer is not None and self.view.remove(peer_id):
+                self._lost[peer_id] = _Lost(trio.current_time(), peer.status)
                 log.info("peer %s left the mesh view (connection lost)", peer_id)
 
         async with trio.open_nursery() as nursery:
@@ -462,9 +530,10 @@ class MeshService:
                 nursery.start_soon(confirm_gone, str(peer))
 
     async def _keep_connected(self) -> None:
-        """Hold a connection to every member of the view (that is how we see it leave): dial those we are not
-        connected to, with backoff while they fail. A member that left on a lost connection and came back in
-        a late status message leaves again if it cannot be dialed."""
+        """Hold a connection to every member of the view (that is how we see it leave), and retry those that
+        left on a lost connection for a while: dial those we are not connected to, with backoff while they
+        fail. A member that left on a lost connection and came back in a late status message leaves again if
+        it cannot be dialed."""
         retry: dict[str, tuple[float, float]] = {}  # peer -> (next try, current backoff), trio clock
 
         async def dial(peer_id: str) -> None:
@@ -479,9 +548,10 @@ class MeshService:
         while True:
             await trio.sleep(CONNECT_CHECK_S)
             now = trio.current_time()
-            for peer_id in set(retry) - set(self.view.peers):
+            wanted = set(self.view.peers) | set(self._lost)
+            for peer_id in set(retry) - wanted:
                 del retry[peer_id]
-            due = [p for p in self.view.peers if p != self.view.self_id and retry.get(p, (0.0, 0.0))[0] <= now
+            due = [p for p in wanted if p != self.view.self_id and retry.get(p, (0.0, 0.0))[0] <= now
                    and not self.overlay.is_connected(ID.from_base58(p))]
             async with trio.open_nursery() as nursery:
                 for peer_id in due:
@@ -493,7 +563,7 @@ class MeshService:
         peer_key = ID.from_base58(peer_id)
         if self.overlay.is_connected(peer_key):
             return True
-        peer = self.view.peers.get(peer_id)
+        peer = self.view.peers.get(peer_id) or self._lost.get(peer_id)
         addrs = list(dict.fromkeys([*(peer.status.addrs if peer is not None else ()),
                                     *self.overlay.known_addrs(peer_key)]))
         if not addrs:

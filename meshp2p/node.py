@@ -219,7 +219,7 @@ class Node:
             now = time.time()
             snapshot = snapshot_from_view(mesh.view)
             demand = mesh.demand.total(now)
-            tracker.observe(snapshot, demand, now)
+            tracker.observe(snapshot, demand, now, served_at=mesh.view.served_at)
             promotion = plan_promotions(snapshot, demand, self_id=mesh.view.self_id, now=now,
                                         recently_served=tracker.last_served, unserved_since=tracker.need_since,
                                         model_sizes_mb=sizes)

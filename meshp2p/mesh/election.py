@@ -235,8 +235,14 @@ class NeedTracker:
     last_served: dict[str, float] = field(default_factory=dict)
     need_since: dict[str, float] = field(default_factory=dict)
 
-    def observe(self, view: MeshSnapshot, demand: Mapping[str, float], now: float) -> list[Need]:
-        """Update the timers from this snapshot; returns the current needs."""
+    def observe(self, view: MeshSnapshot, demand: Mapping[str, float], now: float,
+                served_at: Mapping[str, float] = _EMPTY) -> list[Need]:
+        """Update the timers from this snapshot, and from `served_at` (MeshView.served_at: when each model was
+        last reported served, which covers a server that came and went between two observations); returns
+        the current needs."""
+        for model_id, seen in served_at.items():
+            if seen > self.last_served.get(model_id, -math.inf):
+                self.last_served[model_id] = seen
         for node in view.peers:
             if node.role in SERVER_ROLES:
                 for model_id in node.loaded:

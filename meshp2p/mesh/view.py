@@ -26,6 +26,8 @@ STATUS_INTERVAL_S = 20.0
 PEER_TIMEOUT_S = 2 * STATUS_INTERVAL_S + 5.0
 EXPIRE_CHECK_S = 1.0
 SERVING_ROLES = frozenset({"host", "worker", "standby"})
+#: Models remembered in `served_at` (the most recently served are kept).
+SERVED_AT_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,20 @@ class MeshView:
     mesh_id: bytes
     self_id: str
     peers: dict[str, PeerView] = field(default_factory=dict)
+    #: When each model was last reported loaded by a serving member, kept after that member left: the election
+    #: (mesh/election.py) takes up a model whose last server vanished even between two of its own looks.
+    served_at: dict[str, float] = field(default_factory=dict)
 
     def update(self, peer_id: str, status: StatusBody, now: float) -> bool:
         """Record a status; True if the peer is new to the view."""
         is_new = peer_id not in self.peers
         self.peers[peer_id] = PeerView(peer_id, status, now)
+        if status.role in SERVING_ROLES:
+            for model_id in status.loaded:
+                self.served_at[model_id] = now
+        if len(self.served_at) > SERVED_AT_MAX:
+            for model_id in sorted(self.served_at, key=self.served_at.__getitem__)[:-SERVED_AT_MAX]:
+                del self.served_at[model_id]
         return is_new
 
     def remove(self, peer_id: str) -> bool:

@@ -81,11 +81,13 @@ def enable_keepalive(sock: Any) -> bool:
 
 
 class ConnectionWatcher(INotifee):
-    """A py-libp2p notifee: keepalive on every new connection; `on_peer_lost` callbacks when a peer's last
-    connection closes (called synchronously: listeners hand the work to their own tasks)."""
+    """A py-libp2p notifee: keepalive on every new connection; `on_peer_connected` callbacks for every new
+    connection, `on_peer_lost` ones when a peer's last connection closes (called synchronously: listeners hand
+    any work to their own tasks)."""
 
     def __init__(self, network: INetwork) -> None:
         self._network = network
+        self.on_peer_connected: list[Callable[[ID], None]] = []
         self.on_peer_lost: list[Callable[[ID], None]] = []
         self._sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -94,6 +96,7 @@ class ConnectionWatcher(INotifee):
         if sock is not None:
             enable_keepalive(sock)
             self._sockets.add(sock)
+        _call(self.on_peer_connected, conn.muxed_conn.peer_id)
 
     def close_sockets(self) -> int:
         """Close every socket of a connection we were told about that is still open; returns how many.
@@ -109,13 +112,8 @@ class ConnectionWatcher(INotifee):
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
         remaining = [c for c in self._network.get_connections(peer_id) if c is not conn and not _closed(c)]
-        if remaining:
-            return
-        for listener in list(self.on_peer_lost):
-            try:
-                listener(peer_id)
-            except Exception:  # a listener's bug must not break py-libp2p's connection cleanup
-                log.exception("peer-lost listener failed")
+        if not remaining:
+            _call(self.on_peer_lost, peer_id)
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         return None
@@ -128,6 +126,14 @@ class ConnectionWatcher(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         return None
+
+
+def _call(listeners: list[Callable[[ID], None]], peer_id: ID) -> None:
+    for listener in list(listeners):
+        try:
+            listener(peer_id)
+        except Exception:  # a listener's bug must not break py-libp2p's connection handling
+            log.exception("connection listener failed")
 
 
 def _closed(conn: Any) -> bool:

@@ -276,6 +276,23 @@ def test_tracker_times_an_orphan_from_when_its_server_left() -> None:
     assert tracker.need_since == {}
 
 
+def test_tracker_takes_servings_it_did_not_see_from_the_view() -> None:
+    """A server that appeared and vanished between two observations still leaves its model orphaned."""
+    tracker = NeedTracker()
+    assert tracker.observe(mesh(node("s1", available=["a"])), {}, T0) == []
+    view = MeshView(b"\x00" * 16, "s1")
+    host = StatusBody(role="host", ram_mb=32_000, vram_mb=0, gpu=None, loaded=("a",), available=("a",), load=0.0,
+                      api_port=None, version="0", region=None, rtt_ms={})
+    view.update("h1", host, T0 + 1)
+    view.update("c1", dataclasses.replace(host, role="client", loaded=("b",)), T0 + 1)
+    assert view.remove("h1")
+    assert view.served_at == {"a": T0 + 1}, "a client serves nothing"
+    after = mesh(node("s1", available=["a"]))
+    assert tracker.observe(after, {}, T0 + 2, served_at=view.served_at) == [Need("a", "orphaned")]
+    assert tracker.last_served == {"a": T0 + 1}
+    assert tracker.observe(after, {}, T0 + 1 + ORPHAN_MEMORY_S + 1, served_at=view.served_at) == []
+
+
 def test_tracker_forgets_old_servings() -> None:
     tracker = NeedTracker()
     tracker.observe(mesh(node("h1", "host", loaded=["a"])), {}, T0)

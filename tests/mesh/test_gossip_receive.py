@@ -4,7 +4,7 @@ is decoded again, not lost. Real signed messages, a stand-in subscription, no so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -14,13 +14,17 @@ from libp2p.peer.id import ID
 from meshp2p import mesh_service
 from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import RejectCounter
-from meshp2p.wire.gossip import SequenceCounter, encode_gossip, status_from_body, status_to_body
+from meshp2p.wire.gossip import SequenceCounter, StatusBody, encode_gossip, status_from_body, status_to_body
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
 
-from .test_gossip_cadence import status
-
 MESH = named_mesh_id("receive")
+
+
+def status(**changes: Any) -> StatusBody:
+    base = StatusBody(role="host", ram_mb=8192, vram_mb=0, gpu=None, loaded=(), available=(), load=0.0,
+                      api_port=None, version="test", region=None, rtt_ms={})
+    return replace(base, **changes)
 
 
 @dataclass

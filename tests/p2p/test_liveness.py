@@ -91,3 +91,45 @@ def test_a_machine_whose_network_vanishes_leaves_the_view_within_10_s(tmp_path):
         took_s = time.monotonic() - cut_at
         assert took_s < VANISH_LIMIT_S, f"took {took_s:.1f} s\n{node_logs(tmp_path)}"
         assert procs[0].poll() is None
+
+
+async def test_a_member_dropped_by_a_failed_redial_comes_back_when_connected_again():
+    """A redial can fail on a machine too busy to finish it in REDIAL_TIMEOUT_S: the member leaves the view,
+    and returns (with its last status) as soon as a connection to it opens again."""
+    name = f"liveness-{os.urandom(4).hex()}"
+    async with network() as net:
+        nodes: list[Node] = []
+        for _ in range(2):
+            join = tuple(addr for n in nodes for addr in n.overlay.addrs())
+            nodes.append(await net.start_member(MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name,
+                                                             join_addrs=join)))
+        a, b = nodes
+        assert a.service is not None and b.service is not None
+        await wait_for(lambda: set(a.service.view.peers) == {a.peer_id, b.peer_id}, "B in A's view")
+        b_status = a.service.view.peers[b.peer_id].status
+
+        removed: list[str] = []
+        remove, redial = a.service.view.remove, a.service._redial
+        redials_failed = 0
+
+        def recording_remove(peer_id: str) -> bool:
+            removed.append(peer_id)
+            return remove(peer_id)
+
+        async def first_redial_fails(peer_id: str, timeout_s: float) -> bool:
+            nonlocal redials_failed
+            if redials_failed == 0:
+                redials_failed += 1
+                return False
+            return await redial(peer_id, timeout_s)
+
+        a.service.view.remove = recording_remove  # type: ignore[method-assign]
+        a.service._redial = first_redial_fails  # type: ignore[method-assign]
+        b_id = ID.from_base58(b.peer_id)
+        for conn in list(a.overlay.host.get_network().get_connections(b_id)):
+            await conn.close()
+        await wait_for(lambda: removed == [b.peer_id], "A to count B as gone after the failed redial")
+        await wait_for(lambda: b.peer_id in a.service.view.peers and a.overlay.is_connected(b_id),
+                       "B back in A's view, connected")
+        assert a.service.view.peers[b.peer_id].status == b_status
+        assert not a.service._lost
