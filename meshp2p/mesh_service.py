@@ -16,9 +16,10 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
   same moment find each other and merge. One lookup per part of a split mesh is enough (the other members
   follow through the connections they then keep to every member), so the others do not spend DHT walks on it.
 - Idle cost: each gossip message costs every member CPU, so status goes out when it changes (checked every
-  second, then repeated a few times in case gossip lost it) plus a keepalive every STATUS_INTERVAL_S; demand
-  only while there is some (then a few empty reports so it fades at once, not after DEMAND_TTL_S). A member
-  that appears gets our status straight, not through gossip (p2p/status_push.py says why).
+  second; repeated in case gossip lost it only at start and while the node is young, YOUNG_S) plus a keepalive
+  every STATUS_INTERVAL_S; demand only while there is some (then a few empty reports so it fades at once, not
+  after DEMAND_TTL_S). A member that appears gets our status straight, not through gossip (p2p/status_push.py
+  says why).
 - Departures are seen on connections, not in gossip silence: every member keeps a connection to every member
   of its view; when the last one to a member closes and a redial within REDIAL_TIMEOUT_S fails, the member
   leaves the view at once (mesh/view.py has the whole rule, p2p/liveness.py the kernel's side).
@@ -89,8 +90,14 @@ DEMAND_INTERVAL_S = 5.0
 #: An empty demand report is sent this many times after our demand ends (one may be lost), then no more.
 DEMAND_EMPTY_REPEATS = 2
 RTT_INTERVAL_S = 30.0
-#: A new status (at start, or changed) is sent again after these gaps (seconds), in case gossip lost it.
+#: A new status (at start, or changed while the node is young) is sent again after these gaps (seconds), in
+#: case gossip lost it.
 STATUS_REPEAT_GAPS_S = (1.0, 2.0, 4.0)
+#: How long after start changes are repeated too. Gossip loses messages while a node's gossip mesh forms (a peer
+#: whose subscription it has not heard of yet gets nothing); later, gossipsub's own repair (IHAVE/IWANT) covers
+#: it, and repeating every change would cost every member 4 copies per change (at 50 members on one 2-core
+#: machine, ~3 s of CPU per change instead of ~1 s: tools/bench/gossip_convergence.py).
+YOUNG_S = 30.0
 #: After a member's last connection closed: how long a redial may take before the member counts as gone.
 #: A closed process refuses at once; a vanished machine takes the whole time.
 REDIAL_TIMEOUT_S = 2.0
@@ -416,14 +423,15 @@ class MeshService:
 
     async def _heartbeat(self) -> None:
         """Our status: at start and whenever it changes (rtt_ms and load aside: they drift) or `announce_now`
-        is called, each time repeated after STATUS_REPEAT_GAPS_S, and at least every STATUS_INTERVAL_S, the
-        keepalive that keeps us in views we have no connection in. (A member that appears gets it straight,
-        from `_push_status_to_newcomers`.)
+        is called, repeated after STATUS_REPEAT_GAPS_S at start and for changes in the first YOUNG_S, and at
+        least every STATUS_INTERVAL_S, the keepalive that keeps us in views we have no connection in. (A member
+        that appears gets it straight, from `_push_status_to_newcomers`.)
 
         The repeats are there because gossipsub may lose a message while the mesh forms (a peer whose
         subscription we have not heard of yet gets nothing, and no later IHAVE offers it), and the next
         keepalive, which used to repair that within seconds, is now STATUS_INTERVAL_S away."""
         repeats_sent = 0
+        started_at = trio.current_time()
         while True:
             status = self.local_status()
             self.view.update(self.view.self_id, status, self.clock())
@@ -436,13 +444,14 @@ class MeshService:
                 wait_s = min(STATUS_CHECK_S, interval - (trio.current_time() - sent_at))
                 with trio.move_on_after(wait_s):
                     await self._announce.wait()
+                young = trio.current_time() - started_at < YOUNG_S
                 if self._announce.is_set():
-                    repeats_sent = 0
+                    repeats_sent = 0 if young else len(STATUS_REPEAT_GAPS_S)
                     break
                 current = self.local_status()
                 self.view.update(self.view.self_id, current, self.clock())
                 if _status_key(current) != sent:
-                    repeats_sent = 0
+                    repeats_sent = 0 if young else len(STATUS_REPEAT_GAPS_S)
                     break
             self._announce = trio.Event()
 

@@ -24,6 +24,7 @@ from meshp2p.mesh_service import (
     DEMAND_INTERVAL_S,
     STATUS_CHECK_S,
     STATUS_REPEAT_GAPS_S,
+    YOUNG_S,
     MeshService,
     MeshSettings,
 )
@@ -106,6 +107,20 @@ async def test_a_changed_status_goes_out_within_a_check_and_drifting_figures_wai
         await trio.sleep(0.01)
         assert times(overlay, "status")[-1] == pytest.approx(trio.current_time(), abs=0.02)
         nursery.cancel_scope.cancel()
+
+
+async def test_past_its_youth_a_node_sends_a_change_once(autojump_clock: Any):
+    current = {"status": status()}
+    svc, overlay = service(lambda: current["status"])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(svc._heartbeat)
+        await trio.sleep(YOUNG_S + 0.5)
+        changed_at = trio.current_time()
+        current["status"] = status(loaded=("tiny",))
+        await trio.sleep(sum(STATUS_REPEAT_GAPS_S) + STATUS_CHECK_S + 0.5)
+        nursery.cancel_scope.cancel()
+    after = [t for t, kind, body in overlay.published if kind == "status" and t >= changed_at]
+    assert len(after) == 1 and after[0] - changed_at <= STATUS_CHECK_S
 
 
 async def test_a_new_member_gets_our_status_straight_and_the_mesh_no_broadcast(autojump_clock: Any):
