@@ -37,10 +37,9 @@ and the share it was runnable but waited for a core (Linux schedstat): a process
 idle one does not, so misses while the processes sit idle would be losses.
 
 Runtime: joins dominate (each member dials ~every other member, plus two routing-table refreshes and a
-listing lookup); at N=50 a status change costs ~1 s of CPU in all (~300 copies plus ~600 IHAVE entries of
-gossipsub's lazy repair), so the roll call takes a minute or more. On the 2-core machine shared with other
-runs (load average 4-6) the default run took 4.3-5.5 min (joins 20-45 s for 20 members, 100-130 s for 30 more);
-`--sizes 20` takes ~1 min.
+listing lookup); at N=50 a status change costs ~0.5-0.7 s of CPU in all (~300 copies plus gossipsub's lazy
+repair). On the 2-core machine shared with other runs the default run takes 4-5.5 min (joins 20-45 s for 20
+members, 100-130 s for 30 more); `--sizes 20` takes ~1 min.
 
 Background (--background): N nodes share two cores, so background work that each node of a real mesh does on
 its own machine lands here N times over. `quiet` (default) stretches, to an hour, the module constants that
@@ -50,9 +49,9 @@ every other: N^2 pings), LISTING_REFRESH_S and HEAL_SPLIT_S (every member's list
 meshp2p.mesh.view PEER_TIMEOUT_S (without keepalives every view would drop every member after it) and
 meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `_keep_records` (their own DHT
 records: ~150 KAD RPCs each at start, no part of the gossip path; the creator's listing is what joiners need).
-`real` keeps them all: 3 s status keepalives of every member (each checked by every member, ~D copies each),
-demand messages while there is demand, listing lookups, RTT probes: the load a real mesh carries, ~6 % of a
-core per member here at N=20 (128 % of the two cores for 20 members), so `real` fits --sizes 20 at most. The
+`real` keeps them all: 20 s status keepalives of every member (each checked by every member, ~D copies each),
+demand messages while there is demand, listing lookups, RTT probes: the load a real mesh carries (with 3 s
+keepalives it was ~6 % of a core per member at N=20, so `real` was run with --sizes 20 at most). The
 printed idle share says how loaded the processes are. Nothing on the measured path is changed either way.
 
 Target: p99 <= 1 s.
