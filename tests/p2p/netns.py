@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,6 +123,20 @@ def mesh_peers(status: dict[str, object] | None) -> set[str]:
     mesh = status.get("mesh") if status else None
     peers = mesh.get("peers", []) if isinstance(mesh, dict) else []
     return {p["peer_id"] for p in peers if not p["self"]}
+
+
+def wait_for_two_node_mesh(lan: Lan, procs: list[subprocess.Popen[str]], tmp_path: Path,
+                           timeout_s: float) -> list[dict[str, object] | None]:
+    """Poll both nodes until each holds the other in its mesh view; their statuses then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = [status_in(namespace) for namespace in lan.namespaces]
+        ids = [own_id(s) for s in statuses]
+        if all(ids) and mesh_peers(statuses[0]) == {ids[1]} and mesh_peers(statuses[1]) == {ids[0]}:
+            return statuses
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise AssertionError(f"the two nodes did not form a mesh: {ids}, {statuses}\n{node_logs(tmp_path)}")
+        time.sleep(0.5)
 
 
 def own_id(status: dict[str, object] | None) -> str | None:

@@ -20,12 +20,23 @@ from meshp2p.mesh_service import MeshSettings
 from meshp2p.p2p.liveness import DEAD_AFTER_S, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES, tcp_socket_of
 from meshp2p.wire.mesh_id import named_mesh_id
 
-from .helpers import Node, connect_all, network, wait_for
-from .netns import mesh_peers, node_logs, nodes_on, own_id, status_in, two_namespace_lan
+from .helpers import Network, Node, connect_all, network, wait_for
+from .netns import mesh_peers, node_logs, nodes_on, status_in, two_namespace_lan, wait_for_two_node_mesh
 
 VANISH_LIMIT_S = 10.0
 #: Generous for a loaded 2-core machine; the mesh forms ~2 s after both nodes are up.
 MESH_WAIT_S = 60.0
+
+
+async def two_members(net: Network) -> tuple[Node, Node]:
+    """Two members of a fresh named mesh, the second joined through the first."""
+    name = f"liveness-{os.urandom(4).hex()}"
+    nodes: list[Node] = []
+    for _ in range(2):
+        join = tuple(addr for n in nodes for addr in n.overlay.addrs())
+        nodes.append(await net.start_member(MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name,
+                                                         join_addrs=join)))
+    return nodes[0], nodes[1]
 
 
 async def test_every_connection_gets_tcp_keepalive():
@@ -46,14 +57,8 @@ async def test_every_connection_gets_tcp_keepalive():
 
 
 async def test_a_member_whose_connection_closes_but_is_still_there_stays_in_the_view():
-    name = f"liveness-{os.urandom(4).hex()}"
     async with network() as net:
-        nodes: list[Node] = []
-        for _ in range(2):
-            join = tuple(addr for n in nodes for addr in n.overlay.addrs())
-            nodes.append(await net.start_member(MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name,
-                                                             join_addrs=join)))
-        a, b = nodes
+        a, b = await two_members(net)
         assert a.service is not None and b.service is not None
         await wait_for(lambda: set(a.service.view.peers) == set(b.service.view.peers) == {a.peer_id, b.peer_id},
                        "both nodes in both views")
@@ -72,15 +77,7 @@ async def test_a_member_whose_connection_closes_but_is_still_there_stays_in_the_
 def test_a_machine_whose_network_vanishes_leaves_the_view_within_10_s(tmp_path):
     assert VANISH_LIMIT_S < PEER_TIMEOUT_S, "status silence alone would be too slow: the connection must tell"
     with two_namespace_lan() as lan, nodes_on(lan, tmp_path, "--client", "--mdns", "--mesh-name", "cut") as procs:
-        deadline = time.monotonic() + MESH_WAIT_S
-        while True:
-            statuses = [status_in(namespace) for namespace in lan.namespaces]
-            ids = [own_id(s) for s in statuses]
-            if all(ids) and mesh_peers(statuses[0]) == {ids[1]} and mesh_peers(statuses[1]) == {ids[0]}:
-                break
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
-                f"the mesh did not form: {statuses}\n{node_logs(tmp_path)}"
-            time.sleep(0.5)
+        wait_for_two_node_mesh(lan, procs, tmp_path, MESH_WAIT_S)
 
         cut_at = time.monotonic()
         lan.cut(1)
@@ -96,14 +93,8 @@ def test_a_machine_whose_network_vanishes_leaves_the_view_within_10_s(tmp_path):
 async def test_a_member_dropped_by_a_failed_redial_comes_back_when_connected_again():
     """A redial can fail on a machine too busy to finish it in REDIAL_TIMEOUT_S: the member leaves the view,
     and returns (with its last status) as soon as a connection to it opens again."""
-    name = f"liveness-{os.urandom(4).hex()}"
     async with network() as net:
-        nodes: list[Node] = []
-        for _ in range(2):
-            join = tuple(addr for n in nodes for addr in n.overlay.addrs())
-            nodes.append(await net.start_member(MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name,
-                                                             join_addrs=join)))
-        a, b = nodes
+        a, b = await two_members(net)
         assert a.service is not None and b.service is not None
         await wait_for(lambda: set(a.service.view.peers) == {a.peer_id, b.peer_id}, "B in A's view")
         b_status = a.service.view.peers[b.peer_id].status

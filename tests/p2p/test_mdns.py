@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 from meshp2p.p2p.interfaces import is_loopback_host
 from meshp2p.p2p.mdns import advertised_addrs
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.identity import Identity
 
-from .netns import VETH_IPS, mesh_peers, node_logs, nodes_on, own_id, status_in, two_namespace_lan
+from .netns import VETH_IPS, nodes_on, two_namespace_lan, wait_for_two_node_mesh
 
 #: Generous for a loaded 2-core machine; measured: the mesh forms ~2 s after both nodes are up.
 MESH_WAIT_S = 60.0
@@ -47,16 +46,7 @@ def test_mdns_without_listen_all_is_a_clear_error(tmp_path):
 
 def test_two_nodes_on_a_lan_form_a_named_mesh_without_bootstrap(tmp_path):
     with two_namespace_lan() as lan, nodes_on(lan, tmp_path, "--client", "--mdns", "--mesh-name", "lan") as procs:
-        deadline = time.monotonic() + MESH_WAIT_S
-        while True:
-            statuses = [status_in(namespace) for namespace in lan.namespaces]
-            ids = [own_id(s) for s in statuses]
-            if all(ids) and mesh_peers(statuses[0]) == {ids[1]} and mesh_peers(statuses[1]) == {ids[0]}:
-                break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise AssertionError(f"the nodes did not find each other over mDNS: {ids}, {statuses}\n"
-                                     f"{node_logs(tmp_path)}")
-            time.sleep(0.5)
+        statuses = wait_for_two_node_mesh(lan, procs, tmp_path, MESH_WAIT_S)
         for i, status in enumerate(statuses):
             mesh = status["mesh"] if status else {}
             assert isinstance(mesh, dict) and mesh["name"] == "lan"
