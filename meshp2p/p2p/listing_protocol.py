@@ -16,10 +16,10 @@ from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.peerinfo import PeerInfo
 
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.stream_frames import read_one_frame
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.listing import (
     LISTING_PROTOCOL_ID,
@@ -43,7 +43,6 @@ FETCH_ATTEMPTS = 2
 SERVE_TIMEOUT_S = 5.0
 #: How long a provider's addresses from a provider record stay in the peerstore.
 PROVIDER_ADDR_TTL_S = 600
-_READ_BYTES = 65536
 
 
 class ListingServer:
@@ -89,7 +88,7 @@ class ListingServer:
     async def _handle(self, stream: Any) -> None:
         try:
             with trio.fail_after(SERVE_TIMEOUT_S):
-                decode_request(await _read_frame(stream))
+                decode_request(await read_one_frame(stream, SingleFrameReader()))
                 await stream.write(encode_answer(*self.answer()))
         except WireError as exc:
             self.overlay.rejects.add("listing", exc.reason)
@@ -147,24 +146,9 @@ async def _exchange(overlay: Overlay, provider: PeerInfo) -> bytes:
     stream = await overlay.host.new_stream(provider.peer_id, [LISTING_PROTOCOL])
     try:
         await stream.write(encode_request())
-        return await _read_frame(stream)
+        return await read_one_frame(stream, SingleFrameReader())
     finally:
         await stream.close()
-
-
-async def _read_frame(stream: Any) -> bytes:
-    """The stream's one frame; a hang-up before it is whole is `truncated`."""
-    reader = SingleFrameReader()
-    while True:
-        try:
-            data = await stream.read(_READ_BYTES)
-        except StreamError as exc:  # py-libp2p reports a hang-up as StreamEOF (or StreamReset), not b""
-            raise WireError("truncated", f"the peer left mid-frame ({type(exc).__name__})") from exc
-        if not data:
-            return reader.eof()
-        payload = reader.feed(data)
-        if payload is not None:
-            return payload
 
 
 def _valid(key: str, value: bytes, now: float) -> bool:

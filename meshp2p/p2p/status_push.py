@@ -19,12 +19,12 @@ from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.stream_frames import read_one_frame
 from meshp2p.wire.errors import WireError
-from meshp2p.wire.framing import PayloadReader, frame_bytes
+from meshp2p.wire.framing import SingleFrameReader, frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES
 
 log = logging.getLogger("meshp2p.p2p.status_push")
@@ -32,7 +32,6 @@ log = logging.getLogger("meshp2p.p2p.status_push")
 STATUS_PUSH_PROTOCOL = TProtocol("/meshp2p/status/1.0.0")
 #: Opening the stream, writing (or reading) one frame: a peer that stalls longer is dropped.
 PUSH_TIMEOUT_S = 5.0
-_READ_BYTES = 65536
 
 
 class StatusPush:
@@ -61,21 +60,10 @@ class StatusPush:
 
     async def _receive(self, stream: Any) -> None:
         remote: ID = stream.muxed_conn.peer_id
-        reader = PayloadReader(max_bytes=MAX_GOSSIP_BYTES)
         try:
             with trio.fail_after(PUSH_TIMEOUT_S):
-                payloads: list[bytes] = []
-                while not payloads:
-                    try:
-                        chunk = await stream.read(_READ_BYTES)
-                    except StreamError:  # py-libp2p reports a hang-up as an error, never b""
-                        chunk = b""
-                    if not chunk:
-                        raise WireError("truncated", "the stream ended before a whole frame")
-                    payloads = reader.feed(chunk)
-            if len(payloads) > 1 or reader.buffered:
-                raise WireError("malformed", "more than one frame on a status stream")
-            self.on_status(remote, payloads[0])
+                payload = await read_one_frame(stream, SingleFrameReader(max_bytes=MAX_GOSSIP_BYTES))
+            self.on_status(remote, payload)
         except WireError as exc:
             self.overlay.rejects.add("status_push", exc.reason)
         except trio.TooSlowError:

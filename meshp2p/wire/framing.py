@@ -58,3 +58,28 @@ class PayloadReader:
         """Refuse everything from now on (a payload turned out undecodable, say)."""
         self._failed = exc
         self._buffer.clear()
+
+
+class SingleFrameReader:
+    """For protocols whose stream carries exactly one frame: feed bytes in any chunking; `payload` is the frame
+    once it is whole. A header over `max_bytes` fails at once, and bytes after the frame are `malformed`."""
+
+    def __init__(self, *, max_bytes: int) -> None:
+        self._payloads = PayloadReader(max_bytes=max_bytes)
+        self.payload: bytes | None = None
+
+    def feed(self, data: bytes) -> bytes | None:
+        if self.payload is not None:
+            raise WireError("malformed", "bytes after the one frame")
+        payloads = self._payloads.feed(data)
+        if len(payloads) > 1 or (payloads and self._payloads.buffered):
+            raise WireError("malformed", "bytes after the one frame")
+        if payloads:
+            self.payload = payloads[0]
+        return self.payload
+
+    def eof(self) -> bytes:
+        """The stream ended: the frame, or `truncated` when it never became whole."""
+        if self.payload is None:
+            raise WireError("truncated", f"the stream ended {self._payloads.buffered} bytes into a frame")
+        return self.payload

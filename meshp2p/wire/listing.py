@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from meshp2p.wire import framing
 from meshp2p.wire._cbor import check_keys, check_version, dumps, loads_map
 from meshp2p.wire.errors import WireError
-from meshp2p.wire.framing import PayloadReader, frame_bytes
+from meshp2p.wire.framing import frame_bytes
 from meshp2p.wire.records import (
     MAX_RECORD_BYTES,
     MeshListing,
@@ -104,29 +105,11 @@ def _opt_bytes(m: dict[str, Any], key: str) -> bytes | None:
     return value
 
 
-class SingleFrameReader:
-    """Feed stream bytes in any chunking; `payload` is the one frame (a request or an answer) once it is whole.
-    A header over MAX_FRAME_BYTES fails at once, and bytes after the frame are `malformed`."""
+class SingleFrameReader(framing.SingleFrameReader):
+    """The one frame of a listing stream (a request or an answer), at most MAX_FRAME_BYTES."""
 
     def __init__(self) -> None:
-        self._payloads = PayloadReader(max_bytes=MAX_FRAME_BYTES)
-        self.payload: bytes | None = None
-
-    def feed(self, data: bytes) -> bytes | None:
-        if self.payload is not None:
-            raise WireError("malformed", "bytes after the one frame")
-        payloads = self._payloads.feed(data)
-        if len(payloads) > 1 or (payloads and self._payloads.buffered):
-            raise WireError("malformed", "bytes after the one frame")
-        if payloads:
-            self.payload = payloads[0]
-        return self.payload
-
-    def eof(self) -> bytes:
-        """The stream ended: the frame, or `truncated` when it never became whole."""
-        if self.payload is None:
-            raise WireError("truncated", f"the stream ended {self._payloads.buffered} bytes into a frame")
-        return self.payload
+        super().__init__(max_bytes=MAX_FRAME_BYTES)
 
 
 def read_answer(received: bytes, *, peer_id: str, now: float) -> ListingAnswer:
