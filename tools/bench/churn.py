@@ -50,7 +50,7 @@ from pathlib import Path
 from idle_node import children, free_port, rss_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from make_tiny_gguf import write_tiny_gguf  # noqa: E402
+from make_tiny_gguf import write_tiny_gguf
 
 TARGET_COMPLETE = 0.99
 TARGET_RSS_GROWTH = 0.10
