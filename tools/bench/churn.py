@@ -17,8 +17,9 @@ A stream counts as completed when it ends with `data: [DONE]` after a chunk with
 no error event; anything else (an error event, a non-200 answer, a broken connection) counts as failed.
 Failovers are counted from the client nodes' log lines (each continuation and each retry is logged).
 
-Leaks: at the start (after the mesh settled) and at the end (load stopped, every node ready again, 5 s of quiet)
-it counts, per node, open file descriptors and child processes, and RSS for the nodes that were never killed
+Leaks: after a 15 s warm-up of the load and at the end of the soak (every node ready again, 5 s after the last
+restart, load still running: connection pools grow to the load's concurrency, so busy is compared with busy) it
+counts, per node, open file descriptors and child processes, and RSS for the nodes that were never killed
 (the clients and the bootstrap: a restarted node is a new process). It also counts every llama-server /
 ggml-rpc-server on the machine whose command line points into this run's temp dir: after all restarts it must
 equal the number of serving nodes (no orphan of a killed node survives), and 0 after everything stopped.
@@ -58,6 +59,7 @@ MAX_DURATION_S = 600.0
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 SETTLE_S = 5.0
+WARMUP_S = 15.0
 PROBE_EVERY_S = 0.5
 REQUEST_TIMEOUT_S = 60.0
 MODELS = ("churn-a", "churn-b")
@@ -312,7 +314,6 @@ def main() -> int:
         wait_until("both clients to see two servers of each model",
                    lambda: all(servers_of(c).get(m) == 2 for c in clients for m in MODELS))
         time.sleep(SETTLE_S)
-        before = snapshot([boot, *servers, *clients])
         print(f"mesh of {len(servers)} servers and {len(clients)} clients ready; llama.cpp processes: "
               f"{len(llama_processes(root))}; soaking {duration:.0f} s with {args.clients} streaming clients")
 
@@ -324,9 +325,13 @@ def main() -> int:
                     for i, m in enumerate(MODELS)]
         for thread in threads:
             thread.start()
+        # Connection pools (to llama-server, tunnel streams) grow to the load's concurrency: compare descriptors
+        # under the same load, after a warm-up and at the end, not idle against busy.
+        time.sleep(WARMUP_S)
+        before = snapshot([boot, *servers, *clients])
 
         kills, orphans_seen = 0, 0
-        end_at = time.monotonic() + duration
+        end_at = time.monotonic() + duration - WARMUP_S
         while True:
             gap = chaos.uniform(args.kill_min, args.kill_max)
             if time.monotonic() + gap > end_at:
@@ -341,13 +346,13 @@ def main() -> int:
             print(f"  t={duration - (end_at - time.monotonic()):5.0f} s  killed and restarted {victim.label} "
                   f"(ready in {took:.1f} s); streams {tally.completed}/{tally.started} complete")
         time.sleep(max(0.0, end_at - time.monotonic()))
+        wait_until("every node ready at the end of the soak", lambda: all(n.ready() for n in [*servers, *clients]))
+        time.sleep(SETTLE_S)
+        after = snapshot([boot, *servers, *clients])
         stop.set()
         for thread in threads:
             thread.join(REQUEST_TIMEOUT_S)
 
-        wait_until("every node ready after the soak", lambda: all(n.ready() for n in [*servers, *clients]))
-        time.sleep(SETTLE_S)
-        after = snapshot([boot, *servers, *clients])
         live_llama = len(llama_processes(root))
         fo = [failovers(c) for c in clients]
 
