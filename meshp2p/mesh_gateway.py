@@ -25,8 +25,9 @@ from meshp2p.inference.llama_server import LlamaServer
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.routing import ServerCandidate
 from meshp2p.mesh.view import MeshView
+from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.tunnel import TunnelAnswer, TunnelClient, TunnelError, TunnelReply
-from meshp2p.wire.tunnel import RequestHead
+from meshp2p.wire.tunnel import NOT_MEMBER, RequestHead
 
 log = logging.getLogger("meshp2p.gateway")
 
@@ -60,8 +61,10 @@ class _Reply:
 
 class OverlayGateway:
     def __init__(self, view: MeshView, tunnel: TunnelClient, demand: DemandCounter,
-                 wanted: Callable[[], list[str]], clock: Callable[[], float] = time.time) -> None:
+                 wanted: Callable[[], list[str]], membership: Membership,
+                 clock: Callable[[], float] = time.time) -> None:
         self.view = view
+        self.membership = membership
         self.wanted = wanted
         self.tunnel = tunnel
         self.demand = demand
@@ -99,7 +102,15 @@ class OverlayGateway:
         peer = ID.from_base58(peer_id)
         await self._ensure_reachable(peer)
         try:
-            reply = await self.tunnel.request(peer, "POST", path, body, model=model, headers=_JSON)
+            try:
+                reply = await self.tunnel.request(peer, "POST", path, body, model=model, headers=_JSON)
+            except TunnelError as exc:
+                # It forgot our membership (it restarted, and our renewal has not reached it yet): prove it
+                # again and retry once before this counts as a failure of that server.
+                if exc.code != NOT_MEMBER or not await self.membership.ensure(peer):
+                    raise
+                log.info("%s had forgotten our membership; joined it again", peer)
+                reply = await self.tunnel.request(peer, "POST", path, body, model=model, headers=_JSON)
         except TunnelError as exc:
             raise RemoteFailure(exc.message, retry_after_s=exc.retry_after_s) from exc
         return _Reply(reply)

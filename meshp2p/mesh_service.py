@@ -271,11 +271,13 @@ class MeshService:
                 nursery.start_soon(self._expire)
                 nursery.start_soon(self._watch_connections)
                 nursery.start_soon(self._keep_connected)
+                nursery.start_soon(self.membership.run_renewals)
                 nursery.start_soon(self._keep_records)
                 task_status.started()
         finally:
             self.overlay.connections.on_peer_lost.remove(self._peer_lost)
             self.overlay.connections.on_peer_connected.remove(self._peer_connected)
+            self.membership.uninstall()
 
     async def _find_and_join(self) -> None:
         addrs = list(self.settings.join_addrs)
@@ -514,7 +516,10 @@ class MeshService:
                 log.debug("too many connection losses at once; %s is left to status expiry", peer)
 
     def _peer_connected(self, peer: ID) -> None:
-        """Overlay callback: a connection to `peer` opened. A member we counted as gone is back."""
+        """Overlay callback: a connection to `peer` opened. A member we counted as gone is back, and a member of
+        the view proves membership again on the new connection (it may have restarted: p2p/join_protocol.py)."""
+        if str(peer) in self.view.peers or str(peer) in self._lost:
+            self.membership.renew(peer)
         lost = self._lost.pop(str(peer), None)
         if lost is not None and str(peer) not in self.view.peers:
             self.view.update(str(peer), lost.status, self.clock())

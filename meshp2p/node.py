@@ -126,7 +126,8 @@ class Node:
             self.mesh = MeshService(self.overlay, config.mesh.settings, self.local_status,
                                     lambda: self.demand.rates(time.time()))
             self.tunnel = TunnelClient(self.overlay)
-            gateway = OverlayGateway(self.mesh.view, self.tunnel, self.demand, self.mesh.wanted_models)
+            gateway = OverlayGateway(self.mesh.view, self.tunnel, self.demand, self.mesh.wanted_models,
+                                     self.mesh.membership)
             settings = config.mesh.settings
             self.blackboard = BlackboardService(
                 self.overlay, mesh_id=settings.mesh_id, secret=settings.secret,
@@ -288,7 +289,7 @@ class Node:
                 if self.blackboard is not None:
                     await nursery.start(self.blackboard.run)
                 if self.planned:
-                    bridge = RpcBridgeClient(self.overlay)
+                    bridge = RpcBridgeClient(self.overlay, self.mesh.membership)
                     for spec in self.planned:
                         split = SplitHost(spec, self.fleet, self.mesh.view, bridge, self.mesh.rtt_ms,
                                           force=cfg.split, force_workers=cfg.split_workers,

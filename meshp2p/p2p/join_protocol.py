@@ -2,6 +2,13 @@
 
 A peer is a *member* once a join handshake succeeded in either direction; mesh protocols (tunnels, sync)
 ask `Membership.is_member` before serving anyone. Failed handshakes are counted, never fatal.
+
+Membership lasts as long as the connection it was proved on. A peer that restarts (same identity, new process)
+has forgotten everyone, so a proof made to its previous process means nothing to it: when our last connection to
+a member closes it stops being a member, and when a connection to a peer that proved membership before (or that
+the mesh view names: `renew`) opens again, we run the handshake again at once. The handshake is mutual, so one
+successful run makes both ends members of each other, whichever of them restarted. A tunnel or RPC open that a
+peer still refuses as `not_member` (the two events raced) makes the caller `ensure` membership and retry once.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ log = logging.getLogger("meshp2p.p2p.join")
 JOIN_PROTOCOL = TProtocol(JOIN_PROTOCOL_ID)
 JOIN_TIMEOUT_S = 10.0
 _READ_BYTES = 4096
+#: Renewals waiting for their handshake; more at once are left to the retry on `not_member`.
+_RENEW_QUEUE = 256
 
 
 class Membership:
@@ -35,6 +44,9 @@ class Membership:
         self.mesh_id = mesh_id
         self.secret = secret
         self.members: set[ID] = set()
+        #: Peers that proved membership at some time: a new connection to one of them renews it.
+        self.known: set[ID] = set()
+        self._renew_send, self._renew_receive = trio.open_memory_channel[ID](_RENEW_QUEUE)
 
     @property
     def meshes(self) -> Mapping[bytes, bytes]:
@@ -45,6 +57,42 @@ class Membership:
 
     def install(self) -> None:
         self.overlay.host.set_stream_handler(JOIN_PROTOCOL, self._handle)
+        self.overlay.connections.on_peer_connected.append(self._connected)
+        self.overlay.connections.on_peer_lost.append(self._lost)
+
+    def uninstall(self) -> None:
+        self.overlay.connections.on_peer_connected.remove(self._connected)
+        self.overlay.connections.on_peer_lost.remove(self._lost)
+
+    def renew(self, peer_id: ID) -> None:
+        """Prove membership to `peer_id` again soon (from `run_renewals`), unless it is a member already."""
+        if peer_id in self.members:
+            return
+        try:
+            self._renew_send.send_nowait(peer_id)
+        except trio.WouldBlock:
+            log.debug("too many renewals at once; %s is renewed on its first refusal", peer_id)
+
+    async def ensure(self, peer_id: ID) -> bool:
+        """A member now, by a handshake if need be (after a `not_member` refusal: its side forgot us)."""
+        self.members.discard(peer_id)
+        return await self.join(peer_id)
+
+    async def run_renewals(self) -> None:
+        """The handshakes `renew` asked for, each in its own task (a slow peer delays no other)."""
+        async with trio.open_nursery() as nursery:
+            async for peer_id in self._renew_receive:
+                if peer_id not in self.members:
+                    nursery.start_soon(self.join, peer_id)
+
+    def _connected(self, peer_id: ID) -> None:
+        """Overlay callback: a connection opened. A peer that was a member may have restarted and forgotten us."""
+        if peer_id in self.known:
+            self.renew(peer_id)
+
+    def _lost(self, peer_id: ID) -> None:
+        """Overlay callback: our last connection to the peer closed; what was proved on it is gone with it."""
+        self.members.discard(peer_id)
 
     async def join(self, peer_id: ID) -> bool:
         """Prove our membership to `peer_id` (and check theirs); True when both sides agree."""
@@ -68,8 +116,12 @@ class Membership:
         except Exception as exc:
             log.debug("join handshake with %s failed: %s", peer_id, exc)
             return False
-        self.members.add(peer_id)
+        self._admit(peer_id)
         return True
+
+    def _admit(self, peer_id: ID) -> None:
+        self.members.add(peer_id)
+        self.known.add(peer_id)
 
     async def _handle(self, stream: Any) -> None:
         remote: ID = stream.muxed_conn.peer_id
@@ -80,7 +132,7 @@ class Membership:
             with trio.fail_after(JOIN_TIMEOUT_S):
                 while not listener.joined:
                     await stream.write(frame(listener.receive(await _read_message(stream, reader))))
-            self.members.add(remote)
+            self._admit(remote)
         except WireError as exc:
             self.overlay.rejects.add("join", exc.reason)
             log.info("refused a join from %s: %s", remote, exc.message)

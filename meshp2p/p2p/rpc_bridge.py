@@ -25,6 +25,7 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.inference.ports import LOOPBACK
+from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.rpc_tunnel import (
@@ -157,9 +158,11 @@ class RpcBridgeServer(_Counters):
 class RpcBridgeClient(_Counters):
     """The host's end: local TCP ports that lead to workers' RPC servers, for llama-server's `--rpc`."""
 
-    def __init__(self, overlay: Overlay) -> None:
+    def __init__(self, overlay: Overlay, membership: Membership | None = None) -> None:
         super().__init__()
         self.overlay = overlay
+        #: Proves our membership again when a worker refuses us as `not_member` (it restarted: join_protocol.py).
+        self.membership = membership
 
     async def serve_port(
         self,
@@ -192,15 +195,27 @@ class RpcBridgeClient(_Counters):
 
     async def _bridge(self, sock: trio.SocketStream, peer_id: ID, hello: RpcHello) -> None:
         _nodelay(sock)
+        stream, refusal = await self._open(peer_id, hello, sock)
+        if stream is None and refusal == NOT_MEMBER and self.membership is not None \
+                and await self.membership.ensure(peer_id):
+            log.info("worker %s had forgotten our membership; joined it again", peer_id)
+            stream, refusal = await self._open(peer_id, hello, sock)
+        if stream is None:
+            self.refused += 1
+            with trio.CancelScope(shield=True):
+                await sock.aclose()
+            return
+        await _splice(self, stream, sock, stream_to_sock=self._from_rpc, sock_to_stream=self._to_rpc)
+
+    async def _open(self, peer_id: ID, hello: RpcHello, sock: trio.SocketStream) -> tuple[Any, str | None]:
+        """A stream past its handshake, with the bytes after the reply passed to `sock`; or None and the
+        worker's refusal code (None when it did not refuse but broke)."""
         try:
             with trio.fail_after(OPEN_TIMEOUT_S):
                 stream = await self.overlay.host.new_stream(peer_id, [RPC_PROTOCOL])
         except Exception as exc:  # unreachable peer, protocol not supported, timeout
             log.warning("could not open an rpc tunnel to %s: %r", peer_id, exc)
-            self.refused += 1
-            with trio.CancelScope(shield=True):
-                await sock.aclose()
-            return
+            return None, None
         dialer = RpcDialer(hello)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT_S):
@@ -212,17 +227,16 @@ class RpcBridgeClient(_Counters):
                 await sock.send_all(rest)
                 self._from_rpc(len(rest))
         except WireError as exc:
-            self.refused += 1
             self.overlay.rejects.add("rpc", exc.reason)
             log.warning("worker %s refused the rpc tunnel: %s", peer_id, exc.message)
-            await _abort(stream, sock)
-            return
+            await _reset(stream)
+            reply = dialer.reply
+            return None, (reply.error if reply is not None and not reply.ok else None)
         except Exception as exc:  # StreamError, timeout, local socket gone
-            self.refused += 1
             log.warning("rpc tunnel to %s failed in its handshake: %r", peer_id, exc)
-            await _abort(stream, sock)
-            return
-        await _splice(self, stream, sock, stream_to_sock=self._from_rpc, sock_to_stream=self._to_rpc)
+            await _reset(stream)
+            return None, None
+        return stream, None
 
 
 async def _read_handshake(stream: Any, eof: Callable[[], None]) -> bytes:

@@ -23,6 +23,7 @@ from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.tunnel import (
     IDLE_STREAM_S,
+    NOT_MEMBER,
     OPEN_TIMEOUT_S,
     REUSE_IDLE_S,
     TUNNEL_PROTOCOL_ID,
@@ -224,8 +225,8 @@ class TunnelServer:
     async def _answer(self, stream: Any, conn: TunnelServerConnection, peer: ID, head: RequestHead,
                       body: bytes) -> None:
         if not self.is_member(peer):
-            self.overlay.rejects.add("tunnel", "not_member")
-            await stream.write(conn.send_error("not_member", "join the mesh first (/meshp2p/join/1.0.0)"))
+            self.overlay.rejects.add("tunnel", NOT_MEMBER)
+            await stream.write(conn.send_error(NOT_MEMBER, "join the mesh first (/meshp2p/join/1.0.0)"))
             return
         try:
             answer = await self.handler(peer, head, body)

@@ -19,6 +19,8 @@ from meshp2p.wire._cbor import check_keys, check_text, check_version, dumps, get
 from meshp2p.wire.errors import WireError
 
 TUNNEL_PROTOCOL_ID = "/meshp2p/http/1.0.0"
+#: The ERROR code a server answers to a peer that has not proved membership (protocols/http-tunnel.md).
+NOT_MEMBER = "not_member"
 FRAME_HEADER_BYTES = 5
 #: Payload limits, judged from the frame header so a peer cannot make us buffer more than one large frame.
 MAX_CONTROL_FRAME = 16 * 1024
