@@ -26,6 +26,11 @@ def runtime_file() -> Path:
     return meshp2p_home() / "node.json"
 
 
+def children_file() -> Path:
+    """The PIDs and command lines of the llama.cpp processes the running node started (inference/processes.py)."""
+    return meshp2p_home() / "children.json"
+
+
 def cache_dir() -> Path:
     """Build outputs shared by every MESHP2P_HOME of this user (llama.cpp binaries)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -21,6 +21,7 @@ from meshp2p.inference.build import build_llama_cpp
 from meshp2p.inference.catalog import DEFAULT_MODEL_ID, resolve_model
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
+from meshp2p.inference.processes import stop_leftovers
 from meshp2p.mesh.discovery import rank
 from meshp2p.mesh_service import MeshSettings
 from meshp2p.node import ALL_HOSTS, LOOPBACK_HOST, MeshConfig, Node, NodeConfig
@@ -39,6 +40,8 @@ _REFRESH_S = 0.1
 
 def run_up(args: argparse.Namespace, console: Console) -> int:
     config = node_config_from_args(args, console)
+    # An earlier run of this MESHP2P_HOME that was killed may have left llama.cpp processes holding memory and ports.
+    stop_leftovers()
     node = Node(config)
     try:
         trio.run(_serve, node, console)

@@ -20,7 +20,7 @@ import trio
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.ports import LOOPBACK, free_loopback_port
-from meshp2p.inference.processes import last_log_line, stop_process
+from meshp2p.inference.processes import last_log_line, spawn, stop_process
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
@@ -150,7 +150,7 @@ class LlamaServer:
         with self.log_path.open("ab") as log:
             log.write(f"\n===== meshp2p starts: {' '.join(self.command(port))}\n".encode())
             log.flush()
-            process = await trio.lowlevel.open_process(
+            process = await spawn(
                 self.command(port), stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
             self.port, self.pid = port, process.pid

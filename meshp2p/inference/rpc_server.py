@@ -26,7 +26,7 @@ from meshp2p.home import meshp2p_home
 from meshp2p.inference.binaries import BUILD_COMMAND, LlamaBinaries
 from meshp2p.inference.llama_server import RESTART_BACKOFF_S, STABLE_RUN_S, BackendState
 from meshp2p.inference.ports import LOOPBACK, free_loopback_port
-from meshp2p.inference.processes import last_log_line, stop_process
+from meshp2p.inference.processes import last_log_line, spawn, stop_process
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -191,7 +191,7 @@ class RpcServer:
         with self.log_path.open("ab") as log:
             log.write(f"\n===== meshp2p starts: {' '.join(command)}\n".encode())
             log.flush()
-            process = await trio.lowlevel.open_process(
+            process = await spawn(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.environment()
             )
             self.port, self.pid = port, process.pid
