@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
-from rich.logging import RichHandler
 
 from meshp2p import __version__
 from meshp2p.cli.blackboard_parser import add_blackboard_parser
+from meshp2p.cli.logs import LOG_FORMATS, configure_logging
 from meshp2p.errors import MeshP2PError
 from meshp2p.inference.build import BACKENDS
 from meshp2p.node import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT
@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"meshp2p {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
+                        help="log shape: rich (wrapped, coloured), text (one line per event: time level logger "
+                             "message key=value), json (one JSON object per line); auto (default) is rich on a "
+                             "terminal and text anywhere else. `up` also appends the lines to "
+                             "$MESHP2P_HOME/logs/meshp2p.log")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     up = commands.add_parser(
@@ -188,11 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=True)],
-    )
+    configure_logging(console, log_format=args.log_format, verbose=args.verbose, node_log=args.command == "up")
     # Per-request lines from the HTTP client and server drown what an operator needs; -v brings them back.
     for noisy in ("httpx", "httpcore", "meshp2p.http"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
