@@ -17,6 +17,7 @@ from meshp2p.api.remote import forward_remote
 from meshp2p.api.responses import json_response
 from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.upstream import UpstreamPool
+from meshp2p.api.validation import validate_openai_request
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -68,6 +69,7 @@ def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
         data = await request.get_data(cache=False, as_text=False)
         raw = data.encode() if isinstance(data, str) else data
         payload = _parse_object(raw)
+        validate_openai_request(path, payload)
         requested = payload.get("model")
         gateway = router.gateway
         if gateway is not None and isinstance(requested, str) and requested not in ("", DEFAULT_ALIAS):

@@ -1,0 +1,56 @@
+"""OpenAI's request rules, checked before anything is proxied, where llama-server is laxer than OpenAI.
+
+llama-server accepts requests the OpenAI API refuses (it clamps or ignores them), so a client tested against
+meshp2p would break on OpenAI and vice versa; and a bad request sent across the mesh costs a tunnel round trip to
+learn nothing. The rules (each a 400 `invalid_request_error` with `param` naming the field):
+- `max_tokens` and `max_completion_tokens`: an integer >= 1 (or absent/null);
+- `n`: 1 (meshp2p streams one choice per request; absent/null means 1);
+- `temperature`: a number in [0, 2];
+- `messages` (chat): a list;
+- `stop`: a string, or a list of at most 4 strings.
+Booleans are not numbers here (JSON `true` is not `1`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshp2p.api.errors import ApiError
+from meshp2p.api.remote import CHAT_PATH
+
+MAX_STOP_SEQUENCES = 4
+TEMPERATURE_RANGE = (0.0, 2.0)
+
+
+def _invalid(param: str, message: str) -> ApiError:
+    return ApiError(400, message, param=param, code="invalid_value")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_openai_request(path: str, payload: dict[str, Any]) -> None:
+    """Raise ApiError (400, OpenAI's shape) for the first rule `payload` breaks."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = payload.get(key)
+        if value is not None and (not _is_int(value) or value < 1):
+            raise _invalid(key, f"'{key}' must be an integer >= 1, got {value!r}")
+    n = payload.get("n")
+    if n is not None and (not _is_int(n) or n != 1):
+        raise _invalid("n", f"'n' must be 1 (one choice per request), got {n!r}")
+    temperature = payload.get("temperature")
+    if temperature is not None:
+        low, high = TEMPERATURE_RANGE
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not low <= temperature <= high:
+            raise _invalid("temperature", f"'temperature' must be a number in [{low:g}, {high:g}], "
+                                          f"got {temperature!r}")
+    if path == CHAT_PATH and "messages" in payload and not isinstance(payload["messages"], list):
+        raise _invalid("messages", "'messages' must be a list of message objects")
+    stop = payload.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _invalid("stop", "'stop' must be a string or a list of strings")
+        if len(stop) > MAX_STOP_SEQUENCES:
+            raise _invalid("stop", f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences, got {len(stop)}")
