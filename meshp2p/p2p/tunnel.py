@@ -198,6 +198,7 @@ class TunnelServer:
     async def _handle(self, stream: Any) -> None:
         peer: ID = stream.muxed_conn.peer_id
         conn = TunnelServerConnection()
+        refused = False
         try:
             head: RequestHead | None = None
             body = bytearray()
@@ -208,6 +209,10 @@ class TunnelServer:
                     return
                 for event in conn.receive(data):
                     if isinstance(event, RequestHead):
+                        if not self.is_member(peer):
+                            # protocols/http-tunnel.md: answered on the first frame, the rest never read.
+                            refused = await self._refuse(stream, conn)
+                            return
                         head, body = event, bytearray()
                     elif isinstance(event, BodyChunk):
                         body += event.data
@@ -220,14 +225,23 @@ class TunnelServer:
         except Exception as exc:
             log.debug("tunnel from %s ended: %s", peer, exc)
         finally:
-            await _reset(stream)
+            if not refused:
+                await _reset(stream)
+
+    async def _refuse(self, stream: Any, conn: TunnelServerConnection) -> bool:
+        """ERROR `not_member` for the request just opened, then close: True once the close went out."""
+        self.overlay.rejects.add("tunnel", NOT_MEMBER)
+        with trio.CancelScope(shield=True):
+            try:
+                await stream.write(conn.send_error(NOT_MEMBER, "join the mesh first (/meshp2p/join/1.0.0)"))
+                await stream.close()
+            except Exception as exc:  # the peer left already; the reset in _handle cleans up
+                log.debug("could not refuse %s cleanly: %s", stream.muxed_conn.peer_id, exc)
+                return False
+        return True
 
     async def _answer(self, stream: Any, conn: TunnelServerConnection, peer: ID, head: RequestHead,
                       body: bytes) -> None:
-        if not self.is_member(peer):
-            self.overlay.rejects.add("tunnel", NOT_MEMBER)
-            await stream.write(conn.send_error(NOT_MEMBER, "join the mesh first (/meshp2p/join/1.0.0)"))
-            return
         try:
             answer = await self.handler(peer, head, body)
         except TunnelError as exc:

@@ -3,14 +3,16 @@ streams are reused, and a peer that dies mid-answer shows as a truncated (not a 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
 import trio
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
-from meshp2p.p2p.tunnel import TunnelAnswer, TunnelClient, TunnelError, TunnelServer
-from meshp2p.wire.tunnel import RequestHead
+from meshp2p.p2p.tunnel import TUNNEL_PROTOCOL, TunnelAnswer, TunnelClient, TunnelError, TunnelServer
+from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
 
 from .helpers import network
 
@@ -66,6 +68,35 @@ async def test_a_non_member_is_refused():
         assert err.value.code == "not_member"
         assert server_node.overlay.rejects.as_dict().get("tunnel:not_member") == 1
         await client.aclose()
+
+
+async def test_an_outsider_is_refused_on_its_first_frame_and_the_stream_closed():
+    """Spoken from the spec's frames with its own identity: the head and 4 MiB of body offered, one ERROR frame back
+    (byte for byte), then EOF; the server never read the body."""
+    async with network() as net:
+        server_node, client_node, _ = await _setup(net, members=set())
+        stream = await client_node.overlay.host.new_stream(server_node.overlay.peer_id, [TUNNEL_PROTOCOL])
+        head = encode_request_head(RequestHead(0, "POST", "/v1/completions", JSON, "m"))
+        await stream.write(head)
+        received = b""
+        with trio.fail_after(10):
+            while True:
+                try:
+                    data = await stream.read(65536)
+                except StreamError:
+                    break
+                if not data:
+                    break
+                received += data
+        expected = encode_error(TunnelErrorFrame(0, "not_member", "join the mesh first (/meshp2p/join/1.0.0)", None))
+        assert received == expected
+        # The server closed its side: a body sent now is not read (the writes fail or go nowhere), and no more
+        # bytes ever come back.
+        with contextlib.suppress(StreamError):
+            for frame in encode_body(b"x" * (4 * 1024 * 1024)):
+                await stream.write(frame)
+        assert server_node.overlay.rejects.as_dict().get("tunnel:not_member") == 1
+        await stream.reset()
 
 
 async def test_a_backend_failure_mid_answer_is_an_error_not_a_complete_answer():
