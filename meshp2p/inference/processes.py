@@ -4,9 +4,12 @@ Three layers, because a node can die in ways that run none of its `finally` bloc
 crash), and a llama-server left behind holds its memory (VRAM on a GPU machine) and its port:
 1. `stop_process` in `finally` blocks: the normal way (SIGTERM, then SIGKILL, always reaped).
 2. On Linux, every child asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`, set between fork
-   and exec). The signal follows the *thread* that forked: children are spawned from trio's thread, the main
-   thread, which lives as long as the process. A parent that died before the child's prctl is caught by
-   comparing `getppid()` with the PID the parent had.
+   and exec). The signal follows the *thread* that forked, not the process, and `trio.lowlevel.open_process`
+   forks in one of trio's worker threads, which exit after 10 s idle: that would kill every llama-server 10 s
+   after it started. So `spawn` forks on trio's own thread, the main thread, which lives as long as the process
+   (fork + exec blocks the loop for a few milliseconds), and wraps the child with trio's `Process._create`, the
+   one private trio call here (trio 0.35; tests/inference/test_process_hygiene.py notices if it breaks). A parent
+   that died before the child's prctl is caught by comparing `getppid()` with the PID the parent had.
 3. Every child's PID and command line is recorded in `$MESHP2P_HOME/children.json` while it runs, and
    `stop_leftovers` (run by `meshp2p up` before it starts anything) kills the recorded processes that are still
    alive *and* still run the recorded command line, so a PID the kernel reused for something else is never
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,9 +55,14 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
 
 
 async def spawn(command: Sequence[str], **kwargs: Any) -> trio.Process:
-    """Start a child that dies with this process, recorded in children.json until `stop_process` reaps it."""
-    process = await trio.lowlevel.open_process(list(command), preexec_fn=_die_with_parent(os.getpid()), **kwargs)
+    """Start a child that dies with this process, recorded in children.json until `stop_process` reaps it.
+
+    `kwargs` go to `subprocess.Popen`; pipes are not supported (children here write to their log files)."""
+    # Deliberately blocking, on this thread: the parent-death signal follows the thread that forks (see above).
+    popen = subprocess.Popen(list(command), preexec_fn=_die_with_parent(os.getpid()), **kwargs)  # noqa: ASYNC220
+    process: trio.Process = trio.Process._create(popen, None, None, None)  # type: ignore[attr-defined]
     _record(process.pid, list(command))
+    await trio.lowlevel.checkpoint()
     return process
 
 

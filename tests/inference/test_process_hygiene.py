@@ -14,6 +14,8 @@ import subprocess
 from conftest import pid_alive, port_is_free, wait_for
 
 KILLS = 10
+#: trio's worker threads exit after this long idle (trio/_core/_thread_cache.py IDLE_TIMEOUT).
+THREAD_IDLE_S = 10.0
 #: PR_SET_PDEATHSIG delivers at once; the bound leaves room for a loaded CI machine.
 CHILD_GONE_S = 5.0
 
@@ -72,3 +74,23 @@ def test_a_stopped_node_leaves_no_record(node_factory, tiny_models):
     assert node.stop() == 0
     # The node reaps its children before it exits, and forgets each one it reaped.
     assert json.loads((node.home / "children.json").read_text()) == {}
+
+
+async def test_a_child_outlives_the_thread_pool_that_would_have_forked_it(tmp_path, monkeypatch):
+    """The parent-death signal follows the thread that forked: a child forked in one of trio's worker threads is
+    killed when that thread retires after its idle timeout. `spawn` forks on trio's own thread; this child must
+    still run after the worker threads that were around at its start have retired."""
+    import trio
+
+    from meshp2p.inference.processes import spawn, stop_process
+
+    monkeypatch.setenv("MESHP2P_HOME", str(tmp_path))
+    await trio.to_thread.run_sync(lambda: None)  # a worker thread exists now, and will retire when idle
+    process = await spawn(["sleep", "60"], stdin=subprocess.DEVNULL)
+    try:
+        await trio.sleep(THREAD_IDLE_S + 2)  # trio retires idle worker threads after THREAD_IDLE_S
+        assert process.returncode is None and pid_alive(process.pid), "the child died with a retired thread"
+        assert json.loads((tmp_path / "children.json").read_text()) == {str(process.pid): ["sleep", "60"]}
+    finally:
+        await stop_process(process)
+    assert json.loads((tmp_path / "children.json").read_text()) == {}
