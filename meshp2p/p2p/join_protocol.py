@@ -47,6 +47,8 @@ class Membership:
         #: Peers that proved membership at some time: a new connection to one of them renews it.
         self.known: set[ID] = set()
         self._renew_send, self._renew_receive = trio.open_memory_channel[ID](_RENEW_QUEUE)
+        #: Renewals queued or running: a peer both known and in the view is asked for twice, joined once.
+        self._renewing: set[ID] = set()
 
     @property
     def meshes(self) -> Mapping[bytes, bytes]:
@@ -66,10 +68,11 @@ class Membership:
 
     def renew(self, peer_id: ID) -> None:
         """Prove membership to `peer_id` again soon (from `run_renewals`), unless it is a member already."""
-        if peer_id in self.members:
+        if peer_id in self.members or peer_id in self._renewing:
             return
         try:
             self._renew_send.send_nowait(peer_id)
+            self._renewing.add(peer_id)
         except trio.WouldBlock:
             log.debug("too many renewals at once; %s is renewed on its first refusal", peer_id)
 
@@ -80,10 +83,17 @@ class Membership:
 
     async def run_renewals(self) -> None:
         """The handshakes `renew` asked for, each in its own task (a slow peer delays no other)."""
+
+        async def renew_one(peer_id: ID) -> None:
+            try:
+                if peer_id not in self.members:
+                    await self.join(peer_id)
+            finally:
+                self._renewing.discard(peer_id)
+
         async with trio.open_nursery() as nursery:
             async for peer_id in self._renew_receive:
-                if peer_id not in self.members:
-                    nursery.start_soon(self.join, peer_id)
+                nursery.start_soon(renew_one, peer_id)
 
     def _connected(self, peer_id: ID) -> None:
         """Overlay callback: a connection opened. A peer that was a member may have restarted and forgotten us."""

@@ -5,6 +5,9 @@ and `TunnelClientConnection` / `TunnelServerConnection` check that each exchange
 owns the stream only moves bytes, and resets the stream when a `WireError` comes out. A response always ends with
 an explicit END or ERROR frame because py-libp2p shows a crashed peer as a clean EOF: `eof()` in the middle of an
 exchange is a truncation, not the end of the response.
+
+Over 400 lines on purpose: the frame codec and both sides' machines are one protocol whose states and frames are
+read together against the spec; splitting them would scatter the rules the vectors check.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idle_node import children, free_port, rss_mb
+from idle_node import status as console_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from make_tiny_gguf import write_tiny_gguf
@@ -97,12 +98,7 @@ class Node:
         return f"http://127.0.0.1:{self.api_port}/v1"
 
     def status(self) -> dict[str, object] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.console_port}/api/status", timeout=3) as reply:
-                data: dict[str, object] = json.loads(reply.read())
-                return data
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
+        return console_status(self.console_port)
 
     def ready(self) -> bool:
         data = self.status()
