@@ -93,7 +93,7 @@ class BlackboardService:
         self.peers = peers
         self.clock = clock
         self.self_id = str(overlay.peer_id)
-        self.topic = topic_name(mesh_id, "blackboard")
+        self.topic = topic_name(mesh_id, "blackboard", secret or None)
         self.gate = PostGate(self.limits)
         self.sync = BoardSync(overlay, store, horizon=self._horizon, accept=self._accept_synced,
                               is_member=is_member)
@@ -222,7 +222,9 @@ class BlackboardService:
         try:
             decoded = decode_gossip(msg.data, mesh_id=self.mesh_id, topic=self.topic, now=now,
                                     secret=self.secret or None)
-            if ID(msg.from_id).to_base58() != decoded.sender:
+            # Gossip is anonymous (empty `from`, protocols/gossip.md); where a sender is named (a pushed status
+            # names the stream's peer) it must be the signer.
+            if msg.from_id and ID(msg.from_id).to_base58() != decoded.sender:
                 raise WireError("key_mismatch", "the gossip sender is not the message's signer")
             post, raw = post_from_gossip(decoded, now=now, ttl_s=self.limits.ttl_s)
         except WireError as exc:

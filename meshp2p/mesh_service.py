@@ -182,8 +182,8 @@ class MeshService:
         #: Our measured round trip to each peer of the view, in ms (gossiped in our status).
         self.rtt_ms: dict[str, float] = {}
         self.view = MeshView(settings.mesh_id, str(overlay.peer_id))
-        self.status_topic = topic_name(settings.mesh_id, "status")
-        self.demand_topic = topic_name(settings.mesh_id, "demand")
+        self.status_topic = topic_name(settings.mesh_id, "status", settings.secret or None)
+        self.demand_topic = topic_name(settings.mesh_id, "demand", settings.secret or None)
         #: Requests per minute per model, merged from every member's reports.
         self.demand = DemandMap()
         self._seq = SequenceCounter()
@@ -330,7 +330,9 @@ class MeshService:
         try:
             decoded = decode_gossip(msg.data, mesh_id=self.settings.mesh_id, topic=topic, now=self.clock(),
                                     secret=self.settings.secret or None)
-            if ID(msg.from_id).to_base58() != decoded.sender:
+            # Gossip is anonymous (empty `from`, protocols/gossip.md); where a sender is named (a pushed status
+            # names the stream's peer) it must be the signer.
+            if msg.from_id and ID(msg.from_id).to_base58() != decoded.sender:
                 raise WireError("key_mismatch", "the gossip sender is not the message's signer")
             return decoded, parse(decoded.body)
         except WireError:

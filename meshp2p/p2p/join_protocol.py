@@ -25,6 +25,7 @@ from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.errors import WireError
+from meshp2p.wire.gossip import TOPIC_NAMES, topic_name
 from meshp2p.wire.join import JOIN_PROTOCOL_ID, FrameReader, JoinDialer, JoinListener, frame, rejection
 
 log = logging.getLogger("meshp2p.p2p.join")
@@ -58,6 +59,10 @@ class Membership:
         return peer_id in self.members
 
     def install(self) -> None:
+        if self.secret:  # named meshes have none, and their topics are open to anyone who knows the name
+            # A private mesh's gossip reaches members only (protocols/gossip.md, "Members only").
+            topics = frozenset(topic_name(self.mesh_id, name, self.secret) for name in TOPIC_NAMES)
+            self.overlay.gossip_gate.guard(topics, self.is_member)
         self.overlay.host.set_stream_handler(JOIN_PROTOCOL, self._handle)
         self.overlay.connections.on_peer_connected.append(self._connected)
         self.overlay.connections.on_peer_lost.append(self._lost)
@@ -130,8 +135,11 @@ class Membership:
         return True
 
     def _admit(self, peer_id: ID) -> None:
+        new = peer_id not in self.members
         self.members.add(peer_id)
         self.known.add(peer_id)
+        if new:
+            self.overlay.pubsub.admit(peer_id)
 
     async def _handle(self, stream: Any) -> None:
         remote: ID = stream.muxed_conn.peer_id

@@ -66,8 +66,7 @@ from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
-from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import Validator
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
@@ -85,6 +84,7 @@ from meshp2p.p2p import provider_lookup
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 from meshp2p.p2p.liveness import ConnectionWatcher
 from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs
+from meshp2p.p2p.members_gossip import MeshGossipSub, MeshPubsub, TopicGate
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.records import decode_record, select_record
@@ -260,7 +260,9 @@ class Overlay:
         _bound_dials(swarm)
         self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
         self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
-        self.gossipsub = GossipSub(
+        #: Private meshes' topics and who may hear them (p2p/members_gossip.py); `Membership` fills it.
+        self.gossip_gate = TopicGate()
+        self.gossipsub = MeshGossipSub(
             protocols=[PROTOCOL_ID_V11], degree=GOSSIP_DEGREE, degree_low=GOSSIP_DEGREE_LOW,
             degree_high=GOSSIP_DEGREE_HIGH, prune_back_off=GOSSIP_PRUNE_BACKOFF_S,
             heartbeat_interval=GOSSIP_HEARTBEAT_S, heartbeat_initial_delay=0.1,
@@ -269,7 +271,8 @@ class Overlay:
         )
         # Typed `PeerScorer | None` and checked before every use in py-libp2p: None turns scoring off (above).
         self.gossipsub.scorer = None
-        self.pubsub = Pubsub(self.host, self.gossipsub)
+        self.gossipsub.gate = self.gossip_gate
+        self.pubsub = MeshPubsub(self.host, self.gossipsub, self.gossip_gate)
         self.relay: CircuitV2Protocol | None = None
         if config.relay_hop:
             self.relay = CircuitV2Protocol(self.host, limits=RELAY_LIMITS, allow_hop=True)

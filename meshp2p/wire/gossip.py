@@ -8,10 +8,14 @@ forge it. `ReplayGuard` and `SequenceCounter` are the small pure state the node 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import os
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -56,13 +60,19 @@ from meshp2p.wire.model_id import ContentId, parse_content_id
 
 GOSSIP_DOMAIN = b"meshp2p/gossip/v1\x00"
 GOSSIP_KEY_INFO = b"meshp2p/gossip-key/v1"
+TOPIC_KEY_INFO = b"meshp2p/gossip-topic/v1"
 MAX_GOSSIP_BYTES = 16384
 #: Status is re-sent every few seconds; anything older is stale and could be a replay the guard forgot.
 MAX_MESSAGE_AGE_S = 30
 #: Tighter than records' skew: messages live seconds, and a far-future `ts` would outlive the age window.
 MAX_MESSAGE_AHEAD_S = 5
 GOSSIP_NONCE_BYTES = 12
-ENCRYPTION_SCHEME = 1
+#: Scheme 2: ChaCha20-Poly1305 over a length-prefixed, zero-padded plaintext, no mesh id in the clear (1 withdrawn).
+ENCRYPTION_SCHEME = 2
+#: A sealed message's data is exactly one of these sizes, so sizes do not tell status from demand from posts.
+SEALED_SIZES = (1024, 4096, MAX_GOSSIP_BYTES)
+_AEAD_TAG_BYTES = 16
+_LENGTH_PREFIX = struct.Struct(">I")
 MAX_TYPE_CHARS = 32
 TOPIC_NAMES = frozenset({"status", "demand", "blackboard"})
 #: Bounds the guard's memory against floods of fresh keys; see ReplayGuard.
@@ -79,9 +89,11 @@ MAX_STATUS_ADDRS = 16
 MAX_ADDR_CHARS = 256
 
 _INNER_KEYS = frozenset({"v", "t", "mesh", "pk", "seq", "ts", "body", "sig"})
-_SEALED_KEYS = frozenset({"v", "enc", "mesh", "n", "ct"})
+_SEALED_KEYS = frozenset({"v", "enc", "n", "ct"})
 _TOPIC_PREFIX = "/meshp2p/"
+_SEALED_TOPIC_PREFIX = "/meshp2p/sealed/"
 _TOPIC_VERSION = "1"
+_TOPIC_TAG_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -120,15 +132,24 @@ class StatusBody:
     files: dict[str, ContentId] = field(default_factory=dict)
 
 
-def topic_name(mesh_id: bytes, name: str) -> str:
-    """`/meshp2p/<mesh id hex>/<name>/1`: one topic per mesh and purpose, so nodes subscribe only to their mesh."""
+def topic_name(mesh_id: bytes, name: str, secret: bytes | None = None) -> str:
+    """The topic for `name` on a mesh: `/meshp2p/<mesh id hex>/<name>/1` on a public mesh, and on a private one
+    (`secret` given) `/meshp2p/sealed/<tag>/1`, whose tag only members can compute or tell apart."""
     if name not in TOPIC_NAMES:
         raise WireError("malformed", f"unknown topic {name!r}")
-    return f"{_TOPIC_PREFIX}{check_mesh_id(mesh_id).hex()}/{name}/{_TOPIC_VERSION}"
+    if secret is None:
+        return f"{_TOPIC_PREFIX}{check_mesh_id(mesh_id).hex()}/{name}/{_TOPIC_VERSION}"
+    tag = hmac.new(topic_key(check_mesh_id(mesh_id), _check_secret(secret)), name.encode("utf-8"), hashlib.sha256)
+    return f"{_SEALED_TOPIC_PREFIX}{tag.digest()[:_TOPIC_TAG_BYTES].hex()}/{_TOPIC_VERSION}"
+
+
+def is_sealed_topic(topic: str) -> bool:
+    """A private mesh's topic (by its shape alone: which mesh, and which purpose, only members can tell)."""
+    return type(topic) is str and topic.startswith(_SEALED_TOPIC_PREFIX)
 
 
 def parse_topic(topic: str) -> tuple[bytes, str]:
-    """(mesh id, name) of a topic made by `topic_name`."""
+    """(mesh id, name) of a public mesh's topic made by `topic_name`."""
     parts = topic.split("/") if type(topic) is str else []
     if len(parts) != 5 or parts[0] != "" or parts[1] != "meshp2p" or parts[4] != _TOPIC_VERSION:
         raise WireError("malformed", f"not a meshp2p topic: {topic!r}")
@@ -137,12 +158,39 @@ def parse_topic(topic: str) -> tuple[bytes, str]:
     return parse_mesh_id_hex(parts[2]), parts[3]
 
 
+def check_topic(topic: str, mesh_id: bytes, secret: bytes | None) -> str:
+    """The name (`status`, ...) of `topic` if it is one of this mesh's topics; WireError otherwise."""
+    for name in sorted(TOPIC_NAMES):
+        if topic == topic_name(mesh_id, name, secret):
+            return name
+    if is_sealed_topic(topic):
+        parts = topic.split("/")
+        if len(parts) != 5 or len(parts[3]) != 2 * _TOPIC_TAG_BYTES or parts[4] != _TOPIC_VERSION:
+            raise WireError("malformed", f"not a meshp2p topic: {topic!r}")
+    else:
+        parse_topic(topic)
+    raise WireError("key_mismatch", "topic belongs to another mesh")
+
+
 def gossip_key(mesh_id: bytes, secret: bytes) -> bytes:
     """The mesh's AEAD key; the mesh id as salt keeps one secret from yielding the same key for two meshes."""
+    return _derive(check_mesh_id(mesh_id), _check_secret(secret), GOSSIP_KEY_INFO)
+
+
+def topic_key(mesh_id: bytes, secret: bytes) -> bytes:
+    return _derive(mesh_id, secret, TOPIC_KEY_INFO)
+
+
+@lru_cache(maxsize=64)
+def _derive(mesh_id: bytes, secret: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 of the secret; cached because every message is checked against its mesh's topics and key."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=mesh_id, info=info).derive(secret)
+
+
+def _check_secret(secret: bytes) -> bytes:
     if type(secret) is not bytes or len(secret) != MESH_SECRET_BYTES:
         raise WireError("malformed", f"a mesh secret is {MESH_SECRET_BYTES} bytes")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=check_mesh_id(mesh_id), info=GOSSIP_KEY_INFO)
-    return hkdf.derive(secret)
+    return secret
 
 
 def encode_gossip(
@@ -161,11 +209,9 @@ def encode_gossip(
 
     The result is run through `decode_gossip`, so a node never publishes what its peers would drop.
     """
-    topic_mesh, _ = parse_topic(topic)
-    if topic_mesh != check_mesh_id(mesh_id):
-        raise WireError("key_mismatch", "topic belongs to another mesh")
     if secret is not None and private_mesh_id(secret) != mesh_id:
         raise WireError("bad_mesh_id", "mesh_id is not the id of this secret")
+    check_topic(topic, mesh_id, secret)
     inner = sign_object(
         identity,
         GOSSIP_DOMAIN,
@@ -185,8 +231,9 @@ def encode_gossip(
             nonce = os.urandom(GOSSIP_NONCE_BYTES)
         if type(nonce) is not bytes or len(nonce) != GOSSIP_NONCE_BYTES:
             raise WireError("malformed", f"a gossip nonce is {GOSSIP_NONCE_BYTES} bytes")
-        sealed = ChaCha20Poly1305(gossip_key(mesh_id, secret)).encrypt(nonce, data, topic.encode("utf-8"))
-        data = dumps({"v": 1, "enc": ENCRYPTION_SCHEME, "mesh": mesh_id, "n": nonce, "ct": sealed})
+        plain = pad_plaintext(data)
+        sealed = ChaCha20Poly1305(gossip_key(mesh_id, secret)).encrypt(nonce, plain, topic.encode("utf-8"))
+        data = dumps({"v": 1, "enc": ENCRYPTION_SCHEME, "n": nonce, "ct": sealed})
     decode_gossip(data, mesh_id=mesh_id, topic=topic, now=now, secret=secret)
     return data
 
@@ -197,14 +244,12 @@ def decode_gossip(data: bytes, *, mesh_id: bytes, topic: str, now: float, secret
     Replays are not checked here: pass the result's sender and seq to the topic's `ReplayGuard`.
     """
     m = loads_map(data, max_bytes=MAX_GOSSIP_BYTES)
-    topic_mesh, _ = parse_topic(topic)
-    if topic_mesh != check_mesh_id(mesh_id):
-        raise WireError("key_mismatch", "topic belongs to another mesh")
+    check_topic(topic, mesh_id, secret)
     check_version(m)
     if "enc" in m:
         if secret is None:
             raise WireError("malformed", "encrypted message on a public mesh")
-        m = _open(m, mesh_id=mesh_id, topic=topic, secret=secret)
+        m = _open(m, size=len(data), mesh_id=mesh_id, topic=topic, secret=secret)
     elif secret is not None:
         raise WireError("decrypt_failed", "plain message on a private mesh")
     check_keys(m, _INNER_KEYS)
@@ -227,21 +272,52 @@ def decode_gossip(data: bytes, *, mesh_id: bytes, topic: str, now: float, secret
     return GossipMessage(msg_type, peer_id_from_public_key(public_key), public_key, seq, sent_at_ms, body)
 
 
-def _open(m: dict[str, Any], *, mesh_id: bytes, topic: str, secret: bytes) -> dict[str, Any]:
-    check_keys(m, _SEALED_KEYS)
+def _open(m: dict[str, Any], *, size: int, mesh_id: bytes, topic: str, secret: bytes) -> dict[str, Any]:
     if get_int(m, "enc") != ENCRYPTION_SCHEME:
         raise WireError("bad_version", f"encryption scheme {m['enc']}")
-    if get_bytes(m, "mesh", size=MESH_ID_BYTES) != mesh_id:
-        raise WireError("key_mismatch", "sealed message for another mesh")
+    check_keys(m, _SEALED_KEYS)
     nonce = get_bytes(m, "n", size=GOSSIP_NONCE_BYTES)
     sealed = get_bytes(m, "ct")
+    if size not in SEALED_SIZES:
+        raise WireError("malformed", f"a sealed message of {size} bytes (padded sizes: {SEALED_SIZES})")
     try:
         plain = ChaCha20Poly1305(gossip_key(mesh_id, secret)).decrypt(nonce, sealed, topic.encode("utf-8"))
     except (InvalidTag, ValueError):
         raise WireError("decrypt_failed", f"sealed message on {topic}") from None
-    inner = loads_map(plain, max_bytes=MAX_GOSSIP_BYTES)
+    inner = loads_map(_unpad(plain), max_bytes=MAX_GOSSIP_BYTES)
     check_version(inner)
     return inner
+
+
+def _sealed_overhead() -> int:
+    """Bytes of the sealed map around its `ct` (fixed: `ct` is always 256..65535 bytes, a 3-byte header)."""
+    probe = b"\x00" * 1000
+    return len(dumps({"v": 1, "enc": ENCRYPTION_SCHEME, "n": b"\x00" * GOSSIP_NONCE_BYTES, "ct": probe})) - len(probe)
+
+
+SEALED_OVERHEAD = _sealed_overhead()
+
+
+def pad_plaintext(inner: bytes) -> bytes:
+    """Length prefix, the inner map and zeros: the plaintext of the smallest sealed size that holds it."""
+    need = _LENGTH_PREFIX.size + len(inner) + _AEAD_TAG_BYTES + SEALED_OVERHEAD
+    for size in SEALED_SIZES:
+        if need <= size:
+            room = size - SEALED_OVERHEAD - _AEAD_TAG_BYTES
+            return _LENGTH_PREFIX.pack(len(inner)) + inner + bytes(room - _LENGTH_PREFIX.size - len(inner))
+    raise WireError("oversized", f"a gossip message of {len(inner)} bytes does not fit {MAX_GOSSIP_BYTES} sealed")
+
+
+def _unpad(plain: bytes) -> bytes:
+    if len(plain) < _LENGTH_PREFIX.size:
+        raise WireError("malformed", "sealed plaintext without its length")
+    (length,) = _LENGTH_PREFIX.unpack_from(plain)
+    end = _LENGTH_PREFIX.size + length
+    if end > len(plain):
+        raise WireError("malformed", "sealed plaintext shorter than its length")
+    if any(plain[end:]):
+        raise WireError("malformed", "sealed padding is not zeros")
+    return plain[_LENGTH_PREFIX.size:end]
 
 
 def status_to_body(status: StatusBody) -> dict[str, Any]:

@@ -377,18 +377,21 @@ def inner_map(mesh_id: bytes, **changes: Any) -> dict[str, Any]:
     return {**base, **changes}
 
 
-def seal(inner: bytes, mesh: bytes, topic: str, secret: bytes, **changes: Any) -> bytes:
+def seal(inner: bytes, topic: str, *, plain: bytes | None = None, mesh: bytes = PRIVATE_MESH,
+         secret: bytes = SECRET, **changes: Any) -> bytes:
+    """A sealed map as gossip.md builds it (padded plaintext), with `plain` or map keys overridden for bad cases."""
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    ct = ChaCha20Poly1305(gossip.gossip_key(mesh, secret)).encrypt(GOSSIP_NONCE, inner, topic.encode())
-    return dumps({"v": 1, "enc": 1, "mesh": mesh, "n": GOSSIP_NONCE, "ct": ct, **changes})
+    plain = gossip.pad_plaintext(inner) if plain is None else plain
+    ct = ChaCha20Poly1305(gossip.gossip_key(mesh, secret)).encrypt(GOSSIP_NONCE, plain, topic.encode())
+    return dumps({"v": 1, "enc": gossip.ENCRYPTION_SCHEME, "n": GOSSIP_NONCE, "ct": ct, **changes})
 
 
 def gossip_vectors() -> dict[str, Any]:
     pub_status = gossip.topic_name(PUBLIC_MESH, "status")
     pub_demand = gossip.topic_name(PUBLIC_MESH, "demand")
-    priv_status = gossip.topic_name(PRIVATE_MESH, "status")
-    priv_demand = gossip.topic_name(PRIVATE_MESH, "demand")
+    priv_status = gossip.topic_name(PRIVATE_MESH, "status", SECRET)
+    priv_demand = gossip.topic_name(PRIVATE_MESH, "demand", SECRET)
     valid = []
     for name, mesh, topic, msg_type, body, secret in (
         ("public_status", PUBLIC_MESH, pub_status, "status", STATUS_BODY, None),
@@ -466,14 +469,27 @@ def gossip_vectors() -> dict[str, Any]:
     bad("body_not_a_map", "malformed", signed(body=[1]))
     padded = pad_to(lambda pad: signed(body={**STATUS_BODY, "pad": pad}), gossip.MAX_GOSSIP_BYTES + 1)
     bad("oversized", "oversized", padded)
-    bad("encrypted_on_public_mesh", "malformed", private, mesh=PRIVATE_MESH, topic=priv_status)
+    bad("encrypted_on_public_mesh", "malformed", private, mesh=PRIVATE_MESH,
+        topic=gossip.topic_name(PRIVATE_MESH, "status"))
     bad_private("plain_on_private_mesh", "decrypt_failed", signed(mesh=PRIVATE_MESH))
-    bad_private("wrong_secret", "decrypt_failed", private, secret=OTHER_SECRET)
+    bad_private("sealed_with_another_key", "decrypt_failed",
+                seal(priv_inner, priv_status, mesh=OTHER_MESH, secret=OTHER_SECRET))
     bad_private("tampered_ciphertext", "decrypt_failed", flip_field(private, "ct"))
     bad_private("other_topic", "decrypt_failed", private, topic=priv_demand)
-    bad_private("bad_encryption_scheme", "bad_version", seal(priv_inner, PRIVATE_MESH, priv_status, SECRET, enc=2))
-    bad_private("sealed_for_other_mesh", "key_mismatch", seal(priv_inner, OTHER_MESH, priv_status, SECRET))
-    bad_private("short_nonce", "malformed", seal(priv_inner, PRIVATE_MESH, priv_status, SECRET, n=b"\x00" * 8))
+    bad_private("withdrawn_scheme_1", "bad_version",
+                seal(priv_inner, priv_status, plain=priv_inner, enc=1, mesh=PRIVATE_MESH))
+    bad_private("unpadded", "malformed", seal(priv_inner, priv_status, plain=priv_inner))
+    nonzero_padding = bytearray(gossip.pad_plaintext(priv_inner))
+    nonzero_padding[-1] = 1
+    bad_private("nonzero_padding", "malformed", seal(priv_inner, priv_status, plain=bytes(nonzero_padding)))
+    overlong = bytearray(gossip.pad_plaintext(priv_inner))
+    overlong[:4] = len(overlong).to_bytes(4, "big")
+    bad_private("length_past_the_end", "malformed", seal(priv_inner, priv_status, plain=bytes(overlong)))
+    bad_private("other_mesh_topic", "key_mismatch", private,
+                topic=gossip.topic_name(OTHER_MESH, "status", OTHER_SECRET))
+    bad_private("public_topic_on_private_mesh", "key_mismatch", private,
+                topic=gossip.topic_name(PRIVATE_MESH, "status"))
+    bad_private("short_nonce", "malformed", seal(priv_inner, priv_status, n=b"\x00" * 8))
 
     status_invalid = []
     for name, changes in (
@@ -508,15 +524,18 @@ def gossip_vectors() -> dict[str, Any]:
         "spec": "protocols/gossip.md",
         "seeds": SEEDS,
         "topics": [
-            {"mesh_id": mesh.hex(), "name": name, "topic": gossip.topic_name(mesh, name)}
-            for mesh in (PUBLIC_MESH, PRIVATE_MESH)
+            {"mesh_id": mesh.hex(), "name": name, "secret": secret.hex() if secret else None,
+             "topic": gossip.topic_name(mesh, name, secret)}
+            for mesh, secret in ((PUBLIC_MESH, None), (PRIVATE_MESH, SECRET))
             for name in ("status", "demand", "blackboard")
         ],
+        "sealed_sizes": list(gossip.SEALED_SIZES),
         "gossip_keys": [
             {
                 "mesh_id": PRIVATE_MESH.hex(),
                 "secret": SECRET.hex(),
                 "key": gossip.gossip_key(PRIVATE_MESH, SECRET).hex(),
+                "topic_key": gossip.topic_key(PRIVATE_MESH, SECRET).hex(),
             }
         ],
         "valid": valid,

@@ -77,3 +77,33 @@ def test_a_server_killed_mid_stream_and_restarted_ten_times(node_factory, tiny_m
         usable_after.append(_answered_by(a, c, session, time.monotonic() + RESTART_USABLE_S))
     assert len(usable_after) == RESTARTS
     print(f"A answered a routed request {max(usable_after):.2f} s after ready at worst ({RESTARTS} restarts)")
+
+
+def _routes(client, deadline: float) -> float:
+    """Seconds until `client` answers a completion for tiny-dense through the mesh (fails at `deadline`)."""
+    start = time.monotonic()
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            answer = client_for(client).completions.create(model="tiny-dense", prompt="x", max_tokens=2)
+            if answer.choices and answer.choices[0].finish_reason:
+                return time.monotonic() - start
+        except Exception as exc:  # 503 while the view fills: try again until the deadline
+            last = exc
+    raise AssertionError(f"{client.home.name} routed nothing within {RESTART_USABLE_S} s of ready: {last}")
+
+
+def test_a_client_killed_and_restarted_ten_times_routes_again_at_once(node_factory, tiny_models, bootstrap):
+    a, c = start_mesh(node_factory, bootstrap, "heal-client",
+                      ("a", ("--model", str(tiny_models.dense))),
+                      ("c", ("--client",)))
+    wait_for(lambda: _servers(c) == 1, ROUTING_TIMEOUT_S, "C to see A serve tiny-dense")
+    routed_after = []
+    for _ in range(RESTARTS):
+        c.process.send_signal(signal.SIGKILL)
+        c.process.wait()
+        c._start(c.api_port, c.console_port)
+        c.wait_ready()
+        routed_after.append(_routes(c, time.monotonic() + RESTART_USABLE_S))
+    assert _served_by(a, "tiny-dense") >= RESTARTS
+    print(f"C routed {max(routed_after):.2f} s after ready at worst ({RESTARTS} restarts)")

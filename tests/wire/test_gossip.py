@@ -24,8 +24,12 @@ from meshp2p.wire.gossip import (
     GOSSIP_DOMAIN,
     MAX_MESSAGE_AGE_S,
     MAX_MESSAGE_AHEAD_S,
+    SEALED_SIZES,
+    check_topic,
     gossip_key,
+    is_sealed_topic,
     parse_topic,
+    topic_key,
 )
 from meshp2p.wire.identity import sign_object
 from meshp2p.wire.model_id import parse_content_id
@@ -61,11 +65,19 @@ def status(body: dict[str, Any]) -> StatusBody:
 
 def test_topics_and_keys() -> None:
     for case in V["topics"]:
-        mesh_id = bytes.fromhex(case["mesh_id"])
-        assert topic_name(mesh_id, case["name"]) == case["topic"]
-        assert parse_topic(case["topic"]) == (mesh_id, case["name"])
+        mesh_id, secret = bytes.fromhex(case["mesh_id"]), opt_hex(case["secret"])
+        assert topic_name(mesh_id, case["name"], secret) == case["topic"]
+        assert check_topic(case["topic"], mesh_id, secret) == case["name"]
+        if secret is None:
+            assert parse_topic(case["topic"]) == (mesh_id, case["name"])
+        else:
+            # A private mesh's topic names neither the mesh nor the purpose.
+            assert is_sealed_topic(case["topic"])
+            assert mesh_id.hex() not in case["topic"] and case["name"] not in case["topic"]
     for case in V["gossip_keys"]:
-        assert gossip_key(bytes.fromhex(case["mesh_id"]), bytes.fromhex(case["secret"])).hex() == case["key"]
+        mesh_id, secret = bytes.fromhex(case["mesh_id"]), bytes.fromhex(case["secret"])
+        assert gossip_key(mesh_id, secret).hex() == case["key"]
+        assert topic_key(mesh_id, secret).hex() == case["topic_key"]
     expect_reason("malformed", lambda: topic_name(bytes(16), "chat"))
     for topic in ("/meshp2p/00/status/1", "/meshp2p/" + "0" * 32 + "/status/2", "meshp2p", "/x/" + "0" * 32 + "/s/1"):
         expect_reason("malformed", lambda topic=topic: parse_topic(topic))
@@ -135,11 +147,31 @@ def test_private_messages_need_the_secret_and_fresh_nonces() -> None:
     first = encode_gossip(*args, seq=1, now=PRIVATE["now"], secret=secret)
     second = encode_gossip(*args, seq=1, now=PRIVATE["now"], secret=secret)
     assert first != second  # random nonce
-    assert A.public_key not in first  # the sender is hidden from non-members too
-    expect_reason("malformed", lambda: decode_case(PRIVATE, first, secret=None))
+    assert A.public_key not in first and mesh_id not in first  # neither sender nor mesh shows to non-members
+    # Without the secret a node cannot even tell the topic is this mesh's.
+    expect_reason("key_mismatch", lambda: decode_case(PRIVATE, first, secret=None))
+    expect_reason("malformed", lambda: decode_case(PRIVATE, first, secret=None, topic=topic_name(mesh_id, "status")))
     expect_reason("bad_mesh_id", lambda: encode_gossip(*args, seq=1, now=PRIVATE["now"], secret=bytes(32)))
     public_args = (A, bytes.fromhex(PUBLIC["mesh_id"]), PRIVATE["topic"], "status", {})
     expect_reason("key_mismatch", lambda: encode_gossip(*public_args, seq=1, now=PUBLIC["now"], secret=None))
+
+
+def test_sealed_messages_come_in_a_few_sizes() -> None:
+    """Status, demand and a post are indistinguishable by size: each sealed message is padded to SEALED_SIZES."""
+    mesh_id, secret = bytes.fromhex(PRIVATE["mesh_id"]), bytes.fromhex(PRIVATE["secret"])
+    now = PRIVATE["now"]
+    sizes = set()
+    for name, body in (("status", PRIVATE["body"]), ("demand", DEMAND["body"]), ("blackboard", {"text": "hi"}),
+                       ("blackboard", {"text": "x" * 2000}), ("blackboard", {"text": "x" * 9000})):
+        data = encode_gossip(A, mesh_id, topic_name(mesh_id, name, secret), name, body, seq=1, now=now, secret=secret)
+        assert len(data) in SEALED_SIZES
+        assert decode_gossip(data, mesh_id=mesh_id, topic=topic_name(mesh_id, name, secret), now=now,
+                             secret=secret).body == body
+        sizes.add(len(data))
+    assert sizes == set(SEALED_SIZES)
+    too_big = {"text": "x" * (SEALED_SIZES[-1] - 200)}
+    expect_reason("oversized", lambda: encode_gossip(A, mesh_id, topic_name(mesh_id, "blackboard", secret),
+                                                     "blackboard", too_big, seq=1, now=now, secret=secret))
 
 
 def test_encoder_refuses_oversized_and_bad_fields() -> None:
