@@ -196,6 +196,8 @@ class MeshService:
         self._announce = trio.Event()
         #: Members that appeared (or came back) and get our status straight away (p2p/status_push.py).
         self._newcomers_send, self._newcomers_receive = trio.open_memory_channel[str](_NEWCOMER_QUEUE)
+        #: Members back in the view on a new connection whose next status has not come yet (`_apply_status`).
+        self._returned: set[str] = set()
         self.status_push = StatusPush(overlay, self._apply_pushed_status)
         #: Highest `seq` accepted per sender, per topic: shared by gossip and direct status.
         self._replays = {self.status_topic: ReplayGuard(), self.demand_topic: ReplayGuard()}
@@ -379,6 +381,11 @@ class MeshService:
         if self.view.update(sender, status, self.clock()):
             log.info("peer %s joined the mesh view", sender)
             self._queue_status_push(sender)
+        elif sender in self._returned:
+            # Its first status since it came back: if it restarted, its service runs now (the push made when its
+            # connection opened may have found no handler yet, and our next keepalive is up to 20 s away).
+            self._returned.discard(sender)
+            self._queue_status_push(sender)
 
     def _apply_pushed_status(self, remote: ID, data: bytes) -> None:
         """A status sent straight to us (p2p/status_push.py): checked like gossip, and signed by the sender."""
@@ -507,6 +514,7 @@ class MeshService:
             await trio.sleep(EXPIRE_CHECK_S)
             for peer_id in self.view.expire(self.clock()):
                 log.info("peer %s left the mesh view (silent for too long)", peer_id)
+                self._returned.discard(peer_id)
             forget_before = trio.current_time() - PEER_TIMEOUT_S
             for peer_id in [p for p, lost in self._lost.items() if lost.at < forget_before]:
                 del self._lost[peer_id]
@@ -531,6 +539,7 @@ class MeshService:
             self.view.update(str(peer), lost.status, self.clock())
             log.info("peer %s is back in the mesh view (connected again)", peer)
             self._queue_status_push(str(peer))  # it may have restarted, and forgotten us
+            self._returned.add(str(peer))
 
     async def _watch_connections(self) -> None:
         """A member's last connection closed: redial it; if that fails, it left (the rule in mesh/view.py).
