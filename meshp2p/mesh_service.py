@@ -94,6 +94,8 @@ DEMAND_INTERVAL_S = 5.0
 #: An empty demand report is sent this many times after our demand ends (one may be lost), then no more.
 DEMAND_EMPTY_REPEATS = 2
 RTT_INTERVAL_S = 30.0
+#: How soon a peer without a measured RTT is probed again (the planner needs one to use it as a worker).
+RTT_RETRY_S = 2.0
 #: A new status (at start, or changed while the node is young) is sent again after these gaps (seconds), in
 #: case gossip lost it.
 STATUS_REPEAT_GAPS_S = (1.0, 2.0, 4.0)
@@ -486,7 +488,9 @@ class MeshService:
             await trio.sleep(DEMAND_INTERVAL_S)
 
     async def _measure_rtts(self) -> None:
-        """RTT to every peer of the view: new peers at once, known ones every RTT_INTERVAL_S, concurrently."""
+        """RTT to every peer of the view: new peers at once, known ones every RTT_INTERVAL_S, unmeasured ones (a
+        probe failed, or the peer came back on a new connection) every RTT_RETRY_S, concurrently. The planner takes
+        no unmeasured worker, so a worker restarted waited up to RTT_INTERVAL_S to be used again."""
         measured_at: dict[str, float] = {}
 
         async def one(peer_id: str) -> None:
@@ -499,8 +503,9 @@ class MeshService:
 
         while True:
             now = trio.current_time()
-            due = [p for p in self.view.peers
-                   if p != self.view.self_id and now - measured_at.get(p, -RTT_INTERVAL_S) >= RTT_INTERVAL_S]
+            due = [p for p in self.view.peers if p != self.view.self_id
+                   and now - measured_at.get(p, -RTT_INTERVAL_S) >= (RTT_INTERVAL_S if p in self.rtt_ms
+                                                                     else RTT_RETRY_S)]
             async with trio.open_nursery() as nursery:
                 for peer_id in due:
                     nursery.start_soon(one, peer_id)
@@ -540,6 +545,7 @@ class MeshService:
             log.info("peer %s is back in the mesh view (connected again)", peer)
             self._queue_status_push(str(peer))  # it may have restarted, and forgotten us
             self._returned.add(str(peer))
+            self.rtt_ms.pop(str(peer), None)  # a new connection, perhaps a new process: measured again at once
 
     async def _watch_connections(self) -> None:
         """A member's last connection closed: redial it; if that fails, it left (the rule in mesh/view.py).

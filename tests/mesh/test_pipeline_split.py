@@ -114,3 +114,40 @@ def test_a_model_too_big_for_every_node_is_split_without_being_asked(node_factor
     assert len(plan) == 3
     r = httpx.post(host.base_url + "/completions", json={"model": "wide", **PROMPT}, timeout=60)
     assert r.status_code == 200 and r.json()["choices"][0]["text"]
+
+
+def test_a_worker_killed_and_restarted_ten_times_is_planned_again(node_factory, tiny_models, bootstrap):
+    """SIGKILL a worker serving in a split and start it again with its identity, ten times, each time the worker
+    the split runs on: the host plans again over the other worker, which is the one restarted in the round before
+    (so a restarted worker is taken back whenever the split re-plans), and serves the same tokens. A split that
+    works is not re-planned only because a worker came back (planner rule 5: that would cut streams)."""
+    mesh = ("--mesh-name", "split-restart", "--bootstrap", bootstrap.addr, "--threads", "1")
+    workers = [node_factory("--standby", "--model", str(tiny_models.dense), *mesh, name=f"w{i}") for i in (1, 2)]
+    for node in workers:
+        node.wait_ready()
+    ids = {node: node.status()["mesh"]["peer_id"] for node in workers}
+    host = node_factory("--split", "--model", str(tiny_models.dense), *mesh, name="host")
+    host.wait_ready()
+
+    def planned_over() -> set[str]:
+        status = host.status()
+        plan = status["splits"][0]["plan"] if status["splits"] else None
+        ready = bool(status["models"]) and status["models"][0]["state"] == "ready"
+        return {s["peer_id"] for s in plan[1:]} if plan and ready else set()
+
+    wait_for(lambda: planned_over() == set(ids.values()), SPLIT_TIMEOUT_S, "the host to split over both workers")
+    expected = complete(host)
+    victim = workers[1]
+    for round_ in range(10):
+        other = workers[0] if victim is workers[1] else workers[1]
+        rpc_pid = victim.status()["rpc_worker"]["pid"]
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait()
+        if rpc_pid is not None:
+            wait_for(lambda: not pid_alive(rpc_pid), 10, f"round {round_}: the worker's RPC server to die with it")
+        wait_for(lambda other=other: planned_over() == {ids[other]}, SPLIT_TIMEOUT_S,
+                 f"round {round_}: the host to plan again over the other worker")
+        assert complete(host) == expected, f"round {round_}: other tokens after the re-plan"
+        victim._start(victim.api_port, victim.console_port)
+        victim.wait_ready()
+        victim = other
