@@ -144,7 +144,7 @@ def test_a_worker_killed_and_restarted_ten_times_is_planned_again(node_factory, 
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait()
         if rpc_pid is not None:
-            wait_for(lambda: not pid_alive(rpc_pid), 10, f"round {round_}: the worker's RPC server to die with it")
+            wait_for(lambda pid=rpc_pid: not pid_alive(pid), 10, f"round {round_}: its RPC server to die with it")
         wait_for(lambda other=other: planned_over() == {ids[other]}, SPLIT_TIMEOUT_S,
                  f"round {round_}: the host to plan again over the other worker")
         assert complete(host) == expected, f"round {round_}: other tokens after the re-plan"
