@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,7 @@ from meshp2p.api.remote import forward_remote
 from meshp2p.api.responses import json_response
 from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.upstream import UpstreamPool
-from meshp2p.api.validation import validate_openai_request
+from meshp2p.api.validation import parse_request_body, validate_openai_request
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -68,7 +67,7 @@ def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
     async def proxied(path: str) -> Response:
         data = await request.get_data(cache=False, as_text=False)
         raw = data.encode() if isinstance(data, str) else data
-        payload = _parse_object(raw)
+        payload = parse_request_body(raw)
         validate_openai_request(path, payload)
         requested = payload.get("model")
         gateway = router.gateway
@@ -112,16 +111,6 @@ def _bind(view: Callable[[str], Any], path: str) -> Callable[[], Any]:
         return result
 
     return bound
-
-
-def _parse_object(raw: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(payload, dict):
-        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
-    return payload
 
 
 def _model_entry(router: Router, model_id: str, created: int) -> dict[str, Any]:

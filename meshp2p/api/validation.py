@@ -13,6 +13,7 @@ Booleans are not numbers here (JSON `true` is not `1`).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from meshp2p.api.errors import ApiError
@@ -28,6 +29,21 @@ def _invalid(param: str, message: str) -> ApiError:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_request_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or ApiError 400 (`invalid_json`) saying why it is not one.
+
+    `json.loads` raises more than JSONDecodeError on hostile input: ValueError for an integer of more than 4 300
+    digits, RecursionError for arrays nested some thousand deep (found by tests/fuzz); all are the client's 400.
+    """
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(payload, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return payload
 
 
 def validate_openai_request(path: str, payload: dict[str, Any]) -> None:

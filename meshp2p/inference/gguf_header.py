@@ -399,3 +399,11 @@ def read_gguf_header(path: str | os.PathLike[str], *, max_array_items: int = 64)
             return _parse(b"", os.fspath(path), max_array_items)
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             return _parse(mm, os.fspath(path), max_array_items)
+
+
+def parse_gguf_header(data: bytes, *, name: str = "<bytes>", max_array_items: int = 64) -> GGUFHeader:
+    """`read_gguf_header` for a header already in memory (a peer's first bytes, a test's hand-built file).
+
+    `name` stands for the path in error messages. Raises GGUFFormatError for anything that is not a complete GGUF.
+    """
+    return _parse(data, name, max_array_items)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
 from meshp2p.api.errors import ApiError
-from meshp2p.api.validation import validate_openai_request
+from meshp2p.api.validation import parse_request_body, validate_openai_request
 
 CHAT = "/v1/chat/completions"
 OK_MESSAGES = [{"role": "user", "content": "hi"}]
@@ -45,6 +46,17 @@ def test_accepted(fields):
     validate_openai_request(CHAT, {"model": "m", "messages": OK_MESSAGES, **fields})
 
 
+#: Bodies that are not a JSON object, the last two of which json.loads answers with ValueError and RecursionError.
+NOT_AN_OBJECT = [b"", b"{", b"\xff\xfe", b"[1]", b'"text"', b"null", b"1" * 5000, b"[" * 100_000]
+
+
+@pytest.mark.parametrize("raw", NOT_AN_OBJECT, ids=lambda r: repr(r[:12]))
+def test_a_body_that_is_not_a_json_object_is_a_400(raw):
+    with pytest.raises(ApiError) as caught:
+        parse_request_body(raw)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_json")
+
+
 def test_official_client_gets_bad_request_before_anything_is_proxied(tiny_node):
     client = openai.OpenAI(base_url=tiny_node.base_url, api_key="unused", max_retries=0)
     served = tiny_node.status()["models"][0]["requests"]
@@ -59,3 +71,8 @@ def test_official_client_gets_bad_request_before_anything_is_proxied(tiny_node):
     assert tiny_node.status()["models"][0]["requests"] == served, "a refused request reached llama-server"
     answer = client.chat.completions.create(model="tiny-dense", messages=OK_MESSAGES, max_tokens=3, temperature=0)
     assert answer.choices[0].message.content
+    for raw in (b"1" * 5000, b"[" * 100_000):
+        refused = httpx.post(f"{tiny_node.base_url}/chat/completions", content=raw,
+                             headers={"content-type": "application/json"}, timeout=30)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "invalid_json"
