@@ -180,7 +180,7 @@ class MeshService:
         self.membership = Membership(overlay, settings.mesh_id, settings.secret)
         #: Answers `discover` directly with our records; installed only when the mesh is listed.
         self.listing_server = ListingServer(overlay, settings.mesh_id, clock)
-        self.rtt = RttProbe(overlay)
+        self.rtt = RttProbe(overlay, is_member=self.is_member)
         #: Our measured round trip to each peer of the view, in ms (gossiped in our status).
         self.rtt_ms: dict[str, float] = {}
         self.view = MeshView(settings.mesh_id, str(overlay.peer_id))
@@ -237,6 +237,12 @@ class MeshService:
             "demand": self.demand.total(self.clock()),
             "wanted": self.wanted_models(),
         }
+
+    def is_member(self, peer: ID) -> bool:
+        """A joined peer, or one whose signed status we read on our mesh topic (on a private mesh that status was
+        encrypted with the mesh key: reading it proves the sender has the secret). Every stream protocol but join
+        and the listing serves only these."""
+        return self.membership.is_member(peer) or peer.to_base58() in self.view.peers
 
     def wanted_models(self) -> list[str]:
         """Models asked for in the mesh that nobody serves, hottest first."""

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p.peer.id import ID
 
 from meshp2p import __version__
 from meshp2p.api.console_app import create_console_app
@@ -132,7 +131,7 @@ class Node:
             self.blackboard = BlackboardService(
                 self.overlay, mesh_id=settings.mesh_id, secret=settings.secret,
                 store=BlackboardStore(store_path(settings.mesh_id)), config=config.blackboard,
-                sequence=self.mesh.sequence, is_member=partial(_is_member, self.mesh),
+                sequence=self.mesh.sequence, is_member=self.mesh.is_member,
                 peers=lambda: list(self.mesh.view.peers) if self.mesh is not None else [])
         self.router = Router(self.fleet.servers, gateway)
         self.started_at = time.time()
@@ -325,7 +324,7 @@ class Node:
                                                threads=self.config.server_options.threads,
                                                gguf_paths=lambda: [m.path for m in self.available.values()]))
         await nursery.start(self.rpc.run)
-        self.rpc_bridge = RpcBridgeServer(overlay, is_member=partial(_is_member, mesh), rpc_port=self.rpc.port)
+        self.rpc_bridge = RpcBridgeServer(overlay, is_member=mesh.is_member, rpc_port=self.rpc.port)
         self.rpc_bridge.install()
 
     def _serve_tunnel(self, overlay: Overlay, mesh: MeshService) -> None:
@@ -333,13 +332,7 @@ class Node:
 
         handler = tunnel_handler(self.fleet.servers, self.upstream, self.router.local_request_started,
                                  self.router.request_done)
-        TunnelServer(overlay, is_member=partial(_is_member, mesh), handler=handler).install()
-
-
-def _is_member(mesh: MeshService, peer: ID) -> bool:
-    """A joined peer, or one whose signed status we read on our mesh topic (on a private mesh that status was
-    encrypted with the mesh key: reading it proves the sender has the secret)."""
-    return mesh.membership.is_member(peer) or peer.to_base58() in mesh.view.peers
+        TunnelServer(overlay, is_member=mesh.is_member, handler=handler).install()
 
 
 def _write_runtime_file(node: Node) -> Path:

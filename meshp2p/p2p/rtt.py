@@ -2,7 +2,9 @@
 
 libp2p's own ping reports whole milliseconds, too coarse to rank loopback or LAN peers; this echoes a
 32-byte payload over one reused stream per peer and times it with trio's clock. The planner (80 ms cap) and
-the router use these figures; they are gossiped in the status message.
+the router use these figures; they are gossiped in the status message. Only members are answered
+(protocols/ping.md): an outsider's stream is closed unread and counted as `ping:not_member`, so a peer without the
+secret cannot even learn how fast a member answers.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -29,8 +32,9 @@ PING_IDLE_S = 120.0
 
 
 class RttProbe:
-    def __init__(self, overlay: Overlay) -> None:
+    def __init__(self, overlay: Overlay, *, is_member: Callable[[ID], bool]) -> None:
         self.overlay = overlay
+        self.is_member = is_member
         self._streams: dict[ID, Any] = {}
 
     def install(self) -> None:
@@ -74,8 +78,13 @@ class RttProbe:
                     log.debug("resetting the ping stream to %s failed", peer)
 
     async def _echo(self, stream: Any) -> None:
+        remote: ID = stream.muxed_conn.peer_id
+        member = self.is_member(remote)
+        if not member:
+            self.overlay.rejects.add("ping", "not_member")
+            log.info("refused a ping from %s: not a member of the mesh", remote)
         try:
-            while True:
+            while member:
                 with trio.move_on_after(PING_IDLE_S) as idle:
                     data = await stream.read(PING_BYTES)
                 if idle.cancelled_caught or not data:
