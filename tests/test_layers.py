@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "meshp2p.backends": 3,
     "meshp2p.api": 4,
     "meshp2p.app": 5,
-    "meshp2p.cli": 6, "meshp2p.mcp": 6, "meshp2p.__main__": 6,
+    "meshp2p.cli": 6, "meshp2p.mcp": 6,
 }
 
 #: Third-party packages only one layer may use.
@@ -35,7 +35,25 @@ OWNED_BY: dict[str, str] = {"libp2p": "meshp2p.p2p", "multiaddr": "meshp2p.p2p",
 MESH_MAY_IMPORT = ("meshp2p.wire", "meshp2p.errors", "meshp2p.mesh")
 
 #: Breaks on main before the app-layer step, as "importer -> imported (rule)". Each goes when its module moves.
-KNOWN_BREAKS: frozenset[str] = frozenset()
+KNOWN_BREAKS: frozenset[str] = frozenset({
+    # The loose modules of the package root (their imports are checked once they have a layer).
+    "meshp2p.blackboard_service (no layer)",
+    "meshp2p.blackboard_sync (no layer)",
+    "meshp2p.config (no layer)",
+    "meshp2p.discovery_client (no layer)",
+    "meshp2p.mesh_gateway (no layer)",
+    "meshp2p.mesh_service (no layer)",
+    "meshp2p.node (no layer)",
+    "meshp2p.split (no layer)",
+    # Faces reaching into each other: the console client belongs in api/.
+    "meshp2p.cli.blackboard -> meshp2p.mcp.blackboard_tools (points up or sideways: cli onto mcp)",
+    "meshp2p.mcp.blackboard_tools -> meshp2p.cli.console_client (points up or sideways: mcp onto cli)",
+    # rich outside cli/: inference should report progress through a callback.
+    "meshp2p.inference.build -> rich (only cli/ imports it)",
+    "meshp2p.inference.catalog -> rich (only cli/ imports it)",
+    # A sibling for a constant: the loopback host belongs in hosts.py.
+    "meshp2p.p2p.rpc_bridge -> meshp2p.inference.ports (points up or sideways: p2p onto inference)",
+})
 
 #: Import cycles on main before the app-layer step, each as its modules joined by " <-> ".
 KNOWN_CYCLES: frozenset[str] = frozenset()
@@ -75,6 +93,8 @@ def _imports(module: str) -> tuple[str, ...]:
 
 def _layer_of(module: str) -> str | None:
     """The LAYERS key `module` belongs to: the longest one that is it or a package above it."""
+    if module == "meshp2p.__main__":
+        return "meshp2p.cli"  # `python -m meshp2p` is the command's other door
     best = None
     for key in LAYERS:
         if (module == key or module.startswith(key + ".")) and (best is None or len(key) > len(best)):
