@@ -27,6 +27,7 @@ from meshp2p.blackboard.store import BlackboardStore
 from meshp2p.blackboard_service import BlackboardService, store_path
 from meshp2p.config import BlackboardConfig
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
+from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.content_id import ModelFileIds, files_to_gossip
 from meshp2p.inference.fleet import ServerFleet
@@ -55,9 +56,7 @@ log = logging.getLogger("meshp2p.node")
 
 DEFAULT_API_PORT = 9337
 DEFAULT_CONSOLE_PORT = 3131
-LOOPBACK_HOST = "127.0.0.1"
 PROMOTE_CHECK_S = 1.0
-ALL_HOSTS = "0.0.0.0"
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import trio
 
 from meshp2p.api.errors import UNAVAILABLE, ApiError, sse_error_event
 from meshp2p.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.llama_server import LlamaServer
-from meshp2p.inference.ports import LOOPBACK
 
 EMBEDDINGS_PATH = "/v1/embeddings"
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
@@ -62,7 +62,7 @@ async def forward(
         if not server.is_ready or server.port is None:
             raise unavailable(server, str(server.state.value))
         try:
-            response = await pool.request("POST", LOOPBACK, server.port, path, body)
+            response = await pool.request("POST", LOOPBACK_HOST, server.port, path, body)
         except UpstreamError as exc:
             raise unavailable(server, "not answering") from exc
         headers = {k: v for k, v in response.headers if k.lower() not in _HOP_HEADERS}

@@ -8,7 +8,7 @@ import signal
 import trio
 from rich.console import Console
 
-from meshp2p.node import ALL_HOSTS, LOOPBACK_HOST
+from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
 from meshp2p.p2p.identity_store import load_or_create_identity
 from meshp2p.p2p.overlay import Overlay, OverlayConfig

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from meshp2p.errors import BinaryNotFound
 from meshp2p.home import meshp2p_home, models_dir
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.binaries import BUILD_COMMAND, LLAMA_CPP_TAG, find_llama_binaries, probe_version
-from meshp2p.node import LOOPBACK_HOST
 
 
 @dataclass(frozen=True)

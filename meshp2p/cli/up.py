@@ -16,6 +16,7 @@ from meshp2p.config import load_config
 from meshp2p.discovery_client import discover_once
 from meshp2p.errors import BinaryNotFound, ConfigError, MeshP2PError
 from meshp2p.home import models_dir
+from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.build import build_llama_cpp
 from meshp2p.inference.catalog import DEFAULT_MODEL_ID, resolve_model
@@ -24,7 +25,7 @@ from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.inference.processes import stop_leftovers
 from meshp2p.mesh.discovery import rank
 from meshp2p.mesh_service import MeshSettings
-from meshp2p.node import ALL_HOSTS, LOOPBACK_HOST, MeshConfig, Node, NodeConfig
+from meshp2p.node import MeshConfig, Node, NodeConfig
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
 from meshp2p.p2p.identity_store import load_or_create_identity, load_or_create_mesh_secret
 from meshp2p.p2p.overlay import OverlayConfig

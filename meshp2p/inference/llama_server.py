@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 import httpx
 import trio
 
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.models import ModelSpec
-from meshp2p.inference.ports import LOOPBACK, free_loopback_port
+from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import last_log_line, spawn, stop_process
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class LlamaServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{LOOPBACK_HOST}:{self.port}"
 
     @property
     def is_ready(self) -> bool:
@@ -104,7 +105,7 @@ class LlamaServer:
     def command(self, port: int) -> list[str]:
         """The llama-server argument list for this model on `port`."""
         m, o = self.model, self.options
-        args = [str(self.binaries.server), "-m", str(m.path), "--host", LOOPBACK, "--port", str(port),
+        args = [str(self.binaries.server), "-m", str(m.path), "--host", LOOPBACK_HOST, "--port", str(port),
                 "--alias", m.id, "--metrics", "--no-webui"]
         if o.ctx_size is not None:
             args += ["-c", str(o.ctx_size)]
@@ -172,7 +173,7 @@ class LlamaServer:
         with trio.move_on_after(LOAD_TIMEOUT_S) as load_deadline:
             while process.returncode is None and not healthy:
                 try:
-                    response = await http.get(f"http://{LOOPBACK}:{self.port}/health")
+                    response = await http.get(f"http://{LOOPBACK_HOST}:{self.port}/health")
                     healthy = response.status_code == 200
                 except httpx.TransportError:
                     pass

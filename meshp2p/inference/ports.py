@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-LOOPBACK = "127.0.0.1"
+from meshp2p.hosts import LOOPBACK_HOST
 
 
 def free_loopback_port() -> int:
@@ -14,6 +14,6 @@ def free_loopback_port() -> int:
     treats a failed bind like any other failed start and retries on a fresh port.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((LOOPBACK_HOST, 0))
         port: int = sock.getsockname()[1]
         return port

@@ -23,9 +23,10 @@ import trio
 
 from meshp2p.errors import BackendUnavailable, BinaryNotFound
 from meshp2p.home import meshp2p_home
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.binaries import BUILD_COMMAND, LlamaBinaries
 from meshp2p.inference.llama_server import RESTART_BACKOFF_S, STABLE_RUN_S, BackendState
-from meshp2p.inference.ports import LOOPBACK, free_loopback_port
+from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import last_log_line, spawn, stop_process
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class RpcServer:
     @property
     def endpoint(self) -> str:
         """`host:port` as llama-server's `--rpc` takes it (only meaningful on this machine)."""
-        return f"{LOOPBACK}:{self.port}"
+        return f"{LOOPBACK_HOST}:{self.port}"
 
     def local_ggufs(self) -> list[str]:
         """The model files to pass as `--gguf` (once each, in order); none if the binary cannot take them."""
@@ -124,7 +125,7 @@ class RpcServer:
         return paths
 
     def command(self, port: int) -> list[str]:
-        args = [str(self.binary), "-H", LOOPBACK, "-p", str(port)]
+        args = [str(self.binary), "-H", LOOPBACK_HOST, "-p", str(port)]
         if self.threads is not None:
             args += ["-t", str(self.threads)]
         if self.devices:
@@ -215,7 +216,7 @@ class RpcServer:
         with trio.move_on_after(START_TIMEOUT_S) as deadline:
             while process.returncode is None and not listening:
                 try:
-                    probe = await trio.open_tcp_stream(LOOPBACK, port)
+                    probe = await trio.open_tcp_stream(LOOPBACK_HOST, port)
                 except OSError:
                     await trio.sleep(PORT_POLL_S)
                     continue

@@ -25,6 +25,7 @@ from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.discovery.mdns.mdns import MDNSDiscovery, create_mdns_discovery
 from libp2p.peer.peerinfo import PeerInfo
 
+from meshp2p.hosts import ALL_HOSTS
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ MDNS_QUEUE = 64
 
 def advertised_addrs(listen_host: str, port: int) -> list[str]:
     """TCP multiaddrs (without /p2p/) to announce: each LAN interface for a wildcard bind, else the bound one."""
-    hosts = lan_ipv4s() if listen_host == "0.0.0.0" else [listen_host]
+    hosts = lan_ipv4s() if listen_host == ALL_HOSTS else [listen_host]
     return [f"/ip4/{host}/tcp/{port}" for host in hosts if not is_loopback_host(host)]
 
 

@@ -80,6 +80,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.p2p import provider_lookup
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 from meshp2p.p2p.liveness import ConnectionWatcher
@@ -183,7 +184,7 @@ def _bound_dials(swarm: Any) -> None:
 
 def _interface_ipv4s() -> list[str]:
     """Where a wildcard listener can be reached: every interface's IPv4 address, loopback last (p2p/interfaces.py)."""
-    return [*lan_ipv4s(), "127.0.0.1"]
+    return [*lan_ipv4s(), LOOPBACK_HOST]
 
 
 @dataclass
@@ -222,7 +223,7 @@ class RecordValidator(Validator):
 
 @dataclass(frozen=True)
 class OverlayConfig:
-    listen_host: str = "127.0.0.1"
+    listen_host: str = LOOPBACK_HOST
     #: 0 picks a free port.
     port: int = 0
     bootstrap: tuple[str, ...] = ()

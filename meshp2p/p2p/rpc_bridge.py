@@ -24,7 +24,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 
-from meshp2p.inference.ports import LOOPBACK
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.errors import WireError
@@ -124,7 +124,7 @@ class RpcBridgeServer(_Counters):
         try:
             with trio.fail_after(RPC_START_TIMEOUT_S):
                 port = await self.rpc_port()
-                sock = await trio.open_tcp_stream(LOOPBACK, port)
+                sock = await trio.open_tcp_stream(LOOPBACK_HOST, port)
         except Exception as exc:  # the RPC server failed to start or refused: the host must look elsewhere
             log.warning("no RPC server for %s: %r", peer, exc)
             await self._refuse(stream, peer, RPC_UNAVAILABLE, str(exc))
@@ -178,7 +178,7 @@ class RpcBridgeClient(_Counters):
         to `peer_id`: a member check and, on the worker, a fresh connection to its RPC server.
         """
         hello = RpcHello(model, threads)
-        listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
+        listeners = await trio.open_tcp_listeners(0, host=LOOPBACK_HOST)
         port: int = listeners[0].socket.getsockname()[1]
 
         async def handle(sock: trio.SocketStream) -> None:

@@ -17,9 +17,10 @@ import trio
 from conftest import pid_alive
 from make_tiny_gguf import write_tiny_gguf
 
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.llama_server import BackendState
-from meshp2p.inference.ports import LOOPBACK, free_loopback_port
+from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import stop_process
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.p2p.rpc_bridge import RPC_PROTOCOL, RpcBridgeClient, RpcBridgeServer
@@ -41,7 +42,7 @@ COMMON_FLAGS = ("-t", "1", "--no-repack", "-c", "512", "-np", "1", "--fit", "off
 def split_flags(bridge_port: int) -> tuple[str, ...]:
     """The RPC server is llama-server's only offload device. `-ot token_embd=CPU` is how meshp2p keeps a tied output
     head (gemma) on the host; this model's head is a separate tensor, and its 1.8 KB of logits per token may cross."""
-    return ("--rpc", f"{LOOPBACK}:{bridge_port}", "-ngl", str(GPU_LAYERS), "-ot", r"token_embd\.weight=CPU")
+    return ("--rpc", f"{LOOPBACK_HOST}:{bridge_port}", "-ngl", str(GPU_LAYERS), "-ot", r"token_embd\.weight=CPU")
 
 
 async def run_llama_server(binaries: LlamaBinaries, model: Path, log: Path, *flags: str,
@@ -51,11 +52,12 @@ async def run_llama_server(binaries: LlamaBinaries, model: Path, log: Path, *fla
     `during(stage)` is awaited at "loaded" and "answered", so the caller can read counters at those moments.
     """
     port = free_loopback_port()
-    command = [str(binaries.server), "-m", str(model), "--host", LOOPBACK, "--port", str(port), *COMMON_FLAGS, *flags]
+    command = [str(binaries.server), "-m", str(model), "--host", LOOPBACK_HOST, "--port", str(port),
+               *COMMON_FLAGS, *flags]
     with log.open("wb") as out:
         process = await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
-        async with httpx.AsyncClient(base_url=f"http://{LOOPBACK}:{port}", timeout=10) as http:
+        async with httpx.AsyncClient(base_url=f"http://{LOOPBACK_HOST}:{port}", timeout=10) as http:
             with trio.fail_after(READY_TIMEOUT_S):
                 while True:
                     assert process.returncode is None, f"llama-server exited, see {log}"
@@ -113,7 +115,7 @@ async def test_a_split_through_the_bridge_answers_like_solo_and_strangers_are_re
         # Through a bridge port too: the local TCP connection is simply closed.
         stranger_bridge = RpcBridgeClient(stranger.overlay)
         stranger_port = await net.nursery.start(functools.partial(stranger_bridge.serve_port, worker_id))
-        local = await trio.open_tcp_stream(LOOPBACK, stranger_port)
+        local = await trio.open_tcp_stream(LOOPBACK_HOST, stranger_port)
         with trio.fail_after(5):
             assert await local.receive_some(16) == b""
         await local.aclose()
@@ -156,7 +158,7 @@ async def test_a_split_through_the_bridge_answers_like_solo_and_strangers_are_re
         assert not pid_alive(pid), pid
     assert rpc.state is BackendState.STOPPED and rpc.pid is None
     rpc_log = await trio.Path(rpc.log_path).read_text()
-    assert f"-H {LOOPBACK} " in rpc_log and f"local cache    : {tmp_path / 'rpc-cache'}" in rpc_log
+    assert f"-H {LOOPBACK_HOST} " in rpc_log and f"local cache    : {tmp_path / 'rpc-cache'}" in rpc_log
     for port in (solo_port, split_port, bridge_port, stranger_port, rpc_port_used):
         assert port is not None and port_is_free(port), port
 
@@ -186,7 +188,7 @@ async def _answer_after_eof(sock: trio.SocketStream) -> None:
 async def test_the_bridge_copies_and_counts_every_byte_both_ways() -> None:
     payload = bytes(range(256)) * (32 * 1024)  # 8 MiB
     async with network() as net:
-        listeners = await net.nursery.start(functools.partial(trio.serve_tcp, _answer_after_eof, 0, host=LOOPBACK))
+        listeners = await net.nursery.start(functools.partial(trio.serve_tcp, _answer_after_eof, 0, host=LOOPBACK_HOST))
         stand_in_port = int(listeners[0].socket.getsockname()[1])
 
         async def rpc_port() -> int:
@@ -199,7 +201,7 @@ async def test_the_bridge_copies_and_counts_every_byte_both_ways() -> None:
         bridge = RpcBridgeClient(host.overlay)
         port = await net.nursery.start(functools.partial(bridge.serve_port, worker.overlay.peer_id))
 
-        local = await trio.open_tcp_stream(LOOPBACK, port)
+        local = await trio.open_tcp_stream(LOOPBACK_HOST, port)
         received = bytearray()
         with trio.fail_after(60):
             start = trio.current_time()
@@ -236,7 +238,7 @@ async def test_a_worker_without_an_rpc_server_refuses_and_the_host_hangs_up() ->
 
         bridge = RpcBridgeClient(host.overlay)
         port = await net.nursery.start(functools.partial(bridge.serve_port, worker.overlay.peer_id))
-        local = await trio.open_tcp_stream(LOOPBACK, port)
+        local = await trio.open_tcp_stream(LOOPBACK_HOST, port)
         with trio.fail_after(5):
             assert await local.receive_some(16) == b""
         await local.aclose()
@@ -258,7 +260,7 @@ async def test_the_rpc_server_is_restarted_after_a_crash_and_reaped_when_cancell
         assert rpc.restarts == 1 and await rpc.wait_ready() == rpc.port
         second_pid, second_port = rpc.pid, rpc.port
         assert second_pid is not None and second_port is not None
-        (await trio.open_tcp_stream(LOOPBACK, second_port)).socket.close()
+        (await trio.open_tcp_stream(LOOPBACK_HOST, second_port)).socket.close()
         nursery.cancel_scope.cancel()
     assert rpc.state is BackendState.STOPPED and rpc.pid is None
     assert not pid_alive(first_pid) and not pid_alive(second_pid)

@@ -47,9 +47,10 @@ from typing import Any
 import httpx
 import trio
 
+from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.gguf_header import read_gguf_header
-from meshp2p.inference.ports import LOOPBACK, free_loopback_port
+from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import stop_process
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
@@ -67,7 +68,7 @@ HEAD_ON_HOST = r"^token_embd\.weight$=CPU,^output\.weight$=CPU,^output_norm\.wei
 
 def split_flags(rpc_port: int, n_layers: int, host_layers: int) -> tuple[str, ...]:
     """As meshp2p.split.pipeline_args for one worker: `-ngl` counts the output head as layer n_layers."""
-    return ("--rpc", f"{LOOPBACK}:{rpc_port}", "-ngl", str(n_layers - host_layers + 1), "-ot", HEAD_ON_HOST)
+    return ("--rpc", f"{LOOPBACK_HOST}:{rpc_port}", "-ngl", str(n_layers - host_layers + 1), "-ot", HEAD_ON_HOST)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -80,12 +81,13 @@ async def run_llama(binaries: LlamaBinaries, model: Path, log: Path, flags: tupl
     """Start llama-server, wait for /health, run `runs` greedy completions, stop it. `mark(stage)` is awaited
     at "loaded" and "answered"."""
     port = free_loopback_port()
-    command = [str(binaries.server), "-m", str(model), "--host", LOOPBACK, "--port", str(port), *COMMON_FLAGS, *flags]
+    command = [str(binaries.server), "-m", str(model), "--host", LOOPBACK_HOST, "--port", str(port),
+               *COMMON_FLAGS, *flags]
     with log.open("wb") as out:
         process = await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
         started = trio.current_time()
-        async with httpx.AsyncClient(base_url=f"http://{LOOPBACK}:{port}", timeout=600) as http:
+        async with httpx.AsyncClient(base_url=f"http://{LOOPBACK_HOST}:{port}", timeout=600) as http:
             with trio.fail_after(READY_TIMEOUT_S):
                 while True:
                     if process.returncode is not None:
