@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from meshp2p.app.pipeline import offered_file, peer_facts
 from meshp2p.mesh.planner import ModelFacts, plan
 from meshp2p.mesh.view import MeshView
-from meshp2p.split import offered_file, peer_facts
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.model_id import content_id_of
 

@@ -35,7 +35,7 @@ WATCH_KEEPALIVE_S = 15.0
 
 
 class Blackboard(Protocol):
-    """What the routes need of the node's blackboard (meshp2p/blackboard_service.py)."""
+    """What the routes need of the node's blackboard (meshp2p/app/blackboard_service.py)."""
 
     async def post(self, text: str, *, name: str | None = None, tags: Iterable[str] = (),
                    thread: str | None = None, scrub: bool | None = None) -> tuple[Post, list[str]]: ...

@@ -2,7 +2,7 @@
 
 A session is rounds of digest → reply → reply on one stream. Both sides remember what they already sent on
 it, so a post the other side refused (too old for its TTL, say) is never sent twice, and every round either
-moves posts or ends the session. The trio code in `meshp2p/blackboard_service.py` moves the bytes and calls
+moves posts or ends the session. The trio code in `meshp2p/app/blackboard_service.py` moves the bytes and calls
 the store; the choices are made here.
 """
 

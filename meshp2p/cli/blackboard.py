@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from meshp2p.cli.console_client import ConsoleClient
+from meshp2p.api.console_client import ConsoleClient
 from meshp2p.errors import ConfigError
 
 

@@ -10,7 +10,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from meshp2p.discovery_client import discover_once
+from meshp2p.app.discovery import discover_once
 from meshp2p.errors import MeshP2PError
 from meshp2p.mesh.discovery import Candidate, rank
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers

@@ -7,7 +7,7 @@ import argparse
 import httpx
 from rich.console import Console
 
-from meshp2p.cli.status import console_url
+from meshp2p.api.console_client import console_url
 from meshp2p.errors import MeshP2PError
 
 

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from meshp2p import __version__
+from meshp2p.app.node import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT
 from meshp2p.cli.blackboard_parser import add_blackboard_parser
 from meshp2p.cli.logs import LOG_FORMATS, configure_logging
 from meshp2p.errors import MeshP2PError
 from meshp2p.inference.build import BACKENDS
-from meshp2p.node import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT
 
 DESCRIPTION = """\
 meshp2p pools spare GPUs and CPUs on ordinary machines to serve LLMs. Every node answers on an

@@ -9,23 +9,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from meshp2p.api.console_client import console_url
 from meshp2p.errors import MeshP2PError
-from meshp2p.home import runtime_file
-
-
-def console_url(port: int | None) -> str:
-    if port is not None:
-        return f"http://127.0.0.1:{port}"
-    path = runtime_file()
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise MeshP2PError(f"no running node found ({path} is missing or unreadable)",
-                           hint="start one with `meshp2p up`, or pass --console PORT") from exc
-    url = info.get("console_url")
-    if not url:
-        raise MeshP2PError("the running node has no console API", hint="restart it without --console 0")
-    return str(url)
 
 
 def run_status(args: argparse.Namespace, console: Console) -> int:

@@ -12,8 +12,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from meshp2p.config import load_config
-from meshp2p.discovery_client import discover_once
+from meshp2p.app.config import load_config
+from meshp2p.app.discovery import discover_once
+from meshp2p.app.mesh_service import MeshSettings
+from meshp2p.app.node import MeshConfig, Node, NodeConfig
 from meshp2p.errors import BinaryNotFound, ConfigError, MeshP2PError
 from meshp2p.home import models_dir
 from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
@@ -24,8 +26,6 @@ from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOpti
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.inference.processes import stop_leftovers
 from meshp2p.mesh.discovery import rank
-from meshp2p.mesh_service import MeshSettings
-from meshp2p.node import MeshConfig, Node, NodeConfig
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
 from meshp2p.p2p.identity_store import load_or_create_identity, load_or_create_mesh_secret
 from meshp2p.p2p.overlay import OverlayConfig

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from meshp2p import __version__
-from meshp2p.cli.console_client import ConsoleClient
+from meshp2p.api.console_client import ConsoleClient
 from meshp2p.mcp.server import McpServer, Tool, serve_stdio
 
 INSTRUCTIONS = (

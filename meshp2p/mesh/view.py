@@ -4,7 +4,7 @@ It is fed status gossip (`update`), departures (`remove`) and ticks of time (`ex
 timing rules are tested with plain numbers.
 
 How a member leaves the view (the goal: a vanished node leaves every view within 10 s):
-- at once when our connection to it closes and a redial fails (meshp2p/mesh_service.py; p2p/liveness.py makes
+- at once when our connection to it closes and a redial fails (meshp2p/app/mesh_service.py; p2p/liveness.py makes
   the kernel notice a vanished machine within a few seconds). Members hold a connection to every other member,
   so this is how departures are normally seen, at no CPU cost;
 - otherwise after `PEER_TIMEOUT_S` without status: every node sends its status when it changes and at least every

@@ -14,13 +14,13 @@ from pathlib import Path
 import trio
 from p2p.helpers import Network, Node, network, wait_for
 
+from meshp2p.app.blackboard_service import BlackboardService
+from meshp2p.app.blackboard_sync import SYNC_PROTOCOL
+from meshp2p.app.config import BlackboardConfig
+from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.blackboard.limits import BlackboardLimits
 from meshp2p.blackboard.store import BlackboardStore
-from meshp2p.blackboard_service import BlackboardService
-from meshp2p.blackboard_sync import SYNC_PROTOCOL
-from meshp2p.config import BlackboardConfig
 from meshp2p.errors import PostRefused
-from meshp2p.mesh_service import MeshSettings
 from meshp2p.wire._cbor import dumps
 from meshp2p.wire.blackboard import BLACKBOARD_DOMAIN, BLACKBOARD_TYPE, decode_post, encode_post, post_to_body
 from meshp2p.wire.gossip import encode_gossip

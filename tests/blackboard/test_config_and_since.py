@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from meshp2p.app.config import load_config
 from meshp2p.blackboard.since import parse_since
-from meshp2p.config import load_config
 from meshp2p.errors import ConfigError
 
 NOW = 1_800_000_000.0

@@ -11,8 +11,8 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from meshp2p import mesh_service
-from meshp2p.mesh_service import MeshService, MeshSettings
+from meshp2p.app import mesh_service
+from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import RejectCounter
 from meshp2p.wire.gossip import SequenceCounter, StatusBody, encode_gossip, status_from_body, status_to_body
 from meshp2p.wire.identity import Identity

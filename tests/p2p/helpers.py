@@ -16,7 +16,7 @@ import trio
 from libp2p.host.basic_host import BasicHost
 from libp2p.records.validator import Validator
 
-from meshp2p.mesh_service import MeshService, MeshSettings
+from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity

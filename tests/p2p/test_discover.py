@@ -16,8 +16,8 @@ import cbor2
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
 
-from meshp2p.discovery_client import discover_meshes
-from meshp2p.mesh_service import MeshService, MeshSettings
+from meshp2p.app.discovery import discover_meshes
+from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.listing_protocol import LISTING_PROTOCOL, fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire._cbor import dumps

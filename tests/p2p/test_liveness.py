@@ -15,8 +15,8 @@ import time
 
 from libp2p.peer.id import ID
 
+from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.mesh.view import PEER_TIMEOUT_S
-from meshp2p.mesh_service import MeshSettings
 from meshp2p.p2p.liveness import DEAD_AFTER_S, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES, tcp_socket_of
 from meshp2p.wire.mesh_id import named_mesh_id
 

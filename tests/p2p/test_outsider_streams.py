@@ -15,8 +15,8 @@ import trio
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
+from meshp2p.app.blackboard_sync import SYNC_PROTOCOL, BoardSync
 from meshp2p.blackboard.store import BlackboardStore
-from meshp2p.blackboard_sync import SYNC_PROTOCOL, BoardSync
 from meshp2p.p2p.listing_protocol import LISTING_PROTOCOL
 from meshp2p.p2p.rpc_bridge import RPC_PROTOCOL, RpcBridgeServer
 from meshp2p.p2p.rtt import PING_BYTES, PING_PROTOCOL

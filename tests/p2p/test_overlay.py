@@ -8,7 +8,7 @@ from typing import Any
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from meshp2p.mesh_service import MeshService, MeshSettings
+from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id

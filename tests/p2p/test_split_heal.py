@@ -10,8 +10,8 @@ import os
 import pytest
 import trio
 
-from meshp2p import mesh_service
-from meshp2p.mesh_service import MeshSettings
+from meshp2p.app import mesh_service
+from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.p2p import overlay as overlay_module
 from meshp2p.wire.mesh_id import named_mesh_id
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from libp2p.peer.id import ID
 
-from meshp2p import mesh_service
+from meshp2p.app import mesh_service
+from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.mesh.view import STATUS_INTERVAL_S
-from meshp2p.mesh_service import MeshSettings
 from meshp2p.p2p.status_push import STATUS_PUSH_PROTOCOL
 from meshp2p.wire.framing import frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip, status_to_body

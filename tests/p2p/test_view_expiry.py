@@ -7,8 +7,8 @@ import os
 
 import trio
 
+from meshp2p.app.mesh_service import REDIAL_TIMEOUT_S, MeshSettings
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, STATUS_INTERVAL_S, MeshView
-from meshp2p.mesh_service import REDIAL_TIMEOUT_S, MeshSettings
 from meshp2p.p2p.liveness import DEAD_AFTER_S, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES
 from meshp2p.wire.mesh_id import named_mesh_id
 

@@ -72,8 +72,8 @@ from typing import Any
 import trio
 
 from meshp2p import __version__, discovery_client
-from meshp2p.discovery_client import discover_meshes
-from meshp2p.mesh_service import MeshService, MeshSettings
+from meshp2p.app.discovery import discover_meshes
+from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p import overlay as overlay_module
 from meshp2p.p2p import provider_lookup
 from meshp2p.p2p.listing_protocol import fetch_records

@@ -11,7 +11,7 @@ One model (default: the embedded gemma-3-270m) is run, all on 127.0.0.1:
    Run once with the RPC server as the node runs it without local models (`-c` cache only) and once with
    `--gguf MODEL` (vendor/llama.cpp/patches/0001-rpc-local-gguf.patch), unless --local-gguf picks one.
 
-The split is the one meshp2p makes (meshp2p/split.py): the host keeps the first half of the blocks plus the token
+The split is the one meshp2p makes (meshp2p/app/pipeline.py): the host keeps the first half of the blocks plus the token
 embeddings / output head (`-ot ...=CPU`), the RPC server gets the rest; `-t 1 --no-repack` everywhere so that three
 processes share two cores fairly and the split's tokens can be compared with solo's.
 
@@ -67,7 +67,7 @@ HEAD_ON_HOST = r"^token_embd\.weight$=CPU,^output\.weight$=CPU,^output_norm\.wei
 
 
 def split_flags(rpc_port: int, n_layers: int, host_layers: int) -> tuple[str, ...]:
-    """As meshp2p.split.pipeline_args for one worker: `-ngl` counts the output head as layer n_layers."""
+    """As meshp2p.app.pipeline.pipeline_args for one worker: `-ngl` counts the output head as layer n_layers."""
     return ("--rpc", f"{LOOPBACK_HOST}:{rpc_port}", "-ngl", str(n_layers - host_layers + 1), "-ot", HEAD_ON_HOST)
 
 

@@ -8,7 +8,7 @@ App-layer wiring of the pieces in `meshp2p/blackboard/` (policy, store, search, 
   gossipsub delivers it (the store catches replays from before a restart).
 - A node's own posts are scrubbed of obvious secrets (on by default), held to the node's own rate, stored,
   then published.
-- Peers that appear in the view are synced with (`meshp2p/blackboard_sync.py`), so a late or restarted node
+- Peers that appear in the view are synced with (`meshp2p/app/blackboard_sync.py`), so a late or restarted node
   gets what it missed; every peer is synced with again every `RESYNC_INTERVAL_S` to heal any gap.
 - Watchers (the console's live feed) get each newly stored post, from gossip, sync or this node.
 
@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 from libp2p.peer.id import ID
 
+from meshp2p.app.blackboard_sync import BoardSync
+from meshp2p.app.config import BlackboardConfig
 from meshp2p.blackboard.limits import PostGate, RejectReason
 from meshp2p.blackboard.scrub import scrub as scrub_text
 from meshp2p.blackboard.search import DEFAULT_LIMIT, MAX_SCAN, search_store
 from meshp2p.blackboard.store import BlackboardStore
-from meshp2p.blackboard_sync import BoardSync
-from meshp2p.config import BlackboardConfig
 from meshp2p.errors import PostRefused
 from meshp2p.home import meshp2p_home
 from meshp2p.p2p.overlay import Overlay

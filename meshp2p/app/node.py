@@ -23,9 +23,12 @@ from meshp2p.api.openai_app import create_openai_app
 from meshp2p.api.routing import Router
 from meshp2p.api.serve import serve_app
 from meshp2p.api.upstream import UpstreamPool
+from meshp2p.app.blackboard_service import BlackboardService, store_path
+from meshp2p.app.config import BlackboardConfig
+from meshp2p.app.mesh_service import MeshService, MeshSettings
+from meshp2p.app.pipeline import SplitHost
+from meshp2p.backends.peer import OverlayGateway, tunnel_handler
 from meshp2p.blackboard.store import BlackboardStore
-from meshp2p.blackboard_service import BlackboardService, store_path
-from meshp2p.config import BlackboardConfig
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries
@@ -38,12 +41,9 @@ from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.election import NeedTracker, plan_promotions, snapshot_from_view
 from meshp2p.mesh.planner import FIT_HEADROOM
-from meshp2p.mesh_gateway import OverlayGateway, tunnel_handler
-from meshp2p.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.p2p.rpc_bridge import RpcBridgeClient, RpcBridgeServer
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
-from meshp2p.split import SplitHost
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.model_id import ContentId
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.node")
+log = logging.getLogger("meshp2p.app.node")
 
 DEFAULT_API_PORT = 9337
 DEFAULT_CONSOLE_PORT = 3131

@@ -12,10 +12,27 @@ from typing import Any
 
 import httpx
 
-from meshp2p.cli.status import console_url
 from meshp2p.errors import MeshP2PError
+from meshp2p.home import runtime_file
+from meshp2p.hosts import LOOPBACK_HOST
 
 TIMEOUT_S = 30.0
+
+
+def console_url(port: int | None) -> str:
+    """The console of the node on `port` here, or of the node this $MESHP2P_HOME runs (its node.json)."""
+    if port is not None:
+        return f"http://{LOOPBACK_HOST}:{port}"
+    path = runtime_file()
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MeshP2PError(f"no running node found ({path} is missing or unreadable)",
+                           hint="start one with `meshp2p up`, or pass --console PORT") from exc
+    url = info.get("console_url")
+    if not url:
+        raise MeshP2PError("the running node has no console API", hint="restart it without --console 0")
+    return str(url)
 
 
 class ConsoleClient:
