@@ -40,15 +40,6 @@ MESH_MAY_IMPORT = ("meshp2p.wire", "meshp2p.errors", "meshp2p.mesh")
 
 #: Breaks on main before the app-layer step, as "importer -> imported (rule)". Each goes when its module moves.
 KNOWN_BREAKS: frozenset[str] = frozenset({
-    # libp2p types outside p2p/: PeerIDs should cross the seam as text (or a p2p-owned type), streams through
-    # p2p/streams.py; blackboard sync's stream I/O moves to p2p/ once its rules are passed in.
-    "meshp2p.app.blackboard_service -> libp2p (only p2p/ imports it)",
-    "meshp2p.app.blackboard_sync -> libp2p (only p2p/ imports it)",
-    "meshp2p.app.discovery -> libp2p (only p2p/ imports it)",
-    "meshp2p.app.mesh_service -> libp2p (only p2p/ imports it)",
-    "meshp2p.app.pipeline -> libp2p (only p2p/ imports it)",
-    "meshp2p.backends.peer -> libp2p (only p2p/ imports it)",
-    "meshp2p.backends.peer -> multiaddr (only p2p/ imports it)",
     # The backends step: api/upstream.py, api/proxy.py and the remote-reply types move down into backends/, and
     # the error mapping stays in api/errors.py.
     "meshp2p.backends.peer -> meshp2p.api.errors (points up or sideways: backends onto api)",

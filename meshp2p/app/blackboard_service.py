@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p.peer.id import ID
 
 from meshp2p.app.blackboard_sync import BoardSync
 from meshp2p.app.config import BlackboardConfig
@@ -36,6 +35,7 @@ from meshp2p.blackboard.search import DEFAULT_LIMIT, MAX_SCAN, search_store
 from meshp2p.blackboard.store import BlackboardStore
 from meshp2p.errors import PostRefused
 from meshp2p.home import meshp2p_home
+from meshp2p.p2p import PeerID
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.blackboard import (
     BLACKBOARD_TYPE,
@@ -81,7 +81,7 @@ class BlackboardService:
     """One node's blackboard on one mesh; the console's routes call `post`, `search`, `watch` and `stats`."""
 
     def __init__(self, overlay: Overlay, *, mesh_id: bytes, secret: bytes, store: BlackboardStore,
-                 config: BlackboardConfig, sequence: SequenceCounter, is_member: Callable[[ID], bool],
+                 config: BlackboardConfig, sequence: SequenceCounter, is_member: Callable[[PeerID], bool],
                  peers: Callable[[], Iterable[str]], clock: Callable[[], float] = time.time) -> None:
         self.overlay = overlay
         self.mesh_id = mesh_id
@@ -211,7 +211,7 @@ class BlackboardService:
         except Exception as exc:  # the post is stored: peers get it by sync when gossip cannot reach them
             log.warning("could not gossip a blackboard post (peers will sync it): %s", exc)
 
-    def _validate(self, forwarder: ID, msg: Any) -> bool:
+    def _validate(self, forwarder: PeerID, msg: Any) -> bool:
         """gossipsub's topic validator: True relays and delivers the message, False drops it (and it is counted).
 
         Synchronous on purpose: py-libp2p marks a message seen only after validating it, so an async validator
@@ -224,7 +224,7 @@ class BlackboardService:
                                     secret=self.secret or None)
             # Gossip is anonymous (empty `from`, protocols/gossip.md); where a sender is named (a pushed status
             # names the stream's peer) it must be the signer.
-            if msg.from_id and ID(msg.from_id).to_base58() != decoded.sender:
+            if msg.from_id and PeerID(msg.from_id).to_base58() != decoded.sender:
                 raise WireError("key_mismatch", "the gossip sender is not the message's signer")
             post, raw = post_from_gossip(decoded, now=now, ttl_s=self.limits.ttl_s)
         except WireError as exc:
@@ -302,7 +302,7 @@ class BlackboardService:
 
         async def one(peer: str) -> None:
             async with limiter:
-                if not await self.sync.sync_with(ID.from_base58(peer)) and peer in synced_at:
+                if not await self.sync.sync_with(PeerID.from_base58(peer)) and peer in synced_at:
                     # Its blackboard may not be up yet (it is still starting): try again soon, not in 10 minutes.
                     synced_at[peer] = trio.current_time() - RESYNC_INTERVAL_S + SYNC_RETRY_S
 

@@ -21,13 +21,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamError
-from libp2p.peer.id import ID
 
 from meshp2p.blackboard.store import BlackboardStore
 from meshp2p.blackboard.sync import MAX_SYNC_ROUNDS, ids_to_want, posts_to_offer, posts_to_push
+from meshp2p.p2p import PeerID
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.streams import FramedStream
 from meshp2p.wire.blackboard import (
     MAX_SYNC_REPLY_BYTES,
     SYNC_PROTOCOL_ID,
@@ -39,56 +38,23 @@ from meshp2p.wire.blackboard import (
     make_digest,
 )
 from meshp2p.wire.errors import WireError
-from meshp2p.wire.framing import PayloadReader, frame_bytes
 
 log = logging.getLogger("meshp2p.blackboard")
 
-SYNC_PROTOCOL = TProtocol(SYNC_PROTOCOL_ID)
+SYNC_PROTOCOL = SYNC_PROTOCOL_ID
 #: One whole session, either side: a peer that stalls is dropped, the next session picks up.
 SYNC_TIMEOUT_S = 60.0
-_READ_BYTES = 65536
 
 #: `accept(raw posts) -> (how many were stored, ids of those refused)`: checks each post (wire rules and node
 #: policy, without the rate) and stores it.
 AcceptPosts = Callable[[list[bytes]], Awaitable[tuple[int, set[bytes]]]]
 
 
-class _Frames:
-    """Whole sync messages in and out of one libp2p stream; None at a clean end of stream."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.reader = PayloadReader(max_bytes=MAX_SYNC_REPLY_BYTES)
-        self.pending: list[bytes] = []
-
-    async def send(self, payload: bytes) -> None:
-        await self.stream.write(frame_bytes(payload, max_bytes=MAX_SYNC_REPLY_BYTES))
-
-    async def receive(self) -> bytes | None:
-        while not self.pending:
-            try:
-                data = await self.stream.read(_READ_BYTES)
-            except StreamError:  # py-libp2p reports a hang-up as StreamEOF (or StreamReset), never b""
-                data = b""
-            if not data:
-                if self.reader.buffered:
-                    raise WireError("truncated", "the peer left mid-message")
-                return None
-            self.pending = self.reader.feed(data)
-        return self.pending.pop(0)
-
-    async def expect(self) -> bytes:
-        payload = await self.receive()
-        if payload is None:
-            raise WireError("truncated", "the peer closed the sync stream mid-session")
-        return payload
-
-
 class BoardSync:
     """Both ends of blackboard sync for one node."""
 
     def __init__(self, overlay: Overlay, store: BlackboardStore, *, horizon: Callable[[], int],
-                 accept: AcceptPosts, is_member: Callable[[ID], bool]) -> None:
+                 accept: AcceptPosts, is_member: Callable[[PeerID], bool]) -> None:
         self.overlay = overlay
         self.store = store
         #: The oldest `ts` (unix ms) this node would keep: the digest's `since`.
@@ -100,17 +66,17 @@ class BoardSync:
         self.sessions = 0
 
     def install(self) -> None:
-        self.overlay.host.set_stream_handler(SYNC_PROTOCOL, self._answer)
+        self.overlay.serve(SYNC_PROTOCOL, self._answer)
 
     # -- asking --------------------------------------------------------------------------------------
 
-    async def sync_with(self, peer: ID) -> bool:
+    async def sync_with(self, peer: PeerID) -> bool:
         """One session with `peer`: fetch what we lack, send what it lacks. False if it failed (logged)."""
         try:
             with trio.fail_after(SYNC_TIMEOUT_S):
-                stream = await self.overlay.host.new_stream(peer, [SYNC_PROTOCOL])
+                stream = await self.overlay.open_stream(peer, SYNC_PROTOCOL)
                 try:
-                    await self._ask(_Frames(stream))
+                    await self._ask(_frames(stream))
                 finally:
                     await stream.close()
         except WireError as exc:
@@ -123,7 +89,7 @@ class BoardSync:
         self.sessions += 1
         return True
 
-    async def _ask(self, frames: _Frames) -> None:
+    async def _ask(self, frames: FramedStream) -> None:
         sent: set[bytes] = set()
         for _ in range(MAX_SYNC_ROUNDS):
             since = self.horizon()
@@ -141,7 +107,7 @@ class BoardSync:
     # -- answering -----------------------------------------------------------------------------------
 
     async def _answer(self, stream: Any) -> None:
-        remote: ID = stream.muxed_conn.peer_id
+        remote: PeerID = stream.muxed_conn.peer_id
         if not self.is_member(remote):
             self.overlay.rejects.add("blackboard_sync", "not_member")
             log.info("refused blackboard sync from %s: not a member of the mesh", remote)
@@ -149,7 +115,7 @@ class BoardSync:
             return
         try:
             with trio.fail_after(SYNC_TIMEOUT_S):
-                await self._serve(_Frames(stream))
+                await self._serve(_frames(stream))
         except WireError as exc:
             self.overlay.rejects.add("blackboard_sync", exc.reason)
             log.info("refused blackboard sync from %s: %s", remote, exc.message)
@@ -158,7 +124,7 @@ class BoardSync:
         finally:
             await stream.close()
 
-    async def _serve(self, frames: _Frames) -> None:
+    async def _serve(self, frames: FramedStream) -> None:
         sent: set[bytes] = set()
         refused: set[bytes] = set()
         for _ in range(MAX_SYNC_ROUNDS):
@@ -183,3 +149,7 @@ class BoardSync:
         stored, refused = await self.accept(posts)
         self.received += stored
         return refused
+
+
+def _frames(stream: Any) -> FramedStream:
+    return FramedStream(stream, max_bytes=MAX_SYNC_REPLY_BYTES)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 
 import trio
-from libp2p.peer.peerinfo import PeerInfo
 
 from meshp2p.mesh.discovery import Candidate
+from meshp2p.p2p import PeerInfo
 from meshp2p.p2p.listing_protocol import fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.errors import WireError

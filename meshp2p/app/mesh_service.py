@@ -38,11 +38,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p.peer.id import ID
 
 from meshp2p import __version__
 from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand_to_body
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, STATUS_INTERVAL_S, MeshView
+from meshp2p.p2p import PeerID
 from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.listing_protocol import ListingServer
 from meshp2p.p2p.overlay import DIAL_TIMEOUT_S, Overlay
@@ -203,7 +203,7 @@ class MeshService:
         self.status_push = StatusPush(overlay, self._apply_pushed_status)
         #: Highest `seq` accepted per sender, per topic: shared by gossip and direct status.
         self._replays = {self.status_topic: ReplayGuard(), self.demand_topic: ReplayGuard()}
-        self._lost_send, self._lost_receive = trio.open_memory_channel[ID](_LOST_QUEUE)
+        self._lost_send, self._lost_receive = trio.open_memory_channel[PeerID](_LOST_QUEUE)
         #: Members that left because their connection was lost, with when (trio clock) and their last status.
         #: Kept PEER_TIMEOUT_S: one we connect to again (it dials us, or our retries reach it) is back in the
         #: view at once; a late status of theirs brings them back only if we can connect to them again.
@@ -238,7 +238,7 @@ class MeshService:
             "wanted": self.wanted_models(),
         }
 
-    def is_member(self, peer: ID) -> bool:
+    def is_member(self, peer: PeerID) -> bool:
         """A joined peer, or one whose signed status we read on our mesh topic (on a private mesh that status was
         encrypted with the mesh key: reading it proves the sender has the secret). Every stream protocol but join
         and the listing serves only these."""
@@ -342,7 +342,7 @@ class MeshService:
                                     secret=self.settings.secret or None)
             # Gossip is anonymous (empty `from`, protocols/gossip.md); where a sender is named (a pushed status
             # names the stream's peer) it must be the signer.
-            if msg.from_id and ID(msg.from_id).to_base58() != decoded.sender:
+            if msg.from_id and PeerID(msg.from_id).to_base58() != decoded.sender:
                 raise WireError("key_mismatch", "the gossip sender is not the message's signer")
             return decoded, parse(decoded.body)
         except WireError:
@@ -350,12 +350,12 @@ class MeshService:
         except Exception as exc:
             raise WireError("malformed", f"gossip body: {exc}") from exc
 
-    def _validator(self, topic: str, parse: Callable[[dict[str, Any]], object]) -> Callable[[ID, Any], bool]:
+    def _validator(self, topic: str, parse: Callable[[dict[str, Any]], object]) -> Callable[[PeerID, Any], bool]:
         """A gossipsub validator for `topic`: decode and verify before anything is relayed; junk is counted.
         What it decoded is kept for `_receive` (oldest dropped first past _DECODED_CACHE_MAX; `_receive` then
         decodes again)."""
 
-        def validate(peer_id: ID, msg: Any) -> bool:
+        def validate(peer_id: PeerID, msg: Any) -> bool:
             try:
                 entry = self._check(topic, parse, msg)
             except WireError as exc:
@@ -395,7 +395,7 @@ class MeshService:
             self._returned.discard(sender)
             self._queue_status_push(sender)
 
-    def _apply_pushed_status(self, remote: ID, data: bytes) -> None:
+    def _apply_pushed_status(self, remote: PeerID, data: bytes) -> None:
         """A status sent straight to us (p2p/status_push.py): checked like gossip, and signed by the sender."""
         try:
             decoded, parsed = self._check(self.status_topic, status_from_body, _Pushed(data, remote.to_bytes()))
@@ -423,7 +423,7 @@ class MeshService:
             async for peer_id in self._newcomers_receive:
                 status = self.local_status()
                 data = self._sign(self.status_topic, "status", status_to_body(status))
-                nursery.start_soon(self.status_push.send, ID.from_base58(peer_id), data)
+                nursery.start_soon(self.status_push.send, PeerID.from_base58(peer_id), data)
 
     def _apply_demand(self, sender: str, rates: dict[str, float]) -> None:
         self.demand.apply(sender, rates, self.clock())
@@ -500,7 +500,7 @@ class MeshService:
         measured_at: dict[str, float] = {}
 
         async def one(peer_id: str) -> None:
-            rtt = await self.rtt.measure(ID.from_base58(peer_id))
+            rtt = await self.rtt.measure(PeerID.from_base58(peer_id))
             measured_at[peer_id] = trio.current_time()
             if rtt is None:
                 self.rtt_ms.pop(peer_id, None)
@@ -532,7 +532,7 @@ class MeshService:
 
     # -- connections: how departures are seen ------------------------------------------------------------
 
-    def _peer_lost(self, peer: ID) -> None:
+    def _peer_lost(self, peer: PeerID) -> None:
         """Overlay callback (synchronous, inside py-libp2p's cleanup): our last connection to `peer` closed."""
         if str(peer) in self.view.peers:
             try:
@@ -540,7 +540,7 @@ class MeshService:
             except trio.WouldBlock:
                 log.debug("too many connection losses at once; %s is left to status expiry", peer)
 
-    def _peer_connected(self, peer: ID) -> None:
+    def _peer_connected(self, peer: PeerID) -> None:
         """Overlay callback: a connection to `peer` opened. A member we counted as gone is back, and a member of
         the view proves membership again on the new connection (it may have restarted: p2p/join_protocol.py)."""
         if str(peer) in self.view.peers or str(peer) in self._lost:
@@ -593,7 +593,7 @@ class MeshService:
             for peer_id in set(retry) - wanted:
                 del retry[peer_id]
             due = [p for p in wanted if p != self.view.self_id and retry.get(p, (0.0, 0.0))[0] <= now
-                   and not self.overlay.is_connected(ID.from_base58(p))]
+                   and not self.overlay.is_connected(PeerID.from_base58(p))]
             async with trio.open_nursery() as nursery:
                 for peer_id in due:
                     nursery.start_soon(dial, peer_id)
@@ -601,7 +601,7 @@ class MeshService:
     async def _redial(self, peer_id: str, timeout_s: float) -> bool:
         """Connected to `peer_id` again (or still): by its own dial in the meantime, or ours to the addresses
         its status gave and those the peerstore knows."""
-        peer_key = ID.from_base58(peer_id)
+        peer_key = PeerID.from_base58(peer_id)
         if self.overlay.is_connected(peer_key):
             return True
         peer = self.view.peers.get(peer_id) or self._lost.get(peer_id)

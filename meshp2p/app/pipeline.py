@@ -22,13 +22,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
-from libp2p.peer.id import ID
 
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, replan_needed
 from meshp2p.mesh.view import MeshView
+from meshp2p.p2p import PeerID
 from meshp2p.p2p.rpc_bridge import RpcBridgeClient
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.model_id import ContentId
@@ -194,5 +194,5 @@ class SplitHost:
     async def _bridge_port(self, worker: str, *, task_status: TaskStatus[int]) -> None:
         # The hello names the file, not just the name: the worker's log says which weights the split is for.
         cid = self.plan.content_id if self.plan is not None else None
-        await self.bridge.serve_port(ID.from_base58(worker), model=cid.text if cid else self.spec.id, threads=1,
+        await self.bridge.serve_port(PeerID.from_base58(worker), model=cid.text if cid else self.spec.id, threads=1,
                                      task_status=task_status)

@@ -13,10 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-import multiaddr
-from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
-
 from meshp2p.api.errors import ApiError
 from meshp2p.api.gateway import RemoteFailure
 from meshp2p.api.proxy import BackendFailed, answer_locally
@@ -25,6 +21,7 @@ from meshp2p.inference.llama_server import LlamaServer
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.routing import ServerCandidate
 from meshp2p.mesh.view import MeshView
+from meshp2p.p2p import PeerID
 from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.tunnel import TunnelAnswer, TunnelClient, TunnelError, TunnelReply
 from meshp2p.wire.tunnel import NOT_MEMBER, RequestHead
@@ -99,7 +96,7 @@ class OverlayGateway:
         self.demand.record(model_id, self.clock())
 
     async def request(self, peer_id: str, path: str, body: bytes, *, model: str) -> _Reply:
-        peer = ID.from_base58(peer_id)
+        peer = PeerID.from_base58(peer_id)
         await self._ensure_reachable(peer)
         try:
             try:
@@ -115,27 +112,20 @@ class OverlayGateway:
             raise RemoteFailure(exc.message, retry_after_s=exc.retry_after_s) from exc
         return _Reply(reply)
 
-    async def _ensure_reachable(self, peer: ID) -> None:
+    async def _ensure_reachable(self, peer: PeerID) -> None:
         """Teach libp2p the peer's addresses from its status (we may know it only through gossip relays)."""
         overlay = self.tunnel.overlay
         if peer in overlay.connected_peers():
             return
         view = self.view.peers.get(peer.to_base58())
-        addrs = view.status.addrs if view is not None else ()
-        for addr in addrs:
-            try:
-                info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-            except Exception:
-                continue
-            if info.peer_id == peer:
-                overlay.host.get_peerstore().add_addrs(peer, info.addrs, 600)
+        overlay.learn_addrs(peer, view.status.addrs if view is not None else ())
 
 
 def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool,
                    on_start: Callable[[str], None], on_done: Callable[[], None]) -> Any:
     """Answer tunnelled requests with this node's own llama-servers (never forwarded again: no loops)."""
 
-    async def handle(peer: ID, head: RequestHead, body: bytes) -> TunnelAnswer:
+    async def handle(peer: PeerID, head: RequestHead, body: bytes) -> TunnelAnswer:
         try:
             payload = json.loads(body)
         except ValueError as exc:

@@ -33,7 +33,7 @@ BLACKBOARD_REASONS: frozenset[str] = frozenset(
 
 @dataclass(frozen=True)
 class BlackboardLimits:
-    """A node's blackboard policy, set in `$MESHP2P_HOME/config.toml` (meshp2p/app/config.py); defaults per the issue."""
+    """A node's blackboard policy, set in `$MESHP2P_HOME/config.toml` (app/config.py); defaults per the issue."""
 
     #: Posts accepted per author in any 60 s window (live posts; the author's own node holds itself to it too).
     rate_per_min: int = 10

@@ -20,10 +20,10 @@ from typing import Any
 
 import trio
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.streams import read_some
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.gossip import TOPIC_NAMES, topic_name
 from meshp2p.wire.join import JOIN_PROTOCOL_ID, FrameReader, JoinDialer, JoinListener, frame, rejection
@@ -166,10 +166,7 @@ async def _read_message(stream: Any, reader: FrameReader) -> dict[str, Any]:
     """The next framed message; a hang-up before it is a malformed handshake."""
     pending: list[dict[str, Any]] = []
     while not pending:
-        try:
-            data = await stream.read(_READ_BYTES)
-        except StreamError as exc:  # py-libp2p reports a hang-up as StreamEOF (or StreamReset), not b""
-            raise WireError("truncated", f"the peer left mid-handshake ({type(exc).__name__})") from exc
+        data = await read_some(stream, _READ_BYTES)
         if not data:
             raise WireError("truncated", "the peer closed the stream mid-handshake")
         pending = reader.feed(data)

@@ -19,7 +19,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 
 from meshp2p.p2p.overlay import Overlay
-from meshp2p.p2p.stream_frames import read_one_frame
+from meshp2p.p2p.streams import read_one_frame
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.listing import (
     LISTING_PROTOCOL_ID,

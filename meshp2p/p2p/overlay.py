@@ -48,7 +48,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -121,6 +121,8 @@ LOOKUP_DIAL_TIMEOUT_S = 5.0
 #: The bound `_bound_dials` applies; `connect` (an address we were handed on purpose) raises it to DIAL_TIMEOUT_S.
 _dial_timeout_s: ContextVar[float] = ContextVar("meshp2p_dial_timeout_s", default=LOOKUP_DIAL_TIMEOUT_S)
 CLOSE_TIMEOUT_S = 5.0
+#: How long addresses learned from a peer's status stay in the peerstore (statuses renew them every 20 s or less).
+LEARNED_ADDR_TTL_S = 600
 DHT_OP_TIMEOUT_S = 15.0
 #: One retry of a failed dial, soon. py-libp2p's default (3 retries, 0.1/0.2/0.4 s backoff) spends ~0.7 s on
 #: every departed peer a lookup is handed (a finished `discover` client stays in servers' routing tables).
@@ -310,6 +312,26 @@ class Overlay:
 
     def is_connected(self, peer_id: ID) -> bool:
         return bool(self.host.get_network().get_connections(peer_id))
+
+    def serve(self, protocol: str, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Answer streams of `protocol` with `handler(stream)` (run in py-libp2p's own task: see ARCHITECTURE.md)."""
+        self.host.set_stream_handler(TProtocol(protocol), handler)
+
+    async def open_stream(self, peer_id: ID, protocol: str) -> Any:
+        """A new stream to `peer_id` speaking `protocol` (dialing it first if need be; bound it by the caller's
+        timeout). Raises when the peer cannot be reached or does not speak the protocol."""
+        return await self.host.new_stream(peer_id, [TProtocol(protocol)])
+
+    def learn_addrs(self, peer_id: ID, addrs: Sequence[str], ttl_s: int = LEARNED_ADDR_TTL_S) -> None:
+        """Tell the peerstore where `peer_id` listens, from full multiaddrs a signed status carried (a peer we know
+        only through gossip relays can then be dialed). Addresses of other peers, or unreadable ones, are skipped."""
+        for addr in addrs:
+            try:
+                info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+            except Exception:  # py-libp2p and multiaddr raise a handful of types for a bad address
+                continue
+            if info.peer_id == peer_id:
+                self.host.get_peerstore().add_addrs(peer_id, info.addrs, ttl_s)
 
     def known_addrs(self, peer_id: ID) -> list[str]:
         """Full multiaddrs the peerstore holds for a peer (what identify and the DHT told us), for a redial."""

@@ -22,7 +22,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
-from meshp2p.p2p.stream_frames import read_one_frame
+from meshp2p.p2p.streams import read_one_frame
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.framing import SingleFrameReader, frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES
