@@ -35,12 +35,50 @@ class ModelNotFound(MeshP2PError):
     """A model name or path does not resolve to a GGUF file."""
 
 
-class BackendUnavailable(MeshP2PError):
-    """A model is known but its llama-server is not ready (loading, restarting or failed)."""
+class BackendError(MeshP2PError):
+    """A model's server (this node's llama-server, or a peer's through the tunnel) did not answer, or broke off.
 
-    def __init__(self, message: str, *, retry_after_s: int, hint: str | None = None) -> None:
+    `code` is what the client is told (OpenAI's `error.code`); `retry_after_s` when trying again makes sense;
+    `started` once part of the answer had been sent on. api/errors.py maps the family to HTTP statuses.
+    """
+
+    code = "backend_failed"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None, started: bool = False,
+                 code: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after_s = retry_after_s
+        self.started = started
+        if code is not None:
+            self.code = code
+
+
+class BackendUnavailable(BackendError):
+    """Nothing was answered: the server is loading, restarting or failed, unreachable, or refused; another server
+    (or the same one after `retry_after_s`) may answer."""
+
+    code = "model_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, code=code, hint=hint)
+
+
+class BackendBroke(BackendError):
+    """The answer broke off after it had started (a backend crash, a peer gone mid-stream)."""
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None, code: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, started=True, code=code, hint=hint)
+
+
+class UnsupportedRequest(MeshP2PError):
+    """The model cannot do what the request asks (embeddings from a model that has none); `param` names the field."""
+
+    def __init__(self, message: str, *, param: str, code: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.param = param
+        self.code = code
 
 
 class PortInUse(MeshP2PError):

@@ -1,7 +1,17 @@
 """OpenAI-shaped error responses: `{"error": {"message", "type", "param", "code"}}`.
 
 Clients (the official SDKs, agents) branch on the status and on `error.type`/`error.code`, so every
-error the API returns, ours or a backend's, has this shape.
+error the API returns, ours or a backend's, has this shape. `api_error` is the one table from the error tree
+(meshp2p/errors.py) to status, type and code:
+
+| error | status | type | code |
+|---|---|---|---|
+| `BackendUnavailable` | 503 + `Retry-After` | `service_unavailable_error` | its code (`model_unavailable`) |
+| any other `BackendError` (a `BackendBroke` before a stream was handed on) | 502 | `server_error` | `backend_failed` |
+| `UnsupportedRequest` | 400 | `invalid_request_error` | its code, `param` set |
+| any other `MeshP2PError` | 500 | `server_error` | `internal_error` |
+
+A stream that breaks after it was handed on ends with `sse_error_event` instead (the status is long sent).
 """
 
 from __future__ import annotations
@@ -10,13 +20,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from meshp2p.errors import BackendError, BackendUnavailable, MeshP2PError, UnsupportedRequest
+
 INVALID_REQUEST = "invalid_request_error"
 NOT_FOUND = "not_found_error"
 SERVER_ERROR = "server_error"
 UNAVAILABLE = "service_unavailable_error"
 
 
-class ApiError(Exception):
+class ApiError(MeshP2PError):
     """An error answered to the client as OpenAI JSON with `status`."""
 
     def __init__(
@@ -49,3 +61,23 @@ def sse_error_event(message: str, *, code: str) -> bytes:
     """An error as a final server-sent event, for failures after a stream has started."""
     payload = json.dumps(error_body(message, type=SERVER_ERROR, code=code))
     return f"data: {payload}\n\n".encode()
+
+
+def api_error(exc: MeshP2PError) -> ApiError:
+    """`exc` as the API answers it (the table in the module docstring)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, BackendUnavailable):
+        retry = exc.retry_after_s or 1
+        return ApiError(503, exc.message, type=UNAVAILABLE, code=exc.code, headers={"Retry-After": str(retry)})
+    if isinstance(exc, BackendError):
+        return ApiError(502, exc.message, type=SERVER_ERROR, code=exc.code)
+    if isinstance(exc, UnsupportedRequest):
+        return ApiError(400, exc.message, param=exc.param, code=exc.code)
+    return ApiError(500, exc.message, type=SERVER_ERROR, code="internal_error")
+
+
+def render(exc: MeshP2PError) -> tuple[int, bytes]:
+    """Status and JSON body of `exc`, for answers that do not go through quart (the tunnel's serving side)."""
+    error = api_error(exc)
+    return error.status, json.dumps(error.body()).encode()

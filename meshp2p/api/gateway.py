@@ -1,35 +1,17 @@
-"""What the API needs from the mesh, as an interface: the app layer implements it over the overlay.
+"""What the API needs from the mesh, as an interface: the app layer implements it over the overlay
+(backends/peer.py's OverlayGateway).
 
-Keeping it a Protocol keeps `api/` free of libp2p: the API asks "who serves X", "send this there", and
-"someone asked for X"; how that travels is the mesh gateway's business.
+Keeping it a Protocol keeps `api/` free of libp2p: the API asks "who serves X", "which backend reaches that
+server", and "someone asked for X"; how that travels is the backend's business.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from meshp2p.backends.base import Backend
 from meshp2p.mesh.routing import ServerCandidate
-
-
-class RemoteReply(Protocol):
-    status: int
-    headers: tuple[tuple[str, str], ...]
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
-
-    async def read(self) -> bytes: ...
-
-    async def aclose(self) -> None: ...
-
-
-class RemoteFailure(Exception):
-    """A remote server refused or broke; `started` when part of the body had already arrived."""
-
-    def __init__(self, message: str, *, retry_after_s: int | None = None, started: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.started = started
 
 
 class MeshGateway(Protocol):
@@ -52,8 +34,8 @@ class MeshGateway(Protocol):
         """Models some member could load if asked (served or not)."""
         ...
 
-    async def request(self, peer_id: str, path: str, body: bytes, *, model: str) -> RemoteReply:
-        """Send a request through the tunnel; raise RemoteFailure when the peer refuses or breaks."""
+    def backend(self, peer_id: str) -> Backend:
+        """The backend that reaches `peer_id`'s server through the tunnel."""
         ...
 
     def record_demand(self, model_id: str) -> None: ...

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, SERVER_ERROR, ApiError, error_body
-from meshp2p.api.proxy import answer_locally
-from meshp2p.api.remote import forward_remote
+from meshp2p.api.errors import (
+    INVALID_REQUEST,
+    NOT_FOUND,
+    SERVER_ERROR,
+    api_error,
+    error_body,
+    sse_error_event,
+)
 from meshp2p.api.responses import json_response
 from meshp2p.api.routing import DEFAULT_ALIAS, Router
-from meshp2p.api.upstream import UpstreamPool
 from meshp2p.api.validation import parse_request_body, validate_openai_request
+from meshp2p.backends import failover
+from meshp2p.backends.base import BackendRequest, Reply, when_done
+from meshp2p.errors import BackendError, MeshP2PError
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -25,15 +32,16 @@ FORWARDED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
-    """The quart-trio app; `pool` holds the node's keep-alive connections to its llama-servers."""
+def create_openai_app(router: Router) -> QuartTrio:
+    """The quart-trio app; `router` knows the node's own servers and, through its gateway, the mesh's."""
     app = QuartTrio("meshp2p.api.openai")
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=120)
     created = int(time.time())
 
-    @app.errorhandler(ApiError)
-    async def api_error(exc: ApiError) -> Response:
-        return json_response(exc.body(), exc.status, exc.headers)
+    @app.errorhandler(MeshP2PError)
+    async def mesh_error(exc: MeshP2PError) -> Response:
+        error = api_error(exc)
+        return json_response(error.body(), error.status, error.headers)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -74,26 +82,35 @@ def create_openai_app(router: Router, pool: UpstreamPool) -> QuartTrio:
         if gateway is not None and isinstance(requested, str) and requested not in ("", DEFAULT_ALIAS):
             gateway.record_demand(requested)  # before resolving: demand for a model nobody serves is the point
         model_id = router.resolve_id(requested)
-        local = router.local(model_id)
-        remotes = gateway.remote_servers(model_id) if gateway is not None else ()
-        if local is not None and (local.is_ready or not remotes):
-            router.local_request_started(model_id)
-            reply = await answer_locally(pool, local, path, payload, raw, on_done=router.request_done)
-            status, headers, body, chunks = reply.status, reply.headers, reply.body, reply.chunks
-        else:
-            assert gateway is not None
-            router.in_flight += 1
-            answer = await forward_remote(
-                gateway, remotes, path, payload, raw, stream=payload.get("stream") is True,
-                session_key=_session_key(payload), model_id=model_id, on_done=router.request_done)
-            status, headers, body, chunks = answer.status, answer.headers, answer.body, answer.chunks
-        if chunks is not None:
-            return Response(chunks, status=status, headers={**headers, **_STREAM_HEADERS})
-        return Response(body or b"", status=status, headers=headers)
+        candidates, backend_for = router.route(model_id)
+        router.in_flight += 1
+        try:
+            reply = await failover.answer(candidates, backend_for, BackendRequest(path, payload, raw, model_id),
+                                          session_key=_session_key(payload), local_id=router.local_id)
+        except BaseException:
+            router.request_done()
+            raise
+        reply = when_done(reply, router.request_done)
+        if reply.chunks is not None:
+            return Response(_ending_errors_as_events(reply), status=reply.status,
+                            headers={**reply.headers, **_STREAM_HEADERS})
+        return Response(reply.body or b"", status=reply.status, headers=reply.headers)
 
     for path in FORWARDED_PATHS:
         app.add_url_rule(path, endpoint=path, view_func=_bind(proxied, path), methods=["POST"])
     return app
+
+
+async def _ending_errors_as_events(reply: Reply) -> AsyncIterator[bytes]:
+    """The stream as the client reads it: a break-off no server could take over ends it with an error event."""
+    assert reply.chunks is not None
+    try:
+        async for chunk in reply.chunks:
+            yield chunk
+    except BackendError as exc:
+        yield sse_error_event(exc.message, code=exc.code)
+    finally:
+        await reply.aclose()
 
 
 def _session_key(payload: dict[str, Any]) -> str | None:

@@ -5,8 +5,9 @@ Rules:
 - a missing or empty `model`, or the alias `"default"`, means this node's default model (its first `--model`, or
   the embedded one); on a node that serves none (an API client) it means the model served by the most nodes of
   the mesh (ties: the smallest id);
-- a model served here and ready is answered here (no network hop); a model served only elsewhere, or whose
-  local llama-server is restarting, goes through the tunnel;
+- the servers of the model are this node's own (when it is ready, or when no other node serves the model) and
+  every other node's that serves it; mesh/routing.py picks among them (local first, sessions stick) and
+  backends/failover.py tries them in that order;
 - a model nobody serves but some member has on disk gets 503 + Retry-After: the request is counted as demand,
   and the election makes a standby node load it; any other id gets 404 listing the ids.
 """
@@ -14,20 +15,30 @@ Rules:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from meshp2p.api.errors import NOT_FOUND, UNAVAILABLE, ApiError
 from meshp2p.api.gateway import MeshGateway
+from meshp2p.backends.base import Backend, BackendRequest, Reply
+from meshp2p.backends.http11 import UpstreamPool
+from meshp2p.backends.local import LocalBackend
 from meshp2p.inference.llama_server import LlamaServer
+from meshp2p.mesh.routing import ServerCandidate
 
 DEFAULT_ALIAS = "default"
 PROMOTION_RETRY_S = 5
 
 
+#: The local server's name among a model's candidates on a node outside any mesh (no peer id to use).
+LOCAL_CANDIDATE = "local"
+
+
 class Router:
-    def __init__(self, servers: Mapping[str, LlamaServer], gateway: MeshGateway | None = None) -> None:
+    def __init__(self, servers: Mapping[str, LlamaServer], pool: UpstreamPool,
+                 gateway: MeshGateway | None = None) -> None:
         #: Live: the node's fleet adds and removes servers while it runs.
         self._local = servers
+        self.pool = pool
         self.gateway = gateway
         #: Requests being answered right now (gossiped as this node's load).
         self.in_flight = 0
@@ -77,9 +88,41 @@ class Router:
         raise ApiError(404, f"The model '{requested}' does not exist on this mesh. Available models: {available}",
                        type=NOT_FOUND, param="model", code="model_not_found")
 
+    @property
+    def local_id(self) -> str:
+        return self.gateway.local_id if self.gateway is not None else LOCAL_CANDIDATE
+
+    def route(self, model_id: str) -> tuple[list[ServerCandidate], Callable[[ServerCandidate], Backend]]:
+        """Every server of `model_id` a request may go to, and the backend that reaches each: this node's own while
+        it is ready (or when it is the only one: its 503 says when to retry), and every other node's."""
+        candidates = list(self.gateway.remote_servers(model_id)) if self.gateway is not None else []
+        local = self._local.get(model_id)
+        if local is not None and (local.is_ready or not candidates):
+            candidates.append(ServerCandidate(self.local_id, float(self.in_flight), 0.0, True))
+
+        def backend_for(candidate: ServerCandidate) -> Backend:
+            if candidate.local and local is not None:
+                return _CountedLocal(self, LocalBackend(self.pool, local))
+            assert self.gateway is not None, "a remote candidate comes from the gateway"
+            return self.gateway.backend(candidate.peer_id)
+
+        return candidates, backend_for
+
     def local_request_started(self, model_id: str) -> None:
         self.in_flight += 1
         self.served[model_id] += 1
 
     def request_done(self) -> None:
         self.in_flight -= 1
+
+
+class _CountedLocal:
+    """This node's server, counting what it is asked (the `requests` of /api/status, its clients' and the mesh's)."""
+
+    def __init__(self, router: Router, backend: LocalBackend) -> None:
+        self.router = router
+        self.backend = backend
+
+    async def send(self, request: BackendRequest) -> Reply:
+        self.router.served[self.backend.server.model.id] += 1
+        return await self.backend.send(request)

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from meshp2p.api.errors import ApiError
-from meshp2p.api.remote import CHAT_PATH
+from meshp2p.backends.base import CHAT_PATH
 
 MAX_STOP_SEQUENCES = 4
 TEMPERATURE_RANGE = (0.0, 2.0)

@@ -19,15 +19,17 @@ import trio
 
 from meshp2p import __version__
 from meshp2p.api.console_app import create_console_app
+from meshp2p.api.errors import render as render_error
 from meshp2p.api.openai_app import create_openai_app
 from meshp2p.api.routing import Router
 from meshp2p.api.serve import serve_app
-from meshp2p.api.upstream import UpstreamPool
 from meshp2p.app.blackboard_service import BlackboardService, store_path
 from meshp2p.app.config import BlackboardConfig
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.app.pipeline import SplitHost
-from meshp2p.backends.peer import OverlayGateway, tunnel_handler
+from meshp2p.backends.http11 import UpstreamPool
+from meshp2p.backends.local import tunnel_handler
+from meshp2p.backends.peer import OverlayGateway
 from meshp2p.blackboard.store import BlackboardStore
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
@@ -132,7 +134,7 @@ class Node:
                 store=BlackboardStore(store_path(settings.mesh_id)), config=config.blackboard,
                 sequence=self.mesh.sequence, is_member=self.mesh.is_member,
                 peers=lambda: list(self.mesh.view.peers) if self.mesh is not None else [])
-        self.router = Router(self.fleet.servers, gateway)
+        self.router = Router(self.fleet.servers, self.upstream, gateway)
         self.started_at = time.time()
 
     @property
@@ -296,7 +298,7 @@ class Node:
                         await nursery.start(split.run)
                 if self.config.binaries is not None:
                     nursery.start_soon(self._promote_when_needed, self.mesh)
-            openai_app = create_openai_app(self.router, self.upstream)
+            openai_app = create_openai_app(self.router)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
                 console_app = create_console_app(self.status, self.drop_model, self.blackboard)
@@ -329,8 +331,8 @@ class Node:
     def _serve_tunnel(self, overlay: Overlay, mesh: MeshService) -> None:
         """Answer other members' requests for models served here (the other end of their routing)."""
 
-        handler = tunnel_handler(self.fleet.servers, self.upstream, self.router.local_request_started,
-                                 self.router.request_done)
+        handler = tunnel_handler(self.fleet.servers, self.upstream, started=self.router.local_request_started,
+                                 done=self.router.request_done, render_error=render_error)
         TunnelServer(overlay, is_member=mesh.is_member, handler=handler).install()
 
 

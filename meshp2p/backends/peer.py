@@ -1,62 +1,86 @@
-"""The API's way into the mesh (api/gateway.py's MeshGateway), over the overlay's HTTP tunnel.
+"""Another member's llama-server as a backend, through `/meshp2p/http/1.0.0`, and the mesh as the API sees it.
 
-App-layer wiring: who serves what comes from the status gossip (MeshView), requests travel through
-`/meshp2p/http/1.0.0`, and requests that arrive through the tunnel are answered by this node's own
-llama-servers with the same code path as local API clients.
+Who serves what comes from the status gossip (MeshView). A request to a peer travels through the tunnel; the
+tunnel's failures are mapped here, once, to the BackendError family: a refusal or a broken exchange before the
+answer's head is BackendUnavailable (another server may answer), a stream that breaks off is BackendBroke. A peer
+that forgot our membership (it restarted) is joined again and asked once more before that counts as a failure.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
 
-from meshp2p.api.errors import ApiError
-from meshp2p.api.gateway import RemoteFailure
-from meshp2p.api.proxy import BackendFailed, answer_locally
-from meshp2p.api.upstream import UpstreamPool
-from meshp2p.inference.llama_server import LlamaServer
+from meshp2p.backends.base import BackendRequest, Reply, end_to_end
+from meshp2p.errors import BackendBroke, BackendUnavailable
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.routing import ServerCandidate
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.join_protocol import Membership
-from meshp2p.p2p.tunnel import TunnelAnswer, TunnelClient, TunnelError, TunnelReply
-from meshp2p.wire.tunnel import NOT_MEMBER, RequestHead
+from meshp2p.p2p.tunnel import TunnelClient, TunnelError, TunnelReply
+from meshp2p.wire.tunnel import NOT_MEMBER
 
-log = logging.getLogger("meshp2p.gateway")
+log = logging.getLogger(__name__)
 
 _JSON = (("content-type", "application/json"),)
-#: Hop-by-hop and framing headers never cross the tunnel (protocols/http-tunnel.md).
-_NOT_TUNNELLED = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-                            "upgrade", "host", "content-length", "authorization", "cookie", "server", "date"})
 
 
-class _Reply:
-    """A TunnelReply whose failures are the API's RemoteFailure."""
+class PeerBackend:
+    """The server of a model on one peer."""
 
-    def __init__(self, inner: TunnelReply) -> None:
-        self._inner = inner
-        self.status = inner.status
-        self.headers = inner.headers
+    def __init__(self, mesh: OverlayGateway, peer_id: str) -> None:
+        self.mesh = mesh
+        self.peer_id = peer_id
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def send(self, request: BackendRequest) -> Reply:
+        peer = PeerID.from_base58(self.peer_id)
+        self.mesh.teach_addrs(peer)
         try:
-            async for chunk in self._inner.chunks():
+            reply = await self._open(peer, request)
+        except TunnelError as exc:
+            raise BackendUnavailable(f"{self.peer_id} did not answer: {exc.message}",
+                                     retry_after_s=exc.retry_after_s or 1) from exc
+        headers = end_to_end(reply.headers)
+        if request.stream and reply.status == 200:
+            return Reply(reply.status, headers, None, self._chunks(reply), reply.aclose)
+        try:
+            body = b"".join([chunk async for chunk in reply.chunks()])
+        except TunnelError as exc:  # nothing was passed on yet: for the client, this server did not answer
+            raise BackendUnavailable(f"{self.peer_id} broke off its answer: {exc.message}",
+                                     retry_after_s=exc.retry_after_s or 1) from exc
+        finally:
+            await reply.aclose()
+        return Reply(reply.status, headers, body)
+
+    async def _open(self, peer: PeerID, request: BackendRequest) -> TunnelReply:
+        tunnel = self.mesh.tunnel
+        try:
+            return await tunnel.request(peer, "POST", request.path, request.raw, model=request.model, headers=_JSON)
+        except TunnelError as exc:
+            # It forgot our membership (it restarted, and our renewal has not reached it yet): prove it again
+            # and retry once before this counts as a failure of that server.
+            if exc.code != NOT_MEMBER or not await self.mesh.membership.ensure(peer):
+                raise
+            log.info("%s had forgotten our membership; joined it again", peer)
+            return await tunnel.request(peer, "POST", request.path, request.raw, model=request.model,
+                                        headers=_JSON)
+
+    async def _chunks(self, reply: TunnelReply) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in reply.chunks():
                 yield chunk
         except TunnelError as exc:
-            raise RemoteFailure(exc.message, retry_after_s=exc.retry_after_s, started=exc.started) from exc
-
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+            raise BackendBroke(f"{self.peer_id} broke off its answer: {exc.message}",
+                               retry_after_s=exc.retry_after_s, code=exc.code) from exc
+        finally:
+            await reply.aclose()
 
 
 class OverlayGateway:
+    """The API's view of the mesh (api/gateway.py's MeshGateway): its servers, its demand, its backends."""
+
     def __init__(self, view: MeshView, tunnel: TunnelClient, demand: DemandCounter,
                  wanted: Callable[[], list[str]], membership: Membership,
                  clock: Callable[[], float] = time.time) -> None:
@@ -95,65 +119,12 @@ class OverlayGateway:
     def record_demand(self, model_id: str) -> None:
         self.demand.record(model_id, self.clock())
 
-    async def request(self, peer_id: str, path: str, body: bytes, *, model: str) -> _Reply:
-        peer = PeerID.from_base58(peer_id)
-        await self._ensure_reachable(peer)
-        try:
-            try:
-                reply = await self.tunnel.request(peer, "POST", path, body, model=model, headers=_JSON)
-            except TunnelError as exc:
-                # It forgot our membership (it restarted, and our renewal has not reached it yet): prove it
-                # again and retry once before this counts as a failure of that server.
-                if exc.code != NOT_MEMBER or not await self.membership.ensure(peer):
-                    raise
-                log.info("%s had forgotten our membership; joined it again", peer)
-                reply = await self.tunnel.request(peer, "POST", path, body, model=model, headers=_JSON)
-        except TunnelError as exc:
-            raise RemoteFailure(exc.message, retry_after_s=exc.retry_after_s) from exc
-        return _Reply(reply)
+    def backend(self, peer_id: str) -> PeerBackend:
+        return PeerBackend(self, peer_id)
 
-    async def _ensure_reachable(self, peer: PeerID) -> None:
+    def teach_addrs(self, peer: PeerID) -> None:
         """Teach libp2p the peer's addresses from its status (we may know it only through gossip relays)."""
-        overlay = self.tunnel.overlay
-        if peer in overlay.connected_peers():
+        if peer in self.tunnel.overlay.connected_peers():
             return
         view = self.view.peers.get(peer.to_base58())
-        overlay.learn_addrs(peer, view.status.addrs if view is not None else ())
-
-
-def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool,
-                   on_start: Callable[[str], None], on_done: Callable[[], None]) -> Any:
-    """Answer tunnelled requests with this node's own llama-servers (never forwarded again: no loops)."""
-
-    async def handle(peer: PeerID, head: RequestHead, body: bytes) -> TunnelAnswer:
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            raise TunnelError("bad_request", f"the body is not JSON: {exc}") from exc
-        model_id = head.model or (payload.get("model") if isinstance(payload, dict) else None)
-        server = servers.get(model_id) if isinstance(model_id, str) else None
-        if server is None:
-            raise TunnelError("model_not_here", f"this node does not serve {model_id!r}", retry_after_s=1)
-        if not server.is_ready:
-            raise TunnelError("model_unavailable", f"{model_id} is {server.state.value}",
-                              retry_after_s=server.retry_after_s())
-        on_start(server.model.id)
-        try:
-            reply = await answer_locally(pool, server, head.path, payload, body, on_done=on_done,
-                                         raise_mid_stream=True)
-        except ApiError as exc:
-            return TunnelAnswer(exc.status, _JSON, json.dumps(exc.body()).encode())
-        headers = tuple((k.lower(), v) for k, v in reply.headers.items() if k.lower() not in _NOT_TUNNELLED)
-        if reply.chunks is None:
-            return TunnelAnswer(reply.status, headers, reply.body or b"")
-        return TunnelAnswer(reply.status, headers, None, _failing_as_tunnel(reply.chunks))
-
-    return handle
-
-
-async def _failing_as_tunnel(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield chunk
-    except BackendFailed as exc:
-        raise TunnelError("backend_failed", str(exc), retry_after_s=1) from exc
+        self.tunnel.overlay.learn_addrs(peer, view.status.addrs if view is not None else ())

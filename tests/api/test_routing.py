@@ -8,6 +8,7 @@ import pytest
 
 from meshp2p.api.errors import ApiError
 from meshp2p.api.routing import Router
+from meshp2p.backends.http11 import UpstreamPool
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec
@@ -22,7 +23,7 @@ def _server(model_id: str, tmp_path: Path) -> LlamaServer:
 @pytest.fixture
 def router(tmp_path):
     servers = [_server("first", tmp_path), _server("second", tmp_path)]
-    return Router({s.model.id: s for s in servers})
+    return Router({s.model.id: s for s in servers}, UpstreamPool())
 
 
 @pytest.mark.parametrize("requested", [None, "", "default"])

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 import h11
 import trio
 
+from meshp2p.errors import MeshP2PError
+
 RECEIVE_BYTES = 65536
 #: Idle connections kept per backend; more concurrent requests open more, and the surplus is closed.
 MAX_IDLE_PER_BACKEND = 32
 CONNECT_TIMEOUT_S = 5.0
 
 
-class UpstreamError(Exception):
-    """The backend could not be reached, or broke the connection."""
+class UpstreamError(MeshP2PError):
+    """The backend could not be reached, or broke the connection (backends/local.py says which, for which model)."""
 
 
 @dataclass
