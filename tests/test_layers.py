@@ -3,9 +3,9 @@
 Read from the source with `ast` (nothing is imported), so a rule holds for function-level imports too and an
 import only for type checking counts like any other: a layer that needs another's types to be written depends on it.
 
-Today's breaks are listed in `KNOWN_BREAKS`, each with the step that removes it (issue 12, the app layer). The test
-asserts the breaks found are exactly those: a new break fails, and so does a fixed one still listed, so the list
-only ever shrinks and says at each commit how far the move has come.
+Breaks still to fix are listed in `KNOWN_BREAKS` (empty since the app-layer step, issue 12). The test asserts the
+breaks found are exactly those: a new break fails, and so does a fixed one still listed, so the list only ever
+shrinks.
 """
 
 from __future__ import annotations
@@ -38,12 +38,9 @@ ALLOWED_SIDEWAYS: frozenset[tuple[str, str]] = frozenset({("meshp2p.cli", "meshp
 #: `mesh/` decides with plain data: of meshp2p it may import only these (and the stdlib, nothing third-party).
 MESH_MAY_IMPORT = ("meshp2p.wire", "meshp2p.errors", "meshp2p.mesh")
 
-#: Breaks on main before the app-layer step, as "importer -> imported (rule)". Each goes when its module moves.
-KNOWN_BREAKS: frozenset[str] = frozenset({
-    # rich outside cli/: inference should report progress through a callback.
-    "meshp2p.inference.build -> rich (only cli/ imports it)",
-    "meshp2p.inference.catalog -> rich (only cli/ imports it)",
-})
+#: Breaks still to fix, as "importer -> imported (rule)": none since the app-layer step (issue 12). A break that
+#: has to land before its fix is listed here with the step that removes it.
+KNOWN_BREAKS: frozenset[str] = frozenset()
 
 #: Import cycles on main before the app-layer step, each as its modules joined by " <-> ".
 KNOWN_CYCLES: frozenset[str] = frozenset()

@@ -6,10 +6,11 @@ import argparse
 
 from rich.console import Console
 
+from meshp2p.cli.progress import RichProgress
 from meshp2p.inference.build import build_llama_cpp
 
 
 def run_llama(args: argparse.Namespace, console: Console) -> int:
     # `build` is the only action today; argparse requires it.
-    build_llama_cpp(backend=args.backend, jobs=args.jobs, native=args.native, console=console)
+    build_llama_cpp(backend=args.backend, jobs=args.jobs, native=args.native, progress=RichProgress(console))
     return 0

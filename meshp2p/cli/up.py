@@ -16,6 +16,7 @@ from meshp2p.app.config import load_config
 from meshp2p.app.discovery import discover_once
 from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.app.node import MeshConfig, Node, NodeConfig
+from meshp2p.cli.progress import RichProgress
 from meshp2p.errors import BinaryNotFound, ConfigError, MeshP2PError
 from meshp2p.home import models_dir
 from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
@@ -69,7 +70,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
     if args.standby and (args.client or args.solo):
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
     models = () if args.client else standby_models(args) if args.standby else tuple(
-        resolve_model(name) for name in (args.model or [DEFAULT_MODEL_ID]))
+        resolve_model(name, progress=RichProgress(console)) for name in (args.model or [DEFAULT_MODEL_ID]))
     ids = [m.id for m in models]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -192,7 +193,7 @@ def ensure_binaries(console: Console, *, allow_build: bool) -> LlamaBinaries:
         if not allow_build:
             raise
     console.print("[bold]llama.cpp is not built yet[/]: building the pinned release once (about 5 min on 2 cores).")
-    build_llama_cpp(console=console)
+    build_llama_cpp(progress=RichProgress(console))
     return find_llama_binaries()
 
 

