@@ -120,11 +120,12 @@ async def test_the_http_tunnel_answers_an_outsider_one_error_frame_and_closes() 
         stream = await outsider.overlay.host.new_stream(first.overlay.peer_id, [TUNNEL_PROTOCOL])
         await stream.write(encode_request_head(RequestHead(0, "POST", "/v1/chat/completions",
                                                            (("content-type", "application/json"),), "m")))
+        expected = encode_error(TunnelErrorFrame(0, "not_member", "join the mesh first (/meshp2p/join/1.0.0)", None))
+        assert await _until_eof(stream) == expected
+        # Its side is closed: a body sent now goes nowhere (the writes fail or are dropped), and is never handled.
         with contextlib.suppress(StreamError):
             for chunk in encode_body(b"x" * (1024 * 1024)):
                 await stream.write(chunk)
-        expected = encode_error(TunnelErrorFrame(0, "not_member", "join the mesh first (/meshp2p/join/1.0.0)", None))
-        assert await _until_eof(stream) == expected
         assert _rejects(first, "tunnel") == {"tunnel:not_member": 1} and handled == []
         await stream.reset()
 
