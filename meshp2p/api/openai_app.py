@@ -24,9 +24,11 @@ from meshp2p.api.validation import parse_request_body, validate_openai_request
 from meshp2p.backends import failover
 from meshp2p.backends.base import BackendRequest, Reply, when_done
 from meshp2p.errors import BackendError, MeshP2PError
+from meshp2p.wire.tunnel import MAX_REQUEST_BODY
 
-#: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big.
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
+#: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big. The same
+#: limit as a tunnelled request's (protocols/http-tunnel.md), so what this node accepts, a peer accepts too.
+MAX_REQUEST_BYTES = MAX_REQUEST_BODY
 #: OpenAI paths we forward, each to the same path on llama-server.
 FORWARDED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -54,7 +54,7 @@ from meshp2p.wire.gossip import SequenceCounter, decode_gossip, encode_gossip, t
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.blackboard")
+log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 60.0
 #: How often the view is checked for peers to sync with.

@@ -39,7 +39,7 @@ from meshp2p.wire.blackboard import (
 )
 from meshp2p.wire.errors import WireError
 
-log = logging.getLogger("meshp2p.blackboard")
+log = logging.getLogger(__name__)
 
 SYNC_PROTOCOL = SYNC_PROTOCOL_ID
 #: One whole session, either side: a peer that stalls is dropped, the next session picks up.

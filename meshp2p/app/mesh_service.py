@@ -78,7 +78,7 @@ from meshp2p.wire.token import encode_token
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.mesh")
+log = logging.getLogger(__name__)
 
 RECORD_TTL_S = 300
 #: Each republish is a few DHT walks (~20 KAD RPCs each); 120 s still leaves two chances before a record expires.

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.app.node")
+log = logging.getLogger(__name__)
 
 DEFAULT_API_PORT = 9337
 DEFAULT_CONSOLE_PORT = 3131

@@ -36,7 +36,7 @@ from meshp2p.wire.model_id import ContentId
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.app.pipeline")
+log = logging.getLogger(__name__)
 
 REPLAN_CHECK_S = 1.0
 #: While no plan is possible (too few workers yet), look again this often.

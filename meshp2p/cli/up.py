@@ -27,6 +27,7 @@ from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOpti
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.inference.processes import stop_leftovers
 from meshp2p.mesh.discovery import rank
+from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
 from meshp2p.p2p.identity_store import load_or_create_identity, load_or_create_mesh_secret
 from meshp2p.p2p.overlay import OverlayConfig
@@ -34,9 +35,7 @@ from meshp2p.wire.errors import WireError
 from meshp2p.wire.mesh_id import named_mesh_id, normalise_mesh_name, private_mesh_id
 from meshp2p.wire.token import decode_token
 
-log = logging.getLogger("meshp2p.up")
-#: Model files take this much more memory than their size once loaded (KV cache, buffers).
-MEMORY_OVERHEAD = 1.1
+log = logging.getLogger(__name__)
 _REFRESH_S = 0.1
 
 
@@ -181,7 +180,7 @@ def gpu_layers(models: tuple[ModelSpec, ...], max_vram_gb: float | None) -> int 
     """0 (CPU only) when the models would not fit the VRAM cap; None leaves llama.cpp's default placement."""
     if max_vram_gb is None:
         return None
-    needed = sum(m.size_bytes for m in models) * MEMORY_OVERHEAD
+    needed = sum(m.size_bytes for m in models) * FIT_HEADROOM
     return None if needed <= max_vram_gb * 1e9 and max_vram_gb > 0 else 0
 
 

@@ -28,7 +28,7 @@ from meshp2p.wire.model_id import ContentId, ContentIdHasher, parse_content_id
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.inference.content_id")
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 CACHE_NAME = "content-ids.json"

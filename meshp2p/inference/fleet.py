@@ -21,7 +21,7 @@ from meshp2p.inference.models import ModelSpec
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.inference.fleet")
+log = logging.getLogger(__name__)
 
 
 class ServerFleet:

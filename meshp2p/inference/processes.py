@@ -34,7 +34,7 @@ import trio
 
 from meshp2p.home import children_file
 
-log = logging.getLogger("meshp2p.processes")
+log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1

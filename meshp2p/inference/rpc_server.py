@@ -44,7 +44,7 @@ LOG_NAME = "ggml-rpc-server.log"
 LLAMA_CACHE_ENV = "LLAMA_CACHE"
 
 
-log = logging.getLogger("meshp2p.inference.rpc_server")
+log = logging.getLogger(__name__)
 
 #: The option added by vendor/llama.cpp/patches/0001-rpc-local-gguf.patch; a stock ggml-rpc-server exits on it.
 GGUF_OPTION = "--gguf"

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from meshp2p.errors import MeshP2PError
 
-log = logging.getLogger("meshp2p.mcp")
+log = logging.getLogger(__name__)
 
 #: Newest first; we answer with the client's version when we know it, else our newest.
 PROTOCOL_VERSIONS = ("2025-06-18", "2025-03-26", "2024-11-05")

@@ -16,7 +16,7 @@ started again elsewhere, and its replica already shares the load.
 
 Who may take it: a node whose role is "standby" or "host" (clients, workers of a pipeline and bootstrap nodes
 never promote), that has the model on disk (`available`), does not serve or load it yet, is not loading anything
-else, and has free_mb >= PROMOTION_HEADROOM x the model's size (an unknown size does not disqualify). A node that
+else, and has free_mb >= FIT_HEADROOM x the model's size (an unknown size does not disqualify). A node that
 failed to load a model should drop it from `available` for a while, so the ranking moves past it.
 
 Stampede avoidance: the eligible candidates for a model are ranked by a key every node computes alike:
@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.mesh.view import MeshView
 
 HOT_MIN_REQ_PER_MIN = 10.0
@@ -58,8 +59,6 @@ HOT_IMBALANCE = 3.0
 PROMOTION_GRACE_S = 5.0
 #: A model whose last server left longer ago than this is no longer orphaned (only wanted, if it has demand).
 ORPHAN_MEMORY_S = 300.0
-#: Free memory needed to load a model, as a multiple of its file size (KV cache and compute buffers).
-PROMOTION_HEADROOM = 1.1
 FREE_MB_RANK_STEP_MB = 1024
 PROMOTING_ROLES = ("standby", "host")
 #: Roles whose `loaded` models count as served (a client or bootstrap node serves nothing).
@@ -173,7 +172,7 @@ def is_eligible(node: NodeInfo, model_id: str, model_sizes_mb: Mapping[str, int]
     if model_id not in node.available or model_id in node.loaded:
         return False
     size_mb = model_sizes_mb.get(model_id)
-    return size_mb is None or node.free_mb >= PROMOTION_HEADROOM * size_mb
+    return size_mb is None or node.free_mb >= FIT_HEADROOM * size_mb
 
 
 def _tiebreak(peer_id: str, model_id: str) -> int:

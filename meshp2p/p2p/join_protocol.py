@@ -28,7 +28,7 @@ from meshp2p.wire.errors import WireError
 from meshp2p.wire.gossip import TOPIC_NAMES, topic_name
 from meshp2p.wire.join import JOIN_PROTOCOL_ID, FrameReader, JoinDialer, JoinListener, frame, rejection
 
-log = logging.getLogger("meshp2p.p2p.join")
+log = logging.getLogger(__name__)
 
 JOIN_PROTOCOL = TProtocol(JOIN_PROTOCOL_ID)
 JOIN_TIMEOUT_S = 10.0

@@ -32,7 +32,7 @@ from meshp2p.wire.listing import (
 )
 from meshp2p.wire.records import decode_record, mesh_key, node_key, select_record
 
-log = logging.getLogger("meshp2p.p2p.listing")
+log = logging.getLogger(__name__)
 
 LISTING_PROTOCOL = TProtocol(LISTING_PROTOCOL_ID)
 #: One exchange as the asker sees it, dial included (Overlay bounds the dial itself by LOOKUP_DIAL_TIMEOUT_S).

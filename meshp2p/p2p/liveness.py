@@ -31,7 +31,7 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
-log = logging.getLogger("meshp2p.p2p.liveness")
+log = logging.getLogger(__name__)
 
 #: Idle seconds before the first keepalive probe, seconds between probes, unanswered probes before giving up.
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 2, 1, 3

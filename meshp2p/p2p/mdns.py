@@ -31,7 +31,7 @@ from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.p2p.mdns")
+log = logging.getLogger(__name__)
 
 #: The service type is `_p2p-<this>._udp.local.`: only meshp2p nodes answer and are dialed.
 MDNS_NETWORK_NAME = "meshp2p"

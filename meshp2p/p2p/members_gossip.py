@@ -30,7 +30,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.utils import safe_bytes_from_hex
 
-log = logging.getLogger("meshp2p.p2p.gossip")
+log = logging.getLogger(__name__)
 
 #: Random `seqno` per message: py-libp2p's message id is `from ‖ seqno`, and `from` is empty.
 SEQNO_BYTES = 8

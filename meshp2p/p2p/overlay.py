@@ -93,7 +93,7 @@ from meshp2p.wire.records import decode_record, select_record
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.p2p")
+log = logging.getLogger(__name__)
 
 GOSSIP_HEARTBEAT_S = 1
 #: Gossipsub mesh degree: a member grafts up to GOSSIP_DEGREE peers when it has fewer than GOSSIP_DEGREE_LOW and

@@ -44,7 +44,7 @@ from multiaddr import Multiaddr
 if TYPE_CHECKING:
     from libp2p.abc import IHost
 
-log = logging.getLogger("meshp2p.p2p.providers")
+log = logging.getLogger(__name__)
 
 #: Queries in flight at most (Kademlia's alpha; py-libp2p uses 10, which only helps a walk that asks everyone).
 LOOKUP_ALPHA = 3

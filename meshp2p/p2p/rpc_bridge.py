@@ -46,7 +46,7 @@ from meshp2p.wire.rpc_tunnel import (
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-log = logging.getLogger("meshp2p.p2p.rpc_bridge")
+log = logging.getLogger(__name__)
 
 RPC_PROTOCOL = TProtocol(RPC_PROTOCOL_ID)
 #: Large reads: model load pushes hundreds of MB through set_tensor; per-read overhead is what costs in Python.

@@ -21,7 +21,7 @@ from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
 
-log = logging.getLogger("meshp2p.p2p.rtt")
+log = logging.getLogger(__name__)
 
 PING_PROTOCOL = TProtocol("/meshp2p/ping/1.0.0")
 PING_BYTES = 32

@@ -27,7 +27,7 @@ from meshp2p.wire.errors import WireError
 from meshp2p.wire.framing import SingleFrameReader, frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES
 
-log = logging.getLogger("meshp2p.p2p.status_push")
+log = logging.getLogger(__name__)
 
 STATUS_PUSH_PROTOCOL = TProtocol("/meshp2p/status/1.0.0")
 #: Opening the stream, writing (or reading) one frame: a peer that stalls longer is dropped.

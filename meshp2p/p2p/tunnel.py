@@ -36,7 +36,7 @@ from meshp2p.wire.tunnel import (
     TunnelServerConnection,
 )
 
-log = logging.getLogger("meshp2p.p2p.tunnel")
+log = logging.getLogger(__name__)
 
 TUNNEL_PROTOCOL = TProtocol(TUNNEL_PROTOCOL_ID)
 READ_BYTES = 1024 * 1024
