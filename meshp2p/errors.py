@@ -86,9 +86,10 @@ class PortInUse(MeshP2PError):
 
 
 class PostRefused(MeshP2PError):
-    """The node will not post what it was asked to (empty, too long, over its rate); `status` is the HTTP status
-    the console answers with."""
+    """The blackboard will not do what it was asked; `reason` says why: `empty`, `too_long`, `bad_tags`,
+    `rate_limited` (posting), `not_found`, `ambiguous` (finding a post by id prefix). api/errors.py gives each
+    its HTTP status."""
 
-    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
-        self.status = status
+        self.reason = reason

@@ -8,7 +8,7 @@
 
 Every blackboard endpoint answers this machine only: a private mesh's posts are its members' business, and a
 post is signed with this node's key, so `--listen-all` must not let another machine read or post as this node.
-Errors are JSON `{"error": {"message", "hint"}}` with the HTTP status that fits.
+Errors are the API's one shape (api/errors.py), with the HTTP status that fits.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from meshp2p.api.errors import INVALID_REQUEST, PERMISSION, UNAVAILABLE, ApiError
 from meshp2p.api.responses import json_response
 from meshp2p.blackboard.search import DEFAULT_LIMIT
 from meshp2p.blackboard.since import parse_since
-from meshp2p.errors import ConfigError, PostRefused
+from meshp2p.errors import ConfigError
 from meshp2p.wire.blackboard import Post
 
 MAX_LIMIT = 500
@@ -62,15 +63,9 @@ def post_json(post: Post) -> dict[str, Any]:
     }
 
 
-class _BadRequest(Exception):
-    def __init__(self, message: str, hint: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.hint, self.status = message, hint, status
-
-
-
-def _error(message: str, status: int, hint: str | None = None) -> Response:
-    return json_response({"error": {"message": message, "hint": hint}}, status)
+def _refused(message: str, hint: str | None = None, status: int = 400) -> ApiError:
+    kind = {403: PERMISSION, 503: UNAVAILABLE}.get(status, INVALID_REQUEST)
+    return ApiError(status, message, type=kind, hint=hint)
 
 
 def _filters() -> dict[str, Any]:
@@ -79,30 +74,26 @@ def _filters() -> dict[str, Any]:
     try:
         limit = int(args.get("limit", DEFAULT_LIMIT))
     except ValueError:
-        raise _BadRequest(f"limit={args.get('limit')!r} is not a number", f"use 1..{MAX_LIMIT}") from None
+        raise _refused(f"limit={args.get('limit')!r} is not a number", f"use 1..{MAX_LIMIT}") from None
     if not 1 <= limit <= MAX_LIMIT:
-        raise _BadRequest(f"limit={limit} is out of range", f"use 1..{MAX_LIMIT}")
+        raise _refused(f"limit={limit} is out of range", f"use 1..{MAX_LIMIT}")
     since = args.get("since")
     try:
         since_ms = None if not since else parse_since(since, now=time.time())
     except ConfigError as exc:
-        raise _BadRequest(exc.message, exc.hint) from None
+        raise _refused(exc.message, exc.hint) from None
     return {"limit": limit, "since_ms": since_ms, "author": args.get("from") or None, "tag": args.get("tag") or None}
 
 
 def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_only: Any) -> None:
     """Register the routes; `board` is None on a node without a mesh (`--solo`), which then answers 503."""
 
-    @app.errorhandler(_BadRequest)
-    async def bad_request(exc: _BadRequest) -> Response:
-        return _error(exc.message, exc.status, exc.hint)
-
     def ready() -> Blackboard:
         if not local_only():
-            raise _BadRequest("the blackboard answers only this machine", status=403,
+            raise _refused("the blackboard answers only this machine", status=403,
                               hint="run the command on the node's machine (or through ssh)")
         if board is None:
-            raise _BadRequest("this node runs without a mesh (--solo), so it has no blackboard", status=503,
+            raise _refused("this node runs without a mesh (--solo), so it has no blackboard", status=503,
                               hint="start it without --solo")
         return board
 
@@ -120,7 +111,7 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
         board = ready()
         query = request.args.get("q", "")
         if not query.strip():
-            raise _BadRequest("search needs a query (q=...)", "for the newest posts, use /api/blackboard/feed")
+            raise _refused("search needs a query (q=...)", "for the newest posts, use /api/blackboard/feed")
         posts = await board.search(query, **_filters())
         return json_response({"query": query, "posts": [post_json(p) for p in posts]})
 
@@ -129,23 +120,20 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
         board = ready()
         body = await request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
-            raise _BadRequest("the request body must be a JSON object", 'send {"text": "..."}')
+            raise _refused("the request body must be a JSON object", 'send {"text": "..."}')
         text, name, tags = body.get("text"), body.get("name"), body.get("tags", [])
         reply_to, scrub = body.get("reply_to"), body.get("scrub")
         if not isinstance(text, str):
-            raise _BadRequest("'text' must be a string", 'send {"text": "..."}')
+            raise _refused("'text' must be a string", 'send {"text": "..."}')
         if name is not None and not isinstance(name, str):
-            raise _BadRequest("'name' must be a string")
+            raise _refused("'name' must be a string")
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise _BadRequest("'tags' must be a list of strings")
+            raise _refused("'tags' must be a list of strings")
         if reply_to is not None and not isinstance(reply_to, str):
-            raise _BadRequest("'reply_to' must be a post id (hex)")
+            raise _refused("'reply_to' must be a post id (hex)")
         if scrub is not None and not isinstance(scrub, bool):
-            raise _BadRequest("'scrub' must be true or false")
-        try:
-            made, redacted = await board.post(text, name=name, tags=tags, thread=reply_to, scrub=scrub)
-        except PostRefused as exc:
-            return _error(exc.message, exc.status, exc.hint)
+            raise _refused("'scrub' must be true or false")
+        made, redacted = await board.post(text, name=name, tags=tags, thread=reply_to, scrub=scrub)
         return json_response({"post": post_json(made), "redacted": redacted}, 201)
 
     @app.get("/api/blackboard/watch")
@@ -155,7 +143,7 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
         try:
             since_ms = None if not since else parse_since(since, now=time.time())
         except ConfigError as exc:
-            raise _BadRequest(exc.message, exc.hint) from None
+            raise _refused(exc.message, exc.hint) from None
 
         async def events() -> AsyncIterator[bytes]:
             with board.watch() as new_posts:

@@ -15,7 +15,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from meshp2p.api.blackboard_routes import Blackboard, add_blackboard_routes
-from meshp2p.api.responses import json_response
+from meshp2p.api.errors import NOT_FOUND, PERMISSION, ApiError
+from meshp2p.api.responses import answer_errors, json_response
 
 
 def _from_this_machine() -> bool:
@@ -28,6 +29,7 @@ def _from_this_machine() -> bool:
 def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str], Awaitable[bool]],
                        blackboard: Blackboard | None = None) -> QuartTrio:
     app = QuartTrio("meshp2p.api.console")
+    answer_errors(app)
     add_blackboard_routes(app, blackboard, local_only=_from_this_machine)
 
     @app.get("/api/status")
@@ -37,9 +39,11 @@ def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str
     @app.post("/api/models/<path:model_id>/drop")
     async def drop_model(model_id: str) -> Response:
         if not _from_this_machine():
-            return json_response({"error": {"message": "only this machine may change the node"}}, 403)
+            raise ApiError(403, "only this machine may change the node", type=PERMISSION,
+                           hint="run `meshp2p drop` on the node's machine (or through ssh)")
         if not await drop(model_id):
-            return json_response({"error": {"message": f"this node does not serve '{model_id}'"}}, 404)
+            raise ApiError(404, f"this node does not serve '{model_id}'", type=NOT_FOUND, code="model_not_found",
+                           hint="`meshp2p status` lists what it serves")
         return json_response({"dropped": model_id})
 
     return app

@@ -1,7 +1,8 @@
-"""OpenAI-shaped error responses: `{"error": {"message", "type", "param", "code"}}`.
+"""OpenAI-shaped error responses: `{"error": {"message", "type", "param", "code", "hint"}}`, on both ports.
 
 Clients (the official SDKs, agents) branch on the status and on `error.type`/`error.code`, so every
-error the API returns, ours or a backend's, has this shape. `api_error` is the one table from the error tree
+error the API and the console return, ours or a backend's, has this shape; `hint` (OpenAI's clients ignore it)
+is the next thing a person can do, which `meshp2p` commands print. `api_error` is the one table from the error tree
 (meshp2p/errors.py) to status, type and code:
 
 | error | status | type | code |
@@ -9,6 +10,7 @@ error the API returns, ours or a backend's, has this shape. `api_error` is the o
 | `BackendUnavailable` | 503 + `Retry-After` | `service_unavailable_error` | its code (`model_unavailable`) |
 | any other `BackendError` (a `BackendBroke` before a stream was handed on) | 502 | `server_error` | `backend_failed` |
 | `UnsupportedRequest` | 400 | `invalid_request_error` | its code, `param` set |
+| `PostRefused` | 404 `not_found`, 413 `too_long`, 429 `rate_limited`, else 400 | `invalid_request_error` | reason |
 | any other `MeshP2PError` | 500 | `server_error` | `internal_error` |
 
 A stream that breaks after it was handed on ends with `sse_error_event` instead (the status is long sent).
@@ -20,12 +22,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from meshp2p.errors import BackendError, BackendUnavailable, MeshP2PError, UnsupportedRequest
+from meshp2p.errors import BackendError, BackendUnavailable, MeshP2PError, PostRefused, UnsupportedRequest
 
 INVALID_REQUEST = "invalid_request_error"
 NOT_FOUND = "not_found_error"
 SERVER_ERROR = "server_error"
 UNAVAILABLE = "service_unavailable_error"
+PERMISSION = "permission_error"
+
+#: The console's answer to a refused blackboard action, by PostRefused.reason (any other reason: 400).
+POST_REFUSED_STATUS = {"not_found": 404, "too_long": 413, "rate_limited": 429}
 
 
 class ApiError(MeshP2PError):
@@ -40,8 +46,9 @@ class ApiError(MeshP2PError):
         code: str | None = None,
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, hint=hint)
         self.status = status
         self.message = message
         self.type = type
@@ -50,11 +57,12 @@ class ApiError(MeshP2PError):
         self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, type=self.type, code=self.code, param=self.param)
+        return error_body(self.message, type=self.type, code=self.code, param=self.param, hint=self.hint)
 
 
-def error_body(message: str, *, type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+def error_body(message: str, *, type: str, code: str | None = None, param: str | None = None,
+               hint: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code, "hint": hint}}
 
 
 def sse_error_event(message: str, *, code: str) -> bytes:
@@ -69,12 +77,17 @@ def api_error(exc: MeshP2PError) -> ApiError:
         return exc
     if isinstance(exc, BackendUnavailable):
         retry = exc.retry_after_s or 1
-        return ApiError(503, exc.message, type=UNAVAILABLE, code=exc.code, headers={"Retry-After": str(retry)})
+        return ApiError(503, exc.message, type=UNAVAILABLE, code=exc.code, headers={"Retry-After": str(retry)},
+                        hint=exc.hint)
     if isinstance(exc, BackendError):
-        return ApiError(502, exc.message, type=SERVER_ERROR, code=exc.code)
+        return ApiError(502, exc.message, type=SERVER_ERROR, code=exc.code, hint=exc.hint)
     if isinstance(exc, UnsupportedRequest):
-        return ApiError(400, exc.message, param=exc.param, code=exc.code)
-    return ApiError(500, exc.message, type=SERVER_ERROR, code="internal_error")
+        return ApiError(400, exc.message, param=exc.param, code=exc.code, hint=exc.hint)
+    if isinstance(exc, PostRefused):
+        status = POST_REFUSED_STATUS.get(exc.reason, 400)
+        return ApiError(status, exc.message, type=NOT_FOUND if status == 404 else INVALID_REQUEST, code=exc.reason,
+                        hint=exc.hint)
+    return ApiError(500, exc.message, type=SERVER_ERROR, code="internal_error", hint=exc.hint)
 
 
 def render(exc: MeshP2PError) -> tuple[int, bytes]:

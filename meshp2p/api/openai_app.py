@@ -8,22 +8,16 @@ from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
 
 from meshp2p.api.errors import (
-    INVALID_REQUEST,
-    NOT_FOUND,
-    SERVER_ERROR,
-    api_error,
-    error_body,
     sse_error_event,
 )
-from meshp2p.api.responses import json_response
+from meshp2p.api.responses import answer_errors, json_response
 from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.validation import parse_request_body, validate_openai_request
 from meshp2p.backends import failover
 from meshp2p.backends.base import BackendRequest, Reply, when_done
-from meshp2p.errors import BackendError, MeshP2PError
+from meshp2p.errors import BackendError
 from meshp2p.wire.tunnel import MAX_REQUEST_BODY
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big. The same
@@ -40,21 +34,7 @@ def create_openai_app(router: Router) -> QuartTrio:
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=120)
     created = int(time.time())
 
-    @app.errorhandler(MeshP2PError)
-    async def mesh_error(exc: MeshP2PError) -> Response:
-        error = api_error(exc)
-        return json_response(error.body(), error.status, error.headers)
-
-    @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        kind = NOT_FOUND if status == 404 else INVALID_REQUEST if status < 500 else SERVER_ERROR
-        message = {
-            404: f"no such endpoint: {request.method} {request.path}",
-            405: f"{request.method} is not allowed on {request.path}",
-            413: f"request body is larger than the {MAX_REQUEST_BYTES // (1024 * 1024)} MiB limit",
-        }.get(status, exc.description or exc.name)
-        return json_response(error_body(message, type=kind, code=exc.name.lower().replace(" ", "_")), status)
+    answer_errors(app, max_request_bytes=MAX_REQUEST_BYTES)
 
     @app.get("/v1/models")
     async def list_models() -> Response:

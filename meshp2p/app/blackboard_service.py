@@ -112,23 +112,24 @@ class BlackboardService:
         if self.config.scrub if scrub is None else scrub:
             text, redacted = scrub_text(text)
         if not text.strip():
-            raise PostRefused("the post has no text", status=400, hint="write something to post")
+            raise PostRefused("the post has no text", reason="empty", hint="write something to post")
         size = len(text.encode("utf-8"))
         if size > self.limits.max_text_bytes:
-            raise PostRefused(f"the post is {size} bytes; this mesh takes {self.limits.max_text_bytes}", status=413,
-                              hint="shorten it, or split it into a thread (reply to the first part)")
+            raise PostRefused(f"the post is {size} bytes; this mesh takes {self.limits.max_text_bytes}",
+                              reason="too_long", hint="shorten it, or split it into a thread (reply to the first part)")
         thread_id = None if thread is None else await self._resolve_thread(thread)
         now = self.clock()
         try:
             raw = encode_post(self.overlay.identity, text=text, now=now, name=name or None,
                               tags=sorted({normalize_tag(t) for t in tags if t.strip()}), thread=thread_id)
         except WireError as exc:
-            raise PostRefused(exc.message, status=400, hint="tags are 1-32 of a-z 0-9 _ - (at most 8); "
+            raise PostRefused(exc.message, reason="bad_tags", hint="tags are 1-32 of a-z 0-9 _ - (at most 8); "
                               "a name is 1-64 characters") from None
         post = decode_post(raw, now=now, ttl_s=self.limits.ttl_s)
         reason = self.gate.admit(post, now=now)
         if reason == "over_rate":
-            raise PostRefused(f"this node posts at most {self.limits.rate_per_min} times a minute", status=429,
+            raise PostRefused(f"this node posts at most {self.limits.rate_per_min} times a minute",
+                              reason="rate_limited",
                               hint="wait a little; every member refuses posts over the mesh's rate")
         if reason is None:  # "replay": the same post made twice in one millisecond, already stored and sent
             await self._store(post, raw)
@@ -353,9 +354,9 @@ class BlackboardService:
         if len(matches) == 1:
             return matches[0].id
         if not matches:
-            raise PostRefused(f"no post with an id starting {ref!r} on this blackboard", status=404,
+            raise PostRefused(f"no post with an id starting {ref!r} on this blackboard", reason="not_found",
                               hint="use an id from `meshp2p blackboard read`")
-        raise PostRefused(f"{len(matches)} posts have ids starting {ref!r}", status=400,
+        raise PostRefused(f"{len(matches)} posts have ids starting {ref!r}", reason="ambiguous",
                           hint="give more digits of the id")
 
 
