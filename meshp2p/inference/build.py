@@ -23,8 +23,9 @@ _TAIL_LINES = 40
 
 
 def recipe_dir() -> Path:
-    """vendor/llama.cpp of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[2] / "vendor" / "llama.cpp"
+    """The llama.cpp pin, recipe and patches: `meshp2p/_llama_cpp/`, package data in an installed wheel and a link
+    to `vendor/llama.cpp/` in a source checkout (setup.cfg ships it)."""
+    return Path(__file__).resolve().parents[1] / "_llama_cpp"
 
 
 def build_llama_cpp(
@@ -37,7 +38,7 @@ def build_llama_cpp(
     if not script.is_file():
         raise BuildFailed(
             f"the llama.cpp build recipe is not at {script}",
-            hint="install meshp2p from a source checkout (pip install -e .), which carries vendor/llama.cpp/",
+            hint="reinstall meshp2p (`pip install --force-reinstall meshp2p`): the recipe ships with the package",
         )
     cmd = ["bash", str(script), "--backend", backend, "--jobs", str(jobs or os.cpu_count() or 2)]
     if native:
