@@ -15,11 +15,10 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
 - Every HEAL_SPLIT_S the leader looks the listing up again: two nodes that created the same named mesh at the
   same moment find each other and merge. One lookup per part of a split mesh is enough (the other members
   follow through the connections they then keep to every member), so the others do not spend DHT walks on it.
-- Idle cost: each gossip message costs every member CPU, so status goes out when it changes (checked every
-  second; repeated in case gossip lost it only at start and while the node is young, YOUNG_S) plus a keepalive
-  every STATUS_INTERVAL_S; demand only while there is some (then a few empty reports so it fades at once, not
-  after DEMAND_TTL_S). A member that appears gets our status straight, not through gossip (p2p/status_push.py
-  says why).
+- Idle cost: each gossip message costs every member CPU, so status goes out when it changes, repeated only
+  while the node is young, plus a rare keepalive; demand only while there is some (mesh/cadence.py has the
+  rules and their timings). A member that appears gets our status straight, not through gossip
+  (p2p/status_push.py says why).
 - Departures are seen on connections, not in gossip silence: every member keeps a connection to every member
   of its view; when the last one to a member closes and a redial within REDIAL_TIMEOUT_S fails, the member
   leaves the view at once (mesh/view.py has the whole rule, p2p/liveness.py the kernel's side).
@@ -40,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from meshp2p import __version__
+from meshp2p.mesh.cadence import DemandCadence, StatusCadence
 from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand_to_body
-from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, STATUS_INTERVAL_S, MeshView
+from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.listing_protocol import ListingServer
@@ -88,22 +88,9 @@ LISTING_REFRESH_S = 5.0
 #: How often the listing is looked up to find members we are not connected to (a DHT lookup each time).
 HEAL_SPLIT_S = 30.0
 _DECODED_CACHE_MAX = 1024
-#: How often our own status is checked for a change worth sending before the next keepalive.
-STATUS_CHECK_S = 1.0
-DEMAND_INTERVAL_S = 5.0
-#: An empty demand report is sent this many times after our demand ends (one may be lost), then no more.
-DEMAND_EMPTY_REPEATS = 2
 RTT_INTERVAL_S = 30.0
 #: How soon a peer without a measured RTT is probed again (the planner needs one to use it as a worker).
 RTT_RETRY_S = 2.0
-#: A new status (at start, or changed while the node is young) is sent again after these gaps (seconds), in
-#: case gossip lost it.
-STATUS_REPEAT_GAPS_S = (1.0, 2.0, 4.0)
-#: How long after start changes are repeated too. Gossip loses messages while a node's gossip mesh forms (a peer
-#: whose subscription it has not heard of yet gets nothing); later, gossipsub's own repair (IHAVE/IWANT) covers
-#: it, and repeating every change would cost every member 4 copies per change (at 50 members on one 2-core
-#: machine, ~3 s of CPU per change instead of ~1 s: tools/bench/gossip_convergence.py).
-YOUNG_S = 30.0
 #: After a member's last connection closed: how long a redial may take before the member counts as gone.
 #: A closed process refuses at once; a vanished machine takes the whole time.
 REDIAL_TIMEOUT_S = 2.0
@@ -445,53 +432,31 @@ class MeshService:
         self._announce.set()
 
     async def _heartbeat(self) -> None:
-        """Our status: at start and whenever it changes (rtt_ms and load aside: they drift) or `announce_now`
-        is called, repeated after STATUS_REPEAT_GAPS_S at start and for changes in the first YOUNG_S, and at
-        least every STATUS_INTERVAL_S, the keepalive that keeps us in views we have no connection in. (A member
-        that appears gets it straight, from `_push_status_to_newcomers`.)
-
-        The repeats are there because gossipsub may lose a message while the mesh forms (a peer whose
-        subscription we have not heard of yet gets nothing, and no later IHAVE offers it), and the next
-        keepalive, which used to repair that within seconds, is now STATUS_INTERVAL_S away."""
-        repeats_sent = 0
-        started_at = trio.current_time()
+        """Our status, as mesh/cadence.StatusCadence says: at start, on a change or `announce_now`, repeated while
+        young, and the keepalive. (A member that appears gets it straight, from `_push_status_to_newcomers`.)"""
+        cadence = StatusCadence(trio.current_time())
         while True:
             status = self.local_status()
             self.view.update(self.view.self_id, status, self.clock())
-            await self._publish(self.status_topic, "status", status_to_body(status))
-            sent_at, sent = trio.current_time(), _status_key(status)
-            interval = STATUS_REPEAT_GAPS_S[repeats_sent] if repeats_sent < len(STATUS_REPEAT_GAPS_S) \
-                else STATUS_INTERVAL_S
-            repeats_sent += 1
-            while trio.current_time() - sent_at < interval:
-                wait_s = min(STATUS_CHECK_S, interval - (trio.current_time() - sent_at))
-                with trio.move_on_after(wait_s):
-                    await self._announce.wait()
-                young = trio.current_time() - started_at < YOUNG_S
-                if self._announce.is_set():
-                    repeats_sent = 0 if young else len(STATUS_REPEAT_GAPS_S)
-                    break
-                current = self.local_status()
-                self.view.update(self.view.self_id, current, self.clock())
-                if _status_key(current) != sent:
-                    repeats_sent = 0 if young else len(STATUS_REPEAT_GAPS_S)
-                    break
-            self._announce = trio.Event()
+            cadence.observe(_status_key(status), trio.current_time())
+            if cadence.due(trio.current_time()):
+                await self._publish(self.status_topic, "status", status_to_body(status))
+                cadence.sent(_status_key(status), trio.current_time())
+            with trio.move_on_at(cadence.next_at(trio.current_time())):
+                await self._announce.wait()
+            if self._announce.is_set():
+                self._announce = trio.Event()
+                cadence.announce(trio.current_time())
 
     async def _gossip_demand(self) -> None:
-        """Our request rates every DEMAND_INTERVAL_S while we have some; once they end, an empty report
-        DEMAND_EMPTY_REPEATS times so peers drop ours at once, then silence (a lost one fades after
-        DEMAND_TTL_S anyway). A node that never had demand sends nothing."""
-        empty_left = 0
+        """Our request rates, as mesh/cadence.DemandCadence says."""
+        cadence = DemandCadence(trio.current_time())
         while True:
             rates = self.local_demand()
             self.demand.apply(self.view.self_id, rates, self.clock())
-            if rates:
-                empty_left = DEMAND_EMPTY_REPEATS
-            if rates or empty_left > 0:
-                empty_left -= 0 if rates else 1
+            if cadence.report(bool(rates), trio.current_time()):
                 await self._publish(self.demand_topic, DEMAND_TYPE, demand_to_body(rates))
-            await trio.sleep(DEMAND_INTERVAL_S)
+            await trio.sleep_until(cadence.next_at())
 
     async def _measure_rtts(self) -> None:
         """RTT to every peer of the view: new peers at once, known ones every RTT_INTERVAL_S, unmeasured ones (a

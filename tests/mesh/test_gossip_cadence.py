@@ -18,14 +18,13 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from meshp2p.app.mesh_service import (
+from meshp2p.app.mesh_service import MeshService, MeshSettings
+from meshp2p.mesh.cadence import (
     DEMAND_EMPTY_REPEATS,
     DEMAND_INTERVAL_S,
     STATUS_CHECK_S,
     STATUS_REPEAT_GAPS_S,
     YOUNG_S,
-    MeshService,
-    MeshSettings,
 )
 from meshp2p.mesh.view import PEER_TIMEOUT_S, STATUS_INTERVAL_S
 from meshp2p.p2p.overlay import RejectCounter

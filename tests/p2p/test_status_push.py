@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from libp2p.peer.id import ID
 
-from meshp2p.app import mesh_service
 from meshp2p.app.mesh_service import MeshSettings
+from meshp2p.mesh import cadence
 from meshp2p.mesh.view import STATUS_INTERVAL_S
 from meshp2p.p2p.status_push import STATUS_PUSH_PROTOCOL
 from meshp2p.wire.framing import frame_bytes
@@ -29,7 +29,7 @@ def settings_for(name: str, nodes: list[Node]) -> MeshSettings:
 async def test_a_late_joiner_learns_every_status_without_a_broadcast(monkeypatch: pytest.MonkeyPatch):
     # A young node repeats its status 1, 3 and 7 s after it starts (gossipsub may lose one while the mesh forms):
     # those repeats would land in the count below as if they were for the newcomer, so this test turns them off.
-    monkeypatch.setattr(mesh_service, "STATUS_REPEAT_GAPS_S", ())
+    monkeypatch.setattr(cadence, "STATUS_REPEAT_GAPS_S", ())
     name = f"push-{os.urandom(4).hex()}"
     async with network() as net:
         nodes: list[Node] = []

@@ -43,7 +43,7 @@ members, 100-130 s for 30 more); `--sizes 20` takes ~1 min.
 
 Background (--background): N nodes share two cores, so background work that each node of a real mesh does on
 its own machine lands here N times over. `quiet` (default) stretches, to an hour, the module constants that
-pace it, in every worker: meshp2p.app.mesh_service STATUS_INTERVAL_S (status is then sent once at start and on
+pace it, in every worker: meshp2p.mesh.view STATUS_INTERVAL_S (status is then sent once at start and on
 `announce_now`, which the trials and the roll call use), DEMAND_INTERVAL_S, RTT_INTERVAL_S (every member pings
 every other: N^2 pings), LISTING_REFRESH_S and HEAL_SPLIT_S (every member's listing lookup, ~30 KAD RPCs each),
 meshp2p.mesh.view PEER_TIMEOUT_S (without keepalives every view would drop every member after it) and
@@ -99,9 +99,9 @@ TARGET_P99_S = 1.0
 QUIET_S = 3600.0
 #: Module constants pacing background work, stretched to QUIET_S by `--background quiet` (see the docstring).
 QUIET_KNOBS = {
-    "meshp2p.app.mesh_service": ("STATUS_INTERVAL_S", "DEMAND_INTERVAL_S", "RTT_INTERVAL_S", "LISTING_REFRESH_S",
-                             "HEAL_SPLIT_S"),
-    "meshp2p.mesh.view": ("PEER_TIMEOUT_S",),
+    "meshp2p.app.mesh_service": ("RTT_INTERVAL_S", "LISTING_REFRESH_S", "HEAL_SPLIT_S"),
+    "meshp2p.mesh.cadence": ("DEMAND_INTERVAL_S",),
+    "meshp2p.mesh.view": ("STATUS_INTERVAL_S", "PEER_TIMEOUT_S"),
     "meshp2p.p2p.overlay": ("DHT_REFRESH_S",),
 }
 JOIN_TIMEOUT_S = 60.0
