@@ -11,7 +11,7 @@ App-layer wiring: it joins the overlay (p2p/), the wire formats (wire/) and the 
   joiner whose view does not hold the members yet never does: only the creator, or a node that could join none of
   the listed addresses, writes from a view of one); every node
   publishes its own node record and provider records (`meshes`, `region:R`, `model:M`) so `discover`
-  needs only a few lookups. Records live RECORD_TTL_S and are republished well before.
+  needs only a few lookups. Records live RECORD_TTL_S and are republished well before (mesh/records.py).
 - Every HEAL_SPLIT_S the leader looks the listing up again: two nodes that created the same named mesh at the
   same moment find each other and merge. One lookup per part of a split mesh is enough (the other members
   follow through the connections they then keep to every member), so the others do not spend DHT walks on it.
@@ -41,6 +41,8 @@ import trio
 from meshp2p import __version__
 from meshp2p.mesh.cadence import DemandCadence, StatusCadence
 from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand_to_body
+from meshp2p.mesh.liveness import RedialSchedule
+from meshp2p.mesh.records import RECORD_TTL_S, RecordSchedule
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.join_protocol import Membership
@@ -80,13 +82,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECORD_TTL_S = 300
-#: Each republish is a few DHT walks (~20 KAD RPCs each); 120 s still leaves two chances before a record expires.
-REPUBLISH_S = 120.0
-#: How often the leader checks whether what the listing says changed (cheap: no I/O unless it did).
-LISTING_REFRESH_S = 5.0
-#: How often the listing is looked up to find members we are not connected to (a DHT lookup each time).
-HEAL_SPLIT_S = 30.0
 _DECODED_CACHE_MAX = 1024
 RTT_INTERVAL_S = 30.0
 #: How soon a peer without a measured RTT is probed again (the planner needs one to use it as a worker).
@@ -94,9 +89,6 @@ RTT_RETRY_S = 2.0
 #: After a member's last connection closed: how long a redial may take before the member counts as gone.
 #: A closed process refuses at once; a vanished machine takes the whole time.
 REDIAL_TIMEOUT_S = 2.0
-#: How often members we hold no connection to are dialed; a failing one is retried with backoff up to the max.
-CONNECT_CHECK_S = 2.0
-CONNECT_BACKOFF_MAX_S = 60.0
 #: Addresses tried at once in a redial (a status lists up to 16).
 MAX_REDIAL_ADDRS = 8
 #: Connection losses waiting to be looked at; more at once (a whole LAN gone) fall back to status expiry.
@@ -179,6 +171,7 @@ class MeshService:
         self._decoded: dict[bytes, tuple[GossipMessage, object]] = {}
         self._published_listing: MeshListing | None = None
         self._listing_published_at = 0.0
+        self._records = RecordSchedule(clock(), listed=settings.listed, named=settings.name is not None)
         self.created = False
         #: Write the listing from a view of one: we created the mesh, or could join none of its listed addresses.
         self._list_alone = False
@@ -540,25 +533,23 @@ class MeshService:
         left on a lost connection for a while: dial those we are not connected to, with backoff while they
         fail. A member that left on a lost connection and came back in a late status message leaves again if
         it cannot be dialed."""
-        retry: dict[str, tuple[float, float]] = {}  # peer -> (next try, current backoff), trio clock
+        schedule = RedialSchedule(trio.current_time())
 
         async def dial(peer_id: str) -> None:
             if await self._redial(peer_id, DIAL_TIMEOUT_S):
-                retry.pop(peer_id, None)
+                schedule.reached(peer_id)
                 return
             if peer_id in self._lost and self.view.remove(peer_id):
                 log.info("peer %s left the mesh view again (gone, but a late status named it)", peer_id)
-            backoff = min(2 * retry.get(peer_id, (0.0, CONNECT_CHECK_S / 2))[1], CONNECT_BACKOFF_MAX_S)
-            retry[peer_id] = (trio.current_time() + backoff, backoff)
+            schedule.failed(peer_id, trio.current_time())
+
+        def connected(peer_id: str) -> bool:
+            return self.overlay.is_connected(PeerID.from_base58(peer_id))
 
         while True:
-            await trio.sleep(CONNECT_CHECK_S)
-            now = trio.current_time()
-            wanted = set(self.view.peers) | set(self._lost)
-            for peer_id in set(retry) - wanted:
-                del retry[peer_id]
-            due = [p for p in wanted if p != self.view.self_id and retry.get(p, (0.0, 0.0))[0] <= now
-                   and not self.overlay.is_connected(PeerID.from_base58(p))]
+            await trio.sleep_until(schedule.next_at())
+            wanted = (set(self.view.peers) | set(self._lost)) - {self.view.self_id}
+            due = schedule.due(wanted, connected, trio.current_time())
             async with trio.open_nursery() as nursery:
                 for peer_id in due:
                     nursery.start_soon(dial, peer_id)
@@ -580,22 +571,19 @@ class MeshService:
     # -- DHT records --------------------------------------------------------------------------------------
 
     async def _keep_records(self) -> None:
-        """Node record and provider records every REPUBLISH_S; the listing whenever it changes (leader only);
-        a look for split meshes every HEAL_SPLIT_S (leader only)."""
-        last_full = -REPUBLISH_S
-        last_heal = -HEAL_SPLIT_S
+        """Node and provider records, the listing (leader only) and the look for split meshes (leader of a named
+        mesh only), as mesh/records.RecordSchedule says."""
+        schedule = self._records
         while True:
             now = self.clock()
-            if self.settings.listed:
-                if now - last_full >= REPUBLISH_S:
-                    await self._publish_node_and_providers()
-                    last_full = now
+            work = schedule.due(now, leader=self.view.leader() == self.view.self_id)
+            if work.republish:
+                await self._publish_node_and_providers()
+            if work.check_listing:
                 await self._maybe_publish_listing(now)
-            if self.settings.name is not None and now - last_heal >= HEAL_SPLIT_S \
-                    and self.view.leader() == self.view.self_id:
+            if work.heal:
                 await self._heal_split()
-                last_heal = now
-            await trio.sleep(LISTING_REFRESH_S)
+            await trio.sleep(max(0.0, schedule.next_at() - self.clock()))
 
     async def _publish_node_and_providers(self) -> None:
         status = self.local_status()
@@ -616,7 +604,7 @@ class MeshService:
         if self.view.leader() != self.view.self_id or (len(self.view.peers) < 2 and not self._list_alone):
             return
         listing = self.listing()
-        stale = now - self._listing_published_at >= REPUBLISH_S
+        stale = self._records.listing_stale(self._listing_published_at, now)
         if listing == self._published_listing and not stale:
             return
         # A full mesh (clients >= max_clients) is still written, so the stale "room left" listing is replaced

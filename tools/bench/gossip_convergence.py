@@ -99,7 +99,8 @@ TARGET_P99_S = 1.0
 QUIET_S = 3600.0
 #: Module constants pacing background work, stretched to QUIET_S by `--background quiet` (see the docstring).
 QUIET_KNOBS = {
-    "meshp2p.app.mesh_service": ("RTT_INTERVAL_S", "LISTING_REFRESH_S", "HEAL_SPLIT_S"),
+    "meshp2p.app.mesh_service": ("RTT_INTERVAL_S",),
+    "meshp2p.mesh.records": ("LISTING_REFRESH_S", "HEAL_SPLIT_S"),
     "meshp2p.mesh.cadence": ("DEMAND_INTERVAL_S",),
     "meshp2p.mesh.view": ("STATUS_INTERVAL_S", "PEER_TIMEOUT_S"),
     "meshp2p.p2p.overlay": ("DHT_REFRESH_S",),
