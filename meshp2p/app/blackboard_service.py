@@ -36,6 +36,7 @@ from meshp2p.blackboard.store import BlackboardStore
 from meshp2p.errors import PostRefused
 from meshp2p.home import meshp2p_home
 from meshp2p.p2p import PeerID
+from meshp2p.p2p.gossip import GossipTopic
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.blackboard import (
     BLACKBOARD_TYPE,
@@ -49,7 +50,7 @@ from meshp2p.wire.blackboard import (
     post_to_body,
 )
 from meshp2p.wire.errors import WireError
-from meshp2p.wire.gossip import SequenceCounter, decode_gossip, encode_gossip, topic_name
+from meshp2p.wire.gossip import GossipMessage, SequenceCounter, topic_name
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -68,7 +69,6 @@ MAX_CONCURRENT_SYNCS = 2
 WATCH_BUFFER = 256
 #: Admitted gossip waiting to be stored; more means the receive loop is far behind (the excess is dropped, and
 #: comes back by sync).
-_ADMITTED_MAX = 1024
 #: Rejection counts are written to the store this often (not on each refusal: a flood must not cost writes).
 FLUSH_REJECTIONS_S = 5.0
 
@@ -99,8 +99,11 @@ class BlackboardService:
                               is_member=is_member)
         self._watchers: set[trio.MemorySendChannel[Post]] = set()
         self._unflushed: dict[str, int] = {}
-        #: Gossip admitted by the validator, by message bytes, until `_receive` stores it.
-        self._admitted: dict[bytes, tuple[Post, bytes]] = {}
+        #: The topic: a post is admitted in its validator (wire checks, then this node's policy), so one refused
+        #: is never relayed; it is stored when gossipsub delivers it (`_receive`).
+        self.gossip = GossipTopic(overlay, mesh_id=mesh_id, secret=secret or None, topic=self.topic,
+                                  parse=self._parse, admit=self._admit, reject=self._reject, sequence=sequence,
+                                  clock=clock)
 
     # -- what the console calls ---------------------------------------------------------------------
 
@@ -191,11 +194,11 @@ class BlackboardService:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.sync.install()
-        subscription = await self.overlay.subscribe(self.topic, self._validate)
+        await self.gossip.subscribe()
         await trio.to_thread.run_sync(self._prune)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive, subscription)
+                nursery.start_soon(self._receive)
                 nursery.start_soon(self._sync_peers)
                 nursery.start_soon(self._housekeeping)
                 task_status.started()
@@ -204,53 +207,26 @@ class BlackboardService:
                 await trio.to_thread.run_sync(self._flush_rejections)
 
     async def _publish(self, raw: bytes) -> None:
-        now = self.clock()
-        data = encode_gossip(self.overlay.identity, self.mesh_id, self.topic, BLACKBOARD_TYPE, post_to_body(raw),
-                             seq=self.sequence.next(now=now), now=now, secret=self.secret or None)
-        try:
-            await self.overlay.publish(self.topic, data)
-        except Exception as exc:  # the post is stored: peers get it by sync when gossip cannot reach them
-            log.warning("could not gossip a blackboard post (peers will sync it): %s", exc)
+        if not await self.gossip.publish(BLACKBOARD_TYPE, post_to_body(raw)):
+            # The post is stored: peers get it by sync when gossip cannot reach them.
+            log.warning("could not gossip a blackboard post (peers will sync it)")
 
-    def _validate(self, forwarder: PeerID, msg: Any) -> bool:
-        """gossipsub's topic validator: True relays and delivers the message, False drops it (and it is counted).
+    def _parse(self, msg: GossipMessage) -> tuple[Post, bytes]:
+        return post_from_gossip(msg, now=self.clock(), ttl_s=self.limits.ttl_s)
 
-        Synchronous on purpose: py-libp2p marks a message seen only after validating it, so an async validator
-        would let two copies of one message (from two neighbours) both pass its duplicate check. The store,
-        which needs a thread, is written when the message is delivered (`_receive`).
-        """
-        now = self.clock()
-        try:
-            decoded = decode_gossip(msg.data, mesh_id=self.mesh_id, topic=self.topic, now=now,
-                                    secret=self.secret or None)
-            # Gossip is anonymous (empty `from`, protocols/gossip.md); where a sender is named (a pushed status
-            # names the stream's peer) it must be the signer.
-            if msg.from_id and PeerID(msg.from_id).to_base58() != decoded.sender:
-                raise WireError("key_mismatch", "the gossip sender is not the message's signer")
-            post, raw = post_from_gossip(decoded, now=now, ttl_s=self.limits.ttl_s)
-        except WireError as exc:
-            self._reject(exc.reason)
-            return False
-        except Exception:
-            self._reject("malformed")
-            return False
-        if decoded.sender == self.self_id:
-            return True  # our own post, stored when we made it
-        reason = self.gate.admit(post, now=now)
-        if reason is not None:
-            self._reject(reason)
-            return False
-        if len(self._admitted) >= _ADMITTED_MAX:
-            self._admitted.clear()
-        self._admitted[msg.data] = (post, raw)
-        return True
+    def _admit(self, msg: GossipMessage, parsed: tuple[Post, bytes]) -> str | None:
+        """This node's policy for a gossiped post (its author's rate, the limits); ours pass: stored when made."""
+        if msg.sender == self.self_id:
+            return None
+        return self.gate.admit(parsed[0], now=self.clock())
 
-    async def _receive(self, subscription: Any) -> None:
+    async def _receive(self) -> None:
         """Store each post the validator admitted, as gossipsub delivers it."""
         while True:
-            msg = await subscription.get()
-            entry = self._admitted.pop(msg.data, None)
-            if entry is not None and not await self._store(*entry):
+            entry = await self.gossip.receive()
+            if entry.message.sender == self.self_id:
+                continue
+            if not await self._store(*entry.value):
                 self._reject("replay")  # held since before a restart
 
     async def _accept_synced(self, posts: list[bytes]) -> tuple[int, set[bytes]]:

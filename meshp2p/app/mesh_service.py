@@ -34,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -45,6 +45,7 @@ from meshp2p.mesh.liveness import RedialSchedule
 from meshp2p.mesh.records import RECORD_TTL_S, RecordSchedule
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, MeshView
 from meshp2p.p2p import PeerID
+from meshp2p.p2p.gossip import GossipTopic
 from meshp2p.p2p.join_protocol import Membership
 from meshp2p.p2p.listing_protocol import ListingServer
 from meshp2p.p2p.overlay import DIAL_TIMEOUT_S, Overlay
@@ -56,8 +57,6 @@ from meshp2p.wire.gossip import (
     ReplayGuard,
     SequenceCounter,
     StatusBody,
-    decode_gossip,
-    encode_gossip,
     status_from_body,
     status_to_body,
     topic_name,
@@ -82,7 +81,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DECODED_CACHE_MAX = 1024
+T = TypeVar("T")
+
 RTT_INTERVAL_S = 30.0
 #: How soon a peer without a measured RTT is probed again (the planner needs one to use it as a worker).
 RTT_RETRY_S = 2.0
@@ -98,14 +98,6 @@ _NEWCOMER_QUEUE = 256
 
 
 @dataclass(frozen=True)
-class _Pushed:
-    """A pushed status in the shape of a gossipsub message, for the checks both share."""
-
-    data: bytes
-    from_id: bytes
-
-
-@dataclass(frozen=True)
 class _Lost:
     """A member that left the view on a lost connection: when (trio clock), and what it last said."""
 
@@ -118,9 +110,13 @@ def _status_key(status: StatusBody) -> StatusBody:
     return replace(status, rtt_ms={}, load=0.0)
 
 
-def _demand_from_body(body: dict[str, Any]) -> dict[str, float]:
+def _parse_status(msg: GossipMessage) -> StatusBody:
+    return status_from_body(msg.body)
+
+
+def _parse_demand(msg: GossipMessage) -> dict[str, float]:
     try:
-        return demand_from_body(body)
+        return demand_from_body(msg.body)
     except ValueError as exc:
         raise WireError("malformed", f"demand body: {exc}") from exc
 
@@ -168,7 +164,15 @@ class MeshService:
         #: Requests per minute per model, merged from every member's reports.
         self.demand = DemandMap()
         self._seq = SequenceCounter()
-        self._decoded: dict[bytes, tuple[GossipMessage, object]] = {}
+        secret = settings.secret or None
+
+        def gossip_reject(reason: str) -> None:
+            overlay.rejects.add("gossip", reason)
+
+        self.status_gossip = GossipTopic(overlay, mesh_id=settings.mesh_id, secret=secret, topic=self.status_topic,
+                                         parse=_parse_status, reject=gossip_reject, sequence=self._seq, clock=clock)
+        self.demand_gossip = GossipTopic(overlay, mesh_id=settings.mesh_id, secret=secret, topic=self.demand_topic,
+                                         parse=_parse_demand, reject=gossip_reject, sequence=self._seq, clock=clock)
         self._published_listing: MeshListing | None = None
         self._listing_published_at = 0.0
         self._records = RecordSchedule(clock(), listed=settings.listed, named=settings.name is not None)
@@ -246,18 +250,16 @@ class MeshService:
         self.status_push.install()
         if self.settings.listed:
             self.listing_server.install()
-        statuses = await self.overlay.subscribe(self.status_topic,
-                                                self._validator(self.status_topic, status_from_body))
-        demands = await self.overlay.subscribe(self.demand_topic,
-                                               self._validator(self.demand_topic, _demand_from_body))
+        await self.status_gossip.subscribe()
+        await self.demand_gossip.subscribe()
         self.view.update(self.view.self_id, self.local_status(), self.clock())
         self.overlay.connections.on_peer_lost.append(self._peer_lost)
         self.overlay.connections.on_peer_connected.append(self._peer_connected)
         try:
             await self._find_and_join()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive, statuses, self.status_topic, status_from_body, self._apply_status)
-                nursery.start_soon(self._receive, demands, self.demand_topic, _demand_from_body, self._apply_demand)
+                nursery.start_soon(self._receive, self.status_gossip, self._apply_status)
+                nursery.start_soon(self._receive, self.demand_gossip, self._apply_demand)
                 nursery.start_soon(self._heartbeat)
                 nursery.start_soon(self._push_status_to_newcomers)
                 nursery.start_soon(self._gossip_demand)
@@ -315,55 +317,20 @@ class MeshService:
 
     # -- gossip -----------------------------------------------------------------------------------------
 
-    def _check(self, topic: str, parse: Callable[[dict[str, Any]], object], msg: Any) -> tuple[GossipMessage, object]:
-        """Decode, verify and parse one gossipsub message of `topic`; WireError says why it is refused."""
-        try:
-            decoded = decode_gossip(msg.data, mesh_id=self.settings.mesh_id, topic=topic, now=self.clock(),
-                                    secret=self.settings.secret or None)
-            # Gossip is anonymous (empty `from`, protocols/gossip.md); where a sender is named (a pushed status
-            # names the stream's peer) it must be the signer.
-            if msg.from_id and PeerID(msg.from_id).to_base58() != decoded.sender:
-                raise WireError("key_mismatch", "the gossip sender is not the message's signer")
-            return decoded, parse(decoded.body)
-        except WireError:
-            raise
-        except Exception as exc:
-            raise WireError("malformed", f"gossip body: {exc}") from exc
-
-    def _validator(self, topic: str, parse: Callable[[dict[str, Any]], object]) -> Callable[[PeerID, Any], bool]:
-        """A gossipsub validator for `topic`: decode and verify before anything is relayed; junk is counted.
-        What it decoded is kept for `_receive` (oldest dropped first past _DECODED_CACHE_MAX; `_receive` then
-        decodes again)."""
-
-        def validate(peer_id: PeerID, msg: Any) -> bool:
-            try:
-                entry = self._check(topic, parse, msg)
-            except WireError as exc:
-                self.overlay.rejects.add("gossip", exc.reason)
-                return False
-            if len(self._decoded) >= _DECODED_CACHE_MAX:
-                del self._decoded[next(iter(self._decoded))]
-            self._decoded[msg.data] = entry
-            return True
-
-        return validate
-
-    async def _receive(self, subscription: Any, topic: str, parse: Callable[[dict[str, Any]], object],
-                       apply: Callable[[str, Any], None]) -> None:
+    async def _receive(self, topic: GossipTopic[T], apply: Callable[[str, T], None]) -> None:
         """Feed verified messages of one topic to `apply(sender, parsed body)`, once each, never our own."""
-        replays = self._replays[topic]
+        replays = self._replays[topic.topic]
         while True:
-            msg = await subscription.get()
-            try:
-                entry = self._decoded.pop(msg.data, None)
-                decoded, parsed = entry if entry is not None else self._check(topic, parse, msg)
-                if decoded.sender == self.view.self_id:
-                    continue
-                replays.accept(decoded.sender, decoded.seq)
-            except WireError as exc:
-                self.overlay.rejects.add("gossip", exc.reason)
+            entry = await topic.receive()
+            sender = entry.message.sender
+            if sender == self.view.self_id:
                 continue
-            apply(decoded.sender, parsed)
+            try:
+                replays.accept(sender, entry.message.seq)
+            except WireError as exc:
+                topic.reject(exc.reason)
+                continue
+            apply(sender, entry.value)
 
     def _apply_status(self, sender: str, status: StatusBody) -> None:
         if self.view.update(sender, status, self.clock()):
@@ -378,18 +345,18 @@ class MeshService:
     def _apply_pushed_status(self, remote: PeerID, data: bytes) -> None:
         """A status sent straight to us (p2p/status_push.py): checked like gossip, and signed by the sender."""
         try:
-            decoded, parsed = self._check(self.status_topic, status_from_body, _Pushed(data, remote.to_bytes()))
+            entry = self.status_gossip.check(data, remote.to_bytes())
         except WireError as exc:
             self.overlay.rejects.add("status_push", exc.reason)
             return
+        sender = entry.message.sender
         try:
-            self._replays[self.status_topic].accept(decoded.sender, decoded.seq)
+            self._replays[self.status_topic].accept(sender, entry.message.seq)
         except WireError:
             # Gossip brought a newer status first: nothing hostile, nothing to do.
-            log.debug("a pushed status of %s was older than one we had", decoded.sender)
+            log.debug("a pushed status of %s was older than one we had", sender)
             return
-        if isinstance(parsed, StatusBody):
-            self._apply_status(decoded.sender, parsed)
+        self._apply_status(sender, entry.value)
 
     def _queue_status_push(self, peer_id: str) -> None:
         try:
@@ -402,23 +369,11 @@ class MeshService:
         async with trio.open_nursery() as nursery:
             async for peer_id in self._newcomers_receive:
                 status = self.local_status()
-                data = self._sign(self.status_topic, "status", status_to_body(status))
+                data = self.status_gossip.sign("status", status_to_body(status))
                 nursery.start_soon(self.status_push.send, PeerID.from_base58(peer_id), data)
 
     def _apply_demand(self, sender: str, rates: dict[str, float]) -> None:
         self.demand.apply(sender, rates, self.clock())
-
-    def _sign(self, topic: str, msg_type: str, body: dict[str, Any]) -> bytes:
-        now = self.clock()
-        return encode_gossip(self.overlay.identity, self.settings.mesh_id, topic, msg_type, body,
-                             seq=self._seq.next(now=now), now=now, secret=self.settings.secret or None)
-
-    async def _publish(self, topic: str, msg_type: str, body: dict[str, Any]) -> None:
-        data = self._sign(topic, msg_type, body)
-        try:
-            await self.overlay.publish(topic, data)
-        except Exception as exc:
-            log.debug("%s publish failed: %s", msg_type, exc)
 
     def announce_now(self) -> None:
         """Send our status at once instead of at the next heartbeat (we just changed what we serve)."""
@@ -433,7 +388,7 @@ class MeshService:
             self.view.update(self.view.self_id, status, self.clock())
             cadence.observe(_status_key(status), trio.current_time())
             if cadence.due(trio.current_time()):
-                await self._publish(self.status_topic, "status", status_to_body(status))
+                await self.status_gossip.publish("status", status_to_body(status))
                 cadence.sent(_status_key(status), trio.current_time())
             with trio.move_on_at(cadence.next_at(trio.current_time())):
                 await self._announce.wait()
@@ -448,7 +403,7 @@ class MeshService:
             rates = self.local_demand()
             self.demand.apply(self.view.self_id, rates, self.clock())
             if cadence.report(bool(rates), trio.current_time()):
-                await self._publish(self.demand_topic, DEMAND_TYPE, demand_to_body(rates))
+                await self.demand_gossip.publish(DEMAND_TYPE, demand_to_body(rates))
             await trio.sleep_until(cadence.next_at())
 
     async def _measure_rtts(self) -> None:
