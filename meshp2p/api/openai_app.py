@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from quart import Response, request
@@ -16,7 +16,7 @@ from meshp2p.api.responses import answer_errors, json_response
 from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.validation import parse_request_body, validate_openai_request
 from meshp2p.backends import failover
-from meshp2p.backends.base import BackendRequest, Reply, when_done
+from meshp2p.backends.base import BackendRequest, passed_on, when_done
 from meshp2p.errors import BackendError
 from meshp2p.wire.tunnel import MAX_REQUEST_BODY
 
@@ -74,7 +74,7 @@ def create_openai_app(router: Router) -> QuartTrio:
             raise
         reply = when_done(reply, router.request_done)
         if reply.chunks is not None:
-            return Response(_ending_errors_as_events(reply), status=reply.status,
+            return Response(passed_on(reply, _error_event), status=reply.status,
                             headers={**reply.headers, **_STREAM_HEADERS})
         return Response(reply.body or b"", status=reply.status, headers=reply.headers)
 
@@ -83,16 +83,9 @@ def create_openai_app(router: Router) -> QuartTrio:
     return app
 
 
-async def _ending_errors_as_events(reply: Reply) -> AsyncIterator[bytes]:
-    """The stream as the client reads it: a break-off no server could take over ends it with an error event."""
-    assert reply.chunks is not None
-    try:
-        async for chunk in reply.chunks:
-            yield chunk
-    except BackendError as exc:
-        yield sse_error_event(exc.message, code=exc.code)
-    finally:
-        await reply.aclose()
+def _error_event(exc: BackendError) -> bytes:
+    """A break-off no server could take over ends the stream with an error event (the status is long sent)."""
+    return sse_error_event(exc.message, code=exc.code)
 
 
 def _session_key(payload: dict[str, Any]) -> str | None:

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from meshp2p.errors import BackendError
+
 #: The OpenAI paths a backend treats specially: failover continues chat and completion streams, and only
 #: embedding models answer embeddings.
 CHAT_PATH = "/v1/chat/completions"
@@ -109,6 +111,19 @@ def when_done(reply: Reply, done: Callable[[], None]) -> Reply:
         await reply.aclose()
 
     return Reply(reply.status, reply.headers, None, counted(), close)
+
+
+async def passed_on(reply: Reply, on_break: Callable[[BackendError], bytes]) -> AsyncIterator[bytes]:
+    """`reply`'s chunks as they come, then what `on_break` makes of a break-off: a last chunk (the API's error
+    event), or it raises (the tunnel's error frame). The reply is released at the end either way."""
+    assert reply.chunks is not None, "a streamed reply"
+    try:
+        async for chunk in reply.chunks:
+            yield chunk
+    except BackendError as exc:
+        yield on_break(exc)
+    finally:
+        await reply.aclose()
 
 
 class Backend(Protocol):

@@ -12,10 +12,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import NoReturn
 
 import trio
 
-from meshp2p.backends.base import EMBEDDINGS_PATH, NOT_TUNNELLED, BackendRequest, Reply, end_to_end, when_done
+from meshp2p.backends.base import (
+    EMBEDDINGS_PATH,
+    NOT_TUNNELLED,
+    BackendRequest,
+    Reply,
+    end_to_end,
+    passed_on,
+    when_done,
+)
 from meshp2p.backends.http11 import UpstreamError, UpstreamPool, UpstreamResponse
 from meshp2p.errors import BackendBroke, BackendError, BackendUnavailable, MeshP2PError, UnsupportedRequest
 from meshp2p.hosts import LOOPBACK_HOST
@@ -123,19 +132,11 @@ def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool, *,
         headers = tuple(end_to_end(reply.headers.items(), drop=NOT_TUNNELLED).items())
         if reply.chunks is None:
             return TunnelAnswer(reply.status, headers, reply.body or b"")
-        return TunnelAnswer(reply.status, headers, None, _as_tunnel_errors(reply))
+        return TunnelAnswer(reply.status, headers, None, passed_on(reply, _as_tunnel_error))
 
     return handle
 
 
-async def _as_tunnel_errors(reply: Reply) -> AsyncIterator[bytes]:
-    """The stream, its break-off told to the asking node as the tunnel's `backend_failed`."""
-    assert reply.chunks is not None
-    try:
-        async for chunk in reply.chunks:
-            yield chunk
-    except BackendError as exc:
-        raise TunnelError("backend_failed", exc.message, retry_after_s=1) from exc
-    finally:
-        await reply.aclose()
-
+def _as_tunnel_error(exc: BackendError) -> NoReturn:
+    """A break-off, told to the asking node as the tunnel's `backend_failed`."""
+    raise TunnelError("backend_failed", exc.message, retry_after_s=1) from exc

@@ -11,9 +11,11 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from libp2p.host.basic_host import BasicHost
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.records.validator import Validator
 
 from meshp2p.app.mesh_service import MeshService, MeshSettings
@@ -96,6 +98,20 @@ async def stop_system_tasks(host: BasicHost) -> None:
         scope.cancel()
     for listener in list(host.get_network().listeners.values()):
         await listener.close()
+
+
+async def read_until_eof(stream: Any, timeout_s: float = 10.0) -> bytes:
+    """Everything a peer sends on `stream` before it closes its side (a reset counts as a close)."""
+    received = b""
+    with trio.fail_after(timeout_s):
+        while True:
+            try:
+                data = await stream.read(65536)
+            except StreamError:
+                return received
+            if not data:
+                return received
+            received += data
 
 
 def port_is_free(port: int) -> bool:

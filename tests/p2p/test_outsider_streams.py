@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -29,22 +28,8 @@ from meshp2p.wire.mesh_id import new_mesh_secret
 from meshp2p.wire.rpc_tunnel import RpcHello, encode_hello, refuse
 from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
 
-from .helpers import Network, Node, network, status
+from .helpers import Network, Node, network, read_until_eof, status
 from .test_private_mesh import start_private_mesh
-
-
-async def _until_eof(stream: Any) -> bytes:
-    """Everything the member sends before it closes its side (a reset counts as a close)."""
-    received = b""
-    with trio.fail_after(10):
-        while True:
-            try:
-                data = await stream.read(65536)
-            except StreamError:
-                return received
-            if not data:
-                return received
-            received += data
 
 
 async def _outsider(net: Network, member: Node) -> Node:
@@ -74,7 +59,7 @@ async def test_ping_echoes_members_and_closes_on_an_outsider_unread() -> None:
         stream = await outsider.overlay.host.new_stream(first.overlay.peer_id, [PING_PROTOCOL])
         with contextlib.suppress(StreamError):
             await stream.write(payload)
-        assert await _until_eof(stream) == b""
+        assert await read_until_eof(stream) == b""
         assert _rejects(first, "ping") == {"ping:not_member": 1}
 
 
@@ -90,7 +75,7 @@ async def test_a_status_pushed_by_an_outsider_gets_nothing_back_and_changes_no_v
         stream = await outsider.overlay.host.new_stream(first.overlay.peer_id, [STATUS_PUSH_PROTOCOL])
         await stream.write(frame_bytes(message, max_bytes=MAX_GOSSIP_BYTES))
         await stream.close()
-        assert await _until_eof(stream) == b""
+        assert await read_until_eof(stream) == b""
         assert _rejects(first, "status_push") == {"status_push:decrypt_failed": 1}
         assert set(first.service.view.peers) == {first.peer_id, second.peer_id}
 
@@ -121,7 +106,7 @@ async def test_the_http_tunnel_answers_an_outsider_one_error_frame_and_closes() 
         await stream.write(encode_request_head(RequestHead(0, "POST", "/v1/chat/completions",
                                                            (("content-type", "application/json"),), "m")))
         expected = encode_error(TunnelErrorFrame(0, "not_member", "join the mesh first (/meshp2p/join/1.0.0)", None))
-        assert await _until_eof(stream) == expected
+        assert await read_until_eof(stream) == expected
         # Its side is closed: a body sent now goes nowhere (the writes fail or are dropped), and is never handled.
         with contextlib.suppress(StreamError):
             for chunk in encode_body(b"x" * (1024 * 1024)):
@@ -144,7 +129,7 @@ async def test_the_rpc_tunnel_refuses_an_outsider_without_touching_the_rpc_serve
         outsider = await _outsider(net, first)
         stream = await outsider.overlay.host.new_stream(first.overlay.peer_id, [RPC_PROTOCOL])
         await stream.write(encode_hello(RpcHello("tiny-dense", 1)))
-        assert await _until_eof(stream) == refuse("not_member")
+        assert await read_until_eof(stream) == refuse("not_member")
         assert _rejects(first, "rpc") == {"rpc:not_member": 1} and asked == []
         assert server.bytes_to_rpc == server.bytes_from_rpc == 0
 
@@ -166,7 +151,7 @@ async def test_blackboard_sync_closes_on_an_outsider_unread(tmp_path: Path) -> N
             stream = await outsider.overlay.host.new_stream(first.overlay.peer_id, [SYNC_PROTOCOL])
             digest = encode_digest(make_digest(0, []))
             await stream.write(len(digest).to_bytes(4, "big") + digest)
-            assert await _until_eof(stream) == b""
+            assert await read_until_eof(stream) == b""
             assert _rejects(first, "blackboard_sync") == {"blackboard_sync:not_member": 1} and accepted == []
         finally:
             store.close()

@@ -14,7 +14,7 @@ from libp2p.peer.id import ID
 from meshp2p.p2p.tunnel import TUNNEL_PROTOCOL, TunnelAnswer, TunnelClient, TunnelError, TunnelServer
 from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
 
-from .helpers import network
+from .helpers import network, read_until_eof
 
 JSON = (("content-type", "application/json"),)
 
@@ -78,16 +78,7 @@ async def test_an_outsider_is_refused_on_its_first_frame_and_the_stream_closed()
         stream = await client_node.overlay.host.new_stream(server_node.overlay.peer_id, [TUNNEL_PROTOCOL])
         head = encode_request_head(RequestHead(0, "POST", "/v1/completions", JSON, "m"))
         await stream.write(head)
-        received = b""
-        with trio.fail_after(10):
-            while True:
-                try:
-                    data = await stream.read(65536)
-                except StreamError:
-                    break
-                if not data:
-                    break
-                received += data
+        received = await read_until_eof(stream)
         expected = encode_error(TunnelErrorFrame(0, "not_member", "join the mesh first (/meshp2p/join/1.0.0)", None))
         assert received == expected
         # The server closed its side: a body sent now is not read (the writes fail or go nowhere), and no more
