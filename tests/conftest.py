@@ -167,12 +167,21 @@ def interrupt(process: subprocess.Popen[bytes], log_path: Path) -> int:
     return process.returncode
 
 
+#: The user's own settings that would steer a test's nodes elsewhere (a real bootstrap peer, another home).
+_NOT_INHERITED = ("MESHP2P_BOOTSTRAP", "MESHP2P_HOME")
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without the user's meshp2p settings: tests say what their nodes use."""
+    return {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+
+
 def start_node(
     home: Path, *args: str, env: dict[str, str] | None = None, api_port: int | None = None
 ) -> NodeProcess:
     home.mkdir(parents=True, exist_ok=True)
     node = NodeProcess(None, home, 0, 0, home / "node-output.log", up_args=args,  # type: ignore[arg-type]
-                       env={**os.environ, "MESHP2P_HOME": str(home), **(env or {})})
+                       env={**clean_environ(), "MESHP2P_HOME": str(home), **(env or {})})
     node._start(api_port or free_port(), free_port())
     return node
 
@@ -190,10 +199,25 @@ def node_factory(tmp_path: Path) -> Iterator[Any]:
     try:
         yield factory
     finally:
-        for node in nodes:
+        stop_all(nodes)
+
+
+def stop_all(nodes: list[NodeProcess]) -> None:
+    """Stop every node, each in its own try, then check each left nothing behind; fail once, at the end, with
+    every problem found (one node that hangs must not leave the others running)."""
+    problems: list[str] = []
+    for node in nodes:
+        try:
             node.stop()
-        for node in nodes:
+        except BaseException as exc:  # pytest.fail is an OutcomeException, not an Exception
+            problems.append(f"stopping {node.home.name}: {exc}")
+    for node in nodes:
+        try:
             assert_nothing_left(node)
+        except BaseException as exc:
+            problems.append(f"{node.home.name} left something behind: {exc}")
+    if problems:
+        pytest.fail("\n".join(problems))
 
 
 def assert_nothing_left(node: NodeProcess) -> None:
@@ -241,7 +265,7 @@ def start_bootstrap(home: Path, timeout_s: float = 60.0) -> BootstrapProcess:
     log_path = home / "bootstrap-output.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "meshp2p", "bootstrap"], stdout=out,
-                                   stderr=subprocess.STDOUT, env={**os.environ, "MESHP2P_HOME": str(home)})
+                                   stderr=subprocess.STDOUT, env={**clean_environ(), "MESHP2P_HOME": str(home)})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for line in log_path.read_text(errors="replace").splitlines():

@@ -10,7 +10,6 @@ HTTP API and the MCP server driven by the official MCP client.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import NodeProcess, assert_nothing_left, start_node, wait_for
+from conftest import NodeProcess, assert_nothing_left, clean_environ, start_node, stop_all, wait_for
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -48,7 +47,7 @@ def peer_ids(node: NodeProcess) -> set[str]:
 
 def cli(node: NodeProcess, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "meshp2p", "blackboard", *args], capture_output=True, text=True,
-                          input=stdin, timeout=60, env={**os.environ, "MESHP2P_HOME": str(node.home),
+                          input=stdin, timeout=60, env={**clean_environ(), "MESHP2P_HOME": str(node.home),
                                                         "COLUMNS": "200"})
 
 
@@ -103,7 +102,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]
         nodes.append(a)
         a.wait_ready()
         token = subprocess.run([sys.executable, "-m", "meshp2p", "invite"], capture_output=True, text=True,
-                               env={**os.environ, "MESHP2P_HOME": str(a.home)}, timeout=30).stdout.strip()
+                               env={**clean_environ(), "MESHP2P_HOME": str(a.home)}, timeout=30).stdout.strip()
         assert token.startswith("mp1"), token
         for name in ("b", "c"):
             node = start_node(write_config(root / name), "--client", "--join", token)
@@ -113,10 +112,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]
         wait_for(lambda: all(peer_ids(n) == every for n in nodes), JOIN_TIMEOUT_S, "three nodes in every view")
         yield nodes
     finally:
-        for node in nodes:
-            node.stop()
-        for node in nodes:
-            assert_nothing_left(node)
+        stop_all(nodes)
 
 
 def test_a_post_on_a_appears_on_c_within_a_second(mesh):
@@ -145,7 +141,7 @@ def test_a_node_started_later_receives_earlier_posts(mesh, tmp_path):
     wait_for(lambda: mine <= ids(a), 10, "b's posts on a")
     earlier = ids(a)  # everything the mesh posted so far (the other tests' posts too)
     token = subprocess.run([sys.executable, "-m", "meshp2p", "invite"], capture_output=True, text=True,
-                           env={**os.environ, "MESHP2P_HOME": str(a.home)}, timeout=30).stdout.strip()
+                           env={**clean_environ(), "MESHP2P_HOME": str(a.home)}, timeout=30).stdout.strip()
     late = start_node(write_config(tmp_path / "late"), "--client", "--join", token)
     try:
         late.wait_ready()
@@ -176,7 +172,7 @@ def test_cli_post_read_search_and_watch(mesh):
     a, b, _ = mesh
     watch = subprocess.Popen([sys.executable, "-m", "meshp2p", "blackboard", "watch", "--json"], text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env={**os.environ, "MESHP2P_HOME": str(b.home)})
+                             env={**clean_environ(), "MESHP2P_HOME": str(b.home)})
     try:
         wait_for(lambda: b.status()["blackboard"]["watchers"] == 1, 30, "the watch command to connect")
         r = cli(a, "post", "quantized llama on the spare 3090, ask me", "--tag", "GPU", "--name", "alice")
@@ -240,7 +236,7 @@ def test_mcp_server_answers_a_real_client_session(mesh):
     async def session() -> tuple[Any, ...]:
         params = StdioServerParameters(command=sys.executable, args=["-m", "meshp2p", "blackboard", "mcp",
                                                                      "--name", "test-agent"],
-                                       env={**os.environ, "MESHP2P_HOME": str(a.home)})
+                                       env={**clean_environ(), "MESHP2P_HOME": str(a.home)})
         async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
             init = await client.initialize()
             tools = await client.list_tools()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 
 import pytest
+from conftest import clean_environ
 
 from meshp2p.cli.main import build_parser
 from meshp2p.inference.binaries import LLAMA_CPP_TAG
@@ -39,7 +39,7 @@ def test_help_runs_as_a_command():
 
 def test_doctor_reports_the_pinned_build(tmp_path, llama_binaries):
     r = subprocess.run([sys.executable, "-m", "meshp2p", "doctor"], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "MESHP2P_HOME": str(tmp_path), "COLUMNS": "250"})
+                       env={**clean_environ(), "MESHP2P_HOME": str(tmp_path), "COLUMNS": "250"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert str(llama_binaries.server) in r.stdout
     assert f"{LLAMA_CPP_TAG} (pinned: {LLAMA_CPP_TAG})" in r.stdout
@@ -47,7 +47,7 @@ def test_doctor_reports_the_pinned_build(tmp_path, llama_binaries):
 
 def test_doctor_fails_with_the_fix_when_binaries_are_missing(tmp_path):
     r = subprocess.run([sys.executable, "-m", "meshp2p", "doctor"], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "MESHP2P_HOME": str(tmp_path), "COLUMNS": "250",
+                       env={**clean_environ(), "MESHP2P_HOME": str(tmp_path), "COLUMNS": "250",
                             "MESHP2P_LLAMA_DIR": str(tmp_path / "nothing-here")})
     assert r.returncode == 1
     assert "MESHP2P_LLAMA_DIR" in r.stdout

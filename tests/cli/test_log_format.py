@@ -7,14 +7,13 @@ file, as under systemd or `> node.log`; both its stderr and $MESHP2P_HOME/logs/m
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import free_port, interrupt
+from conftest import clean_environ, free_port, interrupt
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.\-]+ .*$")
 STARTED_S = 120.0
@@ -28,7 +27,7 @@ def _run_node(tmp_path, tiny_models, *log_args: str) -> tuple[str, str]:
            "--threads", "1", "--port", str(free_port()), "--console", str(free_port()), "--no-build"]
     with out_path.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "MESHP2P_HOME": str(home)})
+                                   env={**clean_environ(), "MESHP2P_HOME": str(home)})
     try:
         deadline = time.monotonic() + STARTED_S
         while "API listening" not in out_path.read_text(errors="replace"):

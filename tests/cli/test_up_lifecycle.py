@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 
 import httpx
-from conftest import pid_alive, port_is_free, wait_for
+from conftest import clean_environ, pid_alive, port_is_free, wait_for
 
 from meshp2p.wire.model_id import content_id_of
 
 
 def run_meshp2p(*args: str, home, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "meshp2p", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "MESHP2P_HOME": str(home), "COLUMNS": "200"})
+                          timeout=timeout, env={**clean_environ(), "MESHP2P_HOME": str(home), "COLUMNS": "200"})
 
 
 def test_ctrl_c_reaps_every_backend_and_frees_every_port(node_factory, tiny_models, llama_binaries):
@@ -65,7 +64,7 @@ def test_busy_api_port_is_a_clear_error_and_leaves_nothing(tmp_path, tiny_models
 def test_missing_binaries_with_no_build_says_how_to_fix(tmp_path):
     # MESHP2P_LLAMA_DIR pointing nowhere is always "missing", whatever the machine has built.
     r = subprocess.run([sys.executable, "-m", "meshp2p", "up", "--no-build"], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "MESHP2P_HOME": str(tmp_path),
+                       timeout=60, env={**clean_environ(), "MESHP2P_HOME": str(tmp_path),
                                         "MESHP2P_LLAMA_DIR": str(tmp_path / "empty")})
     assert r.returncode == 1
     assert "MESHP2P_LLAMA_DIR" in r.stderr

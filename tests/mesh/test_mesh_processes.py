@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
-from conftest import wait_for
+from conftest import clean_environ, wait_for
 
 MESH = "poker-night"
 #: Generous on a loaded 2-core CI machine; joining itself takes well under a second.
@@ -34,7 +33,7 @@ def peer_ids(node) -> set[str]:
 
 def meshp2p(*args: str, home, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "meshp2p", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "MESHP2P_HOME": str(home), "COLUMNS": "250"})
+                          env={**clean_environ(), "MESHP2P_HOME": str(home), "COLUMNS": "250"})
 
 
 @pytest.fixture

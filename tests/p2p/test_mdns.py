@@ -8,9 +8,10 @@ out of the namespaces no bootstrap peer could be reached even if one were config
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
+
+from conftest import clean_environ
 
 from meshp2p.p2p.interfaces import is_loopback_host
 from meshp2p.p2p.mdns import advertised_addrs
@@ -39,7 +40,7 @@ def test_an_overlay_on_loopback_starts_no_mdns():
 def test_mdns_without_listen_all_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "meshp2p", "up", "--client", "--mdns", "--mesh-name", "lan"],
                        capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "MESHP2P_HOME": str(tmp_path), "COLUMNS": "200"})
+                       env={**clean_environ(), "MESHP2P_HOME": str(tmp_path), "COLUMNS": "200"})
     assert r.returncode == 1
     assert "--mdns" in r.stderr and "add --listen-all" in r.stderr
 
