@@ -37,7 +37,7 @@ async def start_board(net: Network, node: Node, tmp_path: Path, *, rate_per_min:
     board = BlackboardService(
         node.overlay, mesh_id=MESH, secret=b"", store=BlackboardStore(tmp_path / f"{node.peer_id}.sqlite"),
         config=BlackboardConfig(BlackboardLimits(rate_per_min=rate_per_min)), sequence=node.service.sequence,
-        is_member=lambda peer: node.service is not None and peer.to_base58() in node.service.view.peers,
+        is_member=node.service.is_member,  # the rule the node runs, not a copy
         peers=lambda: list(node.service.view.peers) if node.service else [])
     await net.nursery.start(board.run)
     return board
