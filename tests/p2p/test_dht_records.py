@@ -26,7 +26,6 @@ from meshp2p.wire.records import (
     decode_record,
     encode_record,
     named_mesh_id,
-    node_key,
 )
 
 from .helpers import AcceptAll, Network, Node, connect_all, network, wait_for
@@ -120,7 +119,7 @@ def someone_elses_node_record(dht: Dht) -> tuple[str, bytes | None, bytes, str]:
                 "iat": now, "exp": now + TTL_S,
                 "body": {"mesh": record.mesh, "region": "AU", "role": "host", "addrs": list(record.addrs),
                          "models": [], "version": "test"}}
-    assert key == node_key(victim.peer_id)
+    assert key == f"/meshp2p/node/{victim.peer_id}", "the key the spec names (dht-records.md, Keys)"
     return key, own, dumps(sign_object(dht.hostile.overlay.identity, RECORD_DOMAIN, unsigned)), "key_mismatch"
 
 

@@ -13,6 +13,7 @@ from meshp2p.wire import (
     ReplayGuard,
     SequenceCounter,
     StatusBody,
+    WireError,
     decode_gossip,
     encode_gossip,
     status_from_body,
@@ -221,6 +222,10 @@ def test_one_counter_per_mesh_with_one_guard_per_topic() -> None:
     status_guard, demand_guard = ReplayGuard(), ReplayGuard()
     demand_guard.accept(A.peer_id, demand_seq)
     status_guard.accept(A.peer_id, status_seq)  # arrived later, still accepted on its own topic
+    assert status_seq < demand_seq, "one counter for both topics"
+    assert (status_guard.last_seq(A.peer_id), demand_guard.last_seq(A.peer_id)) == (status_seq, demand_seq)
+    with pytest.raises(WireError):
+        status_guard.accept(A.peer_id, status_seq)  # the same message again on its topic is a replay
 
 
 # ---------------------------------------------------------------- hostile input
