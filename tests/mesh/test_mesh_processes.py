@@ -20,7 +20,9 @@ MESH = "poker-night"
 #: Generous on a loaded 2-core CI machine; joining itself takes well under a second.
 JOIN_TIMEOUT_S = 60.0
 DISCOVER_TIMEOUT_S = 60.0
-VANISH_LIMIT_S = 10.0
+#: A stopped or killed process: its connections close at once and the redial is refused at once (README:
+#: "within ~1 s"); measured ~0.3 s, bounded with room for a loaded 2-core machine.
+DEPARTURE_LIMIT_S = 2.5
 
 
 def mesh_of(node):
@@ -86,14 +88,14 @@ def test_discover_finds_the_mesh_by_region_and_by_model(named_mesh, bootstrap, t
     assert found("--model", "no-such-model") == []
 
 
-def test_killed_node_leaves_every_view_within_10_s(named_mesh):
+def test_killed_node_leaves_every_view_within_2_s(named_mesh):
     a, b, c = named_mesh
     victim = mesh_of(c)["peer_id"]
     c.process.send_signal(signal.SIGKILL)
     c.process.wait()
     took = wait_for(lambda: victim not in peer_ids(a) and victim not in peer_ids(b), 30.0,
                     "the killed node to leave the views", interval_s=0.05)
-    assert took < VANISH_LIMIT_S
+    assert took < DEPARTURE_LIMIT_S
 
 
 def test_private_mesh_joined_by_token_and_refused_with_a_tampered_one(node_factory, tiny_models, llama_binaries):

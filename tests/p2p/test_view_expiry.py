@@ -16,6 +16,10 @@ from .helpers import Node, network, status, wait_for
 
 SELF = "12D3KooWself"
 #: The product goal for a vanished node (mesh/view.py says how it is met).
+#: A stopped or killed process: its connections close at once and the redial is refused at once (README:
+#: "within ~1 s"); measured ~0.3 s, bounded with room for a loaded 2-core machine.
+DEPARTURE_LIMIT_S = 2.5
+#: A machine whose network vanished (README: "within 10 s"): only the kernel's keepalive can tell.
 VANISH_LIMIT_S = 10.0
 
 
@@ -113,7 +117,7 @@ def test_snapshot():
         (SELF, True, 2.5), ("B", False, 2.5)]
 
 
-async def test_a_vanished_node_leaves_every_view_within_10_s():
+async def test_a_killed_node_leaves_every_view_within_2_s():
     name = f"vanish-{os.urandom(4).hex()}"
     async with network() as net:
         nodes: list[Node] = []
@@ -130,9 +134,9 @@ async def test_a_vanished_node_leaves_every_view_within_10_s():
         vanished.kill()
         await wait_for(lambda: not vanished.running, "the killed node's tasks to end")
         await wait_for(lambda: all(vanished.peer_id not in n.service.view.peers for n in survivors),
-                       "the survivors to drop the vanished node", timeout_s=2 * VANISH_LIMIT_S)
+                       "the survivors to drop the vanished node", timeout_s=2 * DEPARTURE_LIMIT_S)
         took_s = trio.current_time() - vanished_at
-        assert took_s < VANISH_LIMIT_S
+        assert took_s < DEPARTURE_LIMIT_S
 
         assert all(n.running for n in survivors)
         assert all(set(n.service.view.peers) == {s.peer_id for s in survivors} for n in survivors)
