@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import struct
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -229,7 +228,8 @@ def test_big_endian_file(tmp_path: Path) -> None:
     assert header.tensors == (TensorInfo("t.weight", (3, 2), 0, 0),)
 
 
-def test_vocabulary_of_262k_tokens_reads_in_milliseconds(tmp_path: Path) -> None:
+def test_a_262k_token_vocabulary_is_skipped_not_read(tmp_path: Path) -> None:
+    """Long arrays are skipped (their type and length kept); how fast that is: tools/bench/gguf_header.py."""
     n = 262_144
     pieces = b"".join(gguf_string(f"tok{i}") for i in range(n))
     kvs = [
@@ -240,13 +240,10 @@ def test_vocabulary_of_262k_tokens_reads_in_milliseconds(tmp_path: Path) -> None
     ]
     path = tmp_path / "big-vocab.gguf"
     path.write_bytes(gguf_bytes(kvs))
-    start = time.perf_counter()
     header = read_gguf_header(path)
-    elapsed_s = time.perf_counter() - start
     assert header.get("tokenizer.ggml.tokens") == SkippedArray(8, n)
     assert header.get("tokenizer.ggml.scores") == SkippedArray(6, n)
     assert header.block_count == 18
-    assert elapsed_s < 1.0  # ~25 ms on a laptop core; GGUFReader takes seconds
 
 
 def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
