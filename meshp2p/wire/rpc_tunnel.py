@@ -13,9 +13,9 @@ from typing import Any, NoReturn
 
 from meshp2p.wire._cbor import check_keys, check_text, check_version, dumps, get_bool, get_text, loads_map
 from meshp2p.wire.errors import WireError
+from meshp2p.wire.framing import FRAME_HEADER_BYTES, frame_bytes
 
 RPC_PROTOCOL_ID = "/meshp2p/rpc/1.0.0"
-FRAME_HEADER_BYTES = 4
 MAX_FRAME_BYTES = 4096
 MAX_MODEL_CHARS = 256
 MAX_THREADS = 1024
@@ -55,12 +55,6 @@ class RpcReply:
 
 
 # ---------------------------------------------------------------- payloads
-
-
-def _frame(payload: bytes) -> bytes:
-    if len(payload) > MAX_FRAME_BYTES:
-        raise WireError("oversized", f"frame of {len(payload)} bytes > {MAX_FRAME_BYTES}")
-    return len(payload).to_bytes(FRAME_HEADER_BYTES, "big") + payload
 
 
 def _hello_from_map(m: dict[str, Any]) -> RpcHello:
@@ -105,7 +99,7 @@ def encode_hello(hello: RpcHello) -> bytes:
     """The framed hello; checked with the receiver's rules so we never send what a worker must reject."""
     payload = dumps({"v": 1, "model": hello.model, "threads": hello.threads})
     decode_hello(payload)
-    return _frame(payload)
+    return frame_bytes(payload, max_bytes=MAX_FRAME_BYTES)
 
 
 def encode_reply(reply: RpcReply) -> bytes:
@@ -118,7 +112,7 @@ def encode_reply(reply: RpcReply) -> bytes:
         m = {"v": 1, "ok": False, "error": reply.error}
     payload = dumps(m)
     decode_reply(payload)
-    return _frame(payload)
+    return frame_bytes(payload, max_bytes=MAX_FRAME_BYTES)
 
 
 def accept() -> bytes:

@@ -24,7 +24,8 @@ from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import stop_process
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.p2p.rpc_bridge import RPC_PROTOCOL, RpcBridgeClient, RpcBridgeServer
-from meshp2p.wire.rpc_tunnel import FRAME_HEADER_BYTES, RpcHello, decode_reply, encode_hello
+from meshp2p.wire.framing import FRAME_HEADER_BYTES
+from meshp2p.wire.rpc_tunnel import RpcHello, decode_reply, encode_hello
 
 from .helpers import network, port_is_free, wait_for
 
