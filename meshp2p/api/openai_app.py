@@ -9,9 +9,7 @@ from typing import Any
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from meshp2p.api.errors import (
-    sse_error_event,
-)
+from meshp2p.api.errors import sse_error_event
 from meshp2p.api.responses import answer_errors, json_response
 from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.validation import parse_request_body, validate_openai_request

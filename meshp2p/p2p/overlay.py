@@ -1,5 +1,8 @@
 """The libp2p side of a node: host, Kademlia DHT and gossipsub, with meshp2p's safe defaults.
 
+(Long, ~580 lines: the DHT record handling and the py-libp2p patches are still here; they move to p2p/dht.py
+and p2p/_libp2p_patches.py in the next step of issue 12.)
+
 py-libp2p's defaults are unsafe or slow for us (see ../shared/notes/py-libp2p.md); this module is the one
 place that overrides them:
 - security: Noise only (the default host also accepts plaintext and secio), muxer: yamux only;
