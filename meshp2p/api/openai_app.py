@@ -10,8 +10,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from meshp2p.api.errors import sse_error_event
+from meshp2p.api.model_ids import DEFAULT_ALIAS, Router
 from meshp2p.api.responses import answer_errors, json_response
-from meshp2p.api.routing import DEFAULT_ALIAS, Router
 from meshp2p.api.validation import parse_request_body, validate_openai_request
 from meshp2p.backends import failover
 from meshp2p.backends.base import BackendRequest, passed_on, when_done

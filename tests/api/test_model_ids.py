@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from meshp2p.api.errors import ApiError
-from meshp2p.api.routing import Router
+from meshp2p.api.model_ids import Router
 from meshp2p.backends.http11 import UpstreamPool
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
