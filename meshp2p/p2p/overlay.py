@@ -241,6 +241,29 @@ class OverlayConfig:
     mdns: bool = False
 
 
+def _keep_clients_out_of_routing_table(dht: KadDHT, host: Any) -> None:
+    """Add a peer to `dht`'s routing table only once identify has shown that it serves the DHT.
+
+    py-libp2p adds every peer that opens a KAD stream to us with `skip_server_mode_check=True` ("it opened one, so
+    it must serve"), which is false of DHT clients: each lookup of a client (a `discover`, a node behind NAT)
+    made us hand it to later lookups, which dialed it, so two clients of one bootstrap met through the DHT; and
+    `purge_dht_clients` removed them only seconds later. Here a peer whose protocols identify has not reported yet
+    is left out too: its next KAD stream, or a lookup's answer, adds it once they are known.
+    """
+    add_to_table = dht.routing_table.add_peer
+
+    async def add_peer(peer_id: ID, *, skip_server_mode_check: bool = False) -> bool:
+        try:
+            protocols = host.get_peerstore().get_protocols(peer_id)
+        except Exception:  # py-libp2p raises PeerStoreError for a peer it knows nothing of
+            protocols = []
+        if str(KAD_PROTOCOL_ID) not in (protocols or []):
+            return False
+        return bool(await add_to_table(peer_id))
+
+    dht.add_peer = add_peer  # type: ignore[method-assign]
+
+
 class Overlay:
     """Runs the libp2p host, DHT and pubsub for one node; the rest of meshp2p talks to libp2p through it."""
 
@@ -266,6 +289,7 @@ class Overlay:
         _bound_dials(swarm)
         self.dht = KadDHT(self.host, DHTMode.SERVER if config.dht_server else DHTMode.CLIENT, strict_validation=True)
         self.dht.register_validator(DHT_NAMESPACE, RecordValidator(self.rejects))
+        _keep_clients_out_of_routing_table(self.dht, self.host)
         #: Private meshes' topics and who may hear them (p2p/members_gossip.py); `Membership` fills it.
         self.gossip_gate = TopicGate()
         self.gossipsub = MeshGossipSub(
@@ -466,7 +490,9 @@ class Overlay:
         try:
             with trio.fail_after(timeout_s):
                 await self.host.connect(info)
-                await self.dht.add_peer(info.peer_id)
+                # An address handed to us on purpose is taken for a DHT server until identify says otherwise
+                # (purge_dht_clients); only peers that reach us are held back until it has spoken.
+                await self.dht.routing_table.add_peer(info.peer_id)
         except Exception as exc:
             log.debug("dial %s failed: %s", addr, exc)
             return None

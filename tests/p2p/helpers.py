@@ -138,10 +138,11 @@ class Network:
         return await self._start(Node(Overlay(Identity.generate(), OverlayConfig(bootstrap=bootstrap))))
 
     async def start_member(self, settings: MeshSettings, local_status: Callable[[], StatusBody] | None = None,
-                           *, bootstrap: tuple[str, ...] = ()) -> Node:
+                           *, bootstrap: tuple[str, ...] = (), dht_server: bool = True) -> Node:
         """A MeshService node; its overlay bootstraps off `bootstrap` and the mesh's join addresses, as
-        `meshp2p up` does."""
-        overlay = Overlay(Identity.generate(), OverlayConfig(bootstrap=bootstrap + settings.join_addrs))
+        `meshp2p up` does (a DHT server unless `dht_server` is false)."""
+        overlay = Overlay(Identity.generate(), OverlayConfig(bootstrap=bootstrap + settings.join_addrs,
+                                                             dht_server=dht_server))
         return await self._start(Node(overlay, MeshService(overlay, settings, local_status or status)))
 
     async def start_member_with(self, identity: Identity, settings: MeshSettings) -> Node:

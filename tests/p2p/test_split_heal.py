@@ -1,7 +1,12 @@
 """Two nodes that create the same named mesh at the same moment (neither found the other's listing) end up in
-one mesh view. On one DHT they meet through it (each learns the other from its lookups and connects; status
-gossip does the rest); where they would not, the leader of each part looks the listing up every HEAL_SPLIT_S
-and joins what it lists, which this test shortens so that it could take part."""
+one mesh view, through the split heal: the leader of each part looks the listing up every HEAL_SPLIT_S (shortened
+here) and joins the members it lists that it is not connected to.
+
+Where both parts are DHT servers they also meet through the DHT itself (each is handed the other by its
+lookups, connects, and status gossip merges the views), so the heal would not be tested. Here both are DHT
+clients, as nodes behind NAT are: a server never hands a client to anyone (the overlay keeps clients out of its
+routing table), and the bootstrap does not subscribe to the mesh's gossip, so the heal's join is the only way
+the two can meet."""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ async def test_two_nodes_that_created_one_named_mesh_at_once_merge(monkeypatch: 
         nodes: list[Node] = []
 
         async def start() -> None:
-            nodes.append(await net.start_member(settings, bootstrap=boot))
+            nodes.append(await net.start_member(settings, bootstrap=boot, dht_server=False))
 
         async with trio.open_nursery() as nursery:
             for _ in range(2):
@@ -41,6 +46,7 @@ async def test_two_nodes_that_created_one_named_mesh_at_once_merge(monkeypatch: 
         a, b = nodes
         assert a.service is not None and b.service is not None
         assert a.service.created and b.service.created, "both must have started the mesh for this test to mean much"
+        assert not a.overlay.is_connected(b.overlay.peer_id), "they met before any heal could have run"
         everyone = {a.peer_id, b.peer_id}
         await wait_for(lambda: set(a.service.view.peers) == set(b.service.view.peers) == everyone,
                        "the two halves to merge into one view", timeout_s=30.0)
