@@ -26,6 +26,10 @@ WireReason = Literal[
     "rejected",
     "no_valid_record",
     "truncated",
+    "unexpected",
+    "bad_manifest",
+    "bad_chunk",
+    "content_mismatch",
 ]
 
 #: Every reason a `WireError` can carry, for metrics that pre-register their labels.
