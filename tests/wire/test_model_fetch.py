@@ -84,7 +84,8 @@ def test_invalid_payloads(case: dict[str, Any]) -> None:
 
 def test_an_oversized_header_is_refused_before_any_body() -> None:
     case = next(c for c in V["invalid"] if "frame" in c)
-    expect_reason(case["reason"], lambda: PayloadReader(max_bytes=mf.MAX_FRAME_BYTES).feed(bytes.fromhex(case["frame"])))
+    reader = PayloadReader(max_bytes=mf.MAX_FRAME_BYTES)
+    expect_reason(case["reason"], lambda: reader.feed(bytes.fromhex(case["frame"])))
 
 
 def test_checks_that_need_the_session() -> None:
