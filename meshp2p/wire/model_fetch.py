@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from meshp2p.wire._cbor import check_keys, check_version, dumps, loads_map
 from meshp2p.wire.errors import WireError
-from meshp2p.wire.framing import frame_bytes
+from meshp2p.wire.framing import FRAME_HEADER_BYTES, frame_bytes
 from meshp2p.wire.model_id import ContentId, parse_content_id
 
 MODEL_FETCH_PROTOCOL_ID = "/meshp2p/model/1.0.0"
@@ -195,6 +195,71 @@ def check_manifest_for(content_id: ContentId, message: ManifestMessage) -> Manif
     if message.manifest.size != content_id.size:
         raise WireError("bad_manifest", f"manifest of {message.manifest.size} bytes for a {content_id.size}-byte file")
     return message.manifest
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk's bytes as they arrived (not yet checked against the manifest: `Manifest.check_chunk`)."""
+
+    index: int
+    data: bytes
+
+
+class DialerReader:
+    """The dialer's side of a session: the listener's bytes in, `ManifestMessage` or `Refused` first, then a
+    `Chunk` per `chunk` message with its bytes, which follow the frame unframed (their length is the manifest's)."""
+
+    def __init__(self, content_id: ContentId) -> None:
+        self.content_id = content_id
+        self.manifest: Manifest | None = None
+        self._buffer = bytearray()
+        self._chunk: tuple[int, int] | None = None  # index, length of the chunk whose bytes are arriving
+        self._refused = False
+
+    def feed(self, data: bytes) -> list[ManifestMessage | Refused | Chunk]:
+        self._buffer += data
+        out: list[ManifestMessage | Refused | Chunk] = []
+        while True:
+            if self._chunk is not None:
+                index, length = self._chunk
+                if len(self._buffer) < length:
+                    return out
+                out.append(Chunk(index, bytes(self._buffer[:length])))
+                del self._buffer[:length]
+                self._chunk = None
+                continue
+            if len(self._buffer) < FRAME_HEADER_BYTES:
+                return out
+            length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
+            if length > MAX_FRAME_BYTES:
+                raise WireError("oversized", f"frame of {length} bytes > {MAX_FRAME_BYTES}")
+            if len(self._buffer) < FRAME_HEADER_BYTES + length:
+                return out
+            payload = bytes(self._buffer[FRAME_HEADER_BYTES:FRAME_HEADER_BYTES + length])
+            del self._buffer[:FRAME_HEADER_BYTES + length]
+            answer = self._message(decode_message(payload))
+            if answer is not None:
+                out.append(answer)
+
+    def _message(self, message: Message) -> ManifestMessage | Refused | None:
+        """The manifest or a refusal, or None for a chunk header (its bytes come next)."""
+        if self._refused:
+            raise WireError("unexpected", "bytes after a refusal")
+        if self.manifest is None:
+            if isinstance(message, Refused):
+                self._refused = True
+                return message
+            self.manifest = check_manifest_for(self.content_id, expect(message, ManifestMessage))
+            return ManifestMessage(self.manifest)
+        header: ChunkHeader = expect(message, ChunkHeader)
+        check_index(self.manifest, header.index)
+        self._chunk = (header.index, chunk_span(self.manifest.size, header.index)[1])
+        return None
+
+    def eof(self) -> None:
+        """The listener closed: fine between messages, `truncated` in the middle of one."""
+        if self._buffer or self._chunk is not None:
+            raise WireError("truncated", "the listener left mid-message")
 
 
 # -- the dialer's plan -------------------------------------------------------------------------------------------

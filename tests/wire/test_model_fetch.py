@@ -155,3 +155,41 @@ def test_the_majority_manifest_wins_and_dissenters_are_named() -> None:
     assert mf.majority_manifest([("x", liar), ("a", honest), ("b", honest)]) == (honest, ["x"])
     assert mf.majority_manifest([("x", liar), ("a", honest)]) == (liar, ["a"])
     assert mf.majority_manifest([]) == (None, [])
+
+
+def test_the_dialer_reader_takes_a_session_in_any_chunking() -> None:
+    data = _file_bytes()
+    cid = parse_content_id(FILE["content_id"])
+    steps = [s for s in FILE["session"] if s["from"] == "listener"]
+    stream = b""
+    for step in steps:
+        stream += bytes.fromhex(step["frame"])
+        if step["message"].startswith("chunk"):
+            offset, length = mf.chunk_span(len(data), int(step["message"].split()[1]))
+            stream += data[offset:offset + length]
+    for piece in (1, 7, 4096, len(stream)):
+        reader = mf.DialerReader(cid)
+        events = [e for i in range(0, len(stream), piece) for e in reader.feed(stream[i:i + piece])]
+        reader.eof()
+        assert isinstance(events[0], mf.ManifestMessage)
+        chunks = [e for e in events[1:] if isinstance(e, mf.Chunk)]
+        assert [c.index for c in chunks] == [0, 1, 2, 3] and b"".join(c.data for c in chunks) == data
+    cut = mf.DialerReader(cid)
+    cut.feed(stream[:-1])
+    expect_reason("truncated", cut.eof)
+
+
+def test_the_dialer_reader_refusal_and_steps_out_of_order() -> None:
+    cid = parse_content_id(FILE["content_id"])
+    refused = bytes.fromhex(FILE["refusals"][0]["frame"])
+    reader = mf.DialerReader(cid)
+    assert reader.feed(refused) == [mf.Refused("not_member")]
+    expect_reason("unexpected", lambda: reader.feed(refused))
+    expect_reason("unexpected", lambda: mf.DialerReader(cid).feed(mf.encode_chunk_header(0)))
+    manifest = bytes.fromhex(FILE["session"][1]["frame"])
+    twice = mf.DialerReader(cid)
+    expect_reason("unexpected", lambda: twice.feed(manifest + manifest))
+    past = mf.DialerReader(cid)
+    expect_reason("malformed", lambda: past.feed(manifest + mf.encode_chunk_header(4)))
+    over = (mf.MAX_FRAME_BYTES + 1).to_bytes(FRAME_HEADER_BYTES, "big")
+    expect_reason("oversized", lambda: mf.DialerReader(cid).feed(over))
