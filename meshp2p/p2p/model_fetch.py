@@ -1,0 +1,438 @@
+"""`/meshp2p/model/1.0.0` over libp2p streams (protocols/model-fetch.md): serve the model files this node offers to
+members, and fetch one from several members at once, chunk by checked chunk, resumable.
+
+The rules are wire/model_fetch.py's; this module moves bytes and touches the disk. Disk reads, writes and hashing
+run in worker threads so neither side holds the node's event loop while its inference streams wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+
+from meshp2p.errors import MeshP2PError
+from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.streams import FramedStream, read_some
+from meshp2p.wire import model_fetch as mf
+from meshp2p.wire.errors import WireError
+from meshp2p.wire.model_id import ContentId
+
+log = logging.getLogger(__name__)
+
+#: The longest a dialer waits for a manifest: a listener that never cut this file hashes it first (~1 s per GB).
+MANIFEST_TIMEOUT_S = 300.0
+#: The longest a dialer waits for one chunk before it drops the peer and gives its chunks to the others.
+CHUNK_TIMEOUT_S = 60.0
+OPEN_TIMEOUT_S = 10.0
+#: A chunk goes out in writes of at most this, each waiting for the upload cap: one upload never holds the
+#: connection's (or the event loop's) turn for a whole chunk.
+SEND_PIECE_BYTES = 256 * 1024
+#: How many chunks pass between two saves of a partial fetch's state (and at every end).
+SAVE_EVERY_CHUNKS = 32
+HASH_READ_BYTES = 4 * 2**20
+
+
+class FetchFailed(MeshP2PError):
+    """No member could deliver the file (none has it, all refused, broke, lied or were too slow); what was fetched
+    is kept for a later try, and the caller goes to the hub."""
+
+
+# -- serving -----------------------------------------------------------------------------------------------------
+
+
+class UploadCap:
+    """A token bucket over all uploads: at most `bytes_per_s` on average, bursts of one second's worth."""
+
+    def __init__(self, bytes_per_s: float | None, clock: Callable[[], float] = trio.current_time) -> None:
+        self.bytes_per_s = bytes_per_s
+        self._clock = clock
+        self._tokens = bytes_per_s or 0.0
+        self._at: float | None = None
+
+    def delay_for(self, n: int, now: float) -> float:
+        """Take `n` bytes' worth; how long to wait before sending them (0 when under the cap)."""
+        if self.bytes_per_s is None:
+            return 0.0
+        if self._at is not None:
+            self._tokens = min(self.bytes_per_s, self._tokens + (now - self._at) * self.bytes_per_s)
+        self._at = now
+        self._tokens -= n
+        return max(0.0, -self._tokens / self.bytes_per_s)
+
+    async def take(self, n: int) -> None:
+        delay = self.delay_for(n, self._clock())
+        if delay:
+            await trio.sleep(delay)
+
+
+@dataclass
+class UploadStats:
+    sessions: int = 0
+    bytes_sent: int = 0
+    active: int = 0
+
+
+class ModelFileServer:
+    """Answers fetches of the files `files` offers (content id -> path, None when not offered) to members."""
+
+    def __init__(self, overlay: Overlay, *, is_member: Callable[[ID], bool],
+                 files: Callable[[ContentId], Path | None], max_upload_bytes_s: float | None = None) -> None:
+        self.overlay = overlay
+        self.is_member = is_member
+        self.files = files
+        self.cap = UploadCap(max_upload_bytes_s)
+        self.stats = UploadStats()
+        self._manifests: dict[ContentId, mf.Manifest] = {}
+        self._cutting: dict[ContentId, trio.Event] = {}
+
+    def install(self) -> None:
+        self.overlay.serve(mf.MODEL_FETCH_PROTOCOL_ID, self._handle)
+
+    async def _handle(self, stream: Any) -> None:
+        peer: ID = stream.muxed_conn.peer_id
+        framed = FramedStream(stream, max_bytes=mf.MAX_FRAME_BYTES)
+        clean = False
+        counted = False
+        try:
+            with trio.fail_after(mf.IDLE_TIMEOUT_S):
+                opened: mf.Open = mf.expect(mf.decode_message(await framed.expect()), mf.Open)
+            refusal = self._refusal(peer, opened.content_id)
+            if refusal is not None:
+                self.overlay.rejects.add("model_fetch", refusal)
+                await stream.write(mf.encode_refused(refusal))
+                clean = True
+                return
+            self.stats.active += 1
+            counted = True
+            self.stats.sessions += 1
+            path = self.files(opened.content_id)
+            assert path is not None, "checked by _refusal"
+            manifest = await self._manifest(opened.content_id, path)
+            await stream.write(mf.encode_manifest(manifest))
+            fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+            try:
+                while True:
+                    with trio.fail_after(mf.IDLE_TIMEOUT_S):
+                        payload = await framed.receive()
+                    if payload is None:
+                        clean = True
+                        return
+                    index = mf.expect(mf.decode_message(payload), mf.Get).index
+                    mf.check_index(manifest, index)
+                    with trio.fail_after(mf.IDLE_TIMEOUT_S):  # a dialer that stopped reading
+                        await self._send_chunk(stream, fd, manifest, index)
+            finally:
+                os.close(fd)
+        except WireError as exc:
+            self.overlay.rejects.add("model_fetch", exc.reason)
+            log.info("model fetch from %s broke the protocol: %s", peer, exc.message)
+        except trio.TooSlowError:
+            self.overlay.rejects.add("model_fetch", "timeout")
+            log.info("model fetch from %s went quiet", peer)
+        except Exception as exc:  # the peer left (py-libp2p raises several stream error types), or the disk failed
+            log.debug("model fetch from %s ended: %s", peer, exc)
+        finally:
+            if counted:
+                self.stats.active -= 1
+            await _end(stream, clean=clean)
+
+    def _refusal(self, peer: ID, content_id: ContentId) -> mf.RefusalReason | None:
+        if not self.is_member(peer):
+            return "not_member"
+        if self.files(content_id) is None:
+            return "not_found"
+        if self.stats.active >= mf.MAX_UPLOADS:
+            return "busy"
+        return None
+
+    async def _manifest(self, content_id: ContentId, path: Path) -> mf.Manifest:
+        """Cut the file once per content id (in a thread); sessions asking meanwhile wait for that one cut."""
+        while content_id not in self._manifests:
+            cutting = self._cutting.get(content_id)
+            if cutting is not None:
+                await cutting.wait()
+                continue
+            self._cutting[content_id] = done = trio.Event()
+            try:
+                self._manifests[content_id] = await trio.to_thread.run_sync(_cut, path, content_id.size)
+            finally:
+                del self._cutting[content_id]
+                done.set()
+        return self._manifests[content_id]
+
+    async def _send_chunk(self, stream: Any, fd: int, manifest: mf.Manifest, index: int) -> None:
+        offset, length = mf.chunk_span(manifest.size, index)
+        data = await trio.to_thread.run_sync(os.pread, fd, length, offset)
+        if len(data) != length:
+            raise OSError(f"the file shrank under chunk {index}")
+        await stream.write(mf.encode_chunk_header(index))
+        view = memoryview(data)
+        for start in range(0, length, SEND_PIECE_BYTES):
+            piece = view[start:start + SEND_PIECE_BYTES]
+            await self.cap.take(len(piece))
+            await stream.write(bytes(piece))
+            self.stats.bytes_sent += len(piece)
+
+
+def _cut(path: Path, size: int) -> mf.Manifest:
+    if path.stat().st_size != size:
+        raise OSError(f"{path} is no longer the offered file")
+    chunk = mf.chunk_bytes(size)
+    with open(path, "rb") as file:
+        return mf.manifest_of(size, iter(lambda: file.read(chunk), b""))
+
+
+async def _end(stream: Any, *, clean: bool) -> None:
+    """Close a finished session, reset a broken one; never raises."""
+    with trio.CancelScope(shield=True):
+        try:
+            await (stream.close() if clean else stream.reset())
+        except Exception:  # the peer is gone already
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+
+# -- fetching ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FetchReport:
+    """Where a fetched file went and who delivered it (chunks per peer), and who was dropped and why."""
+
+    path: Path
+    delivered: dict[str, int]
+    dropped: dict[str, str]
+    resumed_chunks: int
+
+
+@dataclass
+class _Session:
+    peer: ID
+    stream: Any
+    reader: mf.DialerReader
+    manifest: mf.Manifest | None = None
+    pending: list[mf.ManifestMessage | mf.Refused | mf.Chunk] = field(default_factory=list)
+
+    async def next_event(self, timeout_s: float) -> mf.ManifestMessage | mf.Refused | mf.Chunk:
+        with trio.fail_after(timeout_s):
+            while not self.pending:
+                data = await read_some(self.stream, 1024 * 1024)
+                if not data:
+                    self.reader.eof()
+                    raise WireError("truncated", "the listener closed the session")
+                self.pending.extend(self.reader.feed(data))
+        return self.pending.pop(0)
+
+
+class PartialFetch:
+    """`<file>.partial` and, beside it, the chunks already in it (`<file>.partial.json`), for a fetch to resume."""
+
+    def __init__(self, target: Path, content_id: ContentId, manifest: mf.Manifest) -> None:
+        self.data = target.with_name(target.name + ".partial")
+        self.state = target.with_name(target.name + ".partial.json")
+        self.content_id = content_id
+        self.manifest_digest = hashlib.sha256(manifest.hashes).hexdigest()
+
+    def load(self) -> set[int]:
+        """The chunks a former fetch of the same file (same content id and manifest) left; none if anything is off."""
+        try:
+            state = json.loads(self.state.read_text())
+            if (state.get("id"), state.get("manifest")) != (self.content_id.text, self.manifest_digest):
+                return set()
+            if self.data.stat().st_size != self.content_id.size:
+                return set()
+            return {int(i) for i in state["done"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+
+    def save(self, done: set[int]) -> None:
+        tmp = self.state.with_name(self.state.name + ".tmp")
+        tmp.write_text(json.dumps({"v": 1, "id": self.content_id.text, "manifest": self.manifest_digest,
+                                   "done": sorted(done)}))
+        tmp.replace(self.state)
+
+    def discard(self) -> None:
+        for path in (self.data, self.state):
+            path.unlink(missing_ok=True)
+
+
+async def fetch_model_file(overlay: Overlay, content_id: ContentId, peers: Sequence[ID], target: Path, *,
+                           on_progress: Callable[[int], None] = lambda done: None,
+                           chunk_timeout_s: float = CHUNK_TIMEOUT_S) -> FetchReport:
+    """Fetch `content_id` from `peers` (members that offer it) into `target`, or raise FetchFailed.
+
+    `on_progress(bytes_done)` hears of every chunk that passed its check. The file appears at `target` only once
+    it is whole and matches the content id.
+    """
+    sessions: list[_Session] = []
+    dropped: dict[str, str] = {}
+    finished = False
+    try:
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(_open_session, overlay, peer, content_id, sessions, dropped)
+        manifest, dissenters = mf.majority_manifest((str(s.peer), s.manifest) for s in sessions
+                                                    if s.manifest is not None)
+        for dissenter in dissenters:
+            dropped[dissenter] = "bad_manifest"
+            overlay.rejects.add("model_fetch", "bad_manifest")
+        usable = [s for s in sessions if str(s.peer) not in dissenters]
+        if manifest is None or not usable:
+            raise FetchFailed(f"no member could send {content_id.short}: "
+                              + (", ".join(f"{p[:12]}… {r}" for p, r in dropped.items()) or "nobody has it"),
+                              hint="it is downloaded from Hugging Face instead")
+        report = await _fetch_chunks(overlay, content_id, manifest, usable, target, dropped, on_progress,
+                                     chunk_timeout_s)
+        finished = True
+        return report
+    finally:
+        # A fetch that stops early resets its streams: a listener blocked on a chunk the dialer no longer reads
+        # ends at once instead of holding one of its few upload slots until its timeout.
+        for session in sessions:
+            await _end(session.stream, clean=finished)
+
+
+async def _open_session(overlay: Overlay, peer: ID, content_id: ContentId, sessions: list[_Session],
+                        dropped: dict[str, str]) -> None:
+    try:
+        with trio.fail_after(OPEN_TIMEOUT_S):
+            stream = await overlay.open_stream(peer, mf.MODEL_FETCH_PROTOCOL_ID)
+    except Exception as exc:  # unreachable, or it does not speak the protocol (py-libp2p raises several types)
+        dropped[str(peer)] = "unreachable"
+        log.debug("model fetch: %s unreachable: %s", peer, exc)
+        return
+    session = _Session(peer, stream, mf.DialerReader(content_id))
+    sessions.append(session)
+    try:
+        await stream.write(mf.encode_open(content_id))
+        event = await session.next_event(MANIFEST_TIMEOUT_S)
+    except WireError as exc:
+        overlay.rejects.add("model_fetch", exc.reason)
+        dropped[str(peer)] = exc.reason
+        return
+    except Exception as exc:  # the stream broke or timed out
+        dropped[str(peer)] = "broken"
+        log.debug("model fetch: %s did not send a manifest: %s", peer, exc)
+        return
+    if isinstance(event, mf.Refused):
+        dropped[str(peer)] = event.reason
+    elif isinstance(event, mf.ManifestMessage):
+        session.manifest = event.manifest
+
+
+async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Manifest, sessions: list[_Session],
+                        target: Path, dropped: dict[str, str], on_progress: Callable[[int], None],
+                        chunk_timeout_s: float) -> FetchReport:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = PartialFetch(target, content_id, manifest)
+    done = partial.load()
+    resumed = len(done)
+    plan = mf.ChunkPlan(manifest, done=set(done))
+    if not resumed:
+        await trio.to_thread.run_sync(_preallocate, partial.data, content_id.size)
+    progress = [sum(mf.chunk_span(manifest.size, i)[1] for i in plan.done)]
+    changed = [trio.Event()]
+
+    def touch() -> None:
+        changed[0].set()
+        changed[0] = trio.Event()
+
+    fd = os.open(partial.data, os.O_WRONLY)
+    try:
+        async with trio.open_nursery() as nursery:
+            for session in sessions:
+                nursery.start_soon(_pull, overlay, session, plan, fd, partial, progress, on_progress, touch,
+                                   changed, chunk_timeout_s)
+    finally:
+        os.close(fd)
+        partial.save(plan.done)
+    dropped.update(plan.dropped)
+    if not plan.complete:
+        raise FetchFailed(f"the members holding {content_id.short} stopped before it was whole "
+                          f"({len(plan.done)} of {manifest.count} chunks kept for a retry): "
+                          + ", ".join(f"{p[:12]}… {r}" for p, r in dropped.items()),
+                          hint="it is downloaded from Hugging Face instead, or fetched again later")
+    digest = await trio.to_thread.run_sync(_sha256_of, partial.data)
+    try:
+        mf.check_content(content_id, content_id.size, digest)
+    except WireError:
+        partial.discard()
+        overlay.rejects.add("model_fetch", "content_mismatch")
+        dropped.update({str(s.peer): "content_mismatch" for s in sessions})
+        raise FetchFailed(f"the chunks fetched for {content_id.short} do not make that file (the manifest lied)",
+                          hint="it is downloaded from Hugging Face instead") from None
+    partial.data.replace(target)
+    partial.state.unlink(missing_ok=True)
+    return FetchReport(target, dict(plan.delivered), dropped, resumed)
+
+
+async def _pull(overlay: Overlay, session: _Session, plan: mf.ChunkPlan, fd: int, partial: PartialFetch,
+                progress: list[int], on_progress: Callable[[int], None], touch: Callable[[], None],
+                changed: list[trio.Event], chunk_timeout_s: float) -> None:
+    """One peer's share: keep up to MAX_PIPELINED chunks asked, check and write each, until nothing is left."""
+    peer = str(session.peer)
+    asked: deque[int] = deque()
+    since_save = 0
+    try:
+        while not plan.complete and peer not in plan.dropped:
+            while len(asked) < mf.MAX_PIPELINED and (index := plan.next_for(peer)) is not None:
+                await session.stream.write(mf.encode_get(index))
+                asked.append(index)
+            if not asked:
+                await changed[0].wait()  # others hold the rest: wait for one to finish or give chunks back
+                continue
+            event = await session.next_event(chunk_timeout_s)
+            expected = asked.popleft()
+            if not isinstance(event, mf.Chunk) or event.index != expected:
+                raise WireError("unexpected", f"expected chunk {expected}")
+            try:
+                plan.manifest.check_chunk(event.index, event.data)
+            except WireError as exc:
+                overlay.rejects.add("model_fetch", exc.reason)
+                log.warning("model fetch: %s sent a bad chunk %d; fetching it from another member", peer,
+                            event.index)
+                plan.chunk_bad(peer, event.index, exc.reason)
+                return
+            offset = mf.chunk_span(plan.manifest.size, event.index)[0]
+            await trio.to_thread.run_sync(os.pwrite, fd, event.data, offset)
+            plan.chunk_ok(peer, event.index)
+            progress[0] += len(event.data)
+            on_progress(progress[0])
+            since_save += 1
+            if since_save >= SAVE_EVERY_CHUNKS:
+                since_save = 0
+                await trio.to_thread.run_sync(partial.save, set(plan.done))
+    except WireError as exc:
+        overlay.rejects.add("model_fetch", exc.reason)
+        plan.peer_gone(peer, exc.reason)
+    except trio.TooSlowError:
+        plan.peer_gone(peer, "timeout")
+    except Exception as exc:  # the stream broke (py-libp2p raises several types)
+        log.debug("model fetch from %s broke: %s", peer, exc)
+        plan.peer_gone(peer, "broken")
+    finally:
+        touch()
+
+
+def _preallocate(path: Path, size: int) -> None:
+    with open(path, "wb") as file:
+        file.truncate(size)
+
+
+def _sha256_of(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(HASH_READ_BYTES):
+            digest.update(block)
+    return digest.digest()

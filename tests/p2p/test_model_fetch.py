@@ -1,0 +1,170 @@
+"""`/meshp2p/model/1.0.0` between real overlays on loopback: one peer, several at once, a peer whose chunks are
+bad, an outsider, and fetches interrupted again and again that resume where they stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from meshp2p.p2p.model_fetch import FetchFailed, ModelFileServer, fetch_model_file
+from meshp2p.wire import model_fetch as mf
+from meshp2p.wire.model_id import ContentId
+
+from .helpers import Node, network
+
+SIZE = 10 * mf.MIN_CHUNK_BYTES + 12345
+
+
+def _content_id(data: bytes) -> ContentId:
+    return ContentId(hashlib.sha256(data).digest()[:16], len(data))
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> tuple[Path, bytes, ContentId]:
+    data = os.urandom(SIZE)
+    path = tmp_path / "holder" / "tiny.gguf"
+    path.parent.mkdir()
+    path.write_bytes(data)
+    return path, data, _content_id(data)
+
+
+async def _holders(net, count: int, offered: dict[ContentId, Path], members: set[str]) -> list[Node]:
+    nodes = [await net.start_overlay() for _ in range(count)]
+    for node in nodes:
+        ModelFileServer(node.overlay, is_member=lambda p: str(p) in members, files=offered.get).install()
+    return nodes
+
+
+async def _fetcher(net, holders: list[Node]) -> Node:
+    node = await net.start_overlay(bootstrap=tuple(h.overlay.addrs()[0] for h in holders))
+    return node
+
+
+async def test_a_member_fetches_a_file_from_one_peer(model, tmp_path: Path):
+    path, data, cid = model
+    members: set[str] = set()
+    async with network() as net:
+        (a,) = await _holders(net, 1, {cid: path}, members)
+        b = await _fetcher(net, [a])
+        members.add(b.peer_id)
+        seen: list[int] = []
+        report = await fetch_model_file(b.overlay, cid, [a.overlay.peer_id], tmp_path / "got" / "tiny.gguf",
+                                        on_progress=seen.append)
+        assert report.path.read_bytes() == data
+        assert report.delivered == {a.peer_id: mf.chunk_count(SIZE)} and report.dropped == {}
+        assert seen[-1] == SIZE and seen == sorted(seen)
+        assert not (tmp_path / "got" / "tiny.gguf.partial").exists()
+        assert not (tmp_path / "got" / "tiny.gguf.partial.json").exists()
+
+
+async def test_two_peers_share_one_fetch(model, tmp_path: Path):
+    path, data, cid = model
+    members: set[str] = set()
+    async with network() as net:
+        holders = await _holders(net, 2, {cid: path}, members)
+        b = await _fetcher(net, holders)
+        members.add(b.peer_id)
+        report = await fetch_model_file(b.overlay, cid, [h.overlay.peer_id for h in holders], tmp_path / "x.gguf")
+        assert report.path.read_bytes() == data
+        assert set(report.delivered) == {h.peer_id for h in holders} and all(report.delivered.values())
+        assert sum(report.delivered.values()) == mf.chunk_count(SIZE)
+
+
+async def test_a_peer_sending_a_bad_chunk_is_dropped_and_the_file_completes_from_the_other(model, tmp_path: Path):
+    """The bad peer cut its manifest from the good file, which then changed on its disk (rot, a partial copy)."""
+    path, data, cid = model
+    rotten = tmp_path / "rotten.gguf"
+    spoiled = bytearray(data)
+    for offset in range(17, SIZE, mf.MIN_CHUNK_BYTES):  # one byte in every chunk: whichever it is handed is bad
+        spoiled[offset] ^= 0xFF
+    rotten.write_bytes(bytes(spoiled))
+    members: set[str] = set()
+    async with network() as net:
+        good = await net.start_overlay()
+        bad = await net.start_overlay()
+        ModelFileServer(good.overlay, is_member=lambda p: str(p) in members, files={cid: path}.get).install()
+        bad_server = ModelFileServer(bad.overlay, is_member=lambda p: str(p) in members, files={cid: rotten}.get)
+        bad_server._manifests[cid] = mf.manifest_of(SIZE, (data[o:o + mf.MIN_CHUNK_BYTES]
+                                                           for o in range(0, SIZE, mf.MIN_CHUNK_BYTES)))
+        bad_server.install()
+        b = await _fetcher(net, [good, bad])
+        members.add(b.peer_id)
+        report = await fetch_model_file(b.overlay, cid, [bad.overlay.peer_id, good.overlay.peer_id],
+                                        tmp_path / "x.gguf")
+        assert report.path.read_bytes() == data
+        assert report.dropped == {bad.peer_id: "bad_chunk"}
+        assert b.overlay.rejects.as_dict().get("model_fetch:bad_chunk") == 1
+        assert report.delivered == {good.peer_id: mf.chunk_count(SIZE)}
+
+
+async def test_an_outsider_is_refused_and_counted(model, tmp_path: Path):
+    path, _, cid = model
+    async with network() as net:
+        (a,) = await _holders(net, 1, {cid: path}, members=set())
+        b = await _fetcher(net, [a])
+        with pytest.raises(FetchFailed, match="not_member"):
+            await fetch_model_file(b.overlay, cid, [a.overlay.peer_id], tmp_path / "x.gguf")
+        assert a.overlay.rejects.as_dict() == {"model_fetch:not_member": 1}
+        assert not (tmp_path / "x.gguf").exists() and not (tmp_path / "x.gguf.partial").exists()
+
+
+async def test_a_file_nobody_offers_is_not_found(model, tmp_path: Path):
+    path, _, cid = model
+    other = ContentId(bytes(16), 5)
+    members: set[str] = set()
+    async with network() as net:
+        (a,) = await _holders(net, 1, {cid: path}, members)
+        b = await _fetcher(net, [a])
+        members.add(b.peer_id)
+        with pytest.raises(FetchFailed, match="not_found"):
+            await fetch_model_file(b.overlay, other, [a.overlay.peer_id], tmp_path / "x.gguf")
+
+
+async def test_a_fetch_interrupted_ten_times_resumes_each_time_and_never_fetches_a_chunk_twice(model, tmp_path):
+    path, data, cid = model
+    target = tmp_path / "x.gguf"
+    members: set[str] = set()
+    async with network() as net:
+        (a,) = await _holders(net, 1, {cid: path}, members)
+        b = await _fetcher(net, [a])
+        members.add(b.peer_id)
+        fetched = 0
+        for round_ in range(10):
+            with trio.CancelScope() as scope:
+                def stop_after_one(done: int, scope: trio.CancelScope = scope) -> None:
+                    scope.cancel()
+                report = await fetch_model_file(b.overlay, cid, [a.overlay.peer_id], target,
+                                                on_progress=stop_after_one)
+            assert scope.cancelled_caught, f"round {round_}: the fetch finished instead of stopping"
+            fetched += 1
+            assert not target.exists()
+        report = await fetch_model_file(b.overlay, cid, [a.overlay.peer_id], target)
+        assert report.path.read_bytes() == data
+        # At least one chunk per interrupted round was kept; the last round fetched only what was missing.
+        assert report.resumed_chunks >= fetched
+        assert report.resumed_chunks + sum(report.delivered.values()) == mf.chunk_count(SIZE)
+
+
+async def test_a_holder_killed_mid_fetch_leaves_a_partial_file_another_holder_completes(model, tmp_path: Path):
+    path, data, cid = model
+    target = tmp_path / "x.gguf"
+    members: set[str] = set()
+    async with network() as net:
+        first, second = await _holders(net, 2, {cid: path}, members)
+        b = await _fetcher(net, [first, second])
+        members.add(b.peer_id)
+
+        def kill_at_half(done: int) -> None:
+            if done >= SIZE // 2:
+                first.kill()
+
+        with pytest.raises(FetchFailed, match="stopped before it was whole"):
+            await fetch_model_file(b.overlay, cid, [first.overlay.peer_id], target, on_progress=kill_at_half,
+                                   chunk_timeout_s=5.0)
+        assert not target.exists() and (tmp_path / "x.gguf.partial").exists()
+        report = await fetch_model_file(b.overlay, cid, [second.overlay.peer_id], target)
+        assert report.path.read_bytes() == data and report.resumed_chunks >= mf.chunk_count(SIZE) // 2
