@@ -84,7 +84,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshp2p.hosts import LOOPBACK_HOST
-from meshp2p.p2p import provider_lookup
+from meshp2p.p2p import providers
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 from meshp2p.p2p.liveness import ConnectionWatcher
 from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs
@@ -557,11 +557,11 @@ class Overlay:
             await self.dht.provide(content_key.hex())
 
     async def find_providers(self, content_key: bytes) -> list[PeerInfo]:
-        """Providers of a key, deduplicated: a walk that stops at the first holders (p2p/provider_lookup.py says
+        """Providers of a key, deduplicated: a walk that stops at the first holders (p2p/providers.py says
         why it is not py-libp2p's `find_providers`)."""
         found: list[PeerInfo] = []
         with trio.move_on_after(DHT_OP_TIMEOUT_S):
-            found = await provider_lookup.find_providers(
+            found = await providers.find_providers(
                 self.host, self.dht.routing_table, self.dht.provider_store.get_providers(content_key), content_key)
         return found
 

@@ -1,7 +1,7 @@
 """`/meshp2p/rpc/1.0.0` over libp2p streams: llama.cpp RPC between a host's llama-server and a worker's RPC server.
 
-The host's llama-server speaks llama.cpp RPC to `127.0.0.1:<port>` (`--rpc`); `RpcBridgeClient.serve_port` listens
-there and carries each TCP connection on its own stream to the worker. `RpcBridgeServer`, on the worker, checks the
+The host's llama-server speaks llama.cpp RPC to `127.0.0.1:<port>` (`--rpc`); `RpcTunnelClient.serve_port` listens
+there and carries each TCP connection on its own stream to the worker. `RpcTunnelServer`, on the worker, checks the
 peer is a mesh member, connects to its own RPC server on 127.0.0.1 and splices the two. Neither end parses the RPC
 bytes: after the hello and the reply (wire/rpc_tunnel.py) the bridge copies bytes as they come, in large reads,
 and counts them, because the bytes a split moves at model load are what decides where splits pay off.
@@ -25,7 +25,7 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.hosts import LOOPBACK_HOST
-from meshp2p.p2p.join_protocol import Membership
+from meshp2p.p2p.join import Membership
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.rpc_tunnel import (
@@ -82,7 +82,7 @@ class _Counters:
         self._answered = True
 
 
-class RpcBridgeServer(_Counters):
+class RpcTunnelServer(_Counters):
     """The worker's end: serves `/meshp2p/rpc/1.0.0` to mesh members by splicing to the local RPC server.
 
     `rpc_port` returns the port of this machine's RPC server on 127.0.0.1 and may start it on first use
@@ -155,13 +155,13 @@ class RpcBridgeServer(_Counters):
                 await _reset(stream)
 
 
-class RpcBridgeClient(_Counters):
+class RpcTunnelClient(_Counters):
     """The host's end: local TCP ports that lead to workers' RPC servers, for llama-server's `--rpc`."""
 
     def __init__(self, overlay: Overlay, membership: Membership | None = None) -> None:
         super().__init__()
         self.overlay = overlay
-        #: Proves our membership again when a worker refuses us as `not_member` (it restarted: join_protocol.py).
+        #: Proves our membership again when a worker refuses us as `not_member` (it restarted: p2p/join.py).
         self.membership = membership
 
     async def serve_port(
