@@ -254,7 +254,7 @@ class TunnelServer:
         try:
             async for chunk in answer.chunks:
                 # One write per BODY frame: no copy of the whole chunk, and each write is one yamux frame
-                # (overlay.YAMUX_MAX_FRAME_BYTES), instead of a joined chunk cut at arbitrary 64 KiB boundaries.
+                # (_libp2p_patches.YAMUX_MAX_FRAME_BYTES), instead of a joined chunk cut at arbitrary 64 KiB boundaries.
                 for frame in conn.send_body(chunk):
                     await stream.write(frame)
         except TunnelError as exc:

@@ -42,7 +42,7 @@ Nothing on the publish or discover path is changed either way.
 Departed clients: a py-libp2p DHT server adds every peer that opens a KAD stream to it to its routing table,
 DHT clients included (the inbound path skips the server-mode check), so each finished discover leaves an
 entry in every server it asked; later lookups are handed it and dial it (#fail column; a refused dial and one
-retry on loopback; on the internet Overlay's LOOKUP_DIAL_TIMEOUT_S bounds it) until the server's purge of DHT
+retry on loopback; on the internet p2p/_libp2p_patches.LOOKUP_DIAL_TIMEOUT_S bounds it) until the server's purge of DHT
 clients (every DHT_CLIENT_PURGE_S) or a failed lookup drops it.
 
 Target: published -> found, p95 <= 1 s. Runtime: ~1.5 min on a quiet 2-core machine.
