@@ -16,14 +16,16 @@ place that overrides them for the host and pubsub:
   scorer the mesh stays within GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH and changes only when members come and go.
 
 Beside it: p2p/dht.py (records, providers, the validator), p2p/_libp2p_patches.py (what we change inside
-py-libp2p: logging, yamux frames and window updates, bounded dials).
+py-libp2p: logging, yamux frames and window updates, bounded dials), p2p/streams.py (`serve`'s error ladder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import math
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,7 @@ from meshp2p.p2p.liveness import ConnectionWatcher
 from meshp2p.p2p.mdns import MdnsDiscovery, advertised_addrs
 from meshp2p.p2p.members_gossip import MeshGossipSub, MeshPubsub, TopicGate
 from meshp2p.p2p.rejects import RejectCounter
+from meshp2p.p2p.streams import Handler, serve_stream
 from meshp2p.wire.identity import Identity
 
 if TYPE_CHECKING:
@@ -184,9 +187,17 @@ class Overlay:
     def is_connected(self, peer_id: ID) -> bool:
         return bool(self.host.get_network().get_connections(peer_id))
 
-    def serve(self, protocol: str, handler: Callable[[Any], Awaitable[None]]) -> None:
-        """Answer streams of `protocol` with `handler(stream)` (run in py-libp2p's own task: see ARCHITECTURE.md)."""
-        self.host.set_stream_handler(TProtocol(protocol), handler)
+    def serve(self, protocol: str, handler: Handler, *, timeout_s: float = math.inf,
+              rejects_as: str | None = None) -> None:
+        """Answer streams of `protocol` with `handler(stream)`, through the one error ladder (streams.serve_stream):
+        within `timeout_s`, the stream closed when the handler returns and reset when it fails, a WireError counted
+        as `<rejects_as>:<reason>`. py-libp2p runs it in its own task, not under our nursery (ARCHITECTURE.md)."""
+        reject = None if rejects_as is None else functools.partial(self.rejects.add, rejects_as)
+
+        async def answer(stream: Any) -> None:
+            await serve_stream(stream, handler, protocol=protocol, timeout_s=timeout_s, reject=reject)
+
+        self.host.set_stream_handler(TProtocol(protocol), answer)
 
     async def open_stream(self, peer_id: ID, protocol: str) -> Any:
         """A new stream to `peer_id` speaking `protocol` (dialing it first if need be; bound it by the caller's
