@@ -1,7 +1,7 @@
 """Browsing the DHT for meshes: what `meshp2p discover` and `up --auto` run.
 
 No directory server: find the providers of `region:R`, `model:M` or `meshes` (a DHT walk that stops at the
-first holders, p2p/provider_lookup.py), then ask each provider directly for its signed node record and its
+first holders, p2p/providers.py), then ask each provider directly for its signed node record and its
 mesh's signed listing (`/meshp2p/listing/1.0.0`, protocols/listing.md): one round trip instead of two DHT walks
 (the node record to learn the provider's mesh, then that mesh's listing). A provider that cannot answer (down,
 unreachable, an older version, no listing at hand, a bad answer) is read the old way from the DHT; one that has
@@ -18,7 +18,7 @@ import trio
 
 from meshp2p.mesh.discovery import Candidate
 from meshp2p.p2p import PeerInfo
-from meshp2p.p2p.listing_protocol import fetch_records
+from meshp2p.p2p.listing import fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import Identity

@@ -49,8 +49,8 @@ from meshp2p.mesh.records import RECORD_TTL_S, RecordSchedule
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.gossip import GossipTopic
-from meshp2p.p2p.join_protocol import Membership
-from meshp2p.p2p.listing_protocol import ListingServer
+from meshp2p.p2p.join import Membership
+from meshp2p.p2p.listing import ListingServer
 from meshp2p.p2p.overlay import DIAL_TIMEOUT_S, Overlay
 from meshp2p.p2p.rtt import RttProbe
 from meshp2p.p2p.status_push import StatusPush
@@ -458,7 +458,7 @@ class MeshService:
 
     def _peer_connected(self, peer: PeerID) -> None:
         """Overlay callback: a connection to `peer` opened. A member we counted as gone is back, and a member of
-        the view proves membership again on the new connection (it may have restarted: p2p/join_protocol.py)."""
+        the view proves membership again on the new connection (it may have restarted: p2p/join.py)."""
         if str(peer) in self.view.peers or str(peer) in self._lost:
             self.membership.renew(peer)
         lost = self._lost.pop(str(peer), None)

@@ -44,7 +44,7 @@ from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.election import NeedTracker, plan_promotions, snapshot_from_view
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
-from meshp2p.p2p.rpc_bridge import RpcBridgeClient, RpcBridgeServer
+from meshp2p.p2p.rpc_tunnel import RpcTunnelClient, RpcTunnelServer
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
@@ -114,7 +114,7 @@ class Node:
                 self.fleet.add(model)
         self.splits: list[SplitHost] = []
         self.rpc: OnDemandRpcServer | None = None
-        self.rpc_bridge: RpcBridgeServer | None = None
+        self.rpc_bridge: RpcTunnelServer | None = None
         self.overlay: Overlay | None = None
         self.mesh: MeshService | None = None
         self.tunnel: TunnelClient | None = None
@@ -289,7 +289,7 @@ class Node:
                 if self.blackboard is not None:
                     await nursery.start(self.blackboard.run)
                 if self.planned:
-                    bridge = RpcBridgeClient(self.overlay, self.mesh.membership)
+                    bridge = RpcTunnelClient(self.overlay, self.mesh.membership)
                     for spec in self.planned:
                         split = SplitHost(spec, self.fleet, self.mesh.view, bridge, self.mesh.rtt_ms,
                                           force=cfg.split, force_workers=cfg.split_workers,
@@ -325,7 +325,7 @@ class Node:
                                                threads=self.config.server_options.threads,
                                                gguf_paths=lambda: [m.path for m in self.available.values()]))
         await nursery.start(self.rpc.run)
-        self.rpc_bridge = RpcBridgeServer(overlay, is_member=mesh.is_member, rpc_port=self.rpc.port)
+        self.rpc_bridge = RpcTunnelServer(overlay, is_member=mesh.is_member, rpc_port=self.rpc.port)
         self.rpc_bridge.install()
 
     def _serve_tunnel(self, overlay: Overlay, mesh: MeshService) -> None:

@@ -1,6 +1,6 @@
 """Serving a dense model as a pipeline: its layers on this node (the host) and on nearby workers.
 
-App-layer wiring of the planner (mesh/planner.py), the RPC bridge (p2p/rpc_bridge.py) and the fleet:
+App-layer wiring of the planner (mesh/planner.py), the RPC bridge (p2p/rpc_tunnel.py) and the fleet:
 
 1. Plan from the gossiped view: workers are peers that have the same model *file* on disk (the same content id in
    their status `files`, under this model's name or another: protocols/model-id.md), measured RTT <= 80 ms. A peer
@@ -29,7 +29,7 @@ from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, replan_needed
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
-from meshp2p.p2p.rpc_bridge import RpcBridgeClient
+from meshp2p.p2p.rpc_tunnel import RpcTunnelClient
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.model_id import ContentId
 
@@ -90,7 +90,7 @@ def pipeline_args(plan_: Plan, ports: list[int], n_layers: int) -> tuple[str, ..
 class SplitHost:
     """Keeps one model running as a pipeline over the mesh, re-planning when its workers change."""
 
-    def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, bridge: RpcBridgeClient,
+    def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, bridge: RpcTunnelClient,
                  rtt_ms: dict[str, float], *, force: bool = False, force_workers: int | None = None,
                  announce: Callable[[], None] = lambda: None) -> None:
         self.spec = spec

@@ -18,7 +18,7 @@ from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.routing import ServerCandidate
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
-from meshp2p.p2p.join_protocol import Membership
+from meshp2p.p2p.join import Membership
 from meshp2p.p2p.tunnel import TunnelClient, TunnelError, TunnelReply
 from meshp2p.wire.tunnel import NOT_MEMBER
 

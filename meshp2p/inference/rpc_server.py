@@ -238,7 +238,7 @@ class OnDemandRpcServer:
     """Starts an RpcServer the first time `port()` is awaited: a worker runs one only when a split needs it.
 
     `run()` holds the nursery the server lives in (start it in the node's nursery); `port` is the callable
-    `RpcBridgeServer` takes.
+    `RpcTunnelServer` takes.
     """
 
     def __init__(self, server: RpcServer) -> None:

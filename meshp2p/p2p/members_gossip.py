@@ -13,7 +13,7 @@ the mesh and lets it collect every sealed message. The two subclasses here chang
 - `MeshGossipSub` refuses a non-member's GRAFT with a PRUNE without peer exchange, and ignores its IHAVE, IWANT and
   OBSERVE for private topics.
 
-Which topics are private and who is a member come from `TopicGate`, filled by `Membership` (p2p/join_protocol.py).
+Which topics are private and who is a member come from `TopicGate`, filled by `Membership` (p2p/join.py).
 Named meshes' topics are open: anyone who knows the name may join them.
 """
 

@@ -7,7 +7,6 @@ run in worker threads so neither side holds the node's event loop while its infe
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +22,7 @@ from libp2p.peer.id import ID
 
 from meshp2p.errors import MeshP2PError
 from meshp2p.p2p.overlay import Overlay
-from meshp2p.p2p.streams import FramedStream, read_some
+from meshp2p.p2p.streams import FramedStream, close_quietly, read_some, reset_quietly
 from meshp2p.wire import model_fetch as mf
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.model_id import ContentId
@@ -97,27 +96,25 @@ class ModelFileServer:
         self._cutting: dict[ContentId, trio.Event] = {}
 
     def install(self) -> None:
-        self.overlay.serve(mf.MODEL_FETCH_PROTOCOL_ID, self._handle)
+        self.overlay.serve(mf.MODEL_FETCH_PROTOCOL_ID, self._handle, rejects_as="model_fetch")
 
     async def _handle(self, stream: Any) -> None:
+        """One session; the ladder (p2p/streams.serve_stream) closes it on return, resets it on failure, and
+        counts a broken rule as `model_fetch:<reason>`."""
         peer: ID = stream.muxed_conn.peer_id
         framed = FramedStream(stream, max_bytes=mf.MAX_FRAME_BYTES)
-        clean = False
-        counted = False
+        with trio.fail_after(mf.IDLE_TIMEOUT_S):
+            opened: mf.Open = mf.expect(mf.decode_message(await framed.expect()), mf.Open)
+        refusal = self._refusal(peer, opened.content_id)
+        path = self.files(opened.content_id)
+        if refusal is not None or path is None:
+            refusal = refusal or "not_found"
+            self.overlay.rejects.add("model_fetch", refusal)
+            await stream.write(mf.encode_refused(refusal))
+            return
+        self.stats.active += 1
+        self.stats.sessions += 1
         try:
-            with trio.fail_after(mf.IDLE_TIMEOUT_S):
-                opened: mf.Open = mf.expect(mf.decode_message(await framed.expect()), mf.Open)
-            refusal = self._refusal(peer, opened.content_id)
-            if refusal is not None:
-                self.overlay.rejects.add("model_fetch", refusal)
-                await stream.write(mf.encode_refused(refusal))
-                clean = True
-                return
-            self.stats.active += 1
-            counted = True
-            self.stats.sessions += 1
-            path = self.files(opened.content_id)
-            assert path is not None, "checked by _refusal"
             manifest = await self._manifest(opened.content_id, path)
             await stream.write(mf.encode_manifest(manifest))
             fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY)
@@ -126,7 +123,6 @@ class ModelFileServer:
                     with trio.fail_after(mf.IDLE_TIMEOUT_S):
                         payload = await framed.receive()
                     if payload is None:
-                        clean = True
                         return
                     index = mf.expect(mf.decode_message(payload), mf.Get).index
                     mf.check_index(manifest, index)
@@ -134,18 +130,8 @@ class ModelFileServer:
                         await self._send_chunk(stream, fd, manifest, index)
             finally:
                 os.close(fd)
-        except WireError as exc:
-            self.overlay.rejects.add("model_fetch", exc.reason)
-            log.info("model fetch from %s broke the protocol: %s", peer, exc.message)
-        except trio.TooSlowError:
-            self.overlay.rejects.add("model_fetch", "timeout")
-            log.info("model fetch from %s went quiet", peer)
-        except Exception as exc:  # the peer left (py-libp2p raises several stream error types), or the disk failed
-            log.debug("model fetch from %s ended: %s", peer, exc)
         finally:
-            if counted:
-                self.stats.active -= 1
-            await _end(stream, clean=clean)
+            self.stats.active -= 1
 
     def _refusal(self, peer: ID, content_id: ContentId) -> mf.RefusalReason | None:
         if not self.is_member(peer):
@@ -191,16 +177,6 @@ def _cut(path: Path, size: int) -> mf.Manifest:
     chunk = mf.chunk_bytes(size)
     with open(path, "rb") as file:
         return mf.manifest_of(size, iter(lambda: file.read(chunk), b""))
-
-
-async def _end(stream: Any, *, clean: bool) -> None:
-    """Close a finished session, reset a broken one; never raises."""
-    with trio.CancelScope(shield=True):
-        try:
-            await (stream.close() if clean else stream.reset())
-        except Exception:  # the peer is gone already
-            with contextlib.suppress(Exception):
-                await stream.close()
 
 
 # -- fetching ----------------------------------------------------------------------------------------------------
@@ -300,7 +276,7 @@ async def fetch_model_file(overlay: Overlay, content_id: ContentId, peers: Seque
         # A fetch that stops early resets its streams: a listener blocked on a chunk the dialer no longer reads
         # ends at once instead of holding one of its few upload slots until its timeout.
         for session in sessions:
-            await _end(session.stream, clean=finished)
+            await (close_quietly(session.stream) if finished else reset_quietly(session.stream))
 
 
 async def _open_session(overlay: Overlay, peer: ID, content_id: ContentId, sessions: list[_Session],

@@ -20,6 +20,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.streams import reset_quietly
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class RttProbe:
         self._streams: dict[ID, Any] = {}
 
     def install(self) -> None:
-        self.overlay.host.set_stream_handler(PING_PROTOCOL, self._echo)
+        self.overlay.serve(PING_PROTOCOL, self._echo)
 
     async def measure(self, peer: ID) -> float | None:
         """Median RTT in ms over a few echoes, or None when the peer does not answer in time."""
@@ -71,30 +72,19 @@ class RttProbe:
     async def _forget(self, peer: ID) -> None:
         stream = self._streams.pop(peer, None)
         if stream is not None:
-            with trio.CancelScope(shield=True):
-                try:
-                    await stream.reset()
-                except Exception:
-                    log.debug("resetting the ping stream to %s failed", peer)
+            await reset_quietly(stream)
 
     async def _echo(self, stream: Any) -> None:
+        """Echo a member's pings until it leaves (then Overlay.serve resets) or idles; an outsider's stream is
+        closed unread."""
         remote: ID = stream.muxed_conn.peer_id
-        member = self.is_member(remote)
-        if not member:
+        if not self.is_member(remote):
             self.overlay.rejects.add("ping", "not_member")
             log.info("refused a ping from %s: not a member of the mesh", remote)
-        try:
-            while member:
-                with trio.move_on_after(PING_IDLE_S) as idle:
-                    data = await stream.read(PING_BYTES)
-                if idle.cancelled_caught or not data:
-                    return
-                await stream.write(data)
-        except Exception:
             return
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await stream.close()
-                except Exception:
-                    log.debug("closing a ping stream failed")
+        while True:
+            with trio.move_on_after(PING_IDLE_S) as idle:
+                data = await stream.read(PING_BYTES)
+            if idle.cancelled_caught or not data:
+                return
+            await stream.write(data)

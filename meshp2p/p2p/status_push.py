@@ -23,7 +23,6 @@ from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.p2p.streams import read_one_frame
-from meshp2p.wire.errors import WireError
 from meshp2p.wire.framing import SingleFrameReader, frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES
 
@@ -42,7 +41,7 @@ class StatusPush:
         self.on_status = on_status
 
     def install(self) -> None:
-        self.overlay.host.set_stream_handler(STATUS_PUSH_PROTOCOL, self._receive)
+        self.overlay.serve(STATUS_PUSH_PROTOCOL, self._receive, rejects_as="status_push")
 
     async def send(self, peer: ID, data: bytes) -> bool:
         """True once the frame is written; False (logged) if the peer could not be reached in time."""
@@ -59,20 +58,11 @@ class StatusPush:
         return True
 
     async def _receive(self, stream: Any) -> None:
-        remote: ID = stream.muxed_conn.peer_id
+        """One frame, handed on; a bad frame (counted by Overlay.serve) or a stall (counted here) ends in a reset."""
         try:
             with trio.fail_after(PUSH_TIMEOUT_S):
                 payload = await read_one_frame(stream, SingleFrameReader(max_bytes=MAX_GOSSIP_BYTES))
-            self.on_status(remote, payload)
-        except WireError as exc:
-            self.overlay.rejects.add("status_push", exc.reason)
         except trio.TooSlowError:
             self.overlay.rejects.add("status_push", "timeout")
-        except Exception as exc:
-            log.debug("status push from %s failed: %s", remote, exc)
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await stream.close()
-                except Exception:
-                    log.debug("closing a status push stream failed")
+            raise
+        self.on_status(stream.muxed_conn.peer_id, payload)

@@ -8,7 +8,6 @@ never reused. Only members of the mesh are served: others get an ERROR frame `no
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +19,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.streams import reset_quietly
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.tunnel import (
     IDLE_STREAM_S,
@@ -125,7 +125,7 @@ class TunnelClient:
 
     async def aclose(self) -> None:
         for peer, pooled in [(p, s) for p, streams in self._idle.items() for s in streams]:
-            await _reset(pooled.stream)
+            await reset_quietly(pooled.stream)
             self._open[peer] -= 1
         self._idle.clear()
 
@@ -136,7 +136,7 @@ class TunnelClient:
             pooled = idle.pop()
             if now - pooled.last_used < REUSE_IDLE_S and pooled.conn.idle:
                 return pooled
-            await _reset(pooled.stream)
+            await reset_quietly(pooled.stream)
             self._open[peer] -= 1
         if self._open[peer] >= MAX_STREAMS_PER_PEER:
             raise TunnelError("overloaded", f"{MAX_STREAMS_PER_PEER} tunnels to {peer} are busy", retry_after_s=1)
@@ -170,7 +170,7 @@ class TunnelClient:
             self._idle[peer].append(pooled)
             return
         self._open[peer] -= 1
-        trio.lowlevel.spawn_system_task(_reset, pooled.stream)
+        trio.lowlevel.spawn_system_task(reset_quietly, pooled.stream)
 
 
 @dataclass
@@ -193,52 +193,33 @@ class TunnelServer:
         self.handler = handler
 
     def install(self) -> None:
-        self.overlay.host.set_stream_handler(TUNNEL_PROTOCOL, self._handle)
+        self.overlay.serve(TUNNEL_PROTOCOL, self._handle, rejects_as="tunnel")
 
     async def _handle(self, stream: Any) -> None:
+        """Requests one after another until the asker hangs up or the stream idles, either ending in a reset (by
+        Overlay.serve: py-libp2p reports a hang-up as StreamEOF); an outsider's one request is refused and closed."""
         peer: ID = stream.muxed_conn.peer_id
         conn = TunnelServerConnection()
-        refused = False
-        try:
-            head: RequestHead | None = None
-            body = bytearray()
-            while True:
-                with trio.move_on_after(IDLE_STREAM_S if conn.idle else OPEN_TIMEOUT_S * 6) as idle:
-                    data = await stream.read(READ_BYTES)
-                if idle.cancelled_caught or not data:
-                    return
-                for event in conn.receive(data):
-                    if isinstance(event, RequestHead):
-                        if not self.is_member(peer):
-                            # protocols/http-tunnel.md: answered on the first frame, the rest never read.
-                            refused = await self._refuse(stream, conn)
-                            return
-                        head, body = event, bytearray()
-                    elif isinstance(event, BodyChunk):
-                        body += event.data
-                    elif isinstance(event, End) and head is not None:
-                        await self._answer(stream, conn, peer, head, bytes(body))
-                        head = None
-        except WireError as exc:
-            self.overlay.rejects.add("tunnel", exc.reason)
-            log.info("tunnel from %s broke the protocol: %s", peer, exc.message)
-        except Exception as exc:
-            log.debug("tunnel from %s ended: %s", peer, exc)
-        finally:
-            if not refused:
-                await _reset(stream)
-
-    async def _refuse(self, stream: Any, conn: TunnelServerConnection) -> bool:
-        """ERROR `not_member` for the request just opened, then close: True once the close went out."""
-        self.overlay.rejects.add("tunnel", NOT_MEMBER)
-        with trio.CancelScope(shield=True):
-            try:
-                await stream.write(conn.send_error(NOT_MEMBER, "join the mesh first (/meshp2p/join/1.0.0)"))
-                await stream.close()
-            except Exception as exc:  # the peer left already; the reset in _handle cleans up
-                log.debug("could not refuse %s cleanly: %s", stream.muxed_conn.peer_id, exc)
-                return False
-        return True
+        head: RequestHead | None = None
+        body = bytearray()
+        while True:
+            with trio.fail_after(IDLE_STREAM_S if conn.idle else OPEN_TIMEOUT_S * 6):
+                data = await stream.read(READ_BYTES)
+            if not data:  # (py-libp2p raises StreamEOF instead: a failure, so a reset)
+                return
+            for event in conn.receive(data):
+                if isinstance(event, RequestHead):
+                    if not self.is_member(peer):
+                        # protocols/http-tunnel.md: answered on the first frame, the rest never read; then closed.
+                        self.overlay.rejects.add("tunnel", NOT_MEMBER)
+                        await stream.write(conn.send_error(NOT_MEMBER, "join the mesh first (/meshp2p/join/1.0.0)"))
+                        return
+                    head, body = event, bytearray()
+                elif isinstance(event, BodyChunk):
+                    body += event.data
+                elif isinstance(event, End) and head is not None:
+                    await self._answer(stream, conn, peer, head, bytes(body))
+                    head = None
 
     async def _answer(self, stream: Any, conn: TunnelServerConnection, peer: ID, head: RequestHead,
                       body: bytes) -> None:
@@ -254,7 +235,7 @@ class TunnelServer:
         try:
             async for chunk in answer.chunks:
                 # One write per BODY frame: no copy of the whole chunk, and each write is one yamux frame
-                # (overlay.YAMUX_MAX_FRAME_BYTES), instead of a joined chunk cut at arbitrary 64 KiB boundaries.
+                # (_libp2p_patches.YAMUX_MAX_FRAME_BYTES), not a joined chunk cut at arbitrary 64 KiB boundaries.
                 for frame in conn.send_body(chunk):
                     await stream.write(frame)
         except TunnelError as exc:
@@ -262,12 +243,3 @@ class TunnelServer:
             return
         await stream.write(conn.send_end())
 
-
-async def _reset(stream: Any) -> None:
-    """Abort a stream (or close it, if it cannot be reset); never raises."""
-    with trio.CancelScope(shield=True):
-        try:
-            await stream.reset()
-        except Exception:
-            with contextlib.suppress(Exception):
-                await stream.close()

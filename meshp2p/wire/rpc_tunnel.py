@@ -3,7 +3,7 @@
 One framed hello and one framed reply open the stream; after an `ok: true` the stream carries llama.cpp's own RPC
 bytes, unframed, in both directions. Sans-IO like h11: `RpcDialer` and `RpcListener` take stream bytes in any
 chunking and hand back the hello, the reply, and whatever bytes followed the frame (the start of the RPC stream,
-which the caller must forward, not drop). The trio code in `meshp2p/p2p/rpc_bridge.py` moves the bytes.
+which the caller must forward, not drop). The trio code in `meshp2p/p2p/rpc_tunnel.py` moves the bytes.
 """
 
 from __future__ import annotations

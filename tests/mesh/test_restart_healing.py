@@ -4,7 +4,7 @@ Real `meshp2p up` processes on loopback with the tiny model; the official `opena
 Two servers (A, D) of one model; A is SIGKILLed mid-stream and restarted with the same MESHP2P_HOME (same
 PeerID) ten times. Every stream C reads completes, and after each restart a request C routes to A (a session that
 sticks to A) is answered *by A* within RESTART_USABLE_S of A's API being ready: membership is proved again on the
-new connection (p2p/join_protocol.py), not after C's next look at the mesh.
+new connection (p2p/join.py), not after C's next look at the mesh.
 """
 
 from __future__ import annotations

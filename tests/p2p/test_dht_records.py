@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cbor2
 import pytest
 
-from meshp2p.p2p.overlay import DHT_NAMESPACE, LOCAL_RECORD_FRESH_S
+from meshp2p.p2p.dht import DHT_NAMESPACE, LOCAL_RECORD_FRESH_S
 from meshp2p.wire._cbor import dumps
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.records import (

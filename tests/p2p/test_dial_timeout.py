@@ -1,5 +1,6 @@
-"""Dials that lookups make are bounded (Overlay's LOOKUP_DIAL_TIMEOUT_S): a peer that never finishes the handshake
-(a tarpit here; on the internet a departed address that swallows SYNs) fails the dial instead of stalling it."""
+"""Dials that lookups make are bounded (LOOKUP_DIAL_TIMEOUT_S, p2p/_libp2p_patches.py): a peer that never finishes
+the handshake (a tarpit here; on the internet a departed address that swallows SYNs) fails the dial instead of
+stalling it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
-from meshp2p.p2p import overlay as overlay_module
+from meshp2p.p2p._libp2p_patches import dial_timeout
 from meshp2p.wire.identity import Identity
 
 from .helpers import network
@@ -40,9 +41,6 @@ async def test_a_lookup_dial_to_a_silent_peer_is_cut_short():
         port = await net.nursery.start(tarpit)
         peer = ID.from_base58(Identity.generate().peer_id)
         node.overlay.host.get_peerstore().add_addrs(peer, [Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")], 60)
-        token = overlay_module._dial_timeout_s.set(TEST_DIAL_TIMEOUT_S)
-        try:
-            with trio.fail_after(DEADLINE_S), pytest.raises(SwarmException, match="timed out"):
-                await node.overlay.host.new_stream(peer, [KAD_PROTOCOL_ID])
-        finally:
-            overlay_module._dial_timeout_s.reset(token)
+        with dial_timeout(TEST_DIAL_TIMEOUT_S), trio.fail_after(DEADLINE_S), \
+                pytest.raises(SwarmException, match="timed out"):
+            await node.overlay.host.new_stream(peer, [KAD_PROTOCOL_ID])

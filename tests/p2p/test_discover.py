@@ -18,7 +18,7 @@ from multiaddr import Multiaddr
 
 from meshp2p.app.discovery import discover_meshes
 from meshp2p.app.mesh_service import MeshService, MeshSettings
-from meshp2p.p2p.listing_protocol import LISTING_PROTOCOL, fetch_records
+from meshp2p.p2p.listing import LISTING_PROTOCOL, fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire._cbor import dumps
 from meshp2p.wire.identity import Identity

@@ -15,7 +15,7 @@ from libp2p.peer.id import ID
 
 from meshp2p.p2p import gossip
 from meshp2p.p2p.gossip import Delivered, GossipTopic
-from meshp2p.p2p.overlay import RejectCounter
+from meshp2p.p2p.rejects import RejectCounter
 from meshp2p.wire.gossip import (
     GossipMessage,
     SequenceCounter,

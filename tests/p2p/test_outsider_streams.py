@@ -16,8 +16,8 @@ from libp2p.peer.id import ID
 
 from meshp2p.app.blackboard_sync import SYNC_PROTOCOL, BoardSync
 from meshp2p.blackboard.store import BlackboardStore
-from meshp2p.p2p.listing_protocol import LISTING_PROTOCOL
-from meshp2p.p2p.rpc_bridge import RPC_PROTOCOL, RpcBridgeServer
+from meshp2p.p2p.listing import LISTING_PROTOCOL
+from meshp2p.p2p.rpc_tunnel import RPC_PROTOCOL, RpcTunnelServer
 from meshp2p.p2p.rtt import PING_BYTES, PING_PROTOCOL
 from meshp2p.p2p.status_push import STATUS_PUSH_PROTOCOL
 from meshp2p.p2p.tunnel import TUNNEL_PROTOCOL, TunnelAnswer, TunnelServer
@@ -124,7 +124,7 @@ async def test_the_rpc_tunnel_refuses_an_outsider_without_touching_the_rpc_serve
 
     async with network() as net:
         first, _ = await start_private_mesh(net, new_mesh_secret())
-        server = RpcBridgeServer(first.overlay, is_member=first.service.is_member, rpc_port=rpc_port)
+        server = RpcTunnelServer(first.overlay, is_member=first.service.is_member, rpc_port=rpc_port)
         server.install()
         outsider = await _outsider(net, first)
         stream = await outsider.overlay.host.new_stream(first.overlay.peer_id, [RPC_PROTOCOL])

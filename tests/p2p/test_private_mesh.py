@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from libp2p.pubsub.pb import rpc_pb2
 
 from meshp2p.app.mesh_service import MeshSettings
-from meshp2p.p2p.join_protocol import JOIN_PROTOCOL, Membership
+from meshp2p.p2p.join import JOIN_PROTOCOL, Membership
 from meshp2p.wire._cbor import dumps
 from meshp2p.wire.gossip import (
     ENCRYPTION_SCHEME,

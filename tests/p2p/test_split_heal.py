@@ -17,7 +17,7 @@ import trio
 
 from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.mesh import records
-from meshp2p.p2p import overlay as overlay_module
+from meshp2p.p2p import dht
 from meshp2p.wire.mesh_id import named_mesh_id
 
 from .helpers import Node, network, wait_for
@@ -29,7 +29,7 @@ HEAL_S = 1.0
 async def test_two_nodes_that_created_one_named_mesh_at_once_merge(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(records, "HEAL_SPLIT_S", HEAL_S)
     # A leader's own fresh listing would answer its lookup from the local store for 30 s.
-    monkeypatch.setattr(overlay_module, "LOCAL_RECORD_FRESH_S", 0.0)
+    monkeypatch.setattr(dht, "LOCAL_RECORD_FRESH_S", 0.0)
     name = f"split-{os.urandom(4).hex()}"
     settings = MeshSettings(mesh_id=named_mesh_id(name), secret=b"", name=name)
     async with network() as net:

@@ -13,7 +13,7 @@ discovering client, what `discover_once` builds (new identity, an `Overlay` in D
 bootstrapped off one random node), starts and runs `discover_meshes(region=R)`; when the answer lacks the
 mesh, another fresh client tries (for up to --deadline s). Measured: published -> an answer holding the
 mesh, split into client start (dial + routing-table refresh) and the `discover_meshes` lookup: the provider
-walk (`Overlay.find_providers`, p2p/provider_lookup.py: GET_PROVIDERS until two holders answered), then the
+walk (`Overlay.find_providers`, p2p/providers.py: GET_PROVIDERS until two holders answered), then the
 direct asks (`/meshp2p/listing/1.0.0` to every provider, for its node record and its mesh's listing), and the
 DHT reads of the fallback (node record, then listing) for a provider that could not answer (none, when all is
 well); also the creator's publish time, the KAD streams the client opened and the process's CPU use during the
@@ -42,7 +42,7 @@ Nothing on the publish or discover path is changed either way.
 Departed clients: a py-libp2p DHT server adds every peer that opens a KAD stream to it to its routing table,
 DHT clients included (the inbound path skips the server-mode check), so each finished discover leaves an
 entry in every server it asked; later lookups are handed it and dial it (#fail column; a refused dial and one
-retry on loopback; on the internet Overlay's LOOKUP_DIAL_TIMEOUT_S bounds it) until the server's purge of DHT
+retry on loopback; on the internet p2p/_libp2p_patches.LOOKUP_DIAL_TIMEOUT_S bounds it) until the server's purge of DHT
 clients (every DHT_CLIENT_PURGE_S) or a failed lookup drops it.
 
 Target: published -> found, p95 <= 1 s. Runtime: ~1.5 min on a quiet 2-core machine.
@@ -75,8 +75,8 @@ from meshp2p import __version__, discovery_client
 from meshp2p.app.discovery import discover_meshes
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p import overlay as overlay_module
-from meshp2p.p2p import provider_lookup
-from meshp2p.p2p.listing_protocol import fetch_records
+from meshp2p.p2p import providers
+from meshp2p.p2p.listing import fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
@@ -433,10 +433,10 @@ def main() -> int:
     parser.add_argument("--no-refresh", action="store_true",
                         help="stretch Overlay's 30 s routing-table refresh to an hour in every node (see above)")
     parser.add_argument("--alpha", type=int, default=None,
-                        help=f"provider walk: queries in flight at most (default {provider_lookup.LOOKUP_ALPHA})")
+                        help=f"provider walk: queries in flight at most (default {providers.LOOKUP_ALPHA})")
     parser.add_argument("--holders", type=int, default=None,
                         help=f"provider walk: stop after this many holders answered "
-                             f"(default {provider_lookup.PROVIDER_HOLDERS})")
+                             f"(default {providers.PROVIDER_HOLDERS})")
     parser.add_argument("--deadline", type=float, default=10.0, help="give up on a mesh after this many seconds")
     parser.add_argument("--seed", type=int, default=None, help="seed for names and bootstrap choices")
     parser.add_argument("-v", "--verbose", action="store_true", help="show libp2p warnings")
@@ -447,9 +447,9 @@ def main() -> int:
     if args.no_refresh:
         overlay_module.DHT_REFRESH_S = QUIET_REFRESH_S
     if args.alpha is not None:
-        provider_lookup.LOOKUP_ALPHA = args.alpha
+        providers.LOOKUP_ALPHA = args.alpha
     if args.holders is not None:
-        provider_lookup.PROVIDER_HOLDERS = args.holders
+        providers.PROVIDER_HOLDERS = args.holders
     if args.serve_nodes:
         trio.run(serve_nodes, args.serve_nodes, args.bootstrap)
         return 0
@@ -458,7 +458,7 @@ def main() -> int:
     print(f"overlay_discover: {args.nodes} nodes over {args.procs} process(es), {args.trials} trials, "
           f"{'one region shared by all trials' if args.shared_region else 'a region per trial'}, "
           f"routing-table refresh every {overlay_module.DHT_REFRESH_S:.0f} s, provider walk alpha "
-          f"{provider_lookup.LOOKUP_ALPHA} / {provider_lookup.PROVIDER_HOLDERS} holders; "
+          f"{providers.LOOKUP_ALPHA} / {providers.PROVIDER_HOLDERS} holders; "
           f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     started = time.monotonic()
     discovery_client.fetch_records = timed_fetch_records

@@ -2,8 +2,8 @@
 """What one request/answer round trip costs through the RPC tunnel, against plain TCP, in one run.
 
 A loopback echo server stands in for ggml-rpc-server; a client sends a small command (default 200 bytes) and
-waits for the echo, N times, straight to the echo server and through meshp2p's RPC bridge (RpcBridgeClient port →
-libp2p stream between two overlays in this process → RpcBridgeServer → the echo server). Interleaved twice, so a
+waits for the echo, N times, straight to the echo server and through meshp2p's RPC bridge (RpcTunnelClient port →
+libp2p stream between two overlays in this process → RpcTunnelServer → the echo server). Interleaved twice, so a
 change in machine load shows as a difference between the two passes. Prints µs per round trip and the tunnel's
 added µs. This isolates the tunnel's latency from llama.cpp: `split_bench.py` measures the split as a whole, where
 on a 2-core machine llama-server and ggml-rpc-server compete with the bridge's Python for the cores.
@@ -21,7 +21,7 @@ import time
 import trio
 
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
-from meshp2p.p2p.rpc_bridge import RpcBridgeClient, RpcBridgeServer
+from meshp2p.p2p.rpc_tunnel import RpcTunnelClient, RpcTunnelServer
 from meshp2p.wire.identity import Identity
 
 LOOPBACK = "127.0.0.1"
@@ -55,8 +55,8 @@ async def main(rounds: int, size: int) -> None:
         async def rpc_port() -> int:
             return echo_port
 
-        RpcBridgeServer(worker, is_member=lambda peer: peer == host.peer_id, rpc_port=rpc_port).install()
-        bridge = RpcBridgeClient(host)
+        RpcTunnelServer(worker, is_member=lambda peer: peer == host.peer_id, rpc_port=rpc_port).install()
+        bridge = RpcTunnelClient(host)
         port = await nursery.start(functools.partial(bridge.serve_port, worker.peer_id))
         direct = await trio.open_tcp_stream(LOOPBACK, echo_port)
         tunnel = await trio.open_tcp_stream(LOOPBACK, port)

@@ -5,8 +5,8 @@ One model (default: the embedded gemma-3-270m) is run, all on 127.0.0.1:
 
 1. solo: llama-server alone.
 2. direct: the same llama-server with `--rpc` straight to a ggml-rpc-server (plain TCP, no tunnel).
-3. tunnel: the same split through meshp2p's RPC bridge: llama-server -> RpcBridgeClient port -> libp2p stream
-   (two in-process overlays) -> RpcBridgeServer -> the worker's ggml-rpc-server (meshp2p's RpcServer). Loaded
+3. tunnel: the same split through meshp2p's RPC bridge: llama-server -> RpcTunnelClient port -> libp2p stream
+   (two in-process overlays) -> RpcTunnelServer -> the worker's ggml-rpc-server (meshp2p's RpcServer). Loaded
    twice on one RPC server: the first load and a reload (a new llama-server, as after a re-plan).
    Run once with the RPC server as the node runs it without local models (`-c` cache only) and once with
    `--gguf MODEL` (vendor/llama.cpp/patches/0001-rpc-local-gguf.patch), unless --local-gguf picks one.
@@ -54,7 +54,7 @@ from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import stop_process
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
-from meshp2p.p2p.rpc_bridge import RpcBridgeClient, RpcBridgeServer
+from meshp2p.p2p.rpc_tunnel import RpcTunnelClient, RpcTunnelServer
 from meshp2p.wire.identity import Identity
 
 DEFAULT_MODEL = Path("/tmp/mh/models/gemma-3-270m-Q4_K_M.gguf")
@@ -135,9 +135,9 @@ class Tunnel:
         await self.nursery.start(worker.run)
         host = Overlay(Identity.generate(), OverlayConfig(bootstrap=(worker.addrs()[0],)))
         await self.nursery.start(host.run)
-        self.server = RpcBridgeServer(worker, is_member=lambda peer: peer == host.peer_id, rpc_port=self.rpc_port)
+        self.server = RpcTunnelServer(worker, is_member=lambda peer: peer == host.peer_id, rpc_port=self.rpc_port)
         self.server.install()
-        self.client = RpcBridgeClient(host)
+        self.client = RpcTunnelClient(host)
         port: int = await self.nursery.start(
             functools.partial(self.client.serve_port, worker.peer_id, model=model_id, threads=1))
         return port

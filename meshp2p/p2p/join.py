@@ -13,7 +13,6 @@ peer still refuses as `not_member` (the two events raced) makes the caller `ensu
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -63,7 +62,7 @@ class Membership:
             # A private mesh's gossip reaches members only (protocols/gossip.md, "Members only").
             topics = frozenset(topic_name(self.mesh_id, name, self.secret) for name in TOPIC_NAMES)
             self.overlay.gossip_gate.guard(topics, self.is_member)
-        self.overlay.host.set_stream_handler(JOIN_PROTOCOL, self._handle)
+        self.overlay.serve(JOIN_PROTOCOL, self._handle, timeout_s=JOIN_TIMEOUT_S)
         self.overlay.connections.on_peer_connected.append(self._connected)
         self.overlay.connections.on_peer_lost.append(self._lost)
 
@@ -147,19 +146,14 @@ class Membership:
                                 remote_peer_id=remote.to_bytes())
         reader = FrameReader()
         try:
-            with trio.fail_after(JOIN_TIMEOUT_S):
-                while not listener.joined:
-                    await stream.write(frame(listener.receive(await _read_message(stream, reader))))
-            self._admit(remote)
-        except WireError as exc:
+            while not listener.joined:
+                await stream.write(frame(listener.receive(await _read_message(stream, reader))))
+        except WireError as exc:  # answered with the reason (protocols/join.md), then closed by Overlay.serve
             self.overlay.rejects.add("join", exc.reason)
             log.info("refused a join from %s: %s", remote, exc.message)
-            with contextlib.suppress(Exception):
-                await stream.write(frame(rejection(exc.reason)))
-        except Exception as exc:
-            log.debug("join from %s failed: %s", remote, exc)
-        finally:
-            await stream.close()
+            await stream.write(frame(rejection(exc.reason)))
+            return
+        self._admit(remote)
 
 
 async def _read_message(stream: Any, reader: FrameReader) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`/meshp2p/rpc/1.0.0` over libp2p streams: llama.cpp RPC between a host's llama-server and a worker's RPC server.
 
-The host's llama-server speaks llama.cpp RPC to `127.0.0.1:<port>` (`--rpc`); `RpcBridgeClient.serve_port` listens
-there and carries each TCP connection on its own stream to the worker. `RpcBridgeServer`, on the worker, checks the
+The host's llama-server speaks llama.cpp RPC to `127.0.0.1:<port>` (`--rpc`); `RpcTunnelClient.serve_port` listens
+there and carries each TCP connection on its own stream to the worker. `RpcTunnelServer`, on the worker, checks the
 peer is a mesh member, connects to its own RPC server on 127.0.0.1 and splices the two. Neither end parses the RPC
 bytes: after the hello and the reply (wire/rpc_tunnel.py) the bridge copies bytes as they come, in large reads,
 and counts them, because the bytes a split moves at model load are what decides where splits pay off.
@@ -25,8 +25,9 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.hosts import LOOPBACK_HOST
-from meshp2p.p2p.join_protocol import Membership
+from meshp2p.p2p.join import Membership
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.streams import reset_quietly
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.rpc_tunnel import (
     HANDSHAKE_TIMEOUT_S,
@@ -82,7 +83,7 @@ class _Counters:
         self._answered = True
 
 
-class RpcBridgeServer(_Counters):
+class RpcTunnelServer(_Counters):
     """The worker's end: serves `/meshp2p/rpc/1.0.0` to mesh members by splicing to the local RPC server.
 
     `rpc_port` returns the port of this machine's RPC server on 127.0.0.1 and may start it on first use
@@ -102,9 +103,11 @@ class RpcBridgeServer(_Counters):
         self.rpc_port = rpc_port
 
     def install(self) -> None:
-        self.overlay.host.set_stream_handler(RPC_PROTOCOL, self._handle)
+        self.overlay.serve(RPC_PROTOCOL, self._handle)
 
     async def _handle(self, stream: Any) -> None:
+        """Hello, member check, RPC server, reply, then the splice; a refusal is answered and closed, a stream
+        that breaks or stalls before its hello is reset (by Overlay.serve)."""
         peer: ID = stream.muxed_conn.peer_id
         listener = RpcListener()
         try:
@@ -113,10 +116,6 @@ class RpcBridgeServer(_Counters):
                     pass
         except WireError as exc:
             await self._refuse(stream, peer, exc.reason, exc.message)
-            return
-        except (StreamError, trio.TooSlowError) as exc:
-            log.debug("rpc stream from %s ended before its hello: %r", peer, exc)
-            await _reset(stream)
             return
         if not self.is_member(peer):
             await self._refuse(stream, peer, NOT_MEMBER, "join the mesh first (/meshp2p/join/1.0.0)")
@@ -135,33 +134,29 @@ class RpcBridgeServer(_Counters):
             if listener.rest:
                 await sock.send_all(listener.rest)
                 self._to_rpc(len(listener.rest))
-        except (StreamError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("rpc stream from %s broke at the reply: %r", peer, exc)
-            await _abort(stream, sock)
-            return
+        except BaseException:  # the stream broke at the reply: Overlay.serve resets it, the socket is ours
+            with trio.CancelScope(shield=True):
+                await sock.aclose()
+            raise
         log.debug("rpc tunnel open from %s (model %s)", peer, listener.hello and listener.hello.model)
         await _splice(self, stream, sock, stream_to_sock=self._to_rpc, sock_to_stream=self._from_rpc)
 
     async def _refuse(self, stream: Any, peer: ID, code: str, detail: str) -> None:
-        """Answer `ok: false` and close; the RPC server never hears of this stream."""
+        """Answer `ok: false` (then Overlay.serve closes); the RPC server never hears of this stream."""
         self.refused += 1
         self.overlay.rejects.add("rpc", code)
         log.info("refused an rpc tunnel from %s: %s (%s)", peer, code, detail)
-        with trio.CancelScope(shield=True), trio.move_on_after(OPEN_TIMEOUT_S):
-            try:
-                await stream.write(refuse(code))
-                await stream.close()
-            except Exception:  # the peer is gone already
-                await _reset(stream)
+        with trio.fail_after(OPEN_TIMEOUT_S):
+            await stream.write(refuse(code))
 
 
-class RpcBridgeClient(_Counters):
+class RpcTunnelClient(_Counters):
     """The host's end: local TCP ports that lead to workers' RPC servers, for llama-server's `--rpc`."""
 
     def __init__(self, overlay: Overlay, membership: Membership | None = None) -> None:
         super().__init__()
         self.overlay = overlay
-        #: Proves our membership again when a worker refuses us as `not_member` (it restarted: join_protocol.py).
+        #: Proves our membership again when a worker refuses us as `not_member` (it restarted: p2p/join.py).
         self.membership = membership
 
     async def serve_port(
@@ -229,12 +224,12 @@ class RpcBridgeClient(_Counters):
         except WireError as exc:
             self.overlay.rejects.add("rpc", exc.reason)
             log.warning("worker %s refused the rpc tunnel: %s", peer_id, exc.message)
-            await _reset(stream)
+            await reset_quietly(stream)
             reply = dialer.reply
             return None, (reply.error if reply is not None and not reply.ok else None)
         except Exception as exc:  # StreamError, timeout, local socket gone
             log.warning("rpc tunnel to %s failed in its handshake: %r", peer_id, exc)
-            await _reset(stream)
+            await reset_quietly(stream)
             return None, None
         return stream, None
 
@@ -326,16 +321,7 @@ def _nodelay(sock: trio.SocketStream) -> None:
 
 
 async def _abort(stream: Any, sock: trio.SocketStream) -> None:
-    await _reset(stream)
+    await reset_quietly(stream)
     with trio.CancelScope(shield=True):
         await sock.aclose()
 
-
-async def _reset(stream: Any) -> None:
-    """Abort a stream (or close it, if it cannot be reset); never raises."""
-    with trio.CancelScope(shield=True):
-        try:
-            await stream.reset()
-        except Exception:
-            with contextlib.suppress(Exception):
-                await stream.close()

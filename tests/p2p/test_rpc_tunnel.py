@@ -23,7 +23,7 @@ from meshp2p.inference.llama_server import BackendState
 from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import stop_process
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
-from meshp2p.p2p.rpc_bridge import RPC_PROTOCOL, RpcBridgeClient, RpcBridgeServer
+from meshp2p.p2p.rpc_tunnel import RPC_PROTOCOL, RpcTunnelClient, RpcTunnelServer
 from meshp2p.wire.framing import FRAME_HEADER_BYTES
 from meshp2p.wire.rpc_tunnel import RpcHello, decode_reply, encode_hello
 
@@ -103,7 +103,7 @@ async def test_a_split_through_the_bridge_answers_like_solo_and_strangers_are_re
         host = await net.start_overlay(bootstrap=(worker.overlay.addrs()[0],))
         stranger = await net.start_overlay(bootstrap=(worker.overlay.addrs()[0],))
         await net.nursery.start(on_demand.run)
-        server = RpcBridgeServer(worker.overlay, is_member=lambda p: p == host.overlay.peer_id, rpc_port=rpc_port)
+        server = RpcTunnelServer(worker.overlay, is_member=lambda p: p == host.overlay.peer_id, rpc_port=rpc_port)
         server.install()
         worker_id = worker.overlay.peer_id
 
@@ -114,7 +114,7 @@ async def test_a_split_through_the_bridge_answers_like_solo_and_strangers_are_re
         assert (reply.ok, reply.error) == (False, "not_member")
         await stream.close()
         # Through a bridge port too: the local TCP connection is simply closed.
-        stranger_bridge = RpcBridgeClient(stranger.overlay)
+        stranger_bridge = RpcTunnelClient(stranger.overlay)
         stranger_port = await net.nursery.start(functools.partial(stranger_bridge.serve_port, worker_id))
         local = await trio.open_tcp_stream(LOOPBACK_HOST, stranger_port)
         with trio.fail_after(5):
@@ -125,7 +125,7 @@ async def test_a_split_through_the_bridge_answers_like_solo_and_strangers_are_re
         assert server.bytes_to_rpc == server.bytes_from_rpc == 0
 
         # The member: llama-server → bridge port → libp2p stream → worker → ggml-rpc-server.
-        bridge = RpcBridgeClient(host.overlay)
+        bridge = RpcTunnelClient(host.overlay)
         bridge_port = await net.nursery.start(
             functools.partial(bridge.serve_port, worker_id, model="tiny-dense", threads=1))
         marks: dict[str, tuple[int, int]] = {}
@@ -197,9 +197,9 @@ async def test_the_bridge_copies_and_counts_every_byte_both_ways() -> None:
 
         worker = await net.start_overlay()
         host = await net.start_overlay(bootstrap=(worker.overlay.addrs()[0],))
-        server = RpcBridgeServer(worker.overlay, is_member=lambda p: True, rpc_port=rpc_port)
+        server = RpcTunnelServer(worker.overlay, is_member=lambda p: True, rpc_port=rpc_port)
         server.install()
-        bridge = RpcBridgeClient(host.overlay)
+        bridge = RpcTunnelClient(host.overlay)
         port = await net.nursery.start(functools.partial(bridge.serve_port, worker.overlay.peer_id))
 
         local = await trio.open_tcp_stream(LOOPBACK_HOST, port)
@@ -229,7 +229,7 @@ async def test_a_worker_without_an_rpc_server_refuses_and_the_host_hangs_up() ->
     async with network() as net:
         worker = await net.start_overlay()
         host = await net.start_overlay(bootstrap=(worker.overlay.addrs()[0],))
-        server = RpcBridgeServer(worker.overlay, is_member=lambda p: True, rpc_port=no_rpc_server)
+        server = RpcTunnelServer(worker.overlay, is_member=lambda p: True, rpc_port=no_rpc_server)
         server.install()
         stream = await host.overlay.host.new_stream(worker.overlay.peer_id, [RPC_PROTOCOL])
         await stream.write(encode_hello(RpcHello()))
@@ -237,7 +237,7 @@ async def test_a_worker_without_an_rpc_server_refuses_and_the_host_hangs_up() ->
         assert (reply.ok, reply.error) == (False, "rpc_unavailable")
         await stream.close()
 
-        bridge = RpcBridgeClient(host.overlay)
+        bridge = RpcTunnelClient(host.overlay)
         port = await net.nursery.start(functools.partial(bridge.serve_port, worker.overlay.peer_id))
         local = await trio.open_tcp_stream(LOOPBACK_HOST, port)
         with trio.fail_after(5):
@@ -289,10 +289,10 @@ async def test_a_worker_with_the_model_loads_its_weights_from_its_own_file(
         worker = await net.start_overlay()
         host = await net.start_overlay(bootstrap=(worker.overlay.addrs()[0],))
         await net.nursery.start(on_demand.run)
-        server = RpcBridgeServer(worker.overlay, is_member=lambda p: p == host.overlay.peer_id,
+        server = RpcTunnelServer(worker.overlay, is_member=lambda p: p == host.overlay.peer_id,
                                  rpc_port=on_demand.port)
         server.install()
-        bridge = RpcBridgeClient(host.overlay)
+        bridge = RpcTunnelClient(host.overlay)
         bridge_port = await net.nursery.start(
             functools.partial(bridge.serve_port, worker.overlay.peer_id, model="tiny-dense", threads=1))
         for attempt in ("first", "reload"):

@@ -61,7 +61,7 @@ class ListingServer:
         self._listing: bytes | None = None
 
     def install(self) -> None:
-        self.overlay.host.set_stream_handler(LISTING_PROTOCOL, self._handle)
+        self.overlay.serve(LISTING_PROTOCOL, self._handle, timeout_s=SERVE_TIMEOUT_S, rejects_as="listing")
 
     def offer_node_record(self, value: bytes) -> None:
         self._node = value
@@ -86,17 +86,9 @@ class ListingServer:
         return node, listing
 
     async def _handle(self, stream: Any) -> None:
-        try:
-            with trio.fail_after(SERVE_TIMEOUT_S):
-                decode_request(await read_one_frame(stream, SingleFrameReader()))
-                await stream.write(encode_answer(*self.answer()))
-        except WireError as exc:
-            self.overlay.rejects.add("listing", exc.reason)
-            log.info("refused a listing request from %s: %s", stream.muxed_conn.peer_id, exc.message)
-        except Exception as exc:  # the asker left or stalled: nothing to do
-            log.debug("listing request failed: %r", exc)
-        finally:
-            await stream.close()
+        """One request, one answer; a bad request is counted and reset by Overlay.serve."""
+        decode_request(await read_one_frame(stream, SingleFrameReader()))
+        await stream.write(encode_answer(*self.answer()))
 
 
 async def fetch_records(overlay: Overlay, provider: PeerInfo, *, now: Callable[[], float] = time.time
