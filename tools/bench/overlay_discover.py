@@ -71,7 +71,8 @@ from typing import Any
 
 import trio
 
-from meshp2p import __version__, discovery_client
+from meshp2p import __version__
+from meshp2p.app import discovery as discovery_client
 from meshp2p.app.discovery import discover_meshes
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p import overlay as overlay_module
@@ -160,7 +161,7 @@ class TimedOverlay(Overlay):
 
 
 async def timed_fetch_records(overlay: Any, provider: Any, **kwargs: Any) -> Any:
-    """discovery_client's direct ask, logged as an `ask` call (`ask+` when it brought a listing back)."""
+    """app/discovery.py's direct ask, logged as an `ask` call (`ask+` when it brought a listing back)."""
     start = trio.current_time()
     answer = await fetch_records(overlay, provider, **kwargs)
     if isinstance(overlay, TimedOverlay):
