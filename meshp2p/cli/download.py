@@ -17,8 +17,8 @@ from rich.table import Table
 from meshp2p.cli.progress import RichProgress
 from meshp2p.errors import ConfigError
 from meshp2p.inference.catalog import Catalog, CatalogEntry, load_catalog
-from meshp2p.inference.downloads import Hub
 from meshp2p.inference.hardware import Hardware, detect_hardware
+from meshp2p.inference.hub import Hub
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.on_disk import cached_entry_paths, embedded_on_disk
 from meshp2p.inference.resolve import Resolver

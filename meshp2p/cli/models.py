@@ -16,7 +16,7 @@ from rich.table import Table
 from meshp2p.api.console_client import console_url
 from meshp2p.errors import MeshP2PError
 from meshp2p.inference.catalog import load_catalog
-from meshp2p.inference.downloads import Hub
+from meshp2p.inference.hub import Hub
 from meshp2p.inference.on_disk import local_models
 
 STATUS_TIMEOUT_S = 5.0

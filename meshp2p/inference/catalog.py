@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from meshp2p.errors import ConfigError, ModelNotFound
-from meshp2p.inference.downloads import HubFile, split_parts
 from meshp2p.inference.embedded import DEFAULT_MODEL_ID
+from meshp2p.inference.gguf_names import split_parts
+from meshp2p.inference.hub import HubFile
 
 CATALOG_ENV = "MESHP2P_CATALOG"
 CATALOG_VERSION = 1

@@ -25,122 +25,38 @@ from) under the same lock file huggingface_hub uses, and a later run resumes wit
 
 Split GGUFs (`NAME-00001-of-00003.gguf`) are one model: every part is fetched into one snapshot folder and
 llama-server is given the first, finding the others beside it.
+
+The plain data (Hub, HubFile, RemoteFile, PeerSource) and the error mapping are in hub.py; file-name rules (split
+parts, quantisation tags) in gguf_names.py.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import logging
 import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import http_get, repo_folder_name, try_to_load_from_cache
 
 # From their modules: huggingface_hub.utils is a lazy facade that type checkers do not see re-exporting them.
 from huggingface_hub.utils._fixes import WeakFileLock
 from huggingface_hub.utils._headers import build_hf_headers
 
-from meshp2p.errors import (
-    AccessDenied,
-    ChecksumMismatch,
-    DownloadFailed,
-    FileNotInRepo,
-    MeshP2PError,
-    ModelNotFound,
-    NotDownloaded,
-    NotEnoughDisk,
-)
+from meshp2p.errors import ChecksumMismatch, DownloadFailed, NotDownloaded, NotEnoughDisk
+from meshp2p.inference.hub import Hub, HubFile, PeerSource, RemoteFile, hub_error
 from meshp2p.inference.progress import SILENT, ProgressSink
-
-log = logging.getLogger(__name__)
 
 #: Metadata requests (HEAD on a file, the repo's file list) give up after this; huggingface_hub's own default for the
 #: file list is no timeout at all.
 METADATA_TIMEOUT_S = 30.0
 HASH_CHUNK_BYTES = 8 * 2**20
-SPLIT_PART = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<parts>\d{5})\.gguf$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class Hub:
-    """Which hub and cache. None everywhere (the default) is what huggingface_hub reads from the environment."""
-
-    endpoint: str | None = None
-    cache_dir: Path | None = None
-    offline: bool | None = None
-
-    def cache(self) -> Path:
-        # Resolved, as huggingface_hub resolves it: the blob paths here and there must be the same strings.
-        return Path(self.cache_dir if self.cache_dir is not None else constants.HF_HUB_CACHE).expanduser().resolve()
-
-    def is_offline(self) -> bool:
-        return constants.is_offline_mode() if self.offline is None else self.offline
-
-    def url(self) -> str:
-        return (self.endpoint or constants.ENDPOINT).rstrip("/")
-
-
-@dataclass(frozen=True)
-class HubFile:
-    """One file of a model on the hub; `sha256` is a pin (the catalog's), `size_bytes` only an estimate."""
-
-    repo: str
-    filename: str
-    revision: str = "main"
-    sha256: str | None = None
-    size_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """What the hub said about a HubFile: the commit it resolved to, its blob id (etag), size and the bytes' URL."""
-
-    file: HubFile
-    commit: str
-    etag: str
-    size_bytes: int
-    #: What the bytes must hash to: the catalog's pin, else the hub's LFS sha256; None for a small non-LFS file.
-    sha256: str | None
-    url: str
-
-
-class PeerSource(Protocol):
-    """Where a missing file can come from before the hub: the mesh's members (issue 13 part 4, p2p/model_fetch).
-
-    Called from the thread that runs `ensure_files`; inside a running node that is a worker thread
-    (`trio.to_thread.run_sync`), from which an implementation reaches the node's loop with `trio.from_thread.run`.
-    """
-
-    def fetch(self, remote: RemoteFile, into: Path, progress: ProgressSink) -> bool:
-        """Write the whole file at `into` (which does not exist yet; partial files of a resumable fetch may be kept
-        beside it) and say whether it did; False sends the caller to the hub. The caller checks size and SHA-256
-        either way, so a peer cannot slip in another file. The content id (protocols/model-id.md) is
-        `remote.sha256`'s first 16 bytes with `remote.size_bytes`."""
-        ...
-
-
-def split_parts(filename: str) -> tuple[str, int, int] | None:
-    """(stem, part, parts) of a split GGUF's part name, None for a whole file."""
-    m = SPLIT_PART.match(filename.rsplit("/", 1)[-1])
-    if m is None:
-        return None
-    prefix = filename[: len(filename) - len(filename.rsplit("/", 1)[-1])]
-    return prefix + m["stem"], int(m["part"]), int(m["parts"])
-
-
-def model_stem(filename: str) -> str:
-    """The model's name in a file name: `x/Model-Q4_K_M-00001-of-00002.gguf` -> `Model-Q4_K_M`."""
-    split = split_parts(filename)
-    return (split[0] if split else filename.removesuffix(".gguf")).rsplit("/", 1)[-1]
 
 
 def cached_path(file: HubFile, hub: Hub) -> Path | None:
@@ -313,83 +229,12 @@ def cached_listing(repo: str, revision: str, hub: Hub) -> list[str]:
     return sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
 
 
-def pick_quant(names: Sequence[str], quant: str, *, repo: str) -> tuple[str, ...]:
-    """The GGUF of `quant` among a repo's file names, llama.cpp's `OWNER/REPO:QUANT` way: the name contains the
-    quant (case ignored) as a whole tag (`Q4_K` is not `Q4_K_M`); projector files (`mmproj`) are skipped; a split
-    GGUF's parts come back as one model, in order. None or several candidates: ModelNotFound naming them."""
-    tag = re.compile(rf"(?<![A-Za-z0-9]){re.escape(quant)}(?=[-.]|$)", re.IGNORECASE)
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        base = name.rsplit("/", 1)[-1]
-        if not base.lower().endswith(".gguf") or "mmproj" in base.lower():
-            continue
-        split = split_parts(name)
-        if tag.search(model_stem(name)):
-            groups.setdefault(split[0] if split else name, []).append(name)
-    if not groups:
-        available = sorted({model_stem(n) for n in names if n.lower().endswith(".gguf")})
-        raise ModelNotFound(f"{repo} has no GGUF file of quantisation {quant}",
-                            hint=("its GGUF files: " + ", ".join(available)) if available else
-                            f"{repo} has no GGUF files at all")
-    if len(groups) > 1:
-        raise ModelNotFound(f"{repo}:{quant} matches several models: {', '.join(sorted(groups))}",
-                            hint=f"name one file: hf://{repo}/FILE.gguf")
-    (parts,) = groups.values()
-    parts.sort()
-    split = split_parts(parts[0])
-    if split is not None and [split_parts(p) for p in parts] != [(split[0], i, split[2])
-                                                                for i in range(1, split[2] + 1)]:
-        raise ModelNotFound(f"{repo} lists {len(parts)} of the {split[2]} parts of {split[0]}",
-                            hint="the repo is incomplete; pick another quantisation")
-    return tuple(parts)
-
-
-def all_parts(filename: str) -> tuple[str, ...]:
-    """Every part's name of a split GGUF, given any part; a whole file alone."""
-    split = split_parts(filename)
-    if split is None:
-        return (filename,)
-    stem, _, n = split
-    return tuple(f"{stem}-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1))
-
-
-def hub_error(exc: Exception, file: HubFile, hub: Hub) -> MeshP2PError:
-    """huggingface_hub's and httpx's errors, said once, as the MeshP2PError a user can act on."""
-    what = f"{file.repo}/{file.filename}" if file.filename else file.repo
-    page = f"https://huggingface.co/{file.repo}"
-    if isinstance(exc, MeshP2PError):
-        return exc
-    if isinstance(exc, hf_errors.GatedRepoError):
-        return AccessDenied(f"{file.repo} is a gated repo: Hugging Face answered "
-                            f"{exc.response.status_code} for {what}",
-                            hint=f"accept the licence on {page} (logged in), then set HF_TOKEN to a token of that "
-                            "account (https://huggingface.co/settings/tokens)")
-    if isinstance(exc, hf_errors.RepositoryNotFoundError):
-        return ModelNotFound(f"there is no repo {file.repo} on {hub.url()} (or it is private)",
-                             hint="check the name; a private repo needs HF_TOKEN set to a token that can read it")
-    if isinstance(exc, hf_errors.RevisionNotFoundError):
-        return ModelNotFound(f"{file.repo} has no revision {file.revision}", hint=f"see the repo's branches on {page}")
-    if isinstance(exc, hf_errors.RemoteEntryNotFoundError):
-        return FileNotInRepo(f"{file.repo} has no file {file.filename}",
-                             hint=f"see its files on {page}/tree/main; OWNER/REPO:QUANT picks one by quantisation")
-    if isinstance(exc, hf_errors.HfHubHTTPError) and exc.response.status_code in (401, 403):
-        return AccessDenied(f"Hugging Face refused {what} ({exc.response.status_code})",
-                            hint=f"set HF_TOKEN to a token that can read {file.repo}, and accept its licence on {page}")
-    if isinstance(exc, (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError)):
-        return NotDownloaded(f"{what} is not in the Hugging Face cache and the hub may not be asked (offline)",
-                             hint="unset HF_HUB_OFFLINE, or download it first where the hub can be reached")
-    # Anything else is the network or the server (httpx's errors, a short read, a 5xx).
-    return DownloadFailed(f"downloading {what} from {hub.url()} failed: {exc or type(exc).__name__}",
-                          hint="check the network (and HF_ENDPOINT if set); run the command again: the download "
-                          "resumes where it stopped")
-
-
 def _http_download(remote: RemoteFile, hub: Hub, partial: Path, progress: ProgressSink) -> None:
     headers = build_hf_headers()
     if _origin(remote.url) != _origin(hub.url()):
         headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
     resume = partial.stat().st_size if partial.is_file() else 0
-    bar = cast(Any, functools.partial(_SinkBar, progress))
+    bar = _bar_class(progress)
     try:
         with partial.open("ab") as out:
             http_get(remote.url, out, resume_size=resume, headers=headers, expected_size=remote.size_bytes,
@@ -403,7 +248,7 @@ def _download_with_hf(remote: RemoteFile, hub: Hub, progress: ProgressSink) -> N
     try:
         path = Path(hf_hub_download(remote.file.repo, remote.file.filename, revision=remote.file.revision,
                                     cache_dir=hub.cache(), endpoint=hub.endpoint, etag_timeout=METADATA_TIMEOUT_S,
-                                    tqdm_class=cast(Any, functools.partial(_SinkBar, progress))))
+                                    tqdm_class=_bar_class(progress)))
     except Exception as exc:
         raise hub_error(exc, remote.file, hub) from exc
     blob = path.resolve()
@@ -415,12 +260,16 @@ def _download_with_hf(remote: RemoteFile, hub: Hub, progress: ProgressSink) -> N
 
 
 class _SinkBar:
-    """The part of tqdm's interface huggingface_hub's downloads use, forwarded to a ProgressSink."""
+    """The part of tqdm's interface huggingface_hub's downloads use (http_get's, and hf-xet's reporter), forwarded to
+    a ProgressSink. `update_transfer` makes the xet reporter use one bar, not a second one for network bytes."""
 
-    def __init__(self, sink: ProgressSink, *, initial: int = 0, **_: Any) -> None:
-        self.sink = sink
+    sink: ProgressSink = SILENT
+
+    def __init__(self, *, initial: int = 0, total: int | None = None, **_: Any) -> None:
+        self.n, self.total = initial, total
+        self.format_dict: dict[str, Any] = {}
         if initial:
-            sink.update(advance=initial)
+            self.sink.update(advance=initial)
 
     def __enter__(self) -> _SinkBar:
         return self
@@ -430,10 +279,28 @@ class _SinkBar:
 
     def update(self, n: float | None = 1) -> None:
         if n:
+            self.n += int(n)
             self.sink.update(advance=int(n))
+
+    def update_transfer(self, n: float | None = 1) -> None:
+        return None
+
+    def set_postfix_str(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def set_description(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
 
     def close(self) -> None:
         return None
+
+
+def _bar_class(sink: ProgressSink) -> Any:
+    """A tqdm_class for huggingface_hub that reports to `sink` (a class: huggingface_hub looks at its attributes)."""
+    return type("SinkBar", (_SinkBar,), {"sink": sink})
 
 
 def _blob(remote: RemoteFile, hub: Hub) -> Path:

@@ -15,16 +15,10 @@ from pathlib import Path
 from meshp2p.errors import ModelNotFound
 from meshp2p.home import models_dir
 from meshp2p.inference.catalog import Catalog, CatalogEntry
-from meshp2p.inference.downloads import (
-    Hub,
-    HubFile,
-    all_parts,
-    cached_listing,
-    cached_path,
-    pick_quant,
-    split_parts,
-)
+from meshp2p.inference.downloads import cached_listing, cached_path
 from meshp2p.inference.embedded import DEFAULT_FILE, DEFAULT_MODEL_ID
+from meshp2p.inference.gguf_names import all_parts, pick_quant, split_parts
+from meshp2p.inference.hub import Hub, HubFile
 
 
 @dataclass(frozen=True)

@@ -26,18 +26,10 @@ from pathlib import Path
 from meshp2p.errors import FileNotInRepo, ModelNotFound
 from meshp2p.home import models_dir
 from meshp2p.inference.catalog import Catalog, CatalogEntry, load_catalog
-from meshp2p.inference.downloads import (
-    Hub,
-    HubFile,
-    PeerSource,
-    all_parts,
-    ensure_files,
-    model_stem,
-    pick_quant,
-    repo_listing,
-    require_downloads,
-)
+from meshp2p.inference.downloads import ensure_files, repo_listing, require_downloads
 from meshp2p.inference.embedded import DEFAULT_MODEL_ID, default_model
+from meshp2p.inference.gguf_names import all_parts, model_stem, pick_quant
+from meshp2p.inference.hub import Hub, HubFile, PeerSource
 from meshp2p.inference.models import ModelSpec, spec_from_gguf, spec_from_parts
 from meshp2p.inference.on_disk import cached_entry_paths, cached_quant
 from meshp2p.inference.progress import SILENT, ProgressSink

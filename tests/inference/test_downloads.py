@@ -20,7 +20,8 @@ from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.errors import AccessDenied, ChecksumMismatch, ModelNotFound, NotDownloaded, NotEnoughDisk
 from meshp2p.inference.catalog import Catalog, parse_catalog
-from meshp2p.inference.downloads import Hub, RemoteFile, pick_quant
+from meshp2p.inference.gguf_names import pick_quant
+from meshp2p.inference.hub import Hub, RemoteFile
 from meshp2p.inference.on_disk import local_models
 from meshp2p.inference.progress import ProgressSink
 from meshp2p.inference.resolve import resolve_model
