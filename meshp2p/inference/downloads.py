@@ -16,12 +16,12 @@ is missing. For each missing file, in order:
    removed from the cache and `ChecksumMismatch` raised;
 5. `hf_hub_download` then files it in the cache (refs, snapshot symlink) exactly as it files its own downloads.
 
-Why not `hf_hub_download` for the bytes too: since huggingface_hub 1.x an interrupted download is thrown away (each
-attempt writes its own `<etag>.<random>.incomplete` and deletes it on failure), so Ctrl-C at 39 of 40 GB would start
-again from zero. Here the bytes go to `blobs/<etag>.incomplete` (the name older huggingface_hub versions resumed
-from) under the same lock file huggingface_hub uses, and a later run resumes with a `Range` request. Within one run,
-`http_get` itself resumes a cut connection (a few tries, each with `Range`). Files above `http_get`'s plain-HTTP limit
-(50 GB) are left to `hf_hub_download` (hf-xet), which resumes as hf-xet does.
+Why not `hf_hub_download` for the bytes too: in huggingface_hub 2.x (2.4 here; its PR #4228) an interrupted
+download is thrown away (each attempt writes its own `<etag>.<random>.incomplete` and deletes it on failure), so
+Ctrl-C at 39 of 40 GB would start again from zero. Here the bytes go to `blobs/<etag>.incomplete` (the name older
+huggingface_hub versions resumed from) under the same lock file huggingface_hub uses, and a later run resumes with a
+`Range` request. Within one run, `http_get` itself resumes a cut connection (a few tries, each with `Range`). Files
+above `http_get`'s plain-HTTP limit (50 GB) are left to `hf_hub_download` (hf-xet), which resumes as hf-xet does.
 
 Split GGUFs (`NAME-00001-of-00003.gguf`) are one model: every part is fetched into one snapshot folder and
 llama-server is given the first, finding the others beside it.
