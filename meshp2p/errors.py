@@ -93,3 +93,27 @@ class PostRefused(MeshP2PError):
     def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.reason = reason
+
+
+class DownloadFailed(MeshP2PError):
+    """A model file could not be fetched from Hugging Face (network, the hub, a file that changed under us)."""
+
+
+class AccessDenied(DownloadFailed):
+    """The hub refused the file (401/403): a gated repo whose licence is not accepted, or a private one."""
+
+
+class NotDownloaded(DownloadFailed):
+    """The file is not on disk and this node may not download it (HF_HUB_OFFLINE, a --client node)."""
+
+
+class NotEnoughDisk(DownloadFailed):
+    """The download would not fit on the disk that holds the Hugging Face cache."""
+
+
+class ChecksumMismatch(DownloadFailed):
+    """A downloaded file's size or SHA-256 is not what the hub (or the catalog) says; the bad file was removed."""
+
+
+class FileNotInRepo(ModelNotFound):
+    """The repo exists but has no such file (the hub's EntryNotFound)."""

@@ -1,8 +1,10 @@
 """meshp2p installs as a package, not only as a checkout: the wheel carries the llama.cpp pin, recipe and patches,
-and an installed (not editable) meshp2p finds them, so `meshp2p up` can build llama.cpp on first run."""
+and an installed (not editable) meshp2p finds them, so `meshp2p up` can build llama.cpp on first run; it carries
+the model catalog too, so `meshp2p up --model NAME` knows its names."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +36,7 @@ def test_the_wheel_carries_the_recipe_and_an_installed_meshp2p_finds_it(tmp_path
         shipped = {n.removeprefix("meshp2p/_llama_cpp/"): z.read(n) for n in z.namelist()
                    if n.startswith("meshp2p/_llama_cpp/")}
         assert "meshp2p/cli/main.py" in z.namelist()
+        assert z.read("meshp2p/inference/catalog.json") == (REPO / "meshp2p/inference/catalog.json").read_bytes()
     expected = {str(p.relative_to(RECIPE)): p.read_bytes() for p in RECIPE.rglob("*") if p.is_file()}
     assert shipped == expected, "the wheel ships vendor/llama.cpp/ as it is in the checkout"
 
@@ -42,10 +45,12 @@ def test_the_wheel_carries_the_recipe_and_an_installed_meshp2p_finds_it(tmp_path
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                     str(wheel)], check=True, timeout=300)
     probe = ("import meshp2p, pathlib; from meshp2p.inference.build import recipe_dir; "
-             "print(pathlib.Path(meshp2p.__file__).parent); print(recipe_dir())")
+             "from meshp2p.inference.catalog import load_catalog; "
+             "print(pathlib.Path(meshp2p.__file__).parent); print(recipe_dir()); print(len(load_catalog().entries))")
     out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(target)},
                          capture_output=True, text=True, check=True, timeout=60, cwd=tmp_path).stdout.split()
-    package, recipe = Path(out[0]), Path(out[1])
+    package, recipe, entries = Path(out[0]), Path(out[1]), int(out[2])
     assert package == target / "meshp2p", "the installed copy was imported, not the checkout"
     assert recipe == target / "meshp2p" / "_llama_cpp" and (recipe / "build.sh").is_file()
     assert (recipe / "VERSION").read_text() == (RECIPE / "VERSION").read_text()
+    assert entries == len(json.loads((REPO / "meshp2p/inference/catalog.json").read_text())["models"])

@@ -82,8 +82,12 @@ def write_tiny_gguf(
     ctx: int = 2048,
     seed: int = 0,
     name: str | None = None,
+    split_max_tensors: int = 0,
 ) -> pathlib.Path:
     """Write one tiny model and return its path.
+
+    `split_max_tensors` > 0 writes a split GGUF, llama.cpp's way: `STEM-00001-of-0000N.gguf` beside `path`, at most
+    that many tensors in each part; the first part's path is returned (llama.cpp is given that one).
 
     `dense` and `embed` are arch llama (`embed` adds `llama.pooling_type` = mean so llama-server serves
     /v1/embeddings with `--embeddings`); `moe` is arch llama with Mixtral-style experts; `qwen3moe` adds q/k norms
@@ -111,7 +115,7 @@ def write_tiny_gguf(
     def norm(n: int) -> np.ndarray:
         return np.ones(n, dtype=np.float32)
 
-    writer = gguf.GGUFWriter(path, arch)
+    writer = gguf.GGUFWriter(path, arch, split_max_tensors=split_max_tensors)
     writer.add_name(name if name is not None else f"tiny-{variant}")
     writer.add_context_length(ctx)
     writer.add_embedding_length(embd)
@@ -179,7 +183,7 @@ def write_tiny_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
+    return writer.format_shard_names(path)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

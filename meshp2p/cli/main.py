@@ -24,6 +24,11 @@ OpenAI-compatible API (http://localhost:9337/v1), whichever machine actually hol
 Environment:
   MESHP2P_HOME       data dir: identity, model store, logs (default ~/.meshp2p)
   MESHP2P_LLAMA_DIR  folder with llama-server / ggml-rpc-server to use instead of the built ones
+  MESHP2P_CATALOG    a catalog JSON file to use instead of the packaged one (see `meshp2p download`)
+  HF_HOME            Hugging Face's folder; downloads go to its cache, $HF_HOME/hub (default ~/.cache/huggingface)
+  HF_TOKEN           a Hugging Face token, for gated repos (accept the licence on the repo's page first)
+  HF_HUB_OFFLINE     1: never ask the hub; models must already be in the cache
+  HF_ENDPOINT        another hub or a mirror (default https://huggingface.co)
 """
 
 
@@ -40,6 +45,8 @@ COMMANDS = {
     "status": "meshp2p.cli.status:run_status",
     "drop": "meshp2p.cli.drop:run_drop",
     "blackboard": "meshp2p.cli.blackboard:run_blackboard",
+    "download": "meshp2p.cli.download:run_download",
+    "models": "meshp2p.cli.models:run_models",
 }
 
 
@@ -60,10 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         "up",
         help="serve models on the OpenAI-compatible API",
         description="Start llama-server for each model and answer on an OpenAI-compatible API. "
-        "With no --model, serves the embedded default model (gemma-3-270m). Ctrl-C stops everything.",
+        "With no --model, serves the embedded default model (gemma-3-270m). A model named but not on disk is "
+        "downloaded from Hugging Face first, with a progress bar (never on a --client node). Ctrl-C stops everything.",
     )
     up.add_argument("--model", "-m", action="append", metavar="NAME|PATH", default=None,
-                    help="a .gguf file, a catalog name, or a model in $MESHP2P_HOME/models; repeat for several "
+                    help="a .gguf file; a catalog name or alias (`meshp2p download` lists them; downloaded into the "
+                    "Hugging Face cache when missing); hf://OWNER/REPO/FILE.gguf; OWNER/REPO:QUANT (the repo's GGUF "
+                    "of that quantisation, llama.cpp's form); or a model in $MESHP2P_HOME/models. Repeat for several "
                     "models (one llama-server each; the first is the default). Default: gemma-3-270m")
     up.add_argument("--port", type=int, default=DEFAULT_API_PORT,
                     help=f"port of the OpenAI API (default {DEFAULT_API_PORT})")
@@ -187,6 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="console port of the node (default: read from $MESHP2P_HOME/node.json)")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     add_blackboard_parser(commands)
+
+    download = commands.add_parser(
+        "download", help="list the model catalog, or download a model by name",
+        description="With no NAME: the catalog as a table, marking what is on disk and what fits this machine "
+        "(VRAM, or RAM without a GPU, at least 1.1 x the model's size). With NAME (a catalog name or alias, "
+        "hf://OWNER/REPO/FILE.gguf or OWNER/REPO:QUANT): download it into the Hugging Face cache ($HF_HOME/hub), "
+        "with its size and sha256 checked; an interrupted download resumes. Honours HF_ENDPOINT, HF_TOKEN, "
+        "HF_HUB_OFFLINE and HF_HOME.")
+    download.add_argument("name", nargs="?", metavar="NAME",
+                          help="the model to download (default: list the catalog)")
+    download.add_argument("--draft", action="store_true",
+                          help="also download the small draft model the catalog pairs with NAME (speculative "
+                          "decoding)")
+    download.add_argument("--json", action="store_true",
+                          help="print the catalog (with on_disk and fits), or the downloaded files, as JSON")
+
+    models = commands.add_parser(
+        "models", help="list the models on disk here and in the mesh",
+        description="List the models on disk here (catalog models and other GGUFs in the Hugging Face cache, the "
+        "embedded model, $MESHP2P_HOME/models) and, when a node runs with this MESHP2P_HOME (or --console PORT), "
+        "the models it serves and those its mesh serves or offers.")
+    models.add_argument("--json", action="store_true", help="print {on_disk: [...], node: {...} or null} as JSON")
+    models.add_argument("--console", type=int, default=None, metavar="PORT",
+                        help="console port of the node to ask (default: read from $MESHP2P_HOME/node.json)")
     return parser
 
 

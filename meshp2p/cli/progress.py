@@ -1,10 +1,13 @@
 """Progress of long work as the operator sees it: a rich bar on a terminal, plain lines in a log.
 
 Implements inference/progress.py's ProgressSink. Off a terminal (CI, a redirected `meshp2p up`) a live bar would
-be noise, so a stage change is one line and percent work prints a line every PLAIN_STEP_PERCENT.
+be noise, so a stage change is one line and work prints a line every PLAIN_STEP_PERCENT (a download's with its bytes
+and speed).
 """
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import (
@@ -32,9 +35,13 @@ class RichProgress:
         self._title = ""
         self._unit: Unit = "percent"
         self._reported = -PLAIN_STEP_PERCENT
+        self._total = 0
+        self._done = 0
+        self._started = 0.0
 
     def begin(self, title: str, *, total: int, unit: Unit) -> None:
         self._title, self._unit, self._reported = title, unit, -PLAIN_STEP_PERCENT
+        self._total, self._done, self._started = total, 0, time.monotonic()
         if not self.console.is_terminal:
             self._plain(f"{title}: started")
             return
@@ -58,6 +65,14 @@ class RichProgress:
         if completed is not None and self._unit == "percent" and completed >= self._reported + PLAIN_STEP_PERCENT:
             self._plain(f"   {completed}%")
             self._reported = completed
+        if self._unit == "bytes" and self._total > 0:
+            self._done = completed if completed is not None else self._done + advance
+            percent = 100 * self._done // self._total
+            if percent >= self._reported + PLAIN_STEP_PERCENT:
+                elapsed = max(time.monotonic() - self._started, 1e-3)
+                self._plain(f"   {percent}% ({self._done / 1e6:.1f} of {self._total / 1e6:.1f} MB, "
+                            f"{self._done / 1e6 / elapsed:.1f} MB/s)")
+                self._reported = percent - percent % PLAIN_STEP_PERCENT
 
     def say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)

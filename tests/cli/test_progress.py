@@ -31,3 +31,18 @@ def test_off_a_terminal_progress_is_plain_lines():
 def test_on_a_terminal_it_is_a_bar():
     shown = _run(terminal=True)
     assert "\x1b[" in shown and "installed" in shown and "   14%" not in shown
+
+
+def test_off_a_terminal_a_download_prints_its_bytes_every_10_percent():
+    out = io.StringIO()
+    progress = RichProgress(Console(file=out, force_terminal=False, width=100))
+    progress.begin("downloading m", total=50_000_000, unit="bytes")
+    for _ in range(25):
+        progress.update(advance=2_000_000)
+    progress.end(stage="done")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "downloading m: started" and lines[-1] == "downloading m: done"
+    # 4 % a step: a line at the first step into each new tenth
+    assert [line.split(" (")[0] for line in lines[1:-1]] == [f"   {p}%" for p in (4, 12, 20, 32, 40, 52, 60, 72, 80,
+                                                                                 92, 100)]
+    assert lines[-2].startswith("   100% (50.0 of 50.0 MB, ") and lines[-2].endswith(" MB/s)")
