@@ -43,7 +43,7 @@ import trio
 
 from meshp2p import __version__
 from meshp2p.mesh.cadence import DemandCadence, StatusCadence
-from meshp2p.mesh.demand import DEMAND_TYPE, DemandMap, demand_from_body, demand_to_body
+from meshp2p.mesh.demand import DemandMap
 from meshp2p.mesh.liveness import RedialSchedule
 from meshp2p.mesh.records import RECORD_TTL_S, RecordSchedule
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, MeshView
@@ -54,16 +54,9 @@ from meshp2p.p2p.listing_protocol import ListingServer
 from meshp2p.p2p.overlay import DIAL_TIMEOUT_S, Overlay
 from meshp2p.p2p.rtt import RttProbe
 from meshp2p.p2p.status_push import StatusPush
+from meshp2p.wire.demand import DEMAND_TYPE, demand_from_body, demand_to_body
 from meshp2p.wire.errors import WireError
-from meshp2p.wire.gossip import (
-    GossipMessage,
-    ReplayGuard,
-    SequenceCounter,
-    StatusBody,
-    status_from_body,
-    status_to_body,
-    topic_name,
-)
+from meshp2p.wire.gossip import GossipMessage, ReplayGuard, SequenceCounter, topic_name
 from meshp2p.wire.records import (
     KIND_MESH,
     KIND_NODE,
@@ -77,6 +70,7 @@ from meshp2p.wire.records import (
     provider_key,
     region_topic,
 )
+from meshp2p.wire.status import Role, StatusBody, status_from_body, status_to_body
 from meshp2p.wire.token import encode_token
 
 if TYPE_CHECKING:
@@ -118,10 +112,7 @@ def _parse_status(msg: GossipMessage) -> StatusBody:
 
 
 def _parse_demand(msg: GossipMessage) -> dict[str, float]:
-    try:
-        return demand_from_body(msg.body)
-    except ValueError as exc:
-        raise WireError("malformed", f"demand body: {exc}") from exc
+    return demand_from_body(msg.body)
 
 
 @dataclass(frozen=True)
@@ -134,7 +125,7 @@ class MeshSettings:
     publish: bool = False
     region: str | None = None
     max_clients: int | None = None
-    role: str = "host"
+    role: Role = Role.HOST
     #: Where to join: from an invite token, or empty to look the mesh up (named) / create it.
     join_addrs: tuple[str, ...] = ()
 

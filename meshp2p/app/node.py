@@ -46,9 +46,9 @@ from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.p2p.rpc_bridge import RpcBridgeClient, RpcBridgeServer
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
-from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.status import Role, StatusBody
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
@@ -159,7 +159,7 @@ class Node:
                 "llama_cpp": None if self.config.binaries is None else {
                     "server": str(self.config.binaries.server), "source": self.config.binaries.source},
                 "max_vram_gb": self.config.max_vram_gb,
-                "role": self.role,
+                "role": str(self.role),
             },
             "mesh": None if self.mesh is None else self.mesh.snapshot(),
             "blackboard": None if self.blackboard is None else self.blackboard.snapshot(),
@@ -203,10 +203,10 @@ class Node:
         return True
 
     @property
-    def role(self) -> str:
+    def role(self) -> Role:
         if self.config.binaries is None:
-            return "client"
-        return "host" if self.router.servers else "standby"
+            return Role.CLIENT
+        return Role.HOST if self.router.servers else Role.STANDBY
 
     async def _promote_when_needed(self, mesh: MeshService) -> None:
         """Run the election (mesh/election.py) on the gossiped view; start serving what it hands this node.

@@ -30,8 +30,8 @@ from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, r
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.rpc_bridge import RpcBridgeClient
-from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.status import StatusBody
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 REPLAN_CHECK_S = 1.0
 #: While no plan is possible (too few workers yet), look again this often.
 PLAN_RETRY_S = 2.0
-NON_SERVING_ROLES = ("client", "bootstrap")
 
 
 def offered_file(status: StatusBody, model_id: str, content_id: ContentId | None) -> tuple[bool, ContentId | None]:

@@ -33,6 +33,7 @@ from meshp2p.p2p.identity_store import load_or_create_identity, load_or_create_m
 from meshp2p.p2p.overlay import OverlayConfig
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.mesh_id import named_mesh_id, normalise_mesh_name, private_mesh_id
+from meshp2p.wire.status import Role
 from meshp2p.wire.token import decode_token
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def mesh_config_from_args(args: argparse.Namespace) -> MeshConfig | None:
     if args.max_clients is not None and args.max_clients < 1:
         raise ConfigError("--max-clients must be at least 1", hint="leave it out for no limit")
     common = {"region": args.region.strip().upper() if args.region else None, "max_clients": args.max_clients,
-              "role": "client" if args.client else "host"}
+              "role": Role.CLIENT if args.client else Role.HOST}
     if args.join:
         try:
             token = decode_token(args.join, now=time.time())

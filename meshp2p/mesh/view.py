@@ -18,14 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshp2p.wire.gossip import StatusBody
+from meshp2p.wire.status import Role, StatusBody
 
 #: Keepalive: each status message costs every member CPU (receive, verify, forward ~D copies: ~2 ms each in
 #: py-libp2p), so with departures seen on the connection it is sent rarely.
 STATUS_INTERVAL_S = 20.0
 PEER_TIMEOUT_S = 2 * STATUS_INTERVAL_S + 5.0
 EXPIRE_CHECK_S = 1.0
-SERVING_ROLES = frozenset({"host", "worker", "standby"})
+SERVING_ROLES = frozenset({Role.HOST, Role.WORKER, Role.STANDBY})
 #: Models remembered in `served_at` (the most recently served are kept).
 SERVED_AT_MAX = 1024
 
@@ -73,10 +73,10 @@ class MeshView:
     # -- derived facts --------------------------------------------------------------------------------
 
     def node_count(self) -> int:
-        return sum(1 for v in self.peers.values() if v.status.role != "client")
+        return sum(1 for v in self.peers.values() if v.status.role != Role.CLIENT)
 
     def client_count(self) -> int:
-        return sum(1 for v in self.peers.values() if v.status.role == "client")
+        return sum(1 for v in self.peers.values() if v.status.role == Role.CLIENT)
 
     def served_models(self) -> tuple[str, ...]:
         return tuple(sorted({m for v in self.peers.values() for m in v.status.loaded}))

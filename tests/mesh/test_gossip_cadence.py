@@ -28,9 +28,10 @@ from meshp2p.mesh.cadence import (
 )
 from meshp2p.mesh.view import PEER_TIMEOUT_S, STATUS_INTERVAL_S
 from meshp2p.p2p.overlay import RejectCounter
-from meshp2p.wire.gossip import StatusBody, decode_gossip
+from meshp2p.wire.gossip import decode_gossip
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
+from meshp2p.wire.status import StatusBody
 
 MESH = named_mesh_id("cadence")
 

@@ -88,9 +88,9 @@ from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import overlay as overlay_module
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
-from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
+from meshp2p.wire.status import StatusBody
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overlay_common import close_all, close_swarm, ms, percentile, quiet_logging, stop_processes  # a sibling module
