@@ -161,9 +161,9 @@ class Node:
                 "max_vram_gb": self.config.max_vram_gb,
                 "role": str(self.role),
             },
-            "mesh": None if self.mesh is None else self.mesh.snapshot(),
-            "blackboard": None if self.blackboard is None else self.blackboard.snapshot(),
-            "splits": [split.snapshot() for split in self.splits],
+            "mesh": None if self.mesh is None else self.mesh.snapshot().to_json(),
+            "blackboard": None if self.blackboard is None else self.blackboard.snapshot().to_json(),
+            "splits": [split.snapshot().to_json() for split in self.splits],
             "rpc_worker": None if self.rpc is None or self.rpc_bridge is None else {
                 "pid": self.rpc.server.pid, "port": self.rpc.server.port, "state": self.rpc.server.state.value,
                 "connections": self.rpc_bridge.connections, "bytes_to_rpc": self.rpc_bridge.bytes_to_rpc,

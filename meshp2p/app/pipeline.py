@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from meshp2p.app.status import SplitStatus
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.models import ModelSpec
@@ -106,19 +107,15 @@ class SplitHost:
         #: Peers that offer this model's name with another file (peer id -> its content id), left out of plans.
         self.other_files: dict[str, ContentId] = {}
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> SplitStatus:
         """For /api/status: the plan in force (if any) and why there is none."""
-        return {
-            "model": self.spec.id,
-            "content_id": None if self.plan is None or self.plan.content_id is None else self.plan.content_id.text,
-            "other_files": {peer: cid.text for peer, cid in sorted(self.other_files.items())},
-            "plan": None if self.plan is None else [
-                {"peer_id": s.peer_id, "first_layer": s.first_layer, "last_layer": s.last_layer}
-                for s in self.plan.shards],
-            "last_error": self.last_error,
-            "bytes_to_workers": self.bridge.bytes_to_rpc,
-            "bytes_from_workers": self.bridge.bytes_from_rpc,
-        }
+        return SplitStatus(
+            model=self.spec.id,
+            content_id=None if self.plan is None or self.plan.content_id is None else self.plan.content_id.text,
+            other_files={peer: cid.text for peer, cid in sorted(self.other_files.items())},
+            plan=None if self.plan is None else tuple(self.plan.shards), last_error=self.last_error,
+            bytes_to_workers=self.bridge.bytes_to_rpc, bytes_from_workers=self.bridge.bytes_from_rpc,
+        )
 
     def facts(self, content_id: ContentId | None) -> ModelFacts:
         return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers, content_id)

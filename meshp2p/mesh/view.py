@@ -4,7 +4,7 @@ It is fed status gossip (`update`), departures (`remove`) and ticks of time (`ex
 timing rules are tested with plain numbers.
 
 How a member leaves the view (the goal: a vanished node leaves every view within 10 s):
-- at once when our connection to it closes and a redial fails (meshp2p/app/mesh_service.py; p2p/liveness.py makes
+- at once when our connection to it closes and a redial fails (meshp2p/app/mesh_liveness.py; p2p/liveness.py makes
   the kernel notice a vanished machine within a few seconds). Members hold a connection to every other member,
   so this is how departures are normally seen, at no CPU cost;
 - otherwise after `PEER_TIMEOUT_S` without status: every node sends its status when it changes and at least every
@@ -16,7 +16,6 @@ How a member leaves the view (the goal: a vanished node leaves every view within
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from meshp2p.wire.status import Role, StatusBody
 
@@ -107,33 +106,3 @@ class MeshView:
         """
         serving = [p for p, v in self.peers.items() if v.status.role in SERVING_ROLES]
         return min(serving or self.peers or [self.self_id])
-
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """JSON-ready view for /api/status and the console."""
-        return {
-            "mesh_id": self.mesh_id.hex(),
-            "nodes": self.node_count(),
-            "clients": self.client_count(),
-            "served": list(self.served_models()),
-            "capacity_mb": self.capacity_mb(),
-            "peers": [
-                {
-                    "peer_id": v.peer_id,
-                    "self": v.peer_id == self.self_id,
-                    "role": v.status.role,
-                    "region": v.status.region,
-                    "ram_mb": v.status.ram_mb,
-                    "vram_mb": v.status.vram_mb,
-                    "gpu": v.status.gpu,
-                    "loaded": list(v.status.loaded),
-                    "available": list(v.status.available),
-                    "files": {model: cid.text for model, cid in v.status.files.items()},
-                    "load": v.status.load,
-                    "version": v.status.version,
-                    "last_seen_s": round(now - v.last_seen, 2),
-                    "rtt_ms": self.peers[self.self_id].status.rtt_ms.get(v.peer_id)
-                    if self.self_id in self.peers else None,
-                }
-                for v in sorted(self.peers.values(), key=lambda v: v.peer_id)
-            ],
-        }
