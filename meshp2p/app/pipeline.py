@@ -12,25 +12,31 @@ App-layer wiring of the planner (mesh/planner.py), the RPC bridge (p2p/rpc_bridg
    giving each its planned share.
 4. When a worker leaves (or can no longer serve), the split is stopped and planned again; requests meanwhile
    get 503 + Retry-After from the API, never a hang.
+
+`SplitHost` is the host's side of one model; `PipelineWorker` is a node's side as a worker for others.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
-from meshp2p.app.status import SplitStatus
+from meshp2p.app.status import RpcWorkerStatus, SplitStatus
+from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.models import ModelSpec
+from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, replan_needed
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
-from meshp2p.p2p.rpc_bridge import RpcBridgeClient
+from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.rpc_bridge import RpcBridgeClient, RpcBridgeServer
 from meshp2p.wire.model_id import ContentId
 from meshp2p.wire.status import StatusBody
 
@@ -192,3 +198,25 @@ class SplitHost:
         cid = self.plan.content_id if self.plan is not None else None
         await self.bridge.serve_port(PeerID.from_base58(worker), model=cid.text if cid else self.spec.id, threads=1,
                                      task_status=task_status)
+
+
+class PipelineWorker:
+    """Be a pipeline worker for members: this node's ggml-rpc-server starts on the first split that needs it, and
+    loads weights from its own copies of the models it offers (`gguf_paths`: no weights cross the network)."""
+
+    def __init__(self, binaries: LlamaBinaries, overlay: Overlay, *, is_member: Callable[[PeerID], bool],
+                 gguf_paths: Callable[[], Iterable[Path]], threads: int | None, log_dir: Path) -> None:
+        self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=log_dir, threads=threads, gguf_paths=gguf_paths))
+        self.bridge = RpcBridgeServer(overlay, is_member=is_member, rpc_port=self.rpc.port)
+
+    def snapshot(self) -> RpcWorkerStatus:
+        server = self.rpc.server
+        return RpcWorkerStatus(pid=server.pid, port=server.port, state=server.state.value,
+                               connections=self.bridge.connections, bytes_to_rpc=self.bridge.bytes_to_rpc,
+                               bytes_from_rpc=self.bridge.bytes_from_rpc)
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.rpc.run)
+            self.bridge.install()
+            task_status.started()
