@@ -5,8 +5,8 @@ from __future__ import annotations
 from meshp2p.app.pipeline import offered_file, peer_facts
 from meshp2p.mesh.planner import ModelFacts, plan
 from meshp2p.mesh.view import MeshView
-from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.model_id import content_id_of
+from meshp2p.wire.status import StatusBody
 
 OURS = content_id_of(b"llama Q4_K_M")
 THEIRS = content_id_of(b"llama Q8_0")

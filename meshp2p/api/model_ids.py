@@ -33,17 +33,37 @@ PROMOTION_RETRY_S = 5
 LOCAL_CANDIDATE = "local"
 
 
+class RequestLoad:
+    """How busy this node is: what its status gossips as `load`, and the `requests` of /api/status.
+
+    Its own object, not the Router's, so that the node's status can read it before the Router (which needs the
+    mesh) exists.
+    """
+
+    def __init__(self) -> None:
+        #: Requests being answered right now: the API's, and the mesh's through the tunnel.
+        self.in_flight = 0
+        #: Requests answered by this node's own llama-servers, per model (its clients' and the mesh's).
+        self.served: Counter[str] = Counter()
+
+    def started(self, model_id: str | None = None) -> None:
+        """A request is being answered; with `model_id`, by this node's own server of that model."""
+        self.in_flight += 1
+        if model_id is not None:
+            self.served[model_id] += 1
+
+    def done(self) -> None:
+        self.in_flight -= 1
+
+
 class Router:
     def __init__(self, servers: Mapping[str, LlamaServer], pool: UpstreamPool,
-                 gateway: MeshGateway | None = None) -> None:
+                 gateway: MeshGateway | None = None, load: RequestLoad | None = None) -> None:
         #: Live: the node's fleet adds and removes servers while it runs.
         self._local = servers
         self.pool = pool
         self.gateway = gateway
-        #: Requests being answered right now (gossiped as this node's load).
-        self.in_flight = 0
-        #: Requests answered by this node's own llama-servers, per model (its clients' and the mesh's).
-        self.served: Counter[str] = Counter()
+        self.load = load if load is not None else RequestLoad()
 
     @property
     def servers(self) -> list[LlamaServer]:
@@ -98,7 +118,7 @@ class Router:
         candidates = list(self.gateway.remote_servers(model_id)) if self.gateway is not None else []
         local = self._local.get(model_id)
         if local is not None and (local.is_ready or not candidates):
-            candidates.append(ServerCandidate(self.local_id, float(self.in_flight), 0.0, True))
+            candidates.append(ServerCandidate(self.local_id, float(self.load.in_flight), 0.0, True))
 
         def backend_for(candidate: ServerCandidate) -> Backend:
             if candidate.local and local is not None:
@@ -107,13 +127,6 @@ class Router:
             return self.gateway.backend(candidate.peer_id)
 
         return candidates, backend_for
-
-    def local_request_started(self, model_id: str) -> None:
-        self.in_flight += 1
-        self.served[model_id] += 1
-
-    def request_done(self) -> None:
-        self.in_flight -= 1
 
 
 class _CountedLocal:
@@ -124,5 +137,5 @@ class _CountedLocal:
         self.backend = backend
 
     async def send(self, request: BackendRequest) -> Reply:
-        self.router.served[self.backend.server.model.id] += 1
+        self.router.load.served[self.backend.server.model.id] += 1
         return await self.backend.send(request)

@@ -63,14 +63,14 @@ def create_openai_app(router: Router) -> QuartTrio:
             gateway.record_demand(requested)  # before resolving: demand for a model nobody serves is the point
         model_id = router.resolve_id(requested)
         candidates, backend_for = router.route(model_id)
-        router.in_flight += 1
+        router.load.started()
         try:
             reply = await failover.answer(candidates, backend_for, BackendRequest(path, payload, raw, model_id),
                                           session_key=_session_key(payload), local_id=router.local_id)
         except BaseException:
-            router.request_done()
+            router.load.done()
             raise
-        reply = when_done(reply, router.request_done)
+        reply = when_done(reply, router.load.done)
         if reply.chunks is not None:
             return Response(passed_on(reply, _error_event), status=reply.status,
                             headers={**reply.headers, **_STREAM_HEADERS})

@@ -29,6 +29,7 @@ import trio
 
 from meshp2p.app.blackboard_sync import BoardSync
 from meshp2p.app.config import BlackboardConfig
+from meshp2p.app.status import BlackboardStatus
 from meshp2p.blackboard.limits import PostGate, RejectReason
 from meshp2p.blackboard.scrub import scrub as scrub_text
 from meshp2p.blackboard.search import DEFAULT_LIMIT, MAX_SCAN, search_store
@@ -167,20 +168,14 @@ class BlackboardService:
             self._watchers.discard(send)
             send.close()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> BlackboardStatus:
         """For /api/status (counts are read from memory: this runs on the event loop)."""
-        return {
-            "topic": self.topic,
-            "store": str(self.store.path),
-            "limits": {"rate_per_min": self.limits.rate_per_min, "max_text_bytes": self.limits.max_text_bytes,
-                       "ttl_s": self.limits.ttl_s, "capacity": self.limits.capacity},
-            "scrub": self.config.scrub,
-            "watchers": len(self._watchers),
-            "synced_posts": self.sync.received,
-            "sync_sessions": self.sync.sessions,
-            "rejected": {k.split(":", 1)[1]: v for k, v in self.overlay.rejects.as_dict().items()
-                         if k.startswith("blackboard:")},
-        }
+        return BlackboardStatus(
+            topic=self.topic, store=str(self.store.path), limits=self.limits, scrub=self.config.scrub,
+            watchers=len(self._watchers), synced_posts=self.sync.received, sync_sessions=self.sync.sessions,
+            rejected={k.split(":", 1)[1]: v for k, v in self.overlay.rejects.as_dict().items()
+                      if k.startswith("blackboard:")},
+        )
 
     async def stats(self) -> dict[str, Any]:
         """The snapshot plus what needs the store: post count, rejections over the store's whole life."""
@@ -188,7 +183,7 @@ class BlackboardService:
         persisted = await trio.to_thread.run_sync(self.store.rejections)
         for reason, n in self._unflushed.items():
             persisted[reason] = persisted.get(reason, 0) + n
-        return {**self.snapshot(), "posts": count, "rejected_all_time": persisted}
+        return {**self.snapshot().to_json(), "posts": count, "rejected_all_time": persisted}
 
     # -- running ------------------------------------------------------------------------------------
 

@@ -12,26 +12,33 @@ App-layer wiring of the planner (mesh/planner.py), the RPC bridge (p2p/rpc_tunne
    giving each its planned share.
 4. When a worker leaves (or can no longer serve), the split is stopped and planned again; requests meanwhile
    get 503 + Retry-After from the API, never a hang.
+
+`SplitHost` is the host's side of one model; `PipelineWorker` is a node's side as a worker for others.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
+from meshp2p.app.status import RpcWorkerStatus, SplitStatus
+from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.models import ModelSpec
+from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, replan_needed
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
-from meshp2p.p2p.rpc_tunnel import RpcTunnelClient
-from meshp2p.wire.gossip import StatusBody
+from meshp2p.p2p.overlay import Overlay
+from meshp2p.p2p.rpc_tunnel import RpcTunnelClient, RpcTunnelServer
 from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.status import StatusBody
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -41,7 +48,6 @@ log = logging.getLogger(__name__)
 REPLAN_CHECK_S = 1.0
 #: While no plan is possible (too few workers yet), look again this often.
 PLAN_RETRY_S = 2.0
-NON_SERVING_ROLES = ("client", "bootstrap")
 
 
 def offered_file(status: StatusBody, model_id: str, content_id: ContentId | None) -> tuple[bool, ContentId | None]:
@@ -107,19 +113,15 @@ class SplitHost:
         #: Peers that offer this model's name with another file (peer id -> its content id), left out of plans.
         self.other_files: dict[str, ContentId] = {}
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> SplitStatus:
         """For /api/status: the plan in force (if any) and why there is none."""
-        return {
-            "model": self.spec.id,
-            "content_id": None if self.plan is None or self.plan.content_id is None else self.plan.content_id.text,
-            "other_files": {peer: cid.text for peer, cid in sorted(self.other_files.items())},
-            "plan": None if self.plan is None else [
-                {"peer_id": s.peer_id, "first_layer": s.first_layer, "last_layer": s.last_layer}
-                for s in self.plan.shards],
-            "last_error": self.last_error,
-            "bytes_to_workers": self.bridge.bytes_to_rpc,
-            "bytes_from_workers": self.bridge.bytes_from_rpc,
-        }
+        return SplitStatus(
+            model=self.spec.id,
+            content_id=None if self.plan is None or self.plan.content_id is None else self.plan.content_id.text,
+            other_files={peer: cid.text for peer, cid in sorted(self.other_files.items())},
+            plan=None if self.plan is None else tuple(self.plan.shards), last_error=self.last_error,
+            bytes_to_workers=self.bridge.bytes_to_rpc, bytes_from_workers=self.bridge.bytes_from_rpc,
+        )
 
     def facts(self, content_id: ContentId | None) -> ModelFacts:
         return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers, content_id)
@@ -196,3 +198,25 @@ class SplitHost:
         cid = self.plan.content_id if self.plan is not None else None
         await self.bridge.serve_port(PeerID.from_base58(worker), model=cid.text if cid else self.spec.id, threads=1,
                                      task_status=task_status)
+
+
+class PipelineWorker:
+    """Be a pipeline worker for members: this node's ggml-rpc-server starts on the first split that needs it, and
+    loads weights from its own copies of the models it offers (`gguf_paths`: no weights cross the network)."""
+
+    def __init__(self, binaries: LlamaBinaries, overlay: Overlay, *, is_member: Callable[[PeerID], bool],
+                 gguf_paths: Callable[[], Iterable[Path]], threads: int | None, log_dir: Path) -> None:
+        self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=log_dir, threads=threads, gguf_paths=gguf_paths))
+        self.bridge = RpcTunnelServer(overlay, is_member=is_member, rpc_port=self.rpc.port)
+
+    def snapshot(self) -> RpcWorkerStatus:
+        server = self.rpc.server
+        return RpcWorkerStatus(pid=server.pid, port=server.port, state=server.state.value,
+                               connections=self.bridge.connections, bytes_to_rpc=self.bridge.bytes_to_rpc,
+                               bytes_from_rpc=self.bridge.bytes_from_rpc)
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.rpc.run)
+            self.bridge.install()
+            task_status.started()

@@ -34,6 +34,7 @@ from meshp2p.p2p.identity_store import load_or_create_identity, load_or_create_m
 from meshp2p.p2p.overlay import OverlayConfig
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.mesh_id import named_mesh_id, normalise_mesh_name, private_mesh_id
+from meshp2p.wire.status import Role
 from meshp2p.wire.token import decode_token
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def mesh_config_from_args(args: argparse.Namespace) -> MeshConfig | None:
     if args.max_clients is not None and args.max_clients < 1:
         raise ConfigError("--max-clients must be at least 1", hint="leave it out for no limit")
     common = {"region": args.region.strip().upper() if args.region else None, "max_clients": args.max_clients,
-              "role": "client" if args.client else "host"}
+              "role": Role.CLIENT if args.client else Role.HOST}
     if args.join:
         try:
             token = decode_token(args.join, now=time.time())
@@ -229,9 +230,9 @@ async def _show_progress(node: Node, console: Console) -> None:
                 progress.update(tasks[s.model.id], completed=100 * s.load_progress, state=_describe(s))
             await trio.sleep(_REFRESH_S)
     console.print(_summary(node))
-    if node.mesh is not None and node.mesh.settings.private:
+    if node.mesh is not None and node.mesh.service.settings.private:
         # Unwrapped on its own line, so it can be copied whole (also: `meshp2p invite`).
-        console.print(f"invite: {node.mesh.invite_token()}", soft_wrap=True, highlight=False, markup=False)
+        console.print(f"invite: {node.mesh.service.invite_token()}", soft_wrap=True, highlight=False, markup=False)
     last = {s.model.id: s.state for s in node.router.servers}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_show_hashing, node, console)
@@ -281,15 +282,15 @@ def _summary(node: Node) -> Panel:
              f"OpenAI API  [bold]{node.api_url}[/]" + (f"   (default model: {default})" if default else "")]
     if node.console_url:
         lines.append(f"status      {node.console_url}/api/status")
-    if node.mesh is not None and node.overlay is not None:
-        settings = node.mesh.settings
+    if node.mesh is not None:
+        settings, overlay = node.mesh.service.settings, node.mesh.overlay
         kind = f"'{settings.name}' (public)" if not settings.private else "private" + (
             " (listed)" if settings.listed else "")
-        how = "started it" if node.mesh.created else "joined it"
-        lines.append(f"mesh        {kind}, {how}; peer {node.overlay.peer_id}")
-        if not node.overlay.config.bootstrap:
+        how = "started it" if node.mesh.service.created else "joined it"
+        lines.append(f"mesh        {kind}, {how}; peer {overlay.peer_id}")
+        if not overlay.config.bootstrap:
             lines.append("[yellow]no bootstrap peers[/]: others can join with the invite token or --bootstrap "
-                         f"{node.overlay.addrs()[0]}")
+                         f"{overlay.addrs()[0]}")
         if settings.private:
             lines.append("invite      printed below; others join with: meshp2p up --join <invite>")
     else:

@@ -14,7 +14,7 @@ A change is noticed when the caller next `observe`s, which it does at least ever
 Demand (`DemandCadence`): every DEMAND_INTERVAL_S while we have some; once it ends, an empty report
 DEMAND_EMPTY_REPEATS times so peers drop ours at once, then silence. A node that never had demand sends nothing.
 
-The trio loops in app/mesh_service.py only sleep until `next_at()` and send when `due(now)`; tests drive these
+The trio loops in app/mesh_gossip.py only sleep until `next_at()` and send when `due(now)`; tests drive these
 machines with plain numbers (tests/mesh/test_cadence.py).
 """
 

@@ -10,10 +10,9 @@ Counting uses DEMAND_BUCKET_S time buckets, so memory is bounded (DEMAND_WINDOW_
 model, at most MAX_MODELS_TRACKED models, least recently requested evicted first) and a request leaves the
 window between 55 and 60 s after it was made.
 
-Reports come from other nodes, so `DemandMap.apply` drops what it cannot use instead of failing: rates that
-are negative, zero, NaN or infinite, model ids that are empty or over MAX_MODEL_ID_CHARS, and all but the
-MAX_MODELS_PER_REPORT hottest models; rates above MAX_REQ_PER_MIN are clamped, so sums stay finite.
-The gossip body reader (`demand_from_body`) is strict instead: a malformed body is rejected whole.
+Reports come from other nodes, so `DemandMap.apply` drops what it cannot use instead of failing, with the
+report writer's own rule (`clean_rates` in wire/demand.py, which also holds the gossip body and its strict
+reader): sums stay finite whatever a peer sends.
 """
 
 from __future__ import annotations
@@ -22,26 +21,18 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-DEMAND_TYPE = "demand"
+from meshp2p.wire.demand import clean_rates, valid_model_id
+
 DEMAND_WINDOW_S = 60.0
 DEMAND_BUCKET_S = 5.0
 DEMAND_TTL_S = 120.0
 MAX_MODELS_TRACKED = 256
-MAX_MODELS_PER_REPORT = 64
-MAX_MODEL_ID_CHARS = 128
-#: Far above any real mesh; only there so a hostile or buggy report cannot push sums to infinity.
-MAX_REQ_PER_MIN = 1_000_000.0
 #: Reports are signed gossip, so peers are bounded by membership; this bounds memory against a flood anyway.
 MAX_DEMAND_PEERS = 4096
 
 _BUCKETS = round(DEMAND_WINDOW_S / DEMAND_BUCKET_S)
 _PER_MIN = 60.0 / DEMAND_WINDOW_S
-
-
-def _valid_model_id(model_id: object) -> bool:
-    return type(model_id) is str and 0 < len(model_id) <= MAX_MODEL_ID_CHARS
 
 
 class DemandCounter:
@@ -53,7 +44,7 @@ class DemandCounter:
 
     def record(self, model_id: str, now: float) -> bool:
         """Count one request; False (not counted) for a model id that could never be gossiped."""
-        if not _valid_model_id(model_id):
+        if not valid_model_id(model_id):
             return False
         bucket = math.floor(now / DEMAND_BUCKET_S)
         buckets = self._models.get(model_id)
@@ -82,22 +73,6 @@ class DemandCounter:
             else:
                 del self._models[model_id]
         return result
-
-
-def clean_rates(rates: Mapping[str, float]) -> dict[str, float]:
-    """The usable part of a report: see the module docstring for what is dropped and clamped."""
-    clean: dict[str, float] = {}
-    for model_id, rate in rates.items():
-        value: object = rate
-        if not _valid_model_id(model_id) or type(value) not in (int, float):
-            continue
-        number = float(rate)
-        if math.isfinite(number) and number > 0:
-            clean[model_id] = min(number, MAX_REQ_PER_MIN)
-    if len(clean) > MAX_MODELS_PER_REPORT:
-        hottest = sorted(clean.items(), key=lambda mr: (-mr[1], mr[0]))[:MAX_MODELS_PER_REPORT]
-        clean = dict(hottest)
-    return clean
 
 
 @dataclass(frozen=True)
@@ -145,26 +120,3 @@ class DemandMap:
         totals = self.total(now)
         return sorted((m for m in totals if m not in served), key=lambda m: (-totals[m], m))
 
-
-def demand_to_body(rates: Mapping[str, float]) -> dict[str, Any]:
-    """The `demand` gossip body for our rates; cleaned the same way receivers clean, so it always decodes."""
-    return {"rates": clean_rates(rates)}
-
-
-def demand_from_body(body: object) -> dict[str, float]:
-    """Strict reader for a `demand` body; raises ValueError on anything malformed. Unknown keys are ignored."""
-    if type(body) is not dict:
-        raise ValueError("demand body is not a map")
-    rates: object = body.get("rates")
-    if type(rates) is not dict:
-        raise ValueError("demand body has no 'rates' map")
-    if len(rates) > MAX_MODELS_PER_REPORT:
-        raise ValueError(f"demand body has {len(rates)} models > {MAX_MODELS_PER_REPORT}")
-    result: dict[str, float] = {}
-    for model_id, rate in rates.items():
-        if not _valid_model_id(model_id):
-            raise ValueError(f"demand model id {model_id!r} is not 1..{MAX_MODEL_ID_CHARS} characters of text")
-        if type(rate) is not float or not math.isfinite(rate) or rate < 0:
-            raise ValueError(f"demand rate for {model_id!r} is not a finite float >= 0: {rate!r}")
-        result[model_id] = rate
-    return result

@@ -53,6 +53,7 @@ from typing import Literal
 
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.mesh.view import MeshView
+from meshp2p.wire.status import Role
 
 HOT_MIN_REQ_PER_MIN = 10.0
 HOT_IMBALANCE = 3.0
@@ -60,9 +61,9 @@ PROMOTION_GRACE_S = 5.0
 #: A model whose last server left longer ago than this is no longer orphaned (only wanted, if it has demand).
 ORPHAN_MEMORY_S = 300.0
 FREE_MB_RANK_STEP_MB = 1024
-PROMOTING_ROLES = ("standby", "host")
+PROMOTING_ROLES = (Role.STANDBY, Role.HOST)
 #: Roles whose `loaded` models count as served (a client or bootstrap node serves nothing).
-SERVER_ROLES = frozenset({"host", "worker", "standby"})
+SERVER_ROLES = frozenset({Role.HOST, Role.WORKER, Role.STANDBY})
 
 Reason = Literal["orphaned", "wanted", "hot"]
 _EMPTY: Mapping[str, float] = MappingProxyType({})
@@ -74,7 +75,7 @@ class NodeInfo:
     """One node as election sees it; `loading` are models it has started loading but does not serve yet."""
 
     peer_id: str
-    role: str
+    role: Role
     loaded: frozenset[str]
     available: frozenset[str]
     capacity_mb: int

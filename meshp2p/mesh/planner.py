@@ -70,6 +70,7 @@ from typing import Literal
 
 from meshp2p.errors import MeshP2PError
 from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.status import Role
 
 #: A node can hold a model when its capacity is at least this multiple of the model's file size (exact: 1.1).
 FIT_HEADROOM = Fraction(11, 10)
@@ -78,7 +79,7 @@ MAX_RTT_MS = 80.0
 #: A worker already in a running plan is kept until its round trip passes this (hysteresis, rule 5).
 KEEP_RTT_MS = 2 * MAX_RTT_MS
 #: Roles that never hold layers or host a model.
-NON_SERVING_ROLES = frozenset({"client", "bootstrap"})
+NON_SERVING_ROLES = frozenset({Role.CLIENT, Role.BOOTSTRAP})
 
 PlanKind = Literal["solo", "pipeline"]
 
@@ -106,7 +107,7 @@ class PeerFacts:
     rtt_ms: float | None
     #: Offers a model under this model id (any file).
     has_model: bool
-    role: str
+    role: Role
     #: Content id of the file it offers under this model id, as it gossips it; None when it gossips none.
     content_id: ContentId | None = None
 

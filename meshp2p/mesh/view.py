@@ -4,7 +4,7 @@ It is fed status gossip (`update`), departures (`remove`) and ticks of time (`ex
 timing rules are tested with plain numbers.
 
 How a member leaves the view (the goal: a vanished node leaves every view within 10 s):
-- at once when our connection to it closes and a redial fails (meshp2p/app/mesh_service.py; p2p/liveness.py makes
+- at once when our connection to it closes and a redial fails (meshp2p/app/mesh_liveness.py; p2p/liveness.py makes
   the kernel notice a vanished machine within a few seconds). Members hold a connection to every other member,
   so this is how departures are normally seen, at no CPU cost;
 - otherwise after `PEER_TIMEOUT_S` without status: every node sends its status when it changes and at least every
@@ -16,16 +16,15 @@ How a member leaves the view (the goal: a vanished node leaves every view within
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from meshp2p.wire.gossip import StatusBody
+from meshp2p.wire.status import Role, StatusBody
 
 #: Keepalive: each status message costs every member CPU (receive, verify, forward ~D copies: ~2 ms each in
 #: py-libp2p), so with departures seen on the connection it is sent rarely.
 STATUS_INTERVAL_S = 20.0
 PEER_TIMEOUT_S = 2 * STATUS_INTERVAL_S + 5.0
 EXPIRE_CHECK_S = 1.0
-SERVING_ROLES = frozenset({"host", "worker", "standby"})
+SERVING_ROLES = frozenset({Role.HOST, Role.WORKER, Role.STANDBY})
 #: Models remembered in `served_at` (the most recently served are kept).
 SERVED_AT_MAX = 1024
 
@@ -73,10 +72,10 @@ class MeshView:
     # -- derived facts --------------------------------------------------------------------------------
 
     def node_count(self) -> int:
-        return sum(1 for v in self.peers.values() if v.status.role != "client")
+        return sum(1 for v in self.peers.values() if v.status.role != Role.CLIENT)
 
     def client_count(self) -> int:
-        return sum(1 for v in self.peers.values() if v.status.role == "client")
+        return sum(1 for v in self.peers.values() if v.status.role == Role.CLIENT)
 
     def served_models(self) -> tuple[str, ...]:
         return tuple(sorted({m for v in self.peers.values() for m in v.status.loaded}))
@@ -107,33 +106,3 @@ class MeshView:
         """
         serving = [p for p, v in self.peers.items() if v.status.role in SERVING_ROLES]
         return min(serving or self.peers or [self.self_id])
-
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """JSON-ready view for /api/status and the console."""
-        return {
-            "mesh_id": self.mesh_id.hex(),
-            "nodes": self.node_count(),
-            "clients": self.client_count(),
-            "served": list(self.served_models()),
-            "capacity_mb": self.capacity_mb(),
-            "peers": [
-                {
-                    "peer_id": v.peer_id,
-                    "self": v.peer_id == self.self_id,
-                    "role": v.status.role,
-                    "region": v.status.region,
-                    "ram_mb": v.status.ram_mb,
-                    "vram_mb": v.status.vram_mb,
-                    "gpu": v.status.gpu,
-                    "loaded": list(v.status.loaded),
-                    "available": list(v.status.available),
-                    "files": {model: cid.text for model, cid in v.status.files.items()},
-                    "load": v.status.load,
-                    "version": v.status.version,
-                    "last_seen_s": round(now - v.last_seen, 2),
-                    "rtt_ms": self.peers[self.self_id].status.rtt_ms.get(v.peer_id)
-                    if self.self_id in self.peers else None,
-                }
-                for v in sorted(self.peers.values(), key=lambda v: v.peer_id)
-            ],
-        }

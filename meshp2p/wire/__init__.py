@@ -1,4 +1,4 @@
-"""Pure wire formats: DHT records, invite tokens, gossip messages and the join handshake.
+"""Pure wire formats: DHT records, invite tokens, gossip messages and their bodies, and the join handshake.
 
 Bytes or values in, values out, `now` passed in; no sockets, clocks or libp2p. Each format is specified
 language-neutrally in `protocols/` with test vectors, and every decode failure is a `WireError`.
@@ -11,11 +11,8 @@ from meshp2p.wire.gossip import (
     GossipMessage,
     ReplayGuard,
     SequenceCounter,
-    StatusBody,
     decode_gossip,
     encode_gossip,
-    status_from_body,
-    status_to_body,
     topic_name,
 )
 from meshp2p.wire.identity import Identity, peer_id_bytes, peer_id_from_public_key, verify
@@ -32,6 +29,7 @@ from meshp2p.wire.records import (
     provider_key,
     select_record,
 )
+from meshp2p.wire.status import Role, StatusBody, status_from_body, status_to_body
 from meshp2p.wire.token import InviteToken, decode_token, encode_token
 
 __all__ = [
@@ -45,6 +43,7 @@ __all__ = [
     "MeshListing",
     "NodeRecord",
     "ReplayGuard",
+    "Role",
     "SequenceCounter",
     "SignedRecord",
     "StatusBody",

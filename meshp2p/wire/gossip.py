@@ -4,6 +4,8 @@ Gossipsub forwards whatever it is given, so the message proves itself: a signatu
 the mesh it belongs to, a send time and a sequence number. On a private mesh the signed message travels
 inside ChaCha20-Poly1305 under a key derived from the mesh secret, so non-members can neither read nor
 forge it. `ReplayGuard` and `SequenceCounter` are the small pure state the node keeps around this.
+The bodies are read by their own modules once the envelope checked out: wire/status.py, wire/demand.py and
+wire/blackboard.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import os
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -24,21 +26,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from meshp2p.wire._cbor import (
-    check_float,
     check_keys,
-    check_text,
     check_version,
     dumps,
     get_bytes,
-    get_float,
     get_int,
     get_map,
-    get_opt_int,
-    get_opt_text,
     get_text,
-    get_text_list,
     loads_map,
-    require_keys,
 )
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.identity import (
@@ -56,7 +51,6 @@ from meshp2p.wire.mesh_id import (
     parse_mesh_id_hex,
     private_mesh_id,
 )
-from meshp2p.wire.model_id import ContentId, parse_content_id
 
 GOSSIP_DOMAIN = b"meshp2p/gossip/v1\x00"
 GOSSIP_KEY_INFO = b"meshp2p/gossip-key/v1"
@@ -78,16 +72,6 @@ TOPIC_NAMES = frozenset({"status", "demand", "blackboard"})
 #: Bounds the guard's memory against floods of fresh keys; see ReplayGuard.
 MAX_REPLAY_SENDERS = 4096
 
-STATUS_TYPE = "status"
-STATUS_ROLES = frozenset({"host", "worker", "client", "standby", "bootstrap"})
-MAX_TEXT_CHARS = 128
-MAX_LIST_ITEMS = 64
-MAX_RTT_ENTRIES = 64
-MAX_PORT = 65535
-MAX_STATUS_ADDRS = 16
-#: Relayed multiaddrs (`.../p2p-circuit/...`) run to ~180 characters.
-MAX_ADDR_CHARS = 256
-
 _INNER_KEYS = frozenset({"v", "t", "mesh", "pk", "seq", "ts", "body", "sig"})
 _SEALED_KEYS = frozenset({"v", "enc", "n", "ct"})
 _TOPIC_PREFIX = "/meshp2p/"
@@ -106,30 +90,6 @@ class GossipMessage:
     seq: int
     sent_at_ms: int
     body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StatusBody:
-    """What a node tells its mesh every few seconds: the planner's view of capacity and load."""
-
-    role: str
-    ram_mb: int
-    vram_mb: int
-    gpu: str | None
-    loaded: tuple[str, ...]
-    available: tuple[str, ...]
-    load: float
-    api_port: int | None
-    version: str
-    region: str | None
-    rtt_ms: dict[str, float]
-    #: Where peers can dial this node (full multiaddrs). Added within v1, so optional to readers.
-    addrs: tuple[str, ...] = ()
-    #: Models this node is loading now (promotion in progress). Added within v1, optional to readers.
-    loading: tuple[str, ...] = ()
-    #: Content id of the file behind each model id offered (available or loaded) and hashed so far, so that peers
-    #: match files, not names (protocols/model-id.md). Added within v1, optional to readers.
-    files: dict[str, ContentId] = field(default_factory=dict)
 
 
 def topic_name(mesh_id: bytes, name: str, secret: bytes | None = None) -> str:
@@ -320,66 +280,6 @@ def _unpad(plain: bytes) -> bytes:
     return plain[_LENGTH_PREFIX.size:end]
 
 
-def status_to_body(status: StatusBody) -> dict[str, Any]:
-    """Floats are written as floats even when whole, so strict readers in any language see one type."""
-    return {
-        "role": status.role,
-        "ram_mb": status.ram_mb,
-        "vram_mb": status.vram_mb,
-        "gpu": status.gpu,
-        "loaded": list(status.loaded),
-        "available": list(status.available),
-        "load": float(status.load),
-        "api_port": status.api_port,
-        "version": status.version,
-        "region": status.region,
-        "rtt_ms": {peer: float(rtt) for peer, rtt in status.rtt_ms.items()},
-        "addrs": list(status.addrs),
-        "loading": list(status.loading),
-        "files": {model: cid.text for model, cid in status.files.items()},
-    }
-
-
-def status_from_body(body: dict[str, Any]) -> StatusBody:
-    """Strict reader for a `status` body; keys it does not know are ignored (added by newer nodes)."""
-    if type(body) is not dict:
-        raise WireError("malformed", "status body is not a map")
-    require_keys(body, _STATUS_KEYS, where="status body")
-    role = get_text(body, "role", max_chars=MAX_TEXT_CHARS)
-    if role not in STATUS_ROLES:
-        raise WireError("malformed", f"status role {role!r}")
-    rtt = get_map(body, "rtt_ms")
-    if len(rtt) > MAX_RTT_ENTRIES:
-        raise WireError("malformed", f"rtt_ms has {len(rtt)} entries > {MAX_RTT_ENTRIES}")
-    files = get_map(body, "files") if "files" in body else {}
-    if len(files) > MAX_LIST_ITEMS:
-        raise WireError("malformed", f"files has {len(files)} entries > {MAX_LIST_ITEMS}")
-    return StatusBody(
-        role=role,
-        ram_mb=get_int(body, "ram_mb"),
-        vram_mb=get_int(body, "vram_mb"),
-        gpu=get_opt_text(body, "gpu", max_chars=MAX_TEXT_CHARS),
-        loaded=get_text_list(body, "loaded", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS),
-        available=get_text_list(body, "available", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS),
-        load=get_float(body, "load"),
-        api_port=get_opt_int(body, "api_port", lo=1, hi=MAX_PORT),
-        version=get_text(body, "version", max_chars=MAX_TEXT_CHARS),
-        region=get_opt_text(body, "region", max_chars=MAX_TEXT_CHARS),
-        rtt_ms={
-            check_text(peer, "rtt_ms", min_chars=1, max_chars=MAX_TEXT_CHARS): check_float(value, "rtt_ms")
-            for peer, value in rtt.items()
-        },
-        addrs=get_text_list(body, "addrs", max_items=MAX_STATUS_ADDRS, max_chars=MAX_ADDR_CHARS)
-        if "addrs" in body else (),
-        loading=get_text_list(body, "loading", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS)
-        if "loading" in body else (),
-        files={
-            check_text(model, "files", min_chars=1, max_chars=MAX_TEXT_CHARS): parse_content_id(cid)
-            for model, cid in files.items()
-        },
-    )
-
-
 class SequenceCounter:
     """A sender's `seq`: one counter per mesh, shared by all its topics, starting at the wall clock in ms.
 
@@ -425,8 +325,3 @@ class ReplayGuard:
     def __len__(self) -> int:
         return len(self._last)
 
-
-#: Keys every status body must carry; those added later within v1 are optional.
-_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files"})
-_STATUS_KEYS = frozenset(status_to_body(StatusBody("host", 0, 0, None, (), (), 0.0, None, "", None, {}))) - (
-    _OPTIONAL_STATUS_KEYS)

@@ -38,6 +38,7 @@ from meshp2p.wire.identity import (
     verify_object,
 )
 from meshp2p.wire.mesh_id import mesh_id_hex, named_mesh_id, new_mesh_secret, parse_mesh_id_hex, private_mesh_id
+from meshp2p.wire.status import Role
 
 __all__ = [
     "KIND_MESH",
@@ -81,7 +82,9 @@ KEY_PREFIX = "/meshp2p/"
 KIND_MESH = "mesh"
 KIND_NODE = "node"
 KINDS = frozenset({KIND_MESH, KIND_NODE})
-NODE_ROLES = frozenset({"host", "client", "bootstrap"})
+#: A node record names what the node is to the mesh; a pipeline's roles (worker) and promotion's (standby) are
+#: status-only.
+NODE_ROLES = frozenset({Role.HOST, Role.CLIENT, Role.BOOTSTRAP})
 _RECORD_KEYS = frozenset({"v", "k", "s", "pk", "iat", "exp", "body", "sig"})
 _BASE58_ALPHABET = frozenset("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
 
@@ -114,7 +117,7 @@ class NodeRecord:
 
     mesh: str
     region: str | None
-    role: str
+    role: Role
     addrs: tuple[str, ...]
     models: tuple[str, ...]
     version: str
@@ -306,7 +309,7 @@ def _node_to_map(body: NodeRecord) -> dict[str, Any]:
     return {
         "mesh": body.mesh,
         "region": body.region,
-        "role": body.role,
+        "role": str(body.role),
         "addrs": list(body.addrs),
         "models": list(body.models),
         "version": body.version,
@@ -323,7 +326,7 @@ def _node_from_map(m: dict[str, Any]) -> NodeRecord:
     return NodeRecord(
         mesh=mesh,
         region=get_opt_text(m, "region", max_chars=MAX_TEXT_CHARS),
-        role=role,
+        role=Role(role),
         addrs=get_text_list(m, "addrs", max_items=MAX_ADDRS, max_chars=MAX_ADDR_CHARS),
         models=get_text_list(m, "models", max_items=MAX_LIST_ITEMS, max_chars=MAX_TEXT_CHARS),
         version=get_text(m, "version", max_chars=MAX_TEXT_CHARS),
@@ -331,4 +334,4 @@ def _node_from_map(m: dict[str, Any]) -> NodeRecord:
 
 
 _LISTING_KEYS = frozenset(_listing_to_map(MeshListing(None, None, False, 0, 0, None, (), (), 0, (), "")))
-_NODE_KEYS = frozenset(_node_to_map(NodeRecord("", None, "host", (), (), "")))
+_NODE_KEYS = frozenset(_node_to_map(NodeRecord("", None, Role.HOST, (), (), "")))

@@ -21,6 +21,7 @@ from meshp2p.wire import gossip, join, records, token
 from meshp2p.wire._cbor import dumps
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.mesh_id import named_mesh_id, normalise_mesh_name, private_mesh_id
+from meshp2p.wire.status import status_from_body
 
 # The shared writer is a sibling file, not a package: keep these generators runnable as plain scripts.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -508,7 +509,7 @@ def gossip_vectors() -> dict[str, Any]:
         ("too_many_files", {"files": {f"m{i}": f"sha256_128:{i:032x}:{i}" for i in range(65)}}),
     ):
         body = {k: v for k, v in {**STATUS_BODY, **changes}.items() if v is not None or k in ("gpu", "region")}
-        expect("malformed", lambda body=body: gossip.status_from_body(body), name)
+        expect("malformed", lambda body=body: status_from_body(body), name)
         status_invalid.append({"name": name, "body": body, "reason": "malformed"})
 
     guard = gossip.ReplayGuard()

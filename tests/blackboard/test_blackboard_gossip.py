@@ -69,7 +69,7 @@ async def wait_async(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 def rejected(board: BlackboardService) -> dict[str, int]:
-    return board.snapshot()["rejected"]
+    return dict(board.snapshot().rejected)
 
 
 async def test_a_post_reaches_every_member_and_is_stored_once(tmp_path):

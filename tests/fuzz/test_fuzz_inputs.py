@@ -22,7 +22,8 @@ from meshp2p.api.errors import ApiError
 from meshp2p.api.validation import parse_request_body, validate_openai_request
 from meshp2p.inference.gguf_header import GGUFFormatError, parse_gguf_header
 from meshp2p.wire.framing import SingleFrameReader, frame_bytes
-from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, decode_gossip, status_from_body
+from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, decode_gossip
+from meshp2p.wire.status import status_from_body
 from tests.wire.helpers import load_vectors
 
 from .fuzzlib import FUZZ_EXAMPLES, NASTY_VALUES, fuzz, hostile_bytes, mutated

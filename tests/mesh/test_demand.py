@@ -13,16 +13,19 @@ from meshp2p.mesh.demand import (
     DEMAND_TTL_S,
     DEMAND_WINDOW_S,
     MAX_DEMAND_PEERS,
-    MAX_MODEL_ID_CHARS,
-    MAX_MODELS_PER_REPORT,
     MAX_MODELS_TRACKED,
-    MAX_REQ_PER_MIN,
     DemandCounter,
     DemandMap,
+)
+from meshp2p.wire.demand import (
+    MAX_MODEL_ID_CHARS,
+    MAX_MODELS_PER_REPORT,
+    MAX_REQ_PER_MIN,
     clean_rates,
     demand_from_body,
     demand_to_body,
 )
+from meshp2p.wire.errors import WireError
 
 T0 = 1_750_000_000.0
 
@@ -236,7 +239,7 @@ def test_body_writer_cleans_so_the_body_always_decodes() -> None:
     ],
 )
 def test_body_reader_rejects_malformed(body: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(WireError, match="malformed"):
         demand_from_body(body)
 
 

@@ -28,7 +28,7 @@ from meshp2p.mesh.election import (
     snapshot_from_view,
 )
 from meshp2p.mesh.view import MeshView
-from meshp2p.wire.gossip import StatusBody
+from meshp2p.wire.status import StatusBody
 
 T0 = 1_750_000_000.0  # a multiple of PROMOTION_EPOCH_S
 

@@ -28,9 +28,10 @@ from meshp2p.mesh.cadence import (
 )
 from meshp2p.mesh.view import PEER_TIMEOUT_S, STATUS_INTERVAL_S
 from meshp2p.p2p.rejects import RejectCounter
-from meshp2p.wire.gossip import StatusBody, decode_gossip
+from meshp2p.wire.gossip import decode_gossip
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
+from meshp2p.wire.status import StatusBody
 
 MESH = named_mesh_id("cadence")
 
@@ -74,7 +75,7 @@ def test_the_keepalive_keeps_a_live_peer():
 async def test_an_unchanged_status_goes_out_repeated_after_start_then_only_as_keepalive(autojump_clock: Any):
     svc, overlay = service()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(svc._heartbeat)
+        nursery.start_soon(svc.gossip._heartbeat)
         await trio.sleep(sum(STATUS_REPEAT_GAPS_S) + 10 * STATUS_INTERVAL_S + 0.5)
         nursery.cancel_scope.cancel()
     gaps = [b - a for a, b in itertools.pairwise(times(overlay, "status"))]
@@ -85,7 +86,7 @@ async def test_a_changed_status_goes_out_within_a_check_and_drifting_figures_wai
     current = {"status": status()}
     svc, overlay = service(lambda: current["status"])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(svc._heartbeat)
+        nursery.start_soon(svc.gossip._heartbeat)
         await trio.sleep(sum(STATUS_REPEAT_GAPS_S) + 0.1)
         start_sends = len(times(overlay, "status"))
         assert start_sends == 1 + len(STATUS_REPEAT_GAPS_S)
@@ -112,7 +113,7 @@ async def test_past_its_youth_a_node_sends_a_change_once(autojump_clock: Any):
     current = {"status": status()}
     svc, overlay = service(lambda: current["status"])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(svc._heartbeat)
+        nursery.start_soon(svc.gossip._heartbeat)
         await trio.sleep(YOUNG_S + 0.5)
         changed_at = trio.current_time()
         current["status"] = status(loaded=("tiny",))
@@ -125,19 +126,19 @@ async def test_past_its_youth_a_node_sends_a_change_once(autojump_clock: Any):
 async def test_a_new_member_gets_our_status_straight_and_the_mesh_no_broadcast(autojump_clock: Any):
     svc, overlay = service()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(svc._heartbeat)
+        nursery.start_soon(svc.gossip._heartbeat)
         await trio.sleep(sum(STATUS_REPEAT_GAPS_S) + 1.5)
         before = len(times(overlay, "status"))
-        svc._apply_status("12D3KooWnewcomer", status())
-        svc._apply_status("12D3KooWnewcomer2", status())
-        svc._apply_status("12D3KooWnewcomer", status())  # known by now: no second push
+        svc.gossip._apply_status("12D3KooWnewcomer", status())
+        svc.gossip._apply_status("12D3KooWnewcomer2", status())
+        svc.gossip._apply_status("12D3KooWnewcomer", status())  # known by now: no second push
         await trio.sleep(STATUS_INTERVAL_S - sum(STATUS_REPEAT_GAPS_S) - 2.0)
         assert len(times(overlay, "status")) == before, "newcomers cost the mesh no gossip"
         nursery.cancel_scope.cancel()
     queued = []
     while True:
         try:
-            queued.append(svc._newcomers_receive.receive_nowait())
+            queued.append(svc.gossip._newcomers_receive.receive_nowait())
         except trio.WouldBlock:
             break
     assert queued == ["12D3KooWnewcomer", "12D3KooWnewcomer2"]
@@ -147,7 +148,7 @@ async def test_demand_is_sent_while_there_is_some_then_a_few_empty_reports_then_
     rates: dict[str, float] = {}
     svc, overlay = service(local_demand=lambda: dict(rates))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(svc._gossip_demand)
+        nursery.start_soon(svc.gossip._gossip_demand)
         await trio.sleep(10.5 * DEMAND_INTERVAL_S)  # half an interval off the loop's ticks: no ties
         assert times(overlay, "demand") == [], "a node that never had demand sends none"
         rates["tiny"] = 6.0

@@ -20,8 +20,8 @@ from libp2p.records.validator import Validator
 
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
-from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
+from meshp2p.wire.status import StatusBody
 
 POLL_S = 0.02
 #: Generous for a loaded 2-core CI machine; the conditions waited for hold within a second on loopback.

@@ -210,7 +210,7 @@ async def test_put_record_does_not_raise_when_a_better_record_is_already_stored(
         await dht.hostile.overlay.put_record(key, stored_first)
         assert writer.overlay.dht.value_store.get(key.encode()).value == stored_first
         # py-libp2p raises ValueError here; before Overlay.put_record caught it, it crashed
-        # MeshService._maybe_publish_listing and with it the node (two listings in one second did it half the time).
+        # MeshRecords._maybe_publish_listing and with it the node (two listings in one second did it half the time).
         assert await writer.overlay.put_record(key, put_later) is False
         assert dht.stored(key) == [stored_first] * HONEST_NODES
         assert writer.running

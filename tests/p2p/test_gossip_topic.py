@@ -16,17 +16,10 @@ from libp2p.peer.id import ID
 from meshp2p.p2p import gossip
 from meshp2p.p2p.gossip import Delivered, GossipTopic
 from meshp2p.p2p.rejects import RejectCounter
-from meshp2p.wire.gossip import (
-    GossipMessage,
-    SequenceCounter,
-    StatusBody,
-    encode_gossip,
-    status_from_body,
-    status_to_body,
-    topic_name,
-)
+from meshp2p.wire.gossip import GossipMessage, SequenceCounter, encode_gossip, topic_name
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
+from meshp2p.wire.status import StatusBody, status_from_body, status_to_body
 
 MESH = named_mesh_id("receive")
 TOPIC = topic_name(MESH, "status", None)

@@ -70,7 +70,7 @@ async def test_a_member_whose_connection_closes_but_is_still_there_stays_in_the_
                        and a.overlay.is_connected(b_id) and b.overlay.is_connected(a.overlay.peer_id),
                        "A and B to be connected again, over a new connection")
         # The loss was looked into and the redial worked: nobody counted the other as gone.
-        assert not a.service._lost and not b.service._lost
+        assert not a.service.liveness._lost and not b.service.liveness._lost
         assert set(a.service.view.peers) == set(b.service.view.peers) == {a.peer_id, b.peer_id}
 
 
@@ -100,7 +100,7 @@ async def test_a_member_dropped_by_a_failed_redial_comes_back_when_connected_aga
         b_status = a.service.view.peers[b.peer_id].status
 
         removed: list[str] = []
-        remove, redial = a.service.view.remove, a.service._redial
+        remove, redial = a.service.view.remove, a.service.liveness._redial
         redials_failed = 0
 
         def recording_remove(peer_id: str) -> bool:
@@ -115,7 +115,7 @@ async def test_a_member_dropped_by_a_failed_redial_comes_back_when_connected_aga
             return await redial(peer_id, timeout_s)
 
         a.service.view.remove = recording_remove  # type: ignore[method-assign]
-        a.service._redial = first_redial_fails  # type: ignore[method-assign]
+        a.service.liveness._redial = first_redial_fails  # type: ignore[method-assign]
         b_id = ID.from_base58(b.peer_id)
         for conn in list(a.overlay.host.get_network().get_connections(b_id)):
             await conn.close()
@@ -123,4 +123,4 @@ async def test_a_member_dropped_by_a_failed_redial_comes_back_when_connected_aga
         await wait_for(lambda: b.peer_id in a.service.view.peers and a.overlay.is_connected(b_id),
                        "B back in A's view, connected")
         assert a.service.view.peers[b.peer_id].status == b_status
-        assert not a.service._lost
+        assert not a.service.liveness._lost

@@ -23,9 +23,10 @@ from meshp2p.p2p.status_push import STATUS_PUSH_PROTOCOL
 from meshp2p.p2p.tunnel import TUNNEL_PROTOCOL, TunnelAnswer, TunnelServer
 from meshp2p.wire.blackboard import encode_digest, make_digest
 from meshp2p.wire.framing import frame_bytes
-from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip, status_to_body, topic_name
+from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip, topic_name
 from meshp2p.wire.mesh_id import new_mesh_secret
 from meshp2p.wire.rpc_tunnel import RpcHello, encode_hello, refuse
+from meshp2p.wire.status import status_to_body
 from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
 
 from .helpers import Network, Node, network, read_until_eof, status

@@ -48,7 +48,7 @@ async def test_a_joiner_does_not_overwrite_the_listing_before_it_sees_the_member
     creator_id, joiner_id = _ordered_identities()
     async with network() as net:
         creator = await net.start_member_with(creator_id, settings)
-        await wait_for(lambda: creator.service is not None and creator.service._published_listing is not None,
+        await wait_for(lambda: creator.service is not None and creator.service.records._published_listing is not None,
                        "the creator to publish the listing")
         assert creator.service is not None and creator.service.created
 
@@ -56,7 +56,7 @@ async def test_a_joiner_does_not_overwrite_the_listing_before_it_sees_the_member
         service = MeshService(overlay, settings, status)
         puts: list[str] = []
         checks: list[int] = []
-        put_record, maybe_publish = overlay.put_record, service._maybe_publish_listing
+        put_record, maybe_publish = overlay.put_record, service.records._maybe_publish_listing
 
         async def recording_put(k: str, value: bytes) -> bool:
             puts.append(k)
@@ -67,15 +67,15 @@ async def test_a_joiner_does_not_overwrite_the_listing_before_it_sees_the_member
             checks.append(len(service.view.peers))
 
         # Gossip reaches a joiner only after its first listing check here, as it does in a busy mesh.
-        apply_status = service._apply_status
+        apply_status = service.gossip._apply_status
 
         def status_after_first_check(sender: str, body: Any) -> None:
             if checks:
                 apply_status(sender, body)
 
         overlay.put_record = recording_put  # type: ignore[method-assign]
-        service._apply_status = status_after_first_check  # type: ignore[method-assign]
-        service._maybe_publish_listing = counting_publish  # type: ignore[method-assign]
+        service.gossip._apply_status = status_after_first_check  # type: ignore[method-assign]
+        service.records._maybe_publish_listing = counting_publish  # type: ignore[method-assign]
         joiner = await net.start_node(Node(overlay, service))
         assert not service.created
         await wait_for(lambda: len(checks) >= 1, "the joiner's first listing check")

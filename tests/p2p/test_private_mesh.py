@@ -20,11 +20,11 @@ from meshp2p.wire.gossip import (
     encode_gossip,
     gossip_key,
     pad_plaintext,
-    status_to_body,
     topic_name,
 )
 from meshp2p.wire.join import FrameReader, frame
 from meshp2p.wire.mesh_id import new_mesh_secret, private_mesh_id
+from meshp2p.wire.status import status_to_body
 
 from .helpers import Network, Node, network, status, wait_for
 

@@ -14,9 +14,10 @@ from meshp2p.mesh import cadence
 from meshp2p.mesh.view import STATUS_INTERVAL_S
 from meshp2p.p2p.status_push import STATUS_PUSH_PROTOCOL
 from meshp2p.wire.framing import frame_bytes
-from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip, status_to_body
+from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
+from meshp2p.wire.status import status_to_body
 
 from .helpers import Node, network, status, wait_for
 

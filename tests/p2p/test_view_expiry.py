@@ -7,7 +7,9 @@ import os
 
 import trio
 
-from meshp2p.app.mesh_service import REDIAL_TIMEOUT_S, MeshSettings
+from meshp2p.app.mesh_liveness import REDIAL_TIMEOUT_S
+from meshp2p.app.mesh_service import MeshSettings
+from meshp2p.app.status import MeshStatus
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, STATUS_INTERVAL_S, MeshView
 from meshp2p.p2p.liveness import DEAD_AFTER_S, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES
 from meshp2p.wire.mesh_id import named_mesh_id
@@ -110,11 +112,9 @@ def test_leader_is_the_lowest_serving_peer_id():
 
 def test_snapshot():
     view = view_of(("B", "client"), now=10.0)
-    snap = view.snapshot(12.5)
-    assert snap["mesh_id"] == named_mesh_id("view").hex()
-    assert (snap["nodes"], snap["clients"]) == (1, 1)
-    assert [(p["peer_id"], p["self"], p["last_seen_s"]) for p in snap["peers"]] == [
-        (SELF, True, 2.5), ("B", False, 2.5)]
+    assert (view.node_count(), view.client_count()) == (1, 1)
+    peers = [p.to_json() for p in MeshStatus.peers_of(view, 12.5)]
+    assert [(p["peer_id"], p["self"], p["last_seen_s"]) for p in peers] == [(SELF, True, 2.5), ("B", False, 2.5)]
 
 
 async def test_a_killed_node_leaves_every_view_within_2_s():

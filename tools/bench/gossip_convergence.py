@@ -47,7 +47,7 @@ pace it, in every worker: meshp2p.mesh.view STATUS_INTERVAL_S (status is then se
 `announce_now`, which the trials and the roll call use), DEMAND_INTERVAL_S, RTT_INTERVAL_S (every member pings
 every other: N^2 pings), LISTING_REFRESH_S and HEAL_SPLIT_S (every member's listing lookup, ~30 KAD RPCs each),
 meshp2p.mesh.view PEER_TIMEOUT_S (without keepalives every view would drop every member after it) and
-meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `_keep_records` (their own DHT
+meshp2p.p2p.overlay DHT_REFRESH_S, and members other than the creator skip `MeshRecords.run` (their own DHT
 records: ~150 KAD RPCs each at start, no part of the gossip path; the creator's listing is what joiners need).
 `real` keeps them all: 20 s status keepalives of every member (each checked by every member, ~D copies each),
 demand messages while there is demand, listing lookups, RTT probes: the load a real mesh carries (with 3 s
@@ -84,13 +84,14 @@ from typing import Any
 import trio
 
 from meshp2p import __version__
+from meshp2p.app.mesh_records import MeshRecords
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import overlay as overlay_module
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
-from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
+from meshp2p.wire.status import StatusBody
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overlay_common import close_all, close_swarm, ms, percentile, quiet_logging, stop_processes  # a sibling module
@@ -99,7 +100,7 @@ TARGET_P99_S = 1.0
 QUIET_S = 3600.0
 #: Module constants pacing background work, stretched to QUIET_S by `--background quiet` (see the docstring).
 QUIET_KNOBS = {
-    "meshp2p.app.mesh_service": ("RTT_INTERVAL_S",),
+    "meshp2p.app.mesh_rtt": ("RTT_INTERVAL_S",),
     "meshp2p.mesh.records": ("LISTING_REFRESH_S", "HEAL_SPLIT_S"),
     "meshp2p.mesh.cadence": ("DEMAND_INTERVAL_S",),
     "meshp2p.mesh.view": ("STATUS_INTERVAL_S", "PEER_TIMEOUT_S"),
@@ -241,14 +242,21 @@ class TimedView(MeshView):
 
 class QuietMeshService(MeshService):
     """`--background quiet`: only the creator keeps DHT records (the listing joiners need); the others skip
-    `_keep_records` (node record, provider records, listing writes and a listing lookup at start and every few
+    `MeshRecords.run` (node record, provider records, listing writes and a listing lookup at start and every few
     seconds: ~150 KAD RPCs per member at start, ~10 ms of CPU each here), which is no part of the gossip path."""
 
-    async def _keep_records(self) -> None:
-        if self.created:
-            await super()._keep_records()
-        else:
-            await trio.sleep_forever()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keep_records = self.records.run
+
+        async def creator_only(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            if self.created:
+                await keep_records(task_status=task_status)
+            else:
+                task_status.started()
+                await trio.sleep_forever()
+
+        self.records.run = creator_only  # type: ignore[method-assign]
 
 
 class CountingOverlay(Overlay):
@@ -336,8 +344,8 @@ class Worker:
                                   OverlayConfig(bootstrap=(self.args.bootstrap,), dht_server=True))
         source = StatusSource(base_status())
         service_class = QuietMeshService if self.args.background == "quiet" else MeshService
-        service = service_class(overlay, self.settings, source)
-        service.view = TimedView(self.settings.mesh_id, str(overlay.peer_id), self.receipts, index)
+        service = service_class(overlay, self.settings, source,
+                                view=TimedView(self.settings.mesh_id, str(overlay.peer_id), self.receipts, index))
         self._count_marker_copies(overlay)
         await self.nursery.start(overlay.run)
         await self.services.start(service.run)
@@ -839,8 +847,8 @@ def main() -> int:
     if min(args.sizes) < 2 or args.procs < 1:
         parser.error("every size must be at least 2, --procs at least 1")
     quiet_logging(args.verbose)
-    if not hasattr(MeshService, "_keep_records"):
-        raise SystemExit(f"MeshService._keep_records no longer exists: update QuietMeshService in {__file__}")
+    if not hasattr(MeshRecords, "run"):
+        raise SystemExit(f"MeshRecords.run no longer exists: update QuietMeshService in {__file__}")
     stretched = stretch_background() if args.background == "quiet" else []
     if args.worker:
         replies_fd = os.dup(sys.stdout.fileno())

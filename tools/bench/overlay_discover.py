@@ -79,10 +79,10 @@ from meshp2p.p2p import overlay as overlay_module
 from meshp2p.p2p import providers
 from meshp2p.p2p.listing import fetch_records
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
-from meshp2p.wire.gossip import StatusBody
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
 from meshp2p.wire.records import mesh_key
+from meshp2p.wire.status import StatusBody
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overlay_common import close_all, close_swarm, ms, percentile, quiet_logging, stop_processes  # a sibling module
