@@ -58,12 +58,12 @@ class MeshModelFetcher:
         if entry.source != "hub" or len(entry.files) != 1:
             return None
         pin = pinned_digest(entry)
+        sources = None
         with trio.move_on_after(wait_s):
             # The view has no change event to wait on (gossip updates it in place); a look is a scan of a dict.
             while (sources := self._look(entry, pin)) is None:  # noqa: ASYNC110
                 await trio.sleep(LOOK_EVERY_S)
-            return sources
-        return None
+        return sources
 
     def _look(self, entry: CatalogEntry, pin: bytes | None) -> FileSources | None:
         view = self.view()

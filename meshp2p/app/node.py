@@ -26,8 +26,8 @@ import trio
 from meshp2p import __version__
 from meshp2p.api.console_app import create_console_app
 from meshp2p.api.errors import render as render_error
-from meshp2p.api.openai_app import create_openai_app
 from meshp2p.api.model_ids import RequestLoad, Router
+from meshp2p.api.openai_app import create_openai_app
 from meshp2p.api.serve import serve_app
 from meshp2p.app.blackboard_service import BlackboardService, store_path
 from meshp2p.app.config import BlackboardConfig

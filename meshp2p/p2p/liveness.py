@@ -11,7 +11,7 @@ connection to each other anyway (tunnels, RTT probes), so the connection itself 
 
 `ConnectionWatcher` sets those socket options on every new connection and tells its listeners the peer ID of
 every peer whose last connection closed. What follows from a closed connection (redial, leave the view) is the
-mesh's business (meshp2p/app/mesh_service.py).
+mesh's business (meshp2p/app/mesh_liveness.py).
 
 The price of DEAD_AFTER_S being short: a network blackout longer than that (a Wi-Fi roam) drops the connection,
 and the peer leaves views until its next status or a redial brings it back.

@@ -237,7 +237,7 @@ class Overlay:
         the connections stay up with nobody serving them, and a stream a peer opens on one stalls for the
         10 s protocol-negotiation timeout. Once `host.run` has exited they are no longer tracked, so this runs
         inside it, shielded from the cancellation that stops us. The listeners close first: a peer that sees
-        its connection close redials (mesh_service), and must find the port shut, not a host half torn down."""
+        its connection close redials (app/mesh_liveness.py), and must find the port shut, not a host half torn down."""
         swarm: Any = self.host.get_network()
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
             await self._close_listeners()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshp2p.mesh.sources import FileSources, file_sources
 from meshp2p.mesh.view import PeerView
-from meshp2p.wire.gossip import StatusBody
+from meshp2p.wire.status import Role, StatusBody
 from meshp2p.wire.model_id import ContentId
 
 A_FILE = ContentId(bytes(range(16)), 1000)
@@ -13,7 +13,7 @@ B_FILE = ContentId(bytes(range(1, 17)), 1000)
 
 def _peer(peer_id: str, last_seen: float, files: dict[str, ContentId], available: tuple[str, ...] | None = None,
           ) -> PeerView:
-    status = StatusBody(role="host", ram_mb=1, vram_mb=0, gpu=None, loaded=(), load=0.0, api_port=None,
+    status = StatusBody(role=Role.HOST, ram_mb=1, vram_mb=0, gpu=None, loaded=(), load=0.0, api_port=None,
                         available=tuple(files) if available is None else available, version="0", region=None,
                         rtt_ms={}, files=files)
     return PeerView(peer_id, status, last_seen)
