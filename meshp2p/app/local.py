@@ -23,6 +23,7 @@ from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.overlay import Overlay
+from meshp2p.wire.model_id import ContentId
 from meshp2p.wire.status import MAX_LIST_ITEMS, MAX_STATUS_ADDRS, Role, StatusBody
 
 
@@ -85,9 +86,26 @@ class OfferedModels:
         """The GGUF files behind the offer, which a pipeline worker loads its share of weights from."""
         return [m.path for m in self._specs.values()]
 
+    def add(self, spec: ModelSpec) -> None:
+        """Offer one more model (one fetched or downloaded after the node started)."""
+        self._specs[spec.id] = spec
+
     def withdraw(self, model_id: str) -> bool:
         """Stop offering the model; False if it was not offered."""
         return self._specs.pop(model_id, None) is not None
+
+
+def offered_file(offered: OfferedModels, file_ids: ModelFileIds, content_id: ContentId) -> Path | None:
+    """The file this node offers under `content_id` (for members fetching it), if it is still that file on disk."""
+    for model_id, known in file_ids.ids.items():
+        spec = offered.get(model_id)
+        if known == content_id and spec is not None:
+            try:
+                if spec.path.stat().st_size == content_id.size:
+                    return spec.path
+            except OSError:
+                return None
+    return None
 
 
 class ModelDropper:

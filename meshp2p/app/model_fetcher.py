@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -27,7 +28,7 @@ from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.model_fetch import FetchFailed, fetch_model_file
 from meshp2p.p2p.overlay import Overlay
-from meshp2p.wire.model_id import CONTENT_DIGEST_BYTES
+from meshp2p.wire.model_id import CONTENT_DIGEST_BYTES, ContentId
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ def pinned_digest(entry: CatalogEntry) -> bytes | None:
     if len(entry.files) != 1 or entry.files[0].sha256 is None:
         return None
     return bytes.fromhex(entry.files[0].sha256)[:CONTENT_DIGEST_BYTES]
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    paths: tuple[Path, ...]
+    #: What the file is, checked: the node gossips it at once, without hashing the file again.
+    content_id: ContentId
 
 
 class MeshModelFetcher:
@@ -75,7 +83,7 @@ class MeshModelFetcher:
                 return None
         return file_sources(view.peers.values(), entry.name, self_id=view.self_id, expected=expected)
 
-    async def fetch(self, entry: CatalogEntry, *, wait_s: float = FIND_HOLDERS_S) -> tuple[Path, ...] | None:
+    async def fetch(self, entry: CatalogEntry, *, wait_s: float = FIND_HOLDERS_S) -> FetchedModel | None:
         """`entry`'s file from members, in the model store; None when none holds it or the fetch failed."""
         sources = await self.find(entry, wait_s=wait_s)
         if sources is None:
@@ -95,4 +103,4 @@ class MeshModelFetcher:
         log.info("%s fetched from %d member(s) (%s chunks each)%s", entry.name, len(report.delivered),
                  "/".join(str(n) for n in report.delivered.values()),
                  f", {report.resumed_chunks} chunks resumed" if report.resumed_chunks else "")
-        return (report.path,)
+        return FetchedModel((report.path,), sources.content_id)

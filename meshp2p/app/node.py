@@ -37,10 +37,12 @@ from meshp2p.app.local import (
     ModelDropper,
     OfferedModels,
     node_role,
+    offered_file,
     offered_memory_mb,
     serving_plan,
 )
 from meshp2p.app.mesh_service import MeshService, MeshSettings
+from meshp2p.app.model_fetcher import MeshModelFetcher
 from meshp2p.app.pipeline import PipelineWorker, SplitHost
 from meshp2p.app.promotion import PromotionService
 from meshp2p.app.status import LlamaCppStatus, ModelStatus, NodeStatus, NodeSummary
@@ -48,15 +50,20 @@ from meshp2p.backends.http11 import UpstreamPool
 from meshp2p.backends.local import tunnel_handler
 from meshp2p.backends.peer import OverlayGateway
 from meshp2p.blackboard.store import BlackboardStore
+from meshp2p.errors import MeshP2PError
 from meshp2p.home import logs_dir, meshp2p_home, runtime_file
 from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries
+from meshp2p.inference.catalog import CatalogEntry
 from meshp2p.inference.content_id import ModelFileIds
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
-from meshp2p.inference.models import ModelSpec
+from meshp2p.inference.models import ModelSpec, spec_from_parts
+from meshp2p.inference.progress import SILENT, ProgressSink
+from meshp2p.inference.resolve import resolve_model
 from meshp2p.mesh.demand import DemandCounter
+from meshp2p.p2p.model_fetch import ModelFileServer
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.p2p.rpc_tunnel import RpcTunnelClient
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
@@ -104,6 +111,13 @@ class NodeConfig:
     split_workers: int | None = None
     #: Blackboard policy and scrubbing, from `$MESHP2P_HOME/config.toml`.
     blackboard: BlackboardConfig = field(default_factory=BlackboardConfig)
+    #: Catalog models asked for but not on disk: fetched from mesh members once the mesh is joined, else from the
+    #: hub (app/model_fetcher.py), then served like the others.
+    pending: tuple[CatalogEntry, ...] = ()
+    #: Where fetches and downloads report progress (the terminal's bars under `meshp2p up`).
+    progress: ProgressSink = SILENT
+    #: Cap on what this node uploads to members fetching model files (`--max-upload-mbps`); None: no cap.
+    max_upload_mbps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +161,11 @@ class MeshParts:
         #: Promotion needs llama.cpp; a client never promotes.
         self.promotion = None if binaries is None else PromotionService(
             self.service.view, self.service.demand, self.service, local.offered, local.fleet)
+        #: Model files for members that lack them (protocols/model-fetch.md), and the fetch of ours from them.
+        self.file_server = ModelFileServer(
+            self.overlay, is_member=self.service.is_member, files=partial(offered_file, local.offered, local.file_ids),
+            max_upload_bytes_s=None if cfg.max_upload_mbps is None else cfg.max_upload_mbps * 1e6 / 8)
+        self.fetcher = MeshModelFetcher(self.overlay, lambda: self.service.view, progress=cfg.progress)
         self.local = local
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).
@@ -161,21 +180,59 @@ class MeshParts:
             handler = tunnel_handler(local.fleet.servers, local.upstream, started=local.load.started,
                                      done=local.load.done, render_error=render_error)
             TunnelServer(self.overlay, is_member=self.service.is_member, handler=handler).install()
+            self.file_server.install()
             if self.worker is not None:
                 await nursery.start(self.worker.run)
             await nursery.start(self.service.run)
             await nursery.start(self.blackboard.run)
-            if self.planned:
-                bridge = RpcTunnelClient(self.overlay, self.service.membership)
-                for spec in self.planned:
-                    split = SplitHost(spec, local.fleet, self.service.view, bridge, self.service.rtt_ms,
-                                      force=local.config.split, force_workers=local.config.split_workers,
-                                      announce=self.service.announce_now)
-                    self.splits.append(split)
-                    await nursery.start(split.run)
+            for spec in self.planned:
+                await self._host_split(nursery, spec)
             if self.promotion is not None:
                 await nursery.start(self.promotion.run)
+            if local.config.pending:
+                nursery.start_soon(self._obtain_all, nursery, local.config.pending)
             task_status.started()
+
+    async def _host_split(self, nursery: trio.Nursery, spec: ModelSpec) -> None:
+        cfg = self.local.config
+        split = SplitHost(spec, self.local.fleet, self.service.view, RpcTunnelClient(self.overlay,
+                                                                                     self.service.membership),
+                          self.service.rtt_ms, force=cfg.split, force_workers=cfg.split_workers,
+                          announce=self.service.announce_now)
+        self.splits.append(split)
+        await nursery.start(split.run)
+
+    async def _obtain_all(self, nursery: trio.Nursery, entries: tuple[CatalogEntry, ...]) -> None:
+        """One model at a time: they share the uplink and the disk, and the progress display shows one."""
+        for entry in entries:
+            await self._obtain(nursery, entry)
+
+    async def _obtain(self, nursery: trio.Nursery, entry: CatalogEntry) -> None:
+        """A pending catalog model: from members, else from the hub; then offered and served (or split)."""
+        local = self.local
+        fetched = await self.fetcher.fetch(entry)
+        if fetched is not None:
+            spec = spec_from_parts(fetched.paths, model_id=entry.name)
+            local.file_ids.ids[entry.name] = fetched.content_id
+        else:
+            try:
+                spec = await trio.to_thread.run_sync(partial(resolve_model, entry.name, progress=local.config.progress))
+            except MeshP2PError as exc:
+                log.error("%s cannot be served: no mesh member holds it and %s%s", entry.name, exc.message,
+                          f" ({exc.hint})" if exc.hint else "")
+                return
+            nursery.start_soon(partial(local.file_ids.run, [spec], self.service.announce_now))
+        local.offered.add(spec)
+        solo, planned = serving_plan([spec], standby=local.config.standby, meshed=True,
+                                     force_split=local.config.split, memory_mb=self.service_memory())
+        if solo:
+            await local.fleet.start(spec)
+        for model in planned:
+            await self._host_split(nursery, model)
+        self.service.announce_now()
+
+    def service_memory(self) -> tuple[int, int]:
+        return offered_memory_mb(self.local.hardware, self.local.config.max_vram_gb)
 
 
 class Node:

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--max-vram", type=float, default=None, metavar="GB",
                     help="GPU memory this node may use; a model larger than 1.1 x GB runs on the CPU, 0 keeps "
                     "every model on the CPU (default: no limit)")
+    up.add_argument("--max-upload-mbps", type=float, default=None, metavar="MBPS",
+                    help="cap on what this node uploads to mesh members fetching model files from it, in "
+                    "megabits per second (default: no cap, right for a LAN; on a metered or shared uplink set one)")
     up.add_argument("--threads", "-t", type=int, default=None,
                     help="CPU threads per llama-server (default: llama.cpp's choice)")
     up.add_argument("--listen-all", action="store_true",

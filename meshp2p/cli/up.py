@@ -6,11 +6,21 @@ import argparse
 import logging
 import signal
 import time
+from pathlib import Path
 
 import trio
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from meshp2p.app.config import load_config
 from meshp2p.app.discovery import discover_once
@@ -22,10 +32,14 @@ from meshp2p.home import models_dir
 from meshp2p.hosts import ALL_HOSTS, LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.build import build_llama_cpp
+from meshp2p.inference.catalog import CatalogEntry, load_catalog
 from meshp2p.inference.embedded import DEFAULT_MODEL_ID
+from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
+from meshp2p.inference.on_disk import cached_entry_paths
 from meshp2p.inference.processes import stop_leftovers
+from meshp2p.inference.progress import TrackedProgress
 from meshp2p.inference.resolve import resolve_model
 from meshp2p.mesh.discovery import rank
 from meshp2p.mesh.planner import FIT_HEADROOM
@@ -70,11 +84,29 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--split-workers N needs --split and N >= 1", hint="e.g. --split --split-workers 2")
     if args.standby and (args.client or args.solo):
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
-    # A model named but not on disk is downloaded here, before anything starts (a --client node has none to fetch).
+    if args.max_upload_mbps is not None and args.max_upload_mbps <= 0:
+        raise ConfigError("--max-upload-mbps must be positive", hint="e.g. --max-upload-mbps 100, or leave it out")
+    # A catalog model not on disk is fetched once the mesh is joined (from the members holding it, else from the
+    # hub: app/model_fetcher.py); without a mesh it is downloaded here, before anything starts. A --client node
+    # has none to fetch.
     progress = RichProgress(console)
-    models = () if args.client else standby_models(args, progress) if args.standby else tuple(
-        resolve_model(name, progress=progress) for name in (args.model or [DEFAULT_MODEL_ID]))
-    ids = [m.id for m in models]
+    pending: list[CatalogEntry] = []
+    if args.client:
+        models: tuple[ModelSpec, ...] = ()
+    else:
+        names = args.model or ([] if args.standby else [DEFAULT_MODEL_ID])
+        resolved = []
+        for name in names:
+            entry = missing_catalog_model(name) if mesh is not None else None
+            if entry is not None:
+                pending.append(entry)
+            else:
+                resolved.append(resolve_model(name, progress=progress))
+        models = standby_models(resolved) if args.standby else tuple(resolved)
+        if args.standby and not models and not pending:
+            raise ConfigError("--standby has no model to offer",
+                              hint=f"pass --model NAME|PATH or put GGUF files in {models_dir()}")
+    ids = [m.id for m in models] + [e.name for e in pending]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ConfigError(f"two --model arguments have the same id: {', '.join(duplicates)}",
@@ -94,13 +126,15 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         standby=args.standby,
         split=args.split,
         split_workers=args.split_workers,
+        pending=tuple(pending),
+        progress=TrackedProgress(),
+        max_upload_mbps=args.max_upload_mbps,
     )
 
 
-def standby_models(args: argparse.Namespace, progress: RichProgress) -> tuple[ModelSpec, ...]:
-    """What a standby node offers: its --model files (downloaded when named and missing) plus every GGUF in the
-    model store."""
-    specs = {m.id: m for m in (resolve_model(name, progress=progress) for name in args.model or [])}
+def standby_models(named: list[ModelSpec]) -> tuple[ModelSpec, ...]:
+    """What a standby node offers: its --model files plus every GGUF in the model store."""
+    specs = {m.id: m for m in named}
     for path in sorted(models_dir().glob("*.gguf")):
         try:
             spec = spec_from_gguf(path)
@@ -108,10 +142,17 @@ def standby_models(args: argparse.Namespace, progress: RichProgress) -> tuple[Mo
             log.warning("skipping %s: %s", path, exc.message)
             continue
         specs.setdefault(spec.id, spec)
-    if not specs:
-        raise ConfigError("--standby has no model to offer",
-                          hint=f"pass --model PATH or put GGUF files in {models_dir()}")
     return tuple(specs.values())
+
+
+def missing_catalog_model(name: str) -> CatalogEntry | None:
+    """The catalog entry `name` means, when it is a hub model not on disk here (to fetch once in the mesh)."""
+    if Path(name).expanduser().is_file():
+        return None
+    entry = load_catalog().find(name)
+    if entry is None or entry.source != "hub" or cached_entry_paths(entry, Hub()) is not None:
+        return None
+    return entry
 
 
 def choose_mesh_automatically(args: argparse.Namespace) -> str:
@@ -241,21 +282,29 @@ async def _show_progress(node: Node, console: Console) -> None:
 
 
 async def _show_hashing(node: Node, console: Console) -> None:
-    """A bar per large model file still being hashed for its content id (once per file; then cached)."""
+    """A bar per large model file being hashed for its content id (once per file; then cached), and per model
+    being fetched from members or downloaded after the node started (pending catalog models)."""
     hashing = node.file_ids.hashing
-    if not hashing:
-        return
-    with Progress(TextColumn("[bold]hashing[/] {task.description}"), BarColumn(), DownloadColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        tasks: dict[str, TaskID] = {}
-        while hashing:
-            for model_id, (done, total) in list(hashing.items()):
-                if model_id not in tasks:
-                    tasks[model_id] = progress.add_task(model_id, total=total)
-                progress.update(tasks[model_id], completed=done)
-            for model_id in [m for m in tasks if m not in hashing]:
-                progress.remove_task(tasks.pop(model_id))
+    tracked = node.config.progress
+    transfers = tracked.active if isinstance(tracked, TrackedProgress) else {}
+    while True:
+        while not hashing and not transfers:
+            if not node.config.pending:
+                return
             await trio.sleep(_REFRESH_S)
+        with Progress(TextColumn("[bold]{task.fields[kind]}[/] {task.description}"), BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True) as progress:
+            tasks: dict[str, TaskID] = {}
+            while hashing or transfers:
+                work = {**{m: ("hashing", d, t) for m, (d, t) in hashing.items()},
+                        **{m: ("fetching", d, t) for m, (d, t) in transfers.items()}}
+                for name, (kind, done, total) in work.items():
+                    if name not in tasks:
+                        tasks[name] = progress.add_task(name, total=total, kind=kind)
+                    progress.update(tasks[name], completed=done)
+                for name in [m for m in tasks if m not in work]:
+                    progress.remove_task(tasks.pop(name))
+                await trio.sleep(_REFRESH_S)
 
 
 async def _log_changes(server: LlamaServer, last: dict[str, BackendState]) -> None:
@@ -278,6 +327,8 @@ def _describe(server: LlamaServer) -> str:
 def _summary(node: Node) -> Panel:
     default = node.router.default_id()
     served = ", ".join(s.model.id for s in node.router.servers) or "nothing (API client)"
+    if node.config.pending:
+        served += "; fetching " + ", ".join(e.name for e in node.config.pending) + " (from the mesh, else the hub)"
     lines = [f"[bold green]serving[/] {served}",
              f"OpenAI API  [bold]{node.api_url}[/]" + (f"   (default model: {default})" if default else "")]
     if node.console_url:

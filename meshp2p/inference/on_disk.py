@@ -41,9 +41,13 @@ class LocalModel:
 
 
 def cached_entry_paths(entry: CatalogEntry, hub: Hub) -> tuple[Path, ...] | None:
-    """A hub entry's files in the cache (module docstring), or None."""
+    """A hub entry's files in the cache (module docstring), or in the model store under the catalog's file names
+    (where a fetch from mesh members puts them: app/model_fetcher.py), or None."""
     if entry.repo is None:
         return None
+    stored = [models_dir() / f.name for f in entry.files]
+    if stored and all(p.is_file() for p in stored):
+        return tuple(stored)
     paths = [cached_path(f, hub) for f in entry.hub_files()]
     if all(p is not None for p in paths):
         return tuple(p for p in paths if p is not None)

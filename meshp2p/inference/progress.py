@@ -7,7 +7,10 @@ then `end`.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, Protocol
+
+log = logging.getLogger(__name__)
 
 Unit = Literal["percent", "bytes"]
 
@@ -47,3 +50,33 @@ class Silent:
 
 
 SILENT = Silent()
+
+
+class TrackedProgress:
+    """Progress kept as data for a display that polls it (`meshp2p up` draws these beside its hashing bars, since
+    a terminal shows one live display at a time), with a log line when each piece of work starts and ends."""
+
+    def __init__(self) -> None:
+        #: title -> (done, total) of the work under way.
+        self.active: dict[str, tuple[int, int]] = {}
+        self._title: str | None = None
+
+    def begin(self, title: str, *, total: int, unit: Unit) -> None:
+        self._title = title
+        self.active[title] = (0, total)
+        log.info("%s: started (%s)", title, f"{total / 1e6:.1f} MB" if unit == "bytes" else f"{total} steps")
+
+    def update(self, *, completed: int | None = None, advance: int = 0, stage: str | None = None) -> None:
+        if self._title is None or self._title not in self.active:
+            return
+        done, total = self.active[self._title]
+        self.active[self._title] = (completed if completed is not None else done + advance, total)
+
+    def say(self, text: str) -> None:
+        log.info("%s", text)
+
+    def end(self, *, stage: str | None = None, keep: bool = True) -> None:
+        if self._title is not None:
+            self.active.pop(self._title, None)
+            log.info("%s: %s", self._title, stage or "done")
+        self._title = None

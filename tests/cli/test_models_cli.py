@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -175,3 +176,42 @@ def test_up_downloads_a_model_by_name_then_serves_it(setup, node_factory, llama_
     shown = json.loads(models.stdout)
     assert [m["id"] for m in shown["on_disk"]] == ["tiny-split"]
     assert shown["node"]["mesh"] == [{"id": "tiny-split", "here": "ready", "served_by": [], "offered_by": []}]
+
+
+def test_a_member_fetches_a_catalog_model_from_the_mesh_not_the_hub(setup, node_factory, bootstrap, llama_binaries,
+                                                                    tmp_path):
+    """A downloads tiny-chat from the hub and serves it; B, offline with an empty Hugging Face cache, asks for the
+    same catalog name in the same mesh and gets the file from A over /meshp2p/model/1.0.0, then serves it."""
+    mesh = ("--mesh-name", f"fetch-{os.urandom(3).hex()}", "--bootstrap", bootstrap.addr, "--threads", "1",
+            "--ctx-size", "2048")
+    env = {k: v for k, v in setup.env.items() if k != "MESHP2P_HOME"}
+    a = node_factory("--model", "tiny-chat", *mesh, env=env, name="a")
+    a_model = next(iter(wait_model(a, "tiny-chat")))
+    hub_requests = len(setup.hub.made())
+
+    offline = {**env, "HF_HOME": str(tmp_path / "b-hf"), "HF_HUB_OFFLINE": "1"}
+    b = node_factory("--model", "tiny-chat", *mesh, env=offline, name="b")
+    b_model = next(iter(wait_model(b, "tiny-chat")))
+    assert Path(b_model["path"]) == b.home / "models" / "Tiny-Chat-Q4_K_M.gguf"
+    assert Path(b_model["path"]).read_bytes() == setup.files["Tiny-Chat-Q4_K_M.gguf"]
+    assert b_model["content_id"] == a_model["content_id"] is not None
+    assert len(setup.hub.made()) == hub_requests, "B asked the hub"
+    assert "fetched from 1 member" in b.output()
+
+    answer = httpx.post(b.base_url + "/chat/completions", timeout=60,
+                        json={"model": "tiny-chat", "max_tokens": 4, "temperature": 0,
+                              "messages": [{"role": "user", "content": "hello"}]})
+    assert answer.status_code == 200, answer.text
+
+
+def wait_model(node, model_id: str) -> list[dict[str, Any]]:
+    """The node's entry for `model_id` once that model is ready (it may come after the node itself is)."""
+    node.wait_ready()
+    found: list[dict[str, Any]] = []
+
+    def ready() -> bool:
+        found[:] = [m for m in node.status()["models"] if m["id"] == model_id and m["state"] == "ready"]
+        return bool(found)
+
+    wait_for(ready, 120, f"{model_id} to be ready on {node.home.name}")
+    return found

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from meshp2p.mesh.sources import FileSources, file_sources
 from meshp2p.mesh.view import PeerView
-from meshp2p.wire.status import Role, StatusBody
 from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.status import Role, StatusBody
 
 A_FILE = ContentId(bytes(range(16)), 1000)
 B_FILE = ContentId(bytes(range(1, 17)), 1000)
