@@ -9,7 +9,7 @@ import shutil
 import signal
 
 import httpx
-from conftest import pid_alive, wait_for
+from conftest import NODE_STOP_TIMEOUT_S, pid_alive, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.wire.model_id import content_id_of
@@ -147,7 +147,7 @@ def test_a_worker_killed_and_restarted_ten_times_is_planned_again(node_factory, 
         other = workers[0] if victim is workers[1] else workers[1]
         rpc_pid = victim.status()["rpc_worker"]["pid"]
         victim.process.send_signal(signal.SIGKILL)
-        victim.process.wait()
+        victim.process.wait(NODE_STOP_TIMEOUT_S)
         if rpc_pid is not None:
             wait_for(lambda pid=rpc_pid: not pid_alive(pid), 10, f"round {round_}: its RPC server to die with it")
         wait_for(lambda other=other: planned_over() == {ids[other]}, SPLIT_TIMEOUT_S,
