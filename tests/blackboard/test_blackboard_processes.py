@@ -150,7 +150,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]
         stop_all(nodes)
 
 
-def test_posts_on_a_appear_on_c_s_live_feed_once_each(mesh):
+def test_posts_on_a_appear_on_c_s_live_feed_once_each(mesh: list[NodeProcess]) -> None:
     """Behaviour only; how fast (p99 <= 1 s) is measured by tools/bench/blackboard_latency.py."""
     a, _, c = mesh
     watcher = Watcher(c)

@@ -133,7 +133,7 @@ def test_stream_completes_when_its_server_dies_mid_answer(node_factory, tiny_mod
     # continuation (prompt + their text). Re-tokenized, that text can give other tokens than the victim's (the tiny
     # vocabulary has byte and piece tokens for the same characters), so the rest is checked against that request.
     # How many tokens the survivor made: llama-server's own count, in its last event.
-    continued = chunks[-1].model_extra["timings"]["predicted_n"]
+    continued = (chunks[-1].model_extra or {})["timings"]["predicted_n"]
     delivered = max_tokens - continued
     assert 20 <= delivered < max_tokens, delivered
     before, after = "".join(pieces[:delivered]), "".join(pieces[delivered:])

@@ -9,7 +9,7 @@ import shutil
 import signal
 
 import httpx
-from conftest import NODE_STOP_TIMEOUT_S, pid_alive, wait_for
+from conftest import NODE_STOP_TIMEOUT_S, NodeProcess, pid_alive, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.wire.model_id import content_id_of
@@ -18,7 +18,7 @@ SPLIT_TIMEOUT_S = 90.0
 PROMPT = {"prompt": "Once upon a time", "max_tokens": 32, "temperature": 0, "cache_prompt": False}
 
 
-def complete(node, model: str = "tiny-dense") -> str:
+def complete(node: NodeProcess, model: str = "tiny-dense") -> str:
     r = httpx.post(node.base_url + "/completions", json={"model": model, **PROMPT}, timeout=60)
     assert r.status_code == 200, r.text
     return str(r.json()["choices"][0]["text"])

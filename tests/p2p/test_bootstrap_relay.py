@@ -12,6 +12,7 @@ import multiaddr
 import trio
 from libp2p import new_host
 from libp2p.custom_types import TProtocol
+from libp2p.host.basic_host import BasicHost
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
@@ -39,6 +40,7 @@ async def relay_client(ports: list[int]) -> AsyncIterator[tuple[Any, CircuitV2Tr
     """A bare py-libp2p host speaking circuit relay v2 as a client; its listener and py-libp2p's system tasks
     (which outlive `host.run`) are closed on the way out, and its ports added to `ports` to be checked."""
     host = new_host(connection_config=ConnectionConfig(max_connections_per_peer=1))
+    assert isinstance(host, BasicHost)
     try:
         async with host.run(LOOPBACK):
             ports += tcp_ports(host.get_addrs())
@@ -48,11 +50,12 @@ async def relay_client(ports: list[int]) -> AsyncIterator[tuple[Any, CircuitV2Tr
             async with background_trio_service(protocol):
                 yield host, transport
     finally:
-        with trio.move_on_after(CLOSE_S, shield=True):
+        with trio.move_on_after(CLOSE_S) as scope:
+            scope.shield = True  # runs even when the test is being cancelled
             await stop_system_tasks(host)
 
 
-async def test_peers_reach_each_other_through_the_bootstrap_relay():
+async def test_peers_reach_each_other_through_the_bootstrap_relay() -> None:
     bootstrap = Overlay(Identity.generate(), OverlayConfig(relay_hop=True))
     ports: list[int] = []
     with trio.fail_after(TEST_S):

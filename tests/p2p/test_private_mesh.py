@@ -140,6 +140,7 @@ async def exchange_fresh_status(first: Node, second: Node) -> None:
     Announced only once each has grafted the other on the status topic, so the message goes straight to it: heard
     at once, not by luck (a publish before the graft could reach nobody, and an old node repeats no change; the
     next chance would be the keepalive, 20 s away, past VIEW_S)."""
+    assert first.service is not None
     topic = first.service.status_topic
     await wait_for(lambda: all(o.overlay.peer_id in n.overlay.gossipsub.mesh.get(topic, set())
                                for n, o in ((first, second), (second, first))),

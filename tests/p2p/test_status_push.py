@@ -43,6 +43,7 @@ async def test_a_late_joiner_learns_every_status_without_a_broadcast(monkeypatch
                        "the first three in every view")
         # Gossipsub offers the messages of its last few heartbeats to a new subscriber (IHAVE, then IWANT): the
         # members' start-up statuses must be out of that window first, or the late joiner could learn them there.
+        assert nodes[0].service is not None
         topic = nodes[0].service.status_topic
         await wait_for(lambda: not any(n.overlay.gossipsub.mcache.window(topic) for n in nodes),
                        "the start-up statuses to leave every member's gossip window")
