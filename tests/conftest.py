@@ -161,7 +161,7 @@ def interrupt(process: subprocess.Popen[bytes], log_path: Path) -> int:
             process.wait(NODE_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.wait(NODE_STOP_TIMEOUT_S)
             pytest.fail(f"{process.args} ignored Ctrl-C for {NODE_STOP_TIMEOUT_S} s:\n"
                         f"{log_path.read_text(errors='replace')}")
     return process.returncode
@@ -275,7 +275,7 @@ def start_bootstrap(home: Path, timeout_s: float = 60.0) -> BootstrapProcess:
             break
         time.sleep(0.05)
     process.kill()
-    process.wait()
+    process.wait(NODE_STOP_TIMEOUT_S)
     pytest.fail(f"bootstrap node did not start:\n{log_path.read_text(errors='replace')}")
 
 

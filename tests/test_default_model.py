@@ -14,7 +14,7 @@ def test_default_model_serves_real_answers(node_factory, llama_binaries):
     assert [m["id"] for m in status["models"]] == ["gemma-3-270m"]
     assert (node.home / "models" / "gemma-3-270m-Q4_K_M.gguf").stat().st_size == 253_113_024
 
-    client = openai.OpenAI(base_url=node.base_url, api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=node.base_url, api_key="unused", max_retries=0, timeout=60)
     text = client.completions.create(model="gemma-3-270m", prompt="The capital of France is the city of", max_tokens=8,
                                      temperature=0).choices[0].text
     assert "Paris" in text

@@ -16,7 +16,7 @@ TINY_EMBED = "tiny-embed"
 
 @pytest.fixture(scope="module")
 def client(tiny_node) -> openai.OpenAI:
-    return openai.OpenAI(base_url=tiny_node.base_url, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=tiny_node.base_url, api_key="unused", max_retries=0, timeout=60)
 
 
 def test_models_lists_every_local_model_with_its_state(client):

@@ -58,7 +58,7 @@ def test_a_body_that_is_not_a_json_object_is_a_400(raw):
 
 
 def test_official_client_gets_bad_request_before_anything_is_proxied(tiny_node):
-    client = openai.OpenAI(base_url=tiny_node.base_url, api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=tiny_node.base_url, api_key="unused", max_retries=0, timeout=60)
     served = tiny_node.status()["models"][0]["requests"]
     for kwargs, param in (({"max_tokens": 0}, "max_tokens"), ({"n": 2}, "n"), ({"temperature": 3}, "temperature"),
                           ({"stop": ["1", "2", "3", "4", "5"]}, "stop")):

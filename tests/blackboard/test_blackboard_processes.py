@@ -1,7 +1,7 @@
 """The blackboard as users and agents run it: `meshp2p up` processes in a private mesh, the CLI, the console's
 HTTP API and the MCP server driven by the official MCP client.
 
-- a post on A appears on C within 1 s (p99 over 50 posts, timed by C's live feed);
+- posts on A appear on C's live feed, each once (how fast: tools/bench/blackboard_latency.py, p99 <= 1 s);
 - a node started later receives the earlier posts; a restarted node keeps its store and catches up;
 - `meshp2p blackboard post/read/search/watch`, HTTP errors, search ranking;
 - `meshp2p blackboard mcp` answers initialize, tools/list and tools/call.
@@ -9,15 +9,18 @@ HTTP API and the MCP server driven by the official MCP client.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import statistics
+import os
+import select
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import httpx
@@ -31,7 +34,10 @@ from meshp2p.blackboard.store import BlackboardStore
 #: The tests post faster than the default 10 posts a minute; every member must allow it (config.toml).
 CONFIG = "[blackboard]\nrate_per_min = 600\n"
 JOIN_TIMEOUT_S = 60.0
-ARRIVAL_LIMIT_S = 1.0
+#: Generous: a post reaches another member in ~20 ms (tools/bench/blackboard_latency.py).
+ARRIVAL_TIMEOUT_S = 10.0
+#: The MCP session, start to end; each call answers in well under a second.
+MCP_TIMEOUT_S = 60.0
 SYNC_TIMEOUT_S = 30.0
 
 
@@ -66,12 +72,31 @@ def ids(node: NodeProcess) -> set[str]:
     return {p["id"] for p in feed(node)}
 
 
+def read_first_line(pipe: IO[str] | None, timeout_s: float) -> str:
+    """The first line a child writes to its pipe, or fail after `timeout_s` (a bare readline() can block for
+    ever). Reads the file descriptor itself, so nothing is left in the text wrapper's buffer."""
+    assert pipe is not None
+    fd, data = pipe.fileno(), b""
+    deadline = time.monotonic() + timeout_s
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            pytest.fail(f"no whole line within {timeout_s} s (got {data!r})")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            pytest.fail(f"the pipe closed before a whole line (got {data!r})")
+        data += chunk
+    return data.split(b"\n", 1)[0].decode()
+
+
 class Watcher:
-    """A live feed (`/api/blackboard/watch`) read in a thread: when each post arrived, by id."""
+    """A live feed (`/api/blackboard/watch`) read in a thread: every post event, in the order it came."""
 
     def __init__(self, node: NodeProcess) -> None:
-        self.arrived: dict[str, float] = {}
-        self.client = httpx.Client(timeout=httpx.Timeout(10, read=None))
+        self.events: list[dict[str, Any]] = []
+        self.socket: socket.socket | None = None
+        # The feed sends a keepalive comment every 15 s: a longer silence is a dead stream, not a quiet one.
+        self.client = httpx.Client(timeout=httpx.Timeout(10, read=30))
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._read, args=(node,), daemon=True)
         self.thread.start()
@@ -80,16 +105,26 @@ class Watcher:
     def _read(self, node: NodeProcess) -> None:
         try:
             with self.client.stream("GET", node.console_url + "/api/blackboard/watch") as r:
+                self.socket = r.extensions["network_stream"].get_extra_info("socket")
                 for line in r.iter_lines():
                     self.ready.set()
                     if line.startswith("data:"):
-                        self.arrived[json.loads(line[5:])["id"]] = time.monotonic()
-        except httpx.HTTPError:
+                        self.events.append(json.loads(line[5:]))
+        except (httpx.HTTPError, OSError):
             pass  # closed by the test
 
+    @property
+    def arrived(self) -> set[str]:
+        return {event["id"] for event in self.events}
+
     def close(self) -> None:
-        self.client.close()
+        """Shut the stream's socket, which wakes the reader blocked in recv, and wait for it to end."""
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
         self.thread.join(10)
+        self.client.close()
+        assert not self.thread.is_alive(), "the watch reader did not stop"
 
 
 @pytest.fixture(scope="module")
@@ -115,24 +150,25 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]
         stop_all(nodes)
 
 
-def test_a_post_on_a_appears_on_c_within_a_second(mesh):
+def test_posts_on_a_appear_on_c_s_live_feed_once_each(mesh: list[NodeProcess]) -> None:
+    """Behaviour only; how fast (p99 <= 1 s) is measured by tools/bench/blackboard_latency.py."""
     a, _, c = mesh
     watcher = Watcher(c)
-    latencies = []
+    sent: list[tuple[str, str]] = []
     try:
         for i in range(50):
-            sent = time.monotonic()
             r = post(a, f"latency probe {i}", tags=["probe"])
             assert r.status_code == 201, r.text
-            post_id = r.json()["post"]["id"]
-            wait_for(lambda post_id=post_id: post_id in watcher.arrived, 10, f"probe {i} on C")
-            latencies.append(watcher.arrived[post_id] - sent)
+            sent.append((r.json()["post"]["id"], f"latency probe {i}"))
+            wait_for(lambda post_id=sent[-1][0]: post_id in watcher.arrived, ARRIVAL_TIMEOUT_S, f"probe {i} on C")
     finally:
         watcher.close()
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 <= ARRIVAL_LIMIT_S, f"p99 {p99:.3f} s over 50 posts (median {statistics.median(latencies):.3f} s)"
-    probes = [p for p in feed(c, tag="probe")]
-    assert len(probes) == 50 and all(p["author"] == a.status()["mesh"]["peer_id"] for p in probes)
+    probes = [(e["id"], e["text"]) for e in watcher.events if "probe" in e["tags"]]
+    assert probes == sent, "each post once, in the order posted, with its text"
+    author = a.status()["mesh"]["peer_id"]
+    assert all(e["author"] == author for e in watcher.events if "probe" in e["tags"])
+    stored = {p["id"]: p for p in feed(c, tag="probe")}
+    assert set(stored) == {post_id for post_id, _ in sent} and all(p["author"] == author for p in stored.values())
 
 
 def test_a_node_started_later_receives_earlier_posts(mesh, tmp_path):
@@ -179,13 +215,17 @@ def test_cli_post_read_search_and_watch(mesh):
         r = cli(a, "post", "quantized llama on the spare 3090, ask me", "--tag", "GPU", "--name", "alice")
         assert r.returncode == 0, r.stderr
         assert "posted" in r.stderr
-        assert watch.stdout is not None
-        watched = json.loads(watch.stdout.readline())
+        watched = json.loads(read_first_line(watch.stdout, 30))
         assert (watched["text"], watched["name"], watched["tags"]) == (
             "quantized llama on the spare 3090, ask me", "alice", ["gpu"])
     finally:
         watch.terminate()
-        watch.wait(10)
+        try:
+            watch.wait(10)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            watch.wait(10)
+            raise
 
     r = cli(b, "post", "-", "--reply", watched["id"][:10], "--json", stdin="token sk-ant-api03-" + "x1Y2" * 20)
     assert r.returncode == 0, r.stderr
@@ -238,6 +278,10 @@ def test_mcp_server_answers_a_real_client_session(mesh):
         params = StdioServerParameters(command=sys.executable, args=["-m", "meshp2p", "blackboard", "mcp",
                                                                      "--name", "test-agent"],
                                        env={**clean_environ(), "MESHP2P_HOME": str(a.home)})
+        with anyio.fail_after(MCP_TIMEOUT_S):
+            return await calls(params)
+
+    async def calls(params: StdioServerParameters) -> tuple[Any, ...]:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
             init = await client.initialize()
             tools = await client.list_tools()

@@ -157,7 +157,8 @@ def test_concurrent_calls_from_threads(store: BlackboardStore) -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a store call hung"
     assert not errors
     assert store.count() == 40 and store.rejections() == {"replay": 40}
 

@@ -32,7 +32,7 @@ def test_every_flag_of_every_command_has_help(name):
 
 def test_help_runs_as_a_command():
     out = subprocess.run([sys.executable, "-m", "meshp2p", "up", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, timeout=60).stdout
     for flag in ("--model", "--port", "--ctx-size", "--max-vram", "--listen-all", "--threads", "--console"):
         assert flag in out
 

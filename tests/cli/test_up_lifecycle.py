@@ -57,7 +57,8 @@ def test_busy_api_port_is_a_clear_error_and_leaves_nothing(tmp_path, tiny_models
     assert r.returncode == 1
     assert f"port {port} on 127.0.0.1 is already in use" in r.stderr
     assert "--port" in r.stderr
-    leftovers = subprocess.run(["pgrep", "-f", str(tiny_models.dense)], capture_output=True, text=True).stdout
+    leftovers = subprocess.run(["pgrep", "-f", str(tiny_models.dense)], capture_output=True, text=True,
+                               timeout=30).stdout
     assert leftovers.strip() == ""
 
 

@@ -16,7 +16,7 @@ RECOVERY_TIMEOUT_S = 60.0
 def test_killed_backend_is_restarted_and_the_api_recovers(node_factory, tiny_models, llama_binaries):
     node = node_factory("--model", str(tiny_models.dense), "--threads", "1")
     before = node.wait_ready()["models"][0]
-    client = openai.OpenAI(base_url=node.base_url, api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=node.base_url, api_key="unused", max_retries=0, timeout=60)
     prompt = {"model": "tiny-dense", "prompt": "abc", "max_tokens": 8, "temperature": 0}
     answer = client.completions.create(**prompt).choices[0].text
 

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 
-from conftest import pid_alive, port_is_free, wait_for
+from conftest import NODE_STOP_TIMEOUT_S, pid_alive, port_is_free, wait_for
 
 KILLS = 10
 #: trio's worker threads exit after this long idle (trio/_core/_thread_cache.py IDLE_TIMEOUT).
@@ -28,7 +28,7 @@ def test_children_die_with_a_killed_node_ten_times_in_a_row(node_factory, tiny_m
         pid, port = model["pid"], model["port"]
         assert pid_alive(pid), f"round {round_}: llama-server {pid} is not running"
         node.process.send_signal(signal.SIGKILL)
-        node.process.wait()
+        node.process.wait(NODE_STOP_TIMEOUT_S)
         wait_for(lambda pid=pid: not pid_alive(pid), CHILD_GONE_S, f"round {round_}: llama-server {pid} to die")
         wait_for(lambda port=port: port_is_free(port), CHILD_GONE_S, f"round {round_}: port {port} to be freed")
         node._start(node.api_port, node.console_port)
@@ -64,7 +64,7 @@ def test_up_stops_what_an_earlier_run_left_and_nothing_else(node_factory, tiny_m
         for process in (leftover, stranger):
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+            process.wait(NODE_STOP_TIMEOUT_S)
 
 
 def test_a_stopped_node_leaves_no_record(node_factory, tiny_models):

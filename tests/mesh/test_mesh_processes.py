@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import clean_environ, wait_for
+from conftest import NODE_STOP_TIMEOUT_S, clean_environ, wait_for
 
 MESH = "poker-night"
 #: Generous on a loaded 2-core CI machine; joining itself takes well under a second.
@@ -92,7 +92,7 @@ def test_killed_node_leaves_every_view_within_2_s(named_mesh):
     a, b, c = named_mesh
     victim = mesh_of(c)["peer_id"]
     c.process.send_signal(signal.SIGKILL)
-    c.process.wait()
+    c.process.wait(NODE_STOP_TIMEOUT_S)
     took = wait_for(lambda: victim not in peer_ids(a) and victim not in peer_ids(b), 30.0,
                     "the killed node to leave the views", interval_s=0.05)
     assert took < DEPARTURE_LIMIT_S

@@ -16,10 +16,12 @@ from conftest import pid_alive, wait_for
 ROUTING_TIMEOUT_S = 60.0
 #: Orphaned models are taken up within 10 s of their last server vanishing from the view (itself ~8 s).
 TAKEOVER_LIMIT_S = 20.0
+#: Each read of a request (the openai client's default is 600 s).
+REQUEST_TIMEOUT_S = 60.0
 
 
 def client_for(node) -> openai.OpenAI:
-    return openai.OpenAI(base_url=node.base_url, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=node.base_url, api_key="unused", max_retries=0, timeout=REQUEST_TIMEOUT_S)
 
 
 def model_ids(node) -> set[str]:
@@ -41,6 +43,13 @@ def chat(client, model: str, stream: bool = False, **kwargs):
     return client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Tell me about meshes."}], temperature=0, seed=7,
         max_tokens=24, stream=stream, **kwargs)
+
+
+def first_difference(got: str, expected: str) -> str:
+    """Where two long answers part, with a little of each around it."""
+    at = next((i for i, (x, y) in enumerate(zip(got, expected, strict=False)) if x != y), min(len(got), len(expected)))
+    return (f"answers differ from character {at} (of {len(got)} got, {len(expected)} expected): "
+            f"got {got[max(0, at - 40):at + 40]!r}, expected {expected[max(0, at - 40):at + 40]!r}")
 
 
 def streamed_text(chunks) -> str:
@@ -113,12 +122,28 @@ def test_stream_completes_when_its_server_dies_mid_answer(node_factory, tiny_mod
             # The whole machine dies: the node and its llama-server, without a word.
             victim.process.send_signal(signal.SIGKILL)
             os.kill(backend, signal.SIGKILL)
-    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    pieces = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
     assert len({c.id for c in chunks}) == 1, "the client saw one stream"
     assert chunks[-1].choices[0].finish_reason == "length"
-    assert sum(1 for c in chunks if c.choices and c.choices[0].text) == max_tokens
-    assert len(text) >= max_tokens
+    assert len(pieces) == max_tokens
     assert not pid_alive(backend)
+
+    # The text, not only its length, against the survivor at temperature 0 (same binary and model, one thread: the
+    # victim says the same). The stream is the victim's first `delivered` tokens, then the survivor's answer to the
+    # continuation (prompt + their text). Re-tokenized, that text can give other tokens than the victim's (the tiny
+    # vocabulary has byte and piece tokens for the same characters), so the rest is checked against that request.
+    # How many tokens the survivor made: llama-server's own count, in its last event.
+    continued = (chunks[-1].model_extra or {})["timings"]["predicted_n"]
+    delivered = max_tokens - continued
+    assert 20 <= delivered < max_tokens, delivered
+    before, after = "".join(pieces[:delivered]), "".join(pieces[delivered:])
+    survivor = client_for(d if victim is a else a)
+    uninterrupted = survivor.completions.create(model="tiny-dense", prompt="Once", max_tokens=max_tokens,
+                                                temperature=0, extra_body={"cache_prompt": False}).choices[0].text
+    assert uninterrupted.startswith(before), first_difference(before, uninterrupted)
+    continuation = survivor.completions.create(model="tiny-dense", prompt="Once" + before, max_tokens=continued,
+                                               temperature=0, extra_body={"cache_prompt": False}).choices[0].text
+    assert after == continuation, first_difference(after, continuation)
 
 
 def test_demand_for_an_unserved_model_makes_a_standby_node_serve_it(node_factory, tiny_models, bootstrap):

@@ -9,7 +9,7 @@ import shutil
 import signal
 
 import httpx
-from conftest import pid_alive, wait_for
+from conftest import NODE_STOP_TIMEOUT_S, NodeProcess, pid_alive, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.wire.model_id import content_id_of
@@ -18,8 +18,8 @@ SPLIT_TIMEOUT_S = 90.0
 PROMPT = {"prompt": "Once upon a time", "max_tokens": 32, "temperature": 0, "cache_prompt": False}
 
 
-def complete(node) -> str:
-    r = httpx.post(node.base_url + "/completions", json={"model": "tiny-dense", **PROMPT}, timeout=60)
+def complete(node: NodeProcess, model: str = "tiny-dense") -> str:
+    r = httpx.post(node.base_url + "/completions", json={"model": model, **PROMPT}, timeout=60)
     assert r.status_code == 200, r.text
     return str(r.json()["choices"][0]["text"])
 
@@ -103,6 +103,12 @@ def test_a_model_too_big_for_every_node_is_split_without_being_asked(node_factor
     model = write_tiny_gguf(tmp_path / "wide.gguf", "dense", embd=512, ff=1024, heads=8, kv_heads=4, seed=5)
     size_mb = model.stat().st_size / 2**20
     assert 2 * 20 < 1.1 * size_mb <= 3 * 20, size_mb
+    # The reference: the same prompt at temperature 0 from a node that holds the whole model, stopped before the
+    # mesh starts so it takes no core from it.
+    solo = node_factory("--solo", "--model", str(model), "--threads", "1", name="solo")
+    solo.wait_ready()
+    expected = complete(solo, "wide")
+    assert solo.stop() == 0, solo.output()
     mesh = ("--mesh-name", "auto-split", "--bootstrap", bootstrap.addr, "--threads", "1", "--max-vram", "0.02")
     for i in (1, 2):
         node_factory("--standby", "--model", str(model), *mesh, name=f"w{i}").wait_ready()
@@ -112,8 +118,7 @@ def test_a_model_too_big_for_every_node_is_split_without_being_asked(node_factor
              SPLIT_TIMEOUT_S, "the host to serve the model split over the mesh")
     plan = host.status()["splits"][0]["plan"]
     assert len(plan) == 3
-    r = httpx.post(host.base_url + "/completions", json={"model": "wide", **PROMPT}, timeout=60)
-    assert r.status_code == 200 and r.json()["choices"][0]["text"]
+    assert complete(host, "wide") == expected, "the split answers otherwise than the whole model"
 
 
 def test_a_worker_killed_and_restarted_ten_times_is_planned_again(node_factory, tiny_models, bootstrap):
@@ -142,7 +147,7 @@ def test_a_worker_killed_and_restarted_ten_times_is_planned_again(node_factory, 
         other = workers[0] if victim is workers[1] else workers[1]
         rpc_pid = victim.status()["rpc_worker"]["pid"]
         victim.process.send_signal(signal.SIGKILL)
-        victim.process.wait()
+        victim.process.wait(NODE_STOP_TIMEOUT_S)
         if rpc_pid is not None:
             wait_for(lambda pid=rpc_pid: not pid_alive(pid), 10, f"round {round_}: its RPC server to die with it")
         wait_for(lambda other=other: planned_over() == {ids[other]}, SPLIT_TIMEOUT_S,

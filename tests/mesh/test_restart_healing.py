@@ -13,7 +13,7 @@ import signal
 import time
 
 import httpx
-from conftest import wait_for
+from conftest import NODE_STOP_TIMEOUT_S, wait_for
 from test_mesh_routing import ROUTING_TIMEOUT_S, _serving, client_for, start_mesh
 
 from meshp2p.mesh.routing import rendezvous_weight
@@ -67,7 +67,7 @@ def test_a_server_killed_mid_stream_and_restarted_ten_times(node_factory, tiny_m
             if len(chunks) == 20:
                 assert _served_by(a, "tiny-dense") == before + 1, f"round {round_}: the stream is not on A"
                 a.process.send_signal(signal.SIGKILL)
-                a.process.wait()
+                a.process.wait(NODE_STOP_TIMEOUT_S)
         assert len({ch.id for ch in chunks}) == 1, f"round {round_}: the client saw more than one stream"
         assert chunks[-1].choices[0].finish_reason == "length", f"round {round_}: the stream did not complete"
         assert sum(1 for ch in chunks if ch.choices and ch.choices[0].text) == MAX_TOKENS
@@ -101,7 +101,7 @@ def test_a_client_killed_and_restarted_ten_times_routes_again_at_once(node_facto
     routed_after = []
     for _ in range(RESTARTS):
         c.process.send_signal(signal.SIGKILL)
-        c.process.wait()
+        c.process.wait(NODE_STOP_TIMEOUT_S)
         c._start(c.api_port, c.console_port)
         c.wait_ready()
         routed_after.append(_routes(c, time.monotonic() + RESTART_USABLE_S))

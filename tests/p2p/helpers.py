@@ -27,6 +27,9 @@ POLL_S = 0.02
 #: Generous for a loaded 2-core CI machine; the conditions waited for hold within a second on loopback.
 WAIT_S = 10.0
 CLOSE_S = 5.0
+#: A whole test inside `network()`, start to stop: a backstop under every read and wait that has no deadline of
+#: its own (the slowest of these tests took 8 s at load average 4-5 on this 2-core machine).
+NETWORK_S = 240.0
 
 
 def status(role: str = "host", *, ram_mb: int = 8192, vram_mb: int = 0, loaded: tuple[str, ...] = (),
@@ -162,14 +165,16 @@ class Network:
 
 
 @asynccontextmanager
-async def network() -> AsyncIterator[Network]:
-    """Run nodes for the duration of the block, then stop them all and check nothing is left behind."""
+async def network(limit_s: float = NETWORK_S) -> AsyncIterator[Network]:
+    """Run nodes for the duration of the block, then stop them all and check nothing is left behind. The block
+    fails with trio.TooSlowError after `limit_s`, so no read in it blocks for ever."""
     tasks_before = trio.lowlevel.current_statistics().tasks_living
     try:
-        async with trio.open_nursery() as nursery:
-            net = Network(nursery)
-            yield net
-            nursery.cancel_scope.cancel()
+        with trio.fail_after(limit_s):
+            async with trio.open_nursery() as nursery:
+                net = Network(nursery)
+                yield net
+                nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Trio groups even a lone failure; unwrap it so a failed assertion reads plainly.
         if len(group.exceptions) == 1:

@@ -1,8 +1,10 @@
 """Two network namespaces joined by a veth pair: a LAN of two machines that reaches nothing else.
 
 For tests that must send what loopback cannot carry (mDNS multicast) or cut a link under a running node. Needs
-root and `ip netns`; the fixture skips with the reason otherwise. Nodes run as real `meshp2p up` processes inside
-the namespaces (`ip netns exec` execs the command, so a Popen's pid is the node's own) and are stopped by PID.
+root and `ip netns`; without them the tests skip with the reason, except in CI (the `CI` environment variable set):
+there they fail, so a runner that lost its namespaces cannot pass by skipping them. Nodes run as real
+`meshp2p up` processes inside the namespaces (`ip netns exec` execs the command, so a Popen's pid is the node's
+own) and are stopped by PID.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import pytest
 
@@ -27,6 +29,18 @@ VETH_IPS = ("10.77.0.1", "10.77.0.2")
 #: Console port of each node, inside its own namespace.
 CONSOLE_PORT = 3131
 STOP_WAIT_S = 15.0
+
+
+def in_ci() -> bool:
+    """Whether we run in CI: `CI` set to anything but empty, 0 or false (GitHub Actions and GitLab set `true`)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """No namespaces here: skip on a developer's machine, fail in CI, where these tests must run."""
+    if in_ci():
+        pytest.fail(f"CI is set, and network namespaces are unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def ip(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,9 +61,9 @@ class Lan:
 def two_namespace_lan() -> Iterator[Lan]:
     """Two namespaces on one veth 'LAN' with multicast on; deleted (and the veth with them) afterwards."""
     if not sys.platform.startswith("linux") or shutil.which("ip") is None:
-        pytest.skip("needs Linux network namespaces (`ip netns`)")
+        unavailable("needs Linux network namespaces (`ip netns`)")
     if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
+        unavailable("needs root to create network namespaces")
     tag = f"{os.getpid() % 100000}"
     names = (f"mp-lan-{tag}-a", f"mp-lan-{tag}-b")
     veths = (f"mpl{tag}a", f"mpl{tag}b")
@@ -59,7 +73,7 @@ def two_namespace_lan() -> Iterator[Lan]:
             try:
                 ip("netns", "add", name)
             except subprocess.CalledProcessError as exc:
-                pytest.skip(f"`ip netns add` failed ({exc.stderr.strip()}): no namespaces to run in")
+                unavailable(f"`ip netns add` failed ({exc.stderr.strip()}): no namespaces to run in")
             created.append(name)
         ip("link", "add", veths[0], "type", "veth", "peer", "name", veths[1])
         for i, (name, veth) in enumerate(zip(names, veths, strict=True)):

@@ -3,7 +3,7 @@
 mDNS sends multicast, so the end-to-end test runs only inside two network namespaces of its own, joined by a
 veth pair (10.77.0.0/24, tests/p2p/netns.py): nothing reaches the machine's real interfaces, and with no route
 out of the namespaces no bootstrap peer could be reached even if one were configured. It needs root and
-`ip netns`, and is skipped with the reason otherwise. The other tests here send nothing.
+`ip netns`; otherwise it is skipped with the reason, or fails when `CI` is set. The other tests here send nothing.
 """
 
 from __future__ import annotations

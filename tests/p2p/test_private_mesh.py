@@ -28,7 +28,8 @@ from meshp2p.wire.status import status_to_body
 
 from .helpers import Network, Node, network, status, wait_for
 
-#: Status goes out at least every 3 s, so a view fills within a couple of heartbeats once gossipsub has grafted.
+#: Generous for a loaded 2-core machine. No wait here counts on the keepalive (every 20 s): a joiner's view fills
+#: by the statuses pushed to it, and a fresh status is announced to a member already in our gossip mesh.
 VIEW_S = 10.0
 
 
@@ -134,7 +135,16 @@ async def send_made_up_proof(outsider: Node, member: Node) -> dict[str, Any]:
 
 
 async def exchange_fresh_status(first: Node, second: Node) -> None:
-    """Both members announce their status now, and each hears the other's over gossip."""
+    """Both members announce their status now, and each hears the other's over gossip.
+
+    Announced only once each has grafted the other on the status topic, so the message goes straight to it: heard
+    at once, not by luck (a publish before the graft could reach nobody, and an old node repeats no change; the
+    next chance would be the keepalive, 20 s away, past VIEW_S)."""
+    assert first.service is not None
+    topic = first.service.status_topic
+    await wait_for(lambda: all(o.overlay.peer_id in n.overlay.gossipsub.mesh.get(topic, set())
+                               for n, o in ((first, second), (second, first))),
+                   "each member in the other's gossip mesh for status", VIEW_S)
     mark = time.time()
     for node in (first, second):
         node.service.announce_now()

@@ -10,8 +10,7 @@ import pytest
 from libp2p.peer.id import ID
 
 from meshp2p.app.mesh_service import MeshSettings
-from meshp2p.mesh import cadence
-from meshp2p.mesh.view import STATUS_INTERVAL_S
+from meshp2p.mesh import cadence, view
 from meshp2p.p2p.status_push import STATUS_PUSH_PROTOCOL
 from meshp2p.wire.framing import frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip
@@ -28,9 +27,13 @@ def settings_for(name: str, nodes: list[Node]) -> MeshSettings:
 
 
 async def test_a_late_joiner_learns_every_status_without_a_broadcast(monkeypatch: pytest.MonkeyPatch):
-    # A young node repeats its status 1, 3 and 7 s after it starts (gossipsub may lose one while the mesh forms):
-    # those repeats would land in the count below as if they were for the newcomer, so this test turns them off.
+    # Every status a member publishes on schedule would land in the count below as if it were for the newcomer:
+    # the repeats of a young node (1, 3 and 7 s after it starts) and the keepalive (every 20 s, due while this
+    # test runs on a slow machine). Both are turned off on the cadence machine (mesh/cadence.py, which reads them
+    # when each node starts), so nothing is scheduled: a status published here is one sent for the newcomer, and
+    # the late joiner's view can fill only by the statuses pushed straight to it.
     monkeypatch.setattr(cadence, "STATUS_REPEAT_GAPS_S", ())
+    monkeypatch.setattr(view, "STATUS_INTERVAL_S", 3600.0)
     name = f"push-{os.urandom(4).hex()}"
     async with network() as net:
         nodes: list[Node] = []
@@ -39,6 +42,12 @@ async def test_a_late_joiner_learns_every_status_without_a_broadcast(monkeypatch
         ids = {n.peer_id for n in nodes}
         await wait_for(lambda: all(set(n.service.view.peers) == ids for n in nodes if n.service),
                        "the first three in every view")
+        # Gossipsub offers the messages of its last few heartbeats to a new subscriber (IHAVE, then IWANT): the
+        # members' start-up statuses must be out of that window first, or the late joiner could learn them there.
+        assert nodes[0].service is not None
+        topic = nodes[0].service.status_topic
+        await wait_for(lambda: not any(n.overlay.gossipsub.mcache.window(topic) for n in nodes),
+                       "the start-up statuses to leave every member's gossip window")
         # From here on, count what the members publish on the status topic.
         published: list[str] = []
         for node in nodes:
@@ -53,10 +62,8 @@ async def test_a_late_joiner_learns_every_status_without_a_broadcast(monkeypatch
 
         late = await net.start_member(settings_for(name, nodes))
         assert late.service is not None
-        start = late.service.clock()
         await wait_for(lambda: set(late.service.view.peers) == ids | {late.peer_id},
-                       "the late joiner to hold every member", timeout_s=STATUS_INTERVAL_S / 2)
-        assert late.service.clock() - start < STATUS_INTERVAL_S, "not a keepalive's doing"
+                       "the late joiner to hold every member")
         assert published == [], "the members broadcast nothing for the newcomer"
         assert not any(k.startswith("status_push:") for k in late.overlay.rejects.as_dict())
 
