@@ -8,7 +8,7 @@ crash), and a llama-server left behind holds its memory (VRAM on a GPU machine) 
    forks in one of trio's worker threads, which exit after 10 s idle: that would kill every llama-server 10 s
    after it started. So `spawn` forks on trio's own thread, the main thread, which lives as long as the process
    (fork + exec blocks the loop for a few milliseconds), and wraps the child with trio's `Process._create`, the
-   one private trio call here (trio 0.35; tests/inference/test_process_hygiene.py notices if it breaks). A parent
+   one private trio call here (trio 0.35; tests/e2e/test_process_hygiene.py notices if it breaks). A parent
    that died before the child's prctl is caught by comparing `getppid()` with the PID the parent had.
 3. Every child's PID and command line is recorded in `$MESHP2P_HOME/children.json` while it runs, and
    `stop_leftovers` (run by `meshp2p up` before it starts anything) kills the recorded processes that are still

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import clean_environ
+from helpers.processes import clean_environ
 
 from meshp2p.cli.main import build_parser
 from meshp2p.inference.binaries import LLAMA_CPP_TAG

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import clean_environ, free_port, interrupt
+from helpers.processes import clean_environ, free_port, interrupt
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.\-]+ .*$")
 STARTED_S = 120.0

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, clean_environ, wait_for
 from helpers.hub_server import GATED_TOKEN, LocalHub, local_hub
+from helpers.processes import REPO, clean_environ, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 ORG = "tiny-org"

@@ -16,6 +16,8 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
+from helpers.fuzz import FUZZ_EXAMPLES, NASTY_VALUES, fuzz, hostile_bytes, mutated
+from helpers.wire import load_vectors
 from hypothesis import strategies as st
 
 from meshp2p.api.errors import ApiError
@@ -24,9 +26,6 @@ from meshp2p.inference.gguf_header import GGUFFormatError, parse_gguf_header
 from meshp2p.wire.framing import SingleFrameReader, frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, decode_gossip
 from meshp2p.wire.status import status_from_body
-from tests.wire.helpers import load_vectors
-
-from .fuzzlib import FUZZ_EXAMPLES, NASTY_VALUES, fuzz, hostile_bytes, mutated
 
 GOSSIP = load_vectors("gossip.json")
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+from helpers.fuzz import FUZZ_EXAMPLES, fuzz, hostile_bytes, hostile_cbor
+from helpers.wire import load_vectors
 from hypothesis import strategies as st
 
 from meshp2p.wire.identity import Identity, sign_object
 from meshp2p.wire.records import RECORD_DOMAIN, decode_record, select_record
-from tests.wire.helpers import load_vectors
-
-from .fuzzlib import FUZZ_EXAMPLES, fuzz, hostile_bytes, hostile_cbor
 
 V = load_vectors("dht-records.json")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+from helpers.fuzz import FUZZ_EXAMPLES, fuzz, hostile_bytes, hostile_cbor, mutated
+from helpers.wire import load_vectors
 from hypothesis import strategies as st
 
 from meshp2p.wire.blackboard import decode_digest, decode_post, decode_sync_reply
@@ -20,9 +22,6 @@ from meshp2p.wire.rpc_tunnel import RpcListener
 from meshp2p.wire.status import status_from_body
 from meshp2p.wire.token import decode_token
 from meshp2p.wire.tunnel import TunnelClientConnection, TunnelServerConnection
-from tests.wire.helpers import load_vectors
-
-from .fuzzlib import FUZZ_EXAMPLES, fuzz, hostile_bytes, hostile_cbor, mutated
 
 GOSSIP = load_vectors("gossip.json")
 TOKENS = load_vectors("invite-token.json")

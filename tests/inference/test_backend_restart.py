@@ -8,7 +8,7 @@ import time
 
 import httpx
 import openai
-from conftest import pid_alive
+from helpers.processes import pid_alive
 
 RECOVERY_TIMEOUT_S = 60.0
 

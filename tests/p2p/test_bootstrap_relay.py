@@ -10,6 +10,7 @@ from typing import Any
 
 import multiaddr
 import trio
+from helpers.network import CLOSE_S, port_is_free, stop_system_tasks
 from libp2p import new_host
 from libp2p.custom_types import TProtocol
 from libp2p.host.basic_host import BasicHost
@@ -23,8 +24,6 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from meshp2p.p2p.overlay import RELAY_LIMITS, Overlay, OverlayConfig
 from meshp2p.wire.identity import Identity
-
-from .helpers import CLOSE_S, port_is_free, stop_system_tasks
 
 ECHO = TProtocol("/meshp2p-test/echo/1.0.0")
 LOOPBACK = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cbor2
 import pytest
+from helpers.network import AcceptAll, Network, Node, connect_all, network, wait_for
 
 from meshp2p.p2p.dht import DHT_NAMESPACE, LOCAL_RECORD_FRESH_S
 from meshp2p.wire._cbor import dumps
@@ -27,8 +28,6 @@ from meshp2p.wire.records import (
     encode_record,
     named_mesh_id,
 )
-
-from .helpers import AcceptAll, Network, Node, connect_all, network, wait_for
 
 HONEST_NODES = 4
 TTL_S = 300

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from helpers.network import network
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
@@ -13,8 +14,6 @@ from multiaddr import Multiaddr
 
 from meshp2p.p2p._libp2p_patches import dial_timeout
 from meshp2p.wire.identity import Identity
-
-from .helpers import network
 
 #: The test's own bound, so it fails fast; py-libp2p's own upgrade timeout (10 s) would end the dial much later.
 TEST_DIAL_TIMEOUT_S = 0.5

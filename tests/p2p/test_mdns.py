@@ -1,7 +1,7 @@
 """LAN discovery (`up --mdns`): two nodes with no bootstrap peer find each other and form a named mesh.
 
 mDNS sends multicast, so the end-to-end test runs only inside two network namespaces of its own, joined by a
-veth pair (10.77.0.0/24, tests/p2p/netns.py): nothing reaches the machine's real interfaces, and with no route
+veth pair (10.77.0.0/24, tests/helpers/netns.py): nothing reaches the machine's real interfaces, and with no route
 out of the namespaces no bootstrap peer could be reached even if one were configured. It needs root and
 `ip netns`; otherwise it is skipped with the reason, or fails when `CI` is set. The other tests here send nothing.
 """
@@ -11,14 +11,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import clean_environ
+from helpers.netns import VETH_IPS, nodes_on, two_namespace_lan, wait_for_two_node_mesh
+from helpers.processes import clean_environ
 
 from meshp2p.p2p.interfaces import is_loopback_host
 from meshp2p.p2p.mdns import advertised_addrs
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.identity import Identity
-
-from .netns import VETH_IPS, nodes_on, two_namespace_lan, wait_for_two_node_mesh
 
 #: Generous for a loaded 2-core machine; measured: the mesh forms ~2 s after both nodes are up.
 MESH_WAIT_S = 60.0

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers.network import Node, network
 
 from meshp2p.p2p.model_fetch import FetchFailed, ModelFileServer, fetch_model_file
 from meshp2p.wire import model_fetch as mf
 from meshp2p.wire.model_id import ContentId
-
-from .helpers import Node, network
 
 SIZE = 10 * mf.MIN_CHUNK_BYTES + 12345
 

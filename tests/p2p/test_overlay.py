@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from helpers.network import Node, connect_all, network, status, wait_for
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
@@ -13,8 +14,6 @@ from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
 from meshp2p.wire.records import mesh_key
-
-from .helpers import Node, connect_all, network, status, wait_for
 
 
 async def test_a_stopped_overlay_closes_all_its_connections():

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 import trio
-from conftest import pid_alive
+from helpers.network import network, port_is_free, wait_for
+from helpers.processes import pid_alive
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.hosts import LOOPBACK_HOST
@@ -26,8 +27,6 @@ from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
 from meshp2p.p2p.rpc_tunnel import RPC_PROTOCOL, RpcTunnelClient, RpcTunnelServer
 from meshp2p.wire.framing import FRAME_HEADER_BYTES
 from meshp2p.wire.rpc_tunnel import RpcHello, decode_reply, encode_hello
-
-from .helpers import network, port_is_free, wait_for
 
 LAYERS = 6
 #: `-ngl` counts the output head as layer LAYERS: blocks 3-5 and the head run on the worker, 0-2 on the host.

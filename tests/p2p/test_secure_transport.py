@@ -13,6 +13,7 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
+from helpers.network import network, stop_system_tasks
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
@@ -27,8 +28,6 @@ from libp2p.security.secio.transport import ID as SECIO_PROTOCOL_ID
 from libp2p.security.secio.transport import Transport as SecioTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
-
-from .helpers import network, stop_system_tasks
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 #: A refused security negotiation ends in milliseconds on loopback; this only bounds a hang.

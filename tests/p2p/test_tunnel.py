@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+from helpers.network import network, read_until_eof
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.tunnel import TUNNEL_PROTOCOL, TunnelAnswer, TunnelClient, TunnelError, TunnelServer
 from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
-
-from .helpers import network, read_until_eof
 
 JSON = (("content-type", "application/json"),)
 

@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers.wire import (
+    expect_reason,
+    flip_bit,
+    generator_check,
+    identity,
+    ids,
+    load_vectors,
+    maps_with_keys,
+    only_wire_errors,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,17 +25,6 @@ from meshp2p.wire._cbor import dumps
 from meshp2p.wire.framing import PayloadReader, frame_bytes
 from meshp2p.wire.gossip import decode_gossip
 from meshp2p.wire.identity import sign_object
-
-from .helpers import (
-    expect_reason,
-    flip_bit,
-    generator_check,
-    identity,
-    ids,
-    load_vectors,
-    maps_with_keys,
-    only_wire_errors,
-)
 
 V = load_vectors("blackboard.json")
 A = identity(V, "A")

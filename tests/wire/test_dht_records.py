@@ -7,6 +7,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from helpers.wire import expect_reason, flip_bit, identity, ids, load_vectors, maps_with_keys, only_wire_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,8 +28,6 @@ from meshp2p.wire.records import (
     provider_key,
     select_record,
 )
-
-from .helpers import expect_reason, flip_bit, identity, ids, load_vectors, maps_with_keys, only_wire_errors
 
 V = load_vectors("dht-records.json")
 A = identity(V, "A")

@@ -6,6 +6,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from helpers.wire import expect_reason, flip_bit, identity, ids, load_vectors, maps_with_keys, only_wire_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,8 +35,6 @@ from meshp2p.wire.gossip import (
 )
 from meshp2p.wire.identity import sign_object
 from meshp2p.wire.model_id import parse_content_id
-
-from .helpers import expect_reason, flip_bit, identity, ids, load_vectors, maps_with_keys, only_wire_errors
 
 V = load_vectors("gossip.json")
 A = identity(V, "A")

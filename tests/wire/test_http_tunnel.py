@@ -6,14 +6,13 @@ import hashlib
 from typing import Any
 
 import pytest
+from helpers.wire import expect_reason, flip_bit, generator_check, ids, load_vectors, maps_with_keys, only_wire_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshp2p.wire import WireError
 from meshp2p.wire import tunnel as t
 from meshp2p.wire._cbor import dumps
-
-from .helpers import expect_reason, flip_bit, generator_check, ids, load_vectors, maps_with_keys, only_wire_errors
 
 V = load_vectors("http-tunnel.json")
 EXCHANGE = V["exchanges"][0]["steps"]

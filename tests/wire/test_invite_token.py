@@ -6,13 +6,12 @@ from typing import Any
 
 import base58
 import pytest
+from helpers.wire import expect_reason, flip_bit, identity, ids, load_vectors, only_wire_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshp2p.wire import decode_token, encode_token, private_mesh_id
 from meshp2p.wire.token import MAX_TOKEN_CHARS, TOKEN_PREFIX
-
-from .helpers import expect_reason, flip_bit, identity, ids, load_vectors, only_wire_errors
 
 V = load_vectors("invite-token.json")
 A = identity(V, "A")

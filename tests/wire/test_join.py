@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers.wire import expect_reason, identity, ids, load_vectors, only_wire_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshp2p.wire import FrameReader, JoinDialer, JoinListener, frame, named_mesh_id, rejection
 from meshp2p.wire.join import MAX_FRAME_BYTES, PUBLIC_MESH_SECRET, join_key, join_proof
-
-from .helpers import expect_reason, identity, ids, load_vectors, only_wire_errors
 
 V = load_vectors("join.json")
 A = identity(V, "A")

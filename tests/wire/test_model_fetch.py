@@ -7,14 +7,13 @@ import math
 from typing import Any
 
 import pytest
+from helpers.wire import expect_reason, generator_check, load_vectors, only_wire_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshp2p.wire import model_fetch as mf
 from meshp2p.wire.framing import FRAME_HEADER_BYTES, PayloadReader
 from meshp2p.wire.model_id import parse_content_id
-
-from .helpers import expect_reason, generator_check, load_vectors, only_wire_errors
 
 V = load_vectors("model-fetch.json")
 FILE = V["file"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers.wire import expect_reason, generator_check, ids, load_vectors, only_wire_errors
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,8 +18,6 @@ from meshp2p.wire.model_id import (
     content_id_of,
     parse_content_id,
 )
-
-from .helpers import expect_reason, generator_check, ids, load_vectors, only_wire_errors
 
 V = load_vectors("model-id.json")
 

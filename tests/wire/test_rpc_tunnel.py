@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers.wire import expect_reason, flip_bit, generator_check, ids, load_vectors, maps_with_keys, only_wire_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshp2p.wire import WireError
 from meshp2p.wire import rpc_tunnel as r
 from meshp2p.wire._cbor import dumps
-
-from .helpers import expect_reason, flip_bit, generator_check, ids, load_vectors, maps_with_keys, only_wire_errors
 
 V = load_vectors("rpc-tunnel.json")
 SENT = r.RpcHello(V["sent_hello"]["model"], V["sent_hello"]["threads"])

@@ -17,8 +17,7 @@ import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from tests.wire.helpers import load_vectors
+from helpers.wire import load_vectors
 
 RECORDS = load_vectors("dht-records.json")
 GOSSIP = load_vectors("gossip.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 
+from helpers.wire import REPO, VECTORS_DIR, expect_reason, generator_check, load_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -12,8 +13,6 @@ from libp2p.peer.id import ID
 
 from meshp2p.errors import MeshP2PError
 from meshp2p.wire import WIRE_REASONS, Identity, WireError, peer_id_bytes, peer_id_from_public_key, verify
-
-from .helpers import REPO, VECTORS_DIR, expect_reason, generator_check, load_vectors
 
 V = load_vectors("identity.json")
 

@@ -2,7 +2,7 @@
 """How long a blackboard post takes to reach another member's live feed, next to its own node's, in one run.
 
 Starts three `meshp2p up --client` processes on loopback, each with its own MESHP2P_HOME in a temp dir: A starts
-a private mesh, B and C join it with A's invite token (the mesh tests/blackboard/test_blackboard_processes.py
+a private mesh, B and C join it with A's invite token (the mesh tests/e2e/test_blackboard_processes.py
 runs). Once every view holds all three, it posts --posts notes on A (`POST /api/blackboard/post`), one at a time,
 and times each from the moment the POST is sent to its arrival on two live feeds (`GET /api/blackboard/watch`):
 A's own (signing, storing and the feed itself, no network) and C's (the same, plus gossip to another member).

@@ -9,7 +9,7 @@ import shutil
 import signal
 
 import httpx
-from conftest import NODE_STOP_TIMEOUT_S, NodeProcess, pid_alive, wait_for
+from helpers.processes import NODE_STOP_TIMEOUT_S, NodeProcess, pid_alive, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.wire.model_id import content_id_of

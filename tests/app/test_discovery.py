@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import cbor2
+from helpers.network import Network, Node, connect_all, network, status, wait_for
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
 
@@ -37,8 +38,6 @@ from meshp2p.wire.records import (
     provider_key,
     region_topic,
 )
-
-from .helpers import Network, Node, connect_all, network, status, wait_for
 
 SERVERS = 4
 MODEL = "tiny-model"

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 
-from conftest import NODE_STOP_TIMEOUT_S, pid_alive, port_is_free, wait_for
+from helpers.processes import NODE_STOP_TIMEOUT_S, pid_alive, port_is_free, wait_for
 
 KILLS = 10
 #: trio's worker threads exit after this long idle (trio/_core/_thread_cache.py IDLE_TIMEOUT).

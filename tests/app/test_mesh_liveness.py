@@ -4,7 +4,7 @@
 - a member whose connection closes but who is still there is redialed and stays in the view;
 - a machine whose network vanishes (no FIN, no RST: its link goes down inside a network namespace) leaves the
   other's view within 10 s, long before any status keepalive could tell.
-A killed node (connections closed by its exit) is tests/p2p/test_view_expiry.py's case.
+A killed node (connections closed by its exit) is tests/app/test_view_expiry.py's case.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ import os
 import socket
 import time
 
+from helpers.netns import mesh_peers, node_logs, nodes_on, status_in, two_namespace_lan, wait_for_two_node_mesh
+from helpers.network import Network, Node, connect_all, network, wait_for
 from libp2p.peer.id import ID
 
 from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.mesh.view import PEER_TIMEOUT_S
 from meshp2p.p2p.liveness import DEAD_AFTER_S, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES, tcp_socket_of
 from meshp2p.wire.mesh_id import named_mesh_id
-
-from .helpers import Network, Node, connect_all, network, wait_for
-from .netns import mesh_peers, node_logs, nodes_on, status_in, two_namespace_lan, wait_for_two_node_mesh
 
 VANISH_LIMIT_S = 10.0
 #: Generous for a loaded 2-core machine; the mesh forms ~2 s after both nodes are up.

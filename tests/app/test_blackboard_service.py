@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
-from p2p.helpers import Network, Node, network, wait_for
+from helpers.network import Network, Node, network, wait_for
 
 from meshp2p.app.blackboard_service import BlackboardService
 from meshp2p.app.blackboard_sync import SYNC_PROTOCOL

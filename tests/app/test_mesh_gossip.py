@@ -1,9 +1,9 @@
 """When a MeshService gossips: status on change plus a keepalive, demand only while there is some.
 
 Each gossip message costs every member CPU (receive, verify, forward), so an idle mesh must stay quiet: the
-keepalive is rare, since departures are seen on connections (tests/p2p/test_liveness.py); a start or a change
+keepalive is rare, since departures are seen on connections (tests/app/test_mesh_liveness.py); a start or a change
 goes out at once and a few times more in case gossip lost it; a newcomer gets our status straight
-(tests/p2p/test_status_push.py), not by gossip.
+(tests/app/test_status_push.py), not by gossip.
 Driven with trio's autojump clock and a stand-in overlay that records what is published: no sleeping, no sockets.
 """
 

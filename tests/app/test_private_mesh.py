@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from helpers.network import Network, Node, network, status, wait_for
 from libp2p.pubsub.pb import rpc_pb2
 
 from meshp2p.app.mesh_service import MeshSettings
@@ -25,8 +26,6 @@ from meshp2p.wire.gossip import (
 from meshp2p.wire.join import FrameReader, frame
 from meshp2p.wire.mesh_id import new_mesh_secret, private_mesh_id
 from meshp2p.wire.status import status_to_body
-
-from .helpers import Network, Node, network, status, wait_for
 
 #: Generous for a loaded 2-core machine. No wait here counts on the keepalive (every 20 s): a joiner's view fills
 #: by the statuses pushed to it, and a fresh status is announced to a member already in our gossip mesh.

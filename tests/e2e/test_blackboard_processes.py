@@ -25,7 +25,7 @@ from typing import IO, Any
 import anyio
 import httpx
 import pytest
-from conftest import NodeProcess, assert_nothing_left, clean_environ, start_node, stop_all, wait_for
+from helpers.processes import NodeProcess, assert_nothing_left, clean_environ, start_node, stop_all, wait_for
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import httpx
-from conftest import clean_environ, pid_alive, port_is_free, wait_for
+from helpers.processes import clean_environ, pid_alive, port_is_free, wait_for
 
 from meshp2p.wire.model_id import content_id_of
 

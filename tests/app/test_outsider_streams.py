@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers.network import Network, Node, network, read_until_eof, status
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
@@ -29,7 +30,6 @@ from meshp2p.wire.rpc_tunnel import RpcHello, encode_hello, refuse
 from meshp2p.wire.status import status_to_body
 from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
 
-from .helpers import Network, Node, network, read_until_eof, status
 from .test_private_mesh import start_private_mesh
 
 

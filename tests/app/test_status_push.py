@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import pytest
+from helpers.network import Node, network, status, wait_for
 from libp2p.peer.id import ID
 
 from meshp2p.app.mesh_service import MeshSettings
@@ -17,8 +18,6 @@ from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip
 from meshp2p.wire.identity import Identity
 from meshp2p.wire.mesh_id import named_mesh_id
 from meshp2p.wire.status import status_to_body
-
-from .helpers import Node, network, status, wait_for
 
 
 def settings_for(name: str, nodes: list[Node]) -> MeshSettings:

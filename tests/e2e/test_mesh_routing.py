@@ -11,7 +11,7 @@ import signal
 import httpx
 import openai
 import pytest
-from conftest import pid_alive, wait_for
+from helpers.processes import pid_alive, wait_for
 
 ROUTING_TIMEOUT_S = 60.0
 #: Orphaned models are taken up within 10 s of their last server vanishing from the view (itself ~8 s).

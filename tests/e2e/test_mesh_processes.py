@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import NODE_STOP_TIMEOUT_S, clean_environ, wait_for
+from helpers.processes import NODE_STOP_TIMEOUT_S, clean_environ, wait_for
 
 MESH = "poker-night"
 #: Generous on a loaded 2-core CI machine; joining itself takes well under a second.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import trio
+from helpers.network import Node, network, status, wait_for
 
 from meshp2p.app.mesh_liveness import REDIAL_TIMEOUT_S
 from meshp2p.app.mesh_service import MeshSettings
@@ -13,8 +14,6 @@ from meshp2p.app.status import MeshStatus
 from meshp2p.mesh.view import EXPIRE_CHECK_S, PEER_TIMEOUT_S, STATUS_INTERVAL_S, MeshView
 from meshp2p.p2p.liveness import DEAD_AFTER_S, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES
 from meshp2p.wire.mesh_id import named_mesh_id
-
-from .helpers import Node, network, status, wait_for
 
 SELF = "12D3KooWself"
 #: The product goal for a vanished node (mesh/view.py says how it is met).

@@ -13,10 +13,11 @@ import signal
 import time
 
 import httpx
-from conftest import NODE_STOP_TIMEOUT_S, wait_for
-from test_mesh_routing import ROUTING_TIMEOUT_S, _serving, client_for, start_mesh
+from helpers.processes import NODE_STOP_TIMEOUT_S, wait_for
 
 from meshp2p.mesh.routing import rendezvous_weight
+
+from .test_mesh_routing import ROUTING_TIMEOUT_S, _serving, client_for, start_mesh
 
 RESTARTS = 10
 RESTART_USABLE_S = 5.0

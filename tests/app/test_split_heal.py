@@ -14,13 +14,12 @@ import os
 
 import pytest
 import trio
+from helpers.network import Node, network, wait_for
 
 from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.mesh import records
 from meshp2p.p2p import dht
 from meshp2p.wire.mesh_id import named_mesh_id
-
-from .helpers import Node, network, wait_for
 
 #: Short enough for a test, long enough that both nodes have created the mesh before the first look.
 HEAL_S = 1.0
