@@ -22,6 +22,8 @@ COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 
 #: Headers of one hop only (RFC 9110 §7.6.1, and the framing a relay redoes): never passed on.
+#: The headers of a JSON body (requests sent on through the tunnel, error answers).
+JSON_HEADERS = (("content-type", "application/json"),)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                         "upgrade", "content-length", "server", "date"})
 #: What never crosses the tunnel either: the asking node's host and its client's credentials

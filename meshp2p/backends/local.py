@@ -18,6 +18,7 @@ import trio
 
 from meshp2p.backends.base import (
     EMBEDDINGS_PATH,
+    JSON_HEADERS,
     NOT_TUNNELLED,
     BackendRequest,
     Reply,
@@ -34,9 +35,6 @@ from meshp2p.p2p.tunnel import TunnelAnswer, TunnelError, TunnelHandler
 from meshp2p.wire.tunnel import RequestHead
 
 log = logging.getLogger(__name__)
-
-_JSON = (("content-type", "application/json"),)
-
 
 class LocalBackend:
     """One of this node's llama-servers."""
@@ -122,7 +120,7 @@ def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool, *,
         except UnsupportedRequest as exc:
             done()
             status, error = render_error(exc)
-            return TunnelAnswer(status, _JSON, error)
+            return TunnelAnswer(status, JSON_HEADERS, error)
         except BackendError as exc:
             done()
             raise TunnelError(exc.code, exc.message, retry_after_s=exc.retry_after_s) from exc

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-from meshp2p.backends.base import BackendRequest, Reply, end_to_end
+from meshp2p.backends.base import JSON_HEADERS, BackendRequest, Reply, end_to_end
 from meshp2p.errors import BackendBroke, BackendUnavailable
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.routing import ServerCandidate
@@ -23,9 +23,6 @@ from meshp2p.p2p.tunnel import TunnelClient, TunnelError, TunnelReply
 from meshp2p.wire.tunnel import NOT_MEMBER
 
 log = logging.getLogger(__name__)
-
-_JSON = (("content-type", "application/json"),)
-
 
 class PeerBackend:
     """The server of a model on one peer."""
@@ -57,7 +54,8 @@ class PeerBackend:
     async def _open(self, peer: PeerID, request: BackendRequest) -> TunnelReply:
         tunnel = self.mesh.tunnel
         try:
-            return await tunnel.request(peer, "POST", request.path, request.raw, model=request.model, headers=_JSON)
+            return await tunnel.request(peer, "POST", request.path, request.raw, model=request.model,
+                                        headers=JSON_HEADERS)
         except TunnelError as exc:
             # It forgot our membership (it restarted, and our renewal has not reached it yet): prove it again
             # and retry once before this counts as a failure of that server.
@@ -65,7 +63,7 @@ class PeerBackend:
                 raise
             log.info("%s had forgotten our membership; joined it again", peer)
             return await tunnel.request(peer, "POST", request.path, request.raw, model=request.model,
-                                        headers=_JSON)
+                                        headers=JSON_HEADERS)
 
     async def _chunks(self, reply: TunnelReply) -> AsyncIterator[bytes]:
         try:
