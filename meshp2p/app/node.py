@@ -185,6 +185,7 @@ class Node:
                     "load_progress": round(s.load_progress, 3),
                     "last_error": s.last_error,
                     "log": str(s.log_path),
+                    "speculation": s.speculation_json(),
                 }
                 for s in self.router.servers
             ],

@@ -25,8 +25,9 @@ from meshp2p.inference.build import build_llama_cpp
 from meshp2p.inference.embedded import DEFAULT_MODEL_ID
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
+from meshp2p.inference.pairing import with_speculation
 from meshp2p.inference.processes import stop_leftovers
-from meshp2p.inference.resolve import resolve_model
+from meshp2p.inference.resolve import Resolver
 from meshp2p.mesh.discovery import rank
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
@@ -69,10 +70,16 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--split-workers N needs --split and N >= 1", hint="e.g. --split --split-workers 2")
     if args.standby and (args.client or args.solo):
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
-    # A model named but not on disk is downloaded here, before anything starts (a --client node has none to fetch).
-    progress = RichProgress(console)
-    models = () if args.client else standby_models(args, progress) if args.standby else tuple(
-        resolve_model(name, progress=progress) for name in (args.model or [DEFAULT_MODEL_ID]))
+    if args.client and (args.draft or args.spec):
+        raise ConfigError("--client runs no model, so there is nothing to speculate for",
+                          hint="drop --draft / --spec")
+    # A model named but not on disk is downloaded here, before anything starts (a --client node has none to fetch);
+    # so is a --draft, and every draft's vocabulary is checked against its model's (inference/pairing.py).
+    resolver = Resolver(progress=RichProgress(console))
+    typed = [] if args.client else args.model or ([] if args.standby else [DEFAULT_MODEL_ID])
+    named = with_speculation([(name, resolver.resolve(name)) for name in typed], drafts=args.draft or (),
+                             ngram=args.spec == "ngram", pairing=not args.no_draft, resolver=resolver)
+    models = () if args.client else standby_models(named) if args.standby else named
     ids = [m.id for m in models]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -96,10 +103,10 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
     )
 
 
-def standby_models(args: argparse.Namespace, progress: RichProgress) -> tuple[ModelSpec, ...]:
-    """What a standby node offers: its --model files (downloaded when named and missing) plus every GGUF in the
-    model store."""
-    specs = {m.id: m for m in (resolve_model(name, progress=progress) for name in args.model or [])}
+def standby_models(named: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+    """What a standby node offers: its --model files (already resolved, downloaded when named and missing) plus every
+    GGUF in the model store."""
+    specs = {m.id: m for m in named}
     for path in sorted(models_dir().glob("*.gguf")):
         try:
             spec = spec_from_gguf(path)
@@ -184,7 +191,7 @@ def gpu_layers(models: tuple[ModelSpec, ...], max_vram_gb: float | None) -> int 
     """0 (CPU only) when the models would not fit the VRAM cap; None leaves llama.cpp's default placement."""
     if max_vram_gb is None:
         return None
-    needed = sum(m.size_bytes for m in models) * FIT_HEADROOM
+    needed = sum(m.size_bytes + (m.speculation.draft_size_bytes if m.speculation else 0) for m in models) * FIT_HEADROOM
     return None if needed <= max_vram_gb * 1e9 and max_vram_gb > 0 else 0
 
 
