@@ -92,10 +92,14 @@ def vocab_difference(main: Vocab, draft: Vocab) -> str | None:
     if upto <= FIRST_COMPARED_TOKEN_ID:
         return None
     with _TokenList(main) as a, _TokenList(draft) as b:
-        if a.span(FIRST_COMPARED_TOKEN_ID, upto) == b.span(FIRST_COMPARED_TOKEN_ID, upto):
+        # Length prefixes of one byte order: the stored bytes are equal exactly when the texts are.
+        if main.big_endian == draft.big_endian and a.span(FIRST_COMPARED_TOKEN_ID, upto) == b.span(
+                FIRST_COMPARED_TOKEN_ID, upto):
             return None
-        # Only on a mismatch: which token, for the message.
-        first = next(i for i in range(FIRST_COMPARED_TOKEN_ID, upto) if a.token(i) != b.token(i))
+        # A mismatch (or files of two byte orders): token by token, which also names the token for the message.
+        first = next((i for i in range(FIRST_COMPARED_TOKEN_ID, upto) if a.token(i) != b.token(i)), None)
+        if first is None:
+            return None
         return (f"token {first} differs ({b.token(first).decode('utf-8', 'replace')!r} in the draft, "
                 f"{a.token(first).decode('utf-8', 'replace')!r} in the main model)")
 
