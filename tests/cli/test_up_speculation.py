@@ -95,15 +95,23 @@ def test_status_shows_the_acceptance_of_a_draft(three_nodes, models):
     args = cmdline(status["pid"])
     assert args[args.index("--spec-draft-model") + 1] == str(models["tiny"])
     assert args[args.index("--spec-type") + 1] == "draft-simple"
+    before = speculation(node)
+    assert before is not None
     complete(node, "tiny")
-    shown = wait_for_drafts(node)
+    shown = wait_for_drafts(node, more_than=before["drafted_tokens"])
     assert shown["mode"] == "draft" and shown["draft"] == "tiny"
     assert shown["accepted_tokens"] == shown["drafted_tokens"] > 0, "a model accepts every token it drafted itself"
     assert shown["acceptance_rate"] == 1.0
+    table = subprocess.run([sys.executable, "-m", "meshp2p", "status", "--console", str(node.console_port)],
+                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, cwd=REPO,
+                           env={**clean_environ(), "COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert f"tiny, 100% of {shown['drafted_tokens']} accepted" in table.stdout
 
 
-def wait_for_drafts(node: NodeProcess) -> dict[str, Any]:
-    wait_for(lambda: (speculation(node) or {}).get("drafted_tokens", 0) > 0, STATUS_TIMEOUT_S,
+def wait_for_drafts(node: NodeProcess, more_than: int = 0) -> dict[str, Any]:
+    """The node's speculation once its draft count is past `more_than` (the counters are read every 2 s)."""
+    wait_for(lambda: (speculation(node) or {}).get("drafted_tokens", 0) > more_than, STATUS_TIMEOUT_S,
              f"draft counts in {node.home.name}'s /api/status")
     shown = speculation(node)
     assert shown is not None
