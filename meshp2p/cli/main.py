@@ -77,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "models (one llama-server each; the first is the default). Default: gemma-3-270m")
     spec = up.add_argument_group(
         "speculative decoding", "A small draft model of the same tokenizer (or n-gram lookup) proposes tokens that the "
-        "model checks in one batch: same output, faster when the proposals are accepted. The draft runs in the "
-        "model's own llama-server (on its GPU, or CPU). By default a model named by its catalog name uses the "
-        "catalog's draft when that is already on disk (never downloaded for this; `meshp2p download NAME --draft`). "
-        "/api/status shows each model's speculation and acceptance rate.")
+        "model checks in one batch: the answer is the model's own, faster when the proposals are accepted. The draft "
+        "runs in the model's own llama-server (where the model's layers go: GPU or CPU). By default a model named by "
+        "its catalog name uses the catalog's draft when that is already on disk (never downloaded for this; "
+        "`meshp2p download NAME --draft`). /api/status shows each model's speculation and acceptance rate.")
     spec.add_argument("--draft", action="append", metavar="[MODEL=]DRAFT", default=None,
                       help="speculate with DRAFT (a path or a name, as for --model; downloaded when missing) for "
                       "the first --model, or for MODEL (as given to --model, or its id) with MODEL=DRAFT; "

@@ -1,9 +1,10 @@
 """Can a draft model speculate for a main model? Their tokenizers must agree, read from the two GGUF headers.
 
-llama-server checks this only after loading both models, and then exits (`the target and draft vocabs are not
-compatible`), which a supervisor would restart forever. meshp2p checks the same rule first, in milliseconds, with
-the fast header reader, and refuses the pairing with a message that names the difference. The rule is llama.cpp's
-own (`common_speculative_are_compatible`, common/speculative.cpp in b11434):
+llama-server checks this only after loading both models, and then (b11434) logs `the target and draft vocabs are
+not compatible` and serves without speculation: the user would be told nothing, the draft's memory spent for
+nothing. meshp2p checks the same rule first, in milliseconds, with the fast header reader, and refuses the pairing
+with a message that names the difference. The rule is llama.cpp's own (`common_speculative_are_compatible`,
+common/speculative.cpp in b11434):
 
 1. the same tokenizer model (`tokenizer.ggml.model`: llama, gpt2, ...);
 2. the same `add_bos_token`, and the same BOS id when it is added; likewise for EOS;
