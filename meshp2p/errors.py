@@ -117,3 +117,7 @@ class ChecksumMismatch(DownloadFailed):
 
 class FileNotInRepo(ModelNotFound):
     """The repo exists but has no such file (the hub's EntryNotFound)."""
+
+
+class DraftMismatch(ConfigError):
+    """A draft model cannot speculate for its main model: their vocabularies differ (inference/vocab.py)."""

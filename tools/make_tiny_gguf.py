@@ -12,6 +12,7 @@ speak gibberish, but every llama.cpp code path sees a well-formed file:
 - the same arguments and seed give the same bytes.
 
     python tools/make_tiny_gguf.py OUT.gguf --variant dense|moe|qwen3moe|embed [--layers 4] [--seed 0]
+        [--vocab ascii|ascii-reversed]
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import gguf
 import numpy as np
 
 VARIANTS = ("dense", "moe", "qwen3moe", "embed")
+#: `ascii`: the usual vocabulary; `ascii-reversed`: the same pieces with the printable ones in reverse order (same size,
+#: other token texts from id 259 on): a model whose vocabulary does not match, for draft-pairing tests.
+VOCABS = ("ascii", "ascii-reversed")
 
 CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -35,8 +39,9 @@ SPM_SPACE = "\u2581"
 PRINTABLE_ASCII = [chr(c) for c in range(0x21, 0x7F)]
 
 
-def build_vocab() -> tuple[list[str], list[float], list[gguf.TokenType]]:
+def build_vocab(vocab: str = "ascii") -> tuple[list[str], list[float], list[gguf.TokenType]]:
     """<unk>, <s>, </s>, the 256 byte tokens, then printable ASCII bare and with the SPM word prefix (~450)."""
+    printable = PRINTABLE_ASCII[::-1] if vocab == "ascii-reversed" else PRINTABLE_ASCII
     tokens = ["<unk>", "<s>", "</s>"]
     scores = [0.0, 0.0, 0.0]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
@@ -45,14 +50,14 @@ def build_vocab() -> tuple[list[str], list[float], list[gguf.TokenType]]:
         scores.append(0.0)
         types.append(gguf.TokenType.BYTE)
     # Scores order the SPM merges: word-initial pieces beat bare ones, so " a" becomes one token.
-    for i, char in enumerate(PRINTABLE_ASCII):
+    for i, char in enumerate(printable):
         tokens.append(char)
         scores.append(-1.0 - i * 1e-3)
         types.append(gguf.TokenType.NORMAL)
     tokens.append(SPM_SPACE)
     scores.append(-0.5)
     types.append(gguf.TokenType.NORMAL)
-    for i, char in enumerate(PRINTABLE_ASCII):
+    for i, char in enumerate(printable):
         tokens.append(SPM_SPACE + char)
         scores.append(-0.9 - i * 1e-3)
         types.append(gguf.TokenType.NORMAL)
@@ -83,6 +88,7 @@ def write_tiny_gguf(
     seed: int = 0,
     name: str | None = None,
     split_max_tensors: int = 0,
+    vocab: str = "ascii",
 ) -> pathlib.Path:
     """Write one tiny model and return its path.
 
@@ -95,6 +101,8 @@ def write_tiny_gguf(
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if vocab not in VOCABS:
+        raise ValueError(f"unknown vocabulary {vocab!r}; choose one of {', '.join(VOCABS)}")
     if embd % heads or heads % kv_heads:
         raise ValueError(f"embd ({embd}) must divide by heads ({heads}) and heads by kv_heads ({kv_heads})")
     if not 0 < used <= experts:
@@ -104,7 +112,7 @@ def write_tiny_gguf(
     arch = "qwen3moe" if variant == "qwen3moe" else "llama"
     moe = variant in ("moe", "qwen3moe")
     head_dim = embd // heads
-    tokens, scores, types = build_vocab()
+    tokens, scores, types = build_vocab(vocab)
     rng = np.random.default_rng(seed)
 
     def weight(*numpy_shape: int, scale: float | None = None) -> np.ndarray:
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=None)
+    parser.add_argument("--vocab", default="ascii", choices=VOCABS)
     args = parser.parse_args(argv)
     try:
         path = write_tiny_gguf(
@@ -215,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx=args.ctx,
             seed=args.seed,
             name=args.name,
+            vocab=args.vocab,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -250,6 +250,8 @@ class ModelStatus:
     load_progress: float
     last_error: str | None
     log: str
+    #: Draft model or n-gram speculation and its acceptance (inference/spec_metrics.py); None: off.
+    speculation: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -268,6 +270,7 @@ class ModelStatus:
             "load_progress": self.load_progress,
             "last_error": self.last_error,
             "log": self.log,
+            "speculation": self.speculation,
         }
 
 

@@ -75,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "Hugging Face cache when missing); hf://OWNER/REPO/FILE.gguf; OWNER/REPO:QUANT (the repo's GGUF "
                     "of that quantisation, llama.cpp's form); or a model in $MESHP2P_HOME/models. Repeat for several "
                     "models (one llama-server each; the first is the default). Default: gemma-3-270m")
+    spec = up.add_argument_group(
+        "speculative decoding", "A small draft model of the same tokenizer (or n-gram lookup) proposes tokens that the "
+        "model checks in one batch: the answer is the model's own, faster when the proposals are accepted. The draft "
+        "runs in the model's own llama-server (where the model's layers go: GPU or CPU). By default a model named by "
+        "its catalog name uses the catalog's draft when that is already on disk (never downloaded for this; "
+        "`meshp2p download NAME --draft`). /api/status shows each model's speculation and acceptance rate.")
+    spec.add_argument("--draft", action="append", metavar="[MODEL=]DRAFT", default=None,
+                      help="speculate with DRAFT (a path or a name, as for --model; downloaded when missing) for "
+                      "the first --model, or for MODEL (as given to --model, or its id) with MODEL=DRAFT; "
+                      "repeatable. A draft whose vocabulary differs from its model's is refused before anything starts")
+    spec.add_argument("--no-draft", action="store_true",
+                      help="no draft model: turn the catalog's automatic pairing off")
+    spec.add_argument("--spec", choices=("ngram",), default=None,
+                      help="ngram: speculate by n-gram lookup in the text already seen (llama.cpp's ngram-map-k), "
+                      "no draft model; for every model here. Pays off on text that repeats (code edits, quoting)")
     up.add_argument("--port", type=int, default=DEFAULT_API_PORT,
                     help=f"port of the OpenAI API (default {DEFAULT_API_PORT})")
     up.add_argument("--console", type=int, default=DEFAULT_CONSOLE_PORT, metavar="PORT",

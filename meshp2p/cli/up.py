@@ -38,9 +38,10 @@ from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.inference.on_disk import cached_entry_paths
+from meshp2p.inference.pairing import with_speculation
 from meshp2p.inference.processes import stop_leftovers
 from meshp2p.inference.progress import TrackedProgress
-from meshp2p.inference.resolve import resolve_model
+from meshp2p.inference.resolve import Resolver
 from meshp2p.mesh.discovery import rank
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
@@ -86,26 +87,28 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
     if args.max_upload_mbps is not None and args.max_upload_mbps <= 0:
         raise ConfigError("--max-upload-mbps must be positive", hint="e.g. --max-upload-mbps 100, or leave it out")
+    if args.client and (args.draft or args.spec):
+        raise ConfigError("--client runs no model, so there is nothing to speculate for",
+                          hint="drop --draft / --spec")
     # A catalog model not on disk is fetched once the mesh is joined (from the members holding it, else from the
-    # hub: app/model_fetcher.py); without a mesh it is downloaded here, before anything starts. A --client node
-    # has none to fetch.
-    progress = RichProgress(console)
+    # hub: app/model_fetcher.py); without a mesh it is downloaded here, before anything starts, as is a --draft, and
+    # every draft's vocabulary is checked against its model's (inference/pairing.py). A --client node has none to
+    # fetch. Models fetched after the start serve without speculation.
+    resolver = Resolver(progress=RichProgress(console))
     pending: list[CatalogEntry] = []
-    if args.client:
-        models: tuple[ModelSpec, ...] = ()
-    else:
-        names = args.model or ([] if args.standby else [DEFAULT_MODEL_ID])
-        resolved = []
-        for name in names:
-            entry = missing_catalog_model(name) if mesh is not None else None
-            if entry is not None:
-                pending.append(entry)
-            else:
-                resolved.append(resolve_model(name, progress=progress))
-        models = standby_models(resolved) if args.standby else tuple(resolved)
-        if args.standby and not models and not pending:
-            raise ConfigError("--standby has no model to offer",
-                              hint=f"pass --model NAME|PATH or put GGUF files in {models_dir()}")
+    resolved: list[tuple[str, ModelSpec]] = []
+    for name in [] if args.client else args.model or ([] if args.standby else [DEFAULT_MODEL_ID]):
+        entry = missing_catalog_model(name) if mesh is not None else None
+        if entry is not None:
+            pending.append(entry)
+        else:
+            resolved.append((name, resolver.resolve(name)))
+    named = with_speculation(resolved, drafts=args.draft or (), ngram=args.spec == "ngram",
+                             pairing=not args.no_draft, resolver=resolver)
+    models = () if args.client else standby_models(named) if args.standby else named
+    if args.standby and not models and not pending:
+        raise ConfigError("--standby has no model to offer",
+                          hint=f"pass --model NAME|PATH or put GGUF files in {models_dir()}")
     ids = [m.id for m in models] + [e.name for e in pending]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -132,8 +135,9 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
     )
 
 
-def standby_models(named: list[ModelSpec]) -> tuple[ModelSpec, ...]:
-    """What a standby node offers: its --model files plus every GGUF in the model store."""
+def standby_models(named: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+    """What a standby node offers: its --model files (already resolved, downloaded when named and missing) plus every
+    GGUF in the model store."""
     specs = {m.id: m for m in named}
     for path in sorted(models_dir().glob("*.gguf")):
         try:
@@ -226,7 +230,7 @@ def gpu_layers(models: tuple[ModelSpec, ...], max_vram_gb: float | None) -> int 
     """0 (CPU only) when the models would not fit the VRAM cap; None leaves llama.cpp's default placement."""
     if max_vram_gb is None:
         return None
-    needed = sum(m.size_bytes for m in models) * FIT_HEADROOM
+    needed = sum(m.size_bytes + (m.speculation.draft_size_bytes if m.speculation else 0) for m in models) * FIT_HEADROOM
     return None if needed <= max_vram_gb * 1e9 and max_vram_gb > 0 else 0
 
 

@@ -91,6 +91,7 @@ class ServerFleet:
             self._scopes[server.model.id] = scope
             async with trio.open_nursery() as nursery:
                 await nursery.start(server.run)
+                nursery.start_soon(server.watch_speculation)
                 if self.on_port_retired is not None:
                     nursery.start_soon(self._retire_ports, server, self.on_port_retired)
                 task_status.started()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from meshp2p.errors import MeshP2PError
@@ -136,6 +136,9 @@ class SkippedArray:
 
     item_type: int
     length: int
+    #: Where the first item starts in the file (or buffer), for a reader that walks the items later (inference/vocab.py
+    #: compares vocabularies this way); -1 when not known.
+    offset: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,7 @@ def _read_value(cur: _Cursor, value_type: int, key: str, max_items: int, depth: 
     item_type = cur.u32(key)
     length = cur.u64(key)
     keep = length <= max_items
+    start = cur.pos
     if item_type in _SCALAR_CODES:
         if keep:
             return list(cur.scalars(item_type, length, key))
@@ -321,7 +325,7 @@ def _read_value(cur: _Cursor, value_type: int, key: str, max_items: int, depth: 
             return items
     else:
         raise GGUFFormatError(f"GGUF key {key!r} is an array of unknown value type {item_type}")
-    return SkippedArray(item_type, length)
+    return SkippedArray(item_type, length, start)
 
 
 def _read_tensor(cur: _Cursor) -> TensorInfo:

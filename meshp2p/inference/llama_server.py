@@ -12,7 +12,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -22,6 +22,8 @@ from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import last_log_line, spawn, stop_process
+from meshp2p.inference.spec_metrics import SPEC_METRICS_POLL_S, SpeculationMeter, SpeculationStatus, parse_spec_counters
+from meshp2p.inference.speculation import speculation_args
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
@@ -80,6 +82,8 @@ class LlamaServer:
         self.last_error: str | None = None
         self._retry_at: float | None = None
         self._changed = trio.Event()
+        #: Draft tokens proposed and accepted, when the model speculates (read by `watch_speculation`).
+        self.speculation_meter = None if model.speculation is None else SpeculationMeter(model.speculation)
 
     # -- what the rest of the node reads -------------------------------------------------------------
 
@@ -96,6 +100,15 @@ class LlamaServer:
         if self._retry_at is not None:
             return max(1, math.ceil(self._retry_at - trio.current_time()))
         return 1 if self.state is BackendState.LOADING else 2
+
+    def speculation_status(self) -> SpeculationStatus | None:
+        """The model's speculation (a draft id or "ngram") and its acceptance so far; None when it does not."""
+        return None if self.speculation_meter is None else self.speculation_meter.status()
+
+    def speculation_json(self) -> dict[str, Any] | None:
+        """`speculation_status()` as /api/status shows it."""
+        status = self.speculation_status()
+        return None if status is None else status.to_json()
 
     async def wait_state(self, *states: BackendState) -> BackendState:
         while self.state not in states:
@@ -117,9 +130,30 @@ class LlamaServer:
             args += ["--embeddings"]
         if m.chat_template is not None:
             args += ["--jinja", "--chat-template", m.chat_template]
+        if m.speculation is not None:
+            args += speculation_args(m.speculation, gpu_layers=o.gpu_layers, split="--rpc" in m.extra_server_args)
         return [*args, *m.extra_server_args, *o.extra_args]
 
     # -- supervision ---------------------------------------------------------------------------------
+
+    async def watch_speculation(self) -> None:
+        """Read the speculation counters of `/metrics` every SPEC_METRICS_POLL_S while ready (spec_metrics.py),
+        until cancelled; returns at once for a model that does not speculate."""
+        meter = self.speculation_meter
+        if meter is None:
+            return
+        async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT_S) as http:
+            while True:
+                await self.wait_state(BackendState.READY)
+                pid = self.pid
+                try:
+                    response = await http.get(f"{self.base_url}/metrics")
+                    counters = parse_spec_counters(response.text) if response.status_code == 200 else None
+                except httpx.TransportError:
+                    counters = None
+                if counters is not None and pid is not None and pid == self.pid:
+                    meter.observe(pid, *counters)
+                await trio.sleep(SPEC_METRICS_POLL_S)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep llama-server running until cancelled. Reports started as soon as the first process is up."""

@@ -4,9 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from meshp2p.errors import ModelNotFound
 from meshp2p.inference.gguf_header import GGUFHeader, read_gguf_header
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding for one model (inference/speculation.py): a draft model that llama-server loads next to
+    it (`mode` "draft"), or n-gram lookup in the tokens already seen (`mode` "ngram", no second model)."""
+
+    mode: Literal["draft", "ngram"]
+    draft_id: str | None = None
+    draft_path: Path | None = None
+    #: The draft's file size (all parts): memory the model needs beside its own.
+    draft_size_bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        """What /api/status shows: the draft's id, or "ngram"."""
+        return self.draft_id or self.mode
 
 
 @dataclass(frozen=True)
@@ -26,6 +44,8 @@ class ModelSpec:
     #: Every file of a split GGUF in order, `path` (the one llama-server is given) first; empty for a whole file.
     #: `size_bytes` is then the parts' total.
     files: tuple[Path, ...] = ()
+    #: How llama-server speculates for this model; None: it does not.
+    speculation: Speculation | None = None
 
 
 def spec_from_gguf(path: Path, *, model_id: str | None = None) -> ModelSpec:
