@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, NodeProcess, clean_environ, start_node, stop_all, wait_for
 from helpers.hub_server import local_hub
+from helpers.processes import REPO, NodeProcess, clean_environ, start_node, stop_all, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.inference.catalog import load_catalog
