@@ -36,16 +36,27 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import trio
+from cryptography.exceptions import InvalidTag
+from libp2p.io import utils as io_utils
+from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.config import RetryConfig
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
+from libp2p.security.noise import patterns as noise_patterns
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, SIZE_NOISE_MESSAGE_LEN
+from libp2p.security.secure_session import SecureSession
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.stream_muxer.yamux import yamux as yamux_module
+from noise.constants import MAX_NONCE
+from noise.exceptions import NoiseInvalidMessage, NoiseMaxNonceError
 
 #: Every other dial: one that a DHT lookup (ours or py-libp2p's) or a stream to a peer we are not connected to
 #: makes. py-libp2p bounds none of them (ConnectionConfig.dial_timeout is read only by its auto-connector), so a
@@ -55,6 +66,9 @@ from libp2p.stream_muxer.yamux import yamux as yamux_module
 LOOKUP_DIAL_TIMEOUT_S = 5.0
 #: The bound `tune_dials` applies; `dial_timeout` (say, Overlay.connect: an address we were handed on purpose)
 #: changes it for the dials made under it.
+#: py-libp2p's stream class, as imported (tune_yamux replaces the module's name with our subclass).
+_PyYamuxStream = yamux_module.YamuxStream
+_PY_YAMUX_INIT = yamux_module.Yamux.__init__
 _dial_timeout_s: ContextVar[float] = ContextVar("meshp2p_dial_timeout_s", default=LOOKUP_DIAL_TIMEOUT_S)
 #: One retry of a failed dial, soon. py-libp2p's default (3 retries, 0.1/0.2/0.4 s backoff) spends ~0.7 s on
 #: every departed peer a lookup is handed (a finished `discover` client stays in servers' routing tables).
@@ -62,7 +76,15 @@ DIAL_RETRIES = 1
 DIAL_RETRY_DELAY_S = 0.05
 #: Largest yamux DATA frame we send, header included: above the tunnel's 256 KiB BODY frame plus headers, so one
 #: write of a BODY frame is one yamux frame (see the module docstring).
-YAMUX_MAX_FRAME_BYTES = 512 * 1024
+YAMUX_MAX_FRAME_BYTES = 512 * 1024 + 12
+#: How long a writer waits at zero window for the peer's WINDOW_UPDATE (py-libp2p's bound), and how often it looks
+#: whether the stream was closed meanwhile (py-libp2p's poll interval, now only for that).
+YAMUX_WINDOW_WAIT_S = 5.0
+YAMUX_CLOSED_POLL_S = 0.01
+#: Poly1305's tag on every Noise message.
+NOISE_TAG_BYTES = 16
+#: The most one socket read of a Noise session asks for: ~4 messages of 64 KiB per await and syscall.
+NOISE_READ_BYTES = 256 * 1024
 #: "0": a WINDOW_UPDATE when half the receive window is consumed (go-yamux), not after every read (module docstring).
 YAMUX_RELEASE_ON_READ_ENV = "PY_YAMUX_RELEASE_ON_READ"
 
@@ -80,13 +102,332 @@ def tame_logging() -> None:
 
 
 def tune_yamux() -> None:
-    """Send larger yamux frames, and window updates only per half window (module docstring).
+    """Send larger yamux frames, window updates only per half window, and wake a writer at zero window when the
+    window opens (module docstring).
 
-    py-libp2p reads both on every write/read: the frame cap from a module constant, the window-update rule from
-    the environment (PY_YAMUX_RELEASE_ON_READ, its own tuning knob; an operator's setting is left alone).
+    py-libp2p reads the first two on every write/read: the frame cap from a module constant, the window-update
+    rule from the environment (PY_YAMUX_RELEASE_ON_READ, its own tuning knob; an operator's setting is left
+    alone). Its muxer builds every stream as the module's `YamuxStream`: ours is a subclass.
     """
     yamux_module.MAX_MESSAGE_SIZE = max(yamux_module.MAX_MESSAGE_SIZE, YAMUX_MAX_FRAME_BYTES)
     os.environ.setdefault(YAMUX_RELEASE_ON_READ_ENV, "0")
+    yamux_module.YamuxStream = _WindowWakingYamuxStream  # type: ignore[misc]
+    yamux_module.Yamux.__init__ = _yamux_init  # type: ignore[method-assign]
+
+
+def _yamux_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _PY_YAMUX_INIT(self, *args, **kwargs)
+    self.stream_buffers = _StreamBuffers(self.stream_buffers)
+
+
+class _StreamBuffers(dict[int, Any]):
+    """Yamux's received bytes per stream id, where each stream's buffer (py-libp2p stores an empty bytearray when
+    a stream opens) is a `_FrameBuffer`."""
+
+    def __setitem__(self, stream_id: int, buffer: Any) -> None:
+        super().__setitem__(stream_id, _FrameBuffer() if isinstance(buffer, bytearray) and not buffer else buffer)
+
+
+class _FrameBuffer:
+    """A stream's received bytes, kept as the DATA frames' own bytes objects instead of one bytearray.
+
+    py-libp2p copies every frame's payload into the stream's bytearray and out again with `bytes(buffer)`, and
+    the bytearray, emptied by every read, is reallocated and grown anew for each frame. Here a frame's payload is
+    stored as it came; a read of everything buffered returns it as is when it is one frame, or joins the frames
+    (one copy). It offers what py-libp2p's yamux does with a buffer: `extend`, `len`, truth, `bytes(buf)`,
+    `clear`, and `buf[:n]` / `del buf[:n]`.
+    """
+
+    __slots__ = ("_at", "_frames", "_size")
+
+    def __init__(self) -> None:
+        self._frames: deque[bytes] = deque()
+        #: How far the first frame has been read already.
+        self._at = 0
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def extend(self, data: bytes) -> None:
+        if data:
+            self._frames.append(data if type(data) is bytes else bytes(data))
+            self._size += len(data)
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._at = self._size = 0
+
+    def __bytes__(self) -> bytes:
+        return self._peek(self._size)
+
+    def __getitem__(self, key: slice) -> bytes:
+        return self._peek(self._prefix(key))
+
+    def __delitem__(self, key: slice) -> None:
+        n = self._prefix(key)
+        self._size -= n
+        while n:
+            first = self._frames[0]
+            left = len(first) - self._at
+            if left > n:
+                self._at += n
+                return
+            self._frames.popleft()
+            self._at = 0
+            n -= left
+
+    def _prefix(self, key: slice) -> int:
+        """How many bytes `buf[:n]` means (the only slice py-libp2p takes of a buffer)."""
+        if not isinstance(key, slice) or key.start not in (None, 0) or key.step not in (None, 1):
+            raise TypeError("a yamux frame buffer is only read from its start")
+        return self._size if key.stop is None else max(0, min(key.stop, self._size))
+
+    def _peek(self, n: int) -> bytes:
+        if not n:
+            return b""
+        first = self._frames[0]
+        if len(first) - self._at >= n:
+            return first if self._at == 0 and len(first) == n else first[self._at:self._at + n]
+        pieces: list[memoryview] = []
+        at = self._at
+        for frame in self._frames:
+            piece = memoryview(frame)[at:at + n]
+            pieces.append(piece)
+            n -= len(piece)
+            at = 0
+            if not n:
+                break
+        return b"".join(pieces)
+
+
+class _WindowWakingYamuxStream(_PyYamuxStream):
+    """A yamux stream whose writer, at zero send window, wakes when the peer's WINDOW_UPDATE arrives.
+
+    py-libp2p's writer polls: `trio.sleep(0.01)` until the window opens. Between two processes on one machine a
+    256 KiB window drains in well under a millisecond, so a bulk sender spent most of its time asleep: a model
+    fetch ran at ~30 MB/s, about 256 KiB per 10 ms (tools/bench/model_fetch.py). Here every increase of
+    `send_window` (py-libp2p's frame reader adds to it, under `window_lock`) sets an event the writer waits on;
+    a 10 ms poll remains for the stream being closed under it, which nothing announces. The write itself is
+    py-libp2p's, except that a frame's payload is sliced from a memoryview (one copy of the bytes instead of
+    two). Measured: see README.md's benchmark section.
+    """
+
+    def __init__(self, stream_id: int, conn: Any, is_initiator: bool) -> None:
+        self._window_opened = trio.Event()
+        self._send_window = 0
+        super().__init__(stream_id, conn, is_initiator)
+
+    @property
+    def send_window(self) -> int:
+        return self._send_window
+
+    @send_window.setter
+    def send_window(self, value: int) -> None:
+        if value > self._send_window:
+            self._window_opened.set()
+        self._send_window = value
+
+    async def write(self, data: bytes) -> None:
+        if self.send_closed:
+            raise MuxedStreamError("Stream is closed for sending")
+        view = memoryview(data)
+        total, sent = len(view), 0
+        while sent < total:
+            frame: bytes | None = None
+            while frame is None:
+                async with self.rw_lock.write_lock():
+                    if self.send_closed:
+                        raise MuxedStreamError("Stream is closed for sending")
+                    async with self.window_lock:
+                        if self.closed:
+                            raise MuxedStreamError("Stream is closed")
+                        if self._send_window > 0:
+                            size = min(self._send_window, yamux_module.MAX_MESSAGE_SIZE - yamux_module.HEADER_SIZE,
+                                       total - sent)
+                            self._send_window -= size
+                            frame = _data_header(self.stream_id, size) + view[sent:sent + size]
+                if frame is None:
+                    await self._wait_for_window()
+            await self.conn._write_frame(frame)
+            sent += len(frame) - yamux_module.HEADER_SIZE
+
+    async def _wait_for_window(self) -> None:
+        with trio.move_on_after(YAMUX_WINDOW_WAIT_S) as waited:
+            while True:
+                async with self.window_lock:
+                    if self._send_window > 0 or self.closed:
+                        break
+                    # Fresh under the lock that every increase of the window takes: none is missed.
+                    self._window_opened = opened = trio.Event()
+                with trio.move_on_after(YAMUX_CLOSED_POLL_S):
+                    await opened.wait()
+        if waited.cancelled_caught:
+            raise MuxedStreamError(f"Timed out waiting for window update after {YAMUX_WINDOW_WAIT_S:g} seconds.")
+
+
+def _data_header(stream_id: int, length: int) -> bytes:
+    return struct.pack(yamux_module.YAMUX_HEADER_FORMAT, 0, yamux_module.TYPE_DATA, 0, stream_id, length)
+
+
+def tune_noise() -> None:
+    """Move Noise transport messages in batches (`_BatchedNoiseSession`): py-libp2p's Noise handshake builds
+    every session it returns from the name `SecureSession` in its patterns module."""
+    noise_patterns.SecureSession = _BatchedNoiseSession  # type: ignore[attr-defined]
+    yamux_module.read_exactly = _read_exactly  # type: ignore[attr-defined]
+    yamux_module.Yamux._read_data_body = _read_data_body  # type: ignore[method-assign]
+
+
+class _BatchedNoiseSession(SecureSession):
+    """A Noise transport session that encrypts a whole write into one buffer sent at once, and decrypts every
+    message that one large socket read brought.
+
+    py-libp2p (security/noise/io.py, secure_session.py) writes each Noise message (at most 65535 bytes on the
+    wire) with its own socket write, after two copies of the plaintext (a slice, the length prefix joined on),
+    and reads each message with two socket reads (the 2-byte length, then the body) through a retry loop that
+    copies it twice more, and again into a BytesIO for what the caller did not take. The messages are the same
+    here, byte for byte: the plaintext cut at `MAX_PLAINTEXT_LENGTH` (go-libp2p's cut too), each message's nonce
+    the next of the session's own CipherState (the noise library's, so nonce rules and exhaustion stay its own),
+    with the cipher called through the buffer interface (`encrypt_into` writes straight into the outgoing
+    buffer). What changes is only how many syscalls, awaits and copies carry them.
+    """
+
+    def __init__(self, *, conn: Any, **kwargs: Any) -> None:
+        super().__init__(conn=conn, **kwargs)
+        #: The TCP connection the handshake ran on (what py-libp2p's NoisePacketReadWriter reads and writes).
+        self._raw = conn.read_writer.read_write_closer
+        protocol = conn.noise_state.noise_protocol
+        self._encrypt_state = protocol.cipher_state_encrypt
+        self._decrypt_state = protocol.cipher_state_decrypt
+        #: Decrypted bytes not yet read: whole plaintexts, the first one read from `_plain_at` on.
+        self._plain: deque[bytes] = deque()
+        self._plain_at = 0
+        self._plain_bytes = 0
+        #: The start of a message whose end has not arrived yet.
+        self._partial = bytearray()
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        size = len(view)
+        # An empty write is one empty message (16 bytes of tag), as py-libp2p sends it.
+        count = max(1, -(-size // MAX_PLAINTEXT_LENGTH))
+        out = bytearray(size + count * (SIZE_NOISE_MESSAGE_LEN + NOISE_TAG_BYTES))
+        out_view = memoryview(out)
+        state = self._encrypt_state
+        at = 0
+        for start in range(0, max(size, 1), MAX_PLAINTEXT_LENGTH):
+            piece = view[start:start + MAX_PLAINTEXT_LENGTH]
+            length = len(piece) + NOISE_TAG_BYTES
+            out[at:at + SIZE_NOISE_MESSAGE_LEN] = length.to_bytes(SIZE_NOISE_MESSAGE_LEN, "big")
+            at += SIZE_NOISE_MESSAGE_LEN
+            if state.n == MAX_NONCE:
+                raise NoiseMaxNonceError("Nonce has depleted!")
+            state.cipher.cipher.encrypt_into(state.cipher.format_nonce(state.n), piece, None,
+                                             out_view[at:at + length])
+            state.n += 1
+            at += length
+        await self._raw.write(out)
+
+    async def read(self, n: int | None = None) -> bytes:
+        if n == 0:
+            return b""
+        if n is None or n < 0:
+            while not self._plain_bytes:
+                await self._receive()
+            return self._take(self._plain_bytes)
+        while self._plain_bytes < n:
+            await self._receive()
+        return self._take(n)
+
+    async def _receive(self) -> None:
+        """One socket read; decrypt every message it completes. At EOF, raise what py-libp2p's reader raises."""
+        data = await self._raw.read(NOISE_READ_BYTES)
+        if not data:
+            expected = (int.from_bytes(self._partial[:SIZE_NOISE_MESSAGE_LEN], "big") + SIZE_NOISE_MESSAGE_LEN
+                        if len(self._partial) >= SIZE_NOISE_MESSAGE_LEN else SIZE_NOISE_MESSAGE_LEN)
+            raise IncompleteReadError(
+                f"Connection closed during read operation: expected {expected} bytes but received "
+                f"{len(self._partial)} bytes", expected_bytes=expected, received_bytes=len(self._partial))
+        view = memoryview(data)
+        end = len(view)
+        at = 0
+        partial = self._partial
+        if partial:
+            if len(partial) < SIZE_NOISE_MESSAGE_LEN:
+                at = min(SIZE_NOISE_MESSAGE_LEN - len(partial), end)
+                partial += view[:at]
+                if len(partial) < SIZE_NOISE_MESSAGE_LEN:
+                    return
+            missing = SIZE_NOISE_MESSAGE_LEN + int.from_bytes(partial[:SIZE_NOISE_MESSAGE_LEN], "big") - len(partial)
+            took = min(missing, end - at)
+            partial += view[at:at + took]
+            at += took
+            if took < missing:
+                return
+            self._decrypt(memoryview(partial)[SIZE_NOISE_MESSAGE_LEN:])
+            self._partial = bytearray()
+        while end - at >= SIZE_NOISE_MESSAGE_LEN:
+            length = view[at] << 8 | view[at + 1]
+            if end - at - SIZE_NOISE_MESSAGE_LEN < length:
+                break
+            at += SIZE_NOISE_MESSAGE_LEN
+            self._decrypt(view[at:at + length])
+            at += length
+        if at < end:
+            self._partial = bytearray(view[at:])
+
+    def _decrypt(self, ciphertext: memoryview) -> None:
+        try:
+            plain: bytes = self._decrypt_state.decrypt_with_ad(None, ciphertext)
+        except InvalidTag:
+            raise NoiseInvalidMessage("Failed authentication of message") from None
+        if plain:
+            self._plain.append(plain)
+            self._plain_bytes += len(plain)
+
+    def _take(self, n: int) -> bytes:
+        """`n` bytes of the decrypted ones (there are at least that many)."""
+        self._plain_bytes -= n
+        first = self._plain[0]
+        if self._plain_at == 0 and len(first) == n:
+            return self._plain.popleft()
+        if len(first) - self._plain_at > n:
+            self._plain_at += n
+            return first[self._plain_at - n:self._plain_at]
+        pieces: list[bytes | memoryview] = []
+        while n:
+            first = self._plain[0]
+            left = len(first) - self._plain_at
+            if left <= n:
+                pieces.append(memoryview(first)[self._plain_at:] if self._plain_at else first)
+                self._plain.popleft()
+                self._plain_at = 0
+                n -= left
+            else:
+                pieces.append(memoryview(first)[self._plain_at:self._plain_at + n])
+                self._plain_at += n
+                n = 0
+        return pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
+
+    async def read_exactly(self, n: int) -> bytes:
+        """`n` bytes, or IncompleteReadError at EOF (what py-libp2p's `read_exactly` gives)."""
+        return await self.read(n)
+
+
+async def _read_exactly(reader: Any, n: int, retry_count: int = io_utils.DEFAULT_RETRY_READ_COUNT) -> bytes:
+    """py-libp2p's `read_exactly`, without its retry loop and two copies where the reader is our Noise session."""
+    if isinstance(reader, _BatchedNoiseSession):
+        return await reader.read(n)
+    return await io_utils.read_exactly(reader, n, retry_count)
+
+
+async def _read_data_body(self: Any, length: int) -> bytes:
+    """py-libp2p's `Yamux._read_data_body` (a DATA frame's body, bounded in time), through `_read_exactly`."""
+    with trio.fail_after(yamux_module._yamux_data_read_timeout()):
+        return await _read_exactly(self.secured_conn, length)
 
 
 def tune_dials(swarm: Any) -> None:

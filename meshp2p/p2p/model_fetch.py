@@ -167,7 +167,7 @@ class ModelFileServer:
         for start in range(0, length, SEND_PIECE_BYTES):
             piece = view[start:start + SEND_PIECE_BYTES]
             await self.cap.take(len(piece))
-            await stream.write(bytes(piece))
+            await stream.write(piece)  # a slice, not a copy: the muxer copies it into its frames
             self.stats.bytes_sent += len(piece)
 
 

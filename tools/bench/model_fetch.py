@@ -140,7 +140,7 @@ def _holder_main(path: str, content_id: str, profile: str) -> None:
                     break
             nursery.cancel_scope.cancel()
 
-    profiler = cProfile.Profile() if profile else None
+    profiler = cProfile.Profile(time.thread_time) if profile else None
     try:
         if profiler is not None:
             profiler.enable()
@@ -286,7 +286,7 @@ def main() -> int:
                    for i in range(args.holders)]
         print(f"\nmodel fetch: {args.mib} MiB file, {args.holders} holder process(es) → this process, "
               f"{args.rounds} interleaved rounds (median; then each round)", flush=True)
-        profiler = cProfile.Profile() if args.profile else None
+        profiler = cProfile.Profile(time.thread_time) if args.profile else None
         results = trio.run(_fetcher, holders, content_id, size, root / "out", args.rounds, profiler)
         if profiler is not None:
             profiler.dump_stats(str(Path(args.profile) / "fetcher.prof"))
