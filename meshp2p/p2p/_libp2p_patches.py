@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,13 +46,15 @@ import trio
 from cryptography.exceptions import InvalidTag
 from libp2p.io import utils as io_utils
 from libp2p.io.exceptions import IncompleteReadError
+from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import RetryConfig
 from libp2p.network.exceptions import SwarmException
+from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.id import ID
 from libp2p.security.noise import patterns as noise_patterns
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH, SIZE_NOISE_MESSAGE_LEN
 from libp2p.security.secure_session import SecureSession
-from libp2p.stream_muxer.exceptions import MuxedStreamError
+from libp2p.stream_muxer.rw_lock import ReadWriteLock
 from libp2p.stream_muxer.yamux import yamux as yamux_module
 from noise.constants import MAX_NONCE
 from noise.exceptions import NoiseInvalidMessage, NoiseMaxNonceError
@@ -66,9 +67,16 @@ from noise.exceptions import NoiseInvalidMessage, NoiseMaxNonceError
 LOOKUP_DIAL_TIMEOUT_S = 5.0
 #: The bound `tune_dials` applies; `dial_timeout` (say, Overlay.connect: an address we were handed on purpose)
 #: changes it for the dials made under it.
-#: py-libp2p's stream class, as imported (tune_yamux replaces the module's name with our subclass).
-_PyYamuxStream = yamux_module.YamuxStream
 _PY_YAMUX_INIT = yamux_module.Yamux.__init__
+#: The locks `tune_locks` makes eager, by the class whose constructor builds them.
+_EAGER_LOCKS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (NetStream, ("_state_lock",)),
+    (yamux_module.YamuxStream, ("window_lock",)),
+    (ReadWriteLock, ("_readers_lock", "_writer_lock")),
+    (TrioTCPStream, ("read_lock", "write_lock")),
+)
+#: py-libp2p's constructors, as they were before any patch.
+_PY_INITS: dict[type, Any] = {}
 _dial_timeout_s: ContextVar[float] = ContextVar("meshp2p_dial_timeout_s", default=LOOKUP_DIAL_TIMEOUT_S)
 #: One retry of a failed dial, soon. py-libp2p's default (3 retries, 0.1/0.2/0.4 s backoff) spends ~0.7 s on
 #: every departed peer a lookup is handed (a finished `discover` client stays in servers' routing tables).
@@ -77,10 +85,6 @@ DIAL_RETRY_DELAY_S = 0.05
 #: Largest yamux DATA frame we send, header included: above the tunnel's 256 KiB BODY frame plus headers, so one
 #: write of a BODY frame is one yamux frame (see the module docstring).
 YAMUX_MAX_FRAME_BYTES = 512 * 1024 + 12
-#: How long a writer waits at zero window for the peer's WINDOW_UPDATE (py-libp2p's bound), and how often it looks
-#: whether the stream was closed meanwhile (py-libp2p's poll interval, now only for that).
-YAMUX_WINDOW_WAIT_S = 5.0
-YAMUX_CLOSED_POLL_S = 0.01
 #: Poly1305's tag on every Noise message.
 NOISE_TAG_BYTES = 16
 #: The most one socket read of a Noise session asks for: ~4 messages of 64 KiB per await and syscall.
@@ -102,22 +106,23 @@ def tame_logging() -> None:
 
 
 def tune_yamux() -> None:
-    """Send larger yamux frames, window updates only per half window, and wake a writer at zero window when the
-    window opens (module docstring).
+    """Send larger yamux frames, window updates only per half window, and keep received frames as they came
+    (module docstring, `_FrameBuffer`).
 
     py-libp2p reads the first two on every write/read: the frame cap from a module constant, the window-update
     rule from the environment (PY_YAMUX_RELEASE_ON_READ, its own tuning knob; an operator's setting is left
-    alone). Its muxer builds every stream as the module's `YamuxStream`: ours is a subclass.
+    alone).
     """
     yamux_module.MAX_MESSAGE_SIZE = max(yamux_module.MAX_MESSAGE_SIZE, YAMUX_MAX_FRAME_BYTES)
     os.environ.setdefault(YAMUX_RELEASE_ON_READ_ENV, "0")
-    yamux_module.YamuxStream = _WindowWakingYamuxStream  # type: ignore[misc]
     yamux_module.Yamux.__init__ = _yamux_init  # type: ignore[method-assign]
 
 
 def _yamux_init(self: Any, *args: Any, **kwargs: Any) -> None:
     _PY_YAMUX_INIT(self, *args, **kwargs)
     self.stream_buffers = _StreamBuffers(self.stream_buffers)
+    self.streams_lock = _EagerLock()
+    self._write_lock = _EagerLock()
 
 
 class _StreamBuffers(dict[int, Any]):
@@ -202,75 +207,6 @@ class _FrameBuffer:
             if not n:
                 break
         return b"".join(pieces)
-
-
-class _WindowWakingYamuxStream(_PyYamuxStream):
-    """A yamux stream whose writer, at zero send window, wakes when the peer's WINDOW_UPDATE arrives.
-
-    py-libp2p's writer polls: `trio.sleep(0.01)` until the window opens. Between two processes on one machine a
-    256 KiB window drains in well under a millisecond, so a bulk sender spent most of its time asleep: a model
-    fetch ran at ~30 MB/s, about 256 KiB per 10 ms (tools/bench/model_fetch.py). Here every increase of
-    `send_window` (py-libp2p's frame reader adds to it, under `window_lock`) sets an event the writer waits on;
-    a 10 ms poll remains for the stream being closed under it, which nothing announces. The write itself is
-    py-libp2p's, except that a frame's payload is sliced from a memoryview (one copy of the bytes instead of
-    two). Measured: see README.md's benchmark section.
-    """
-
-    def __init__(self, stream_id: int, conn: Any, is_initiator: bool) -> None:
-        self._window_opened = trio.Event()
-        self._send_window = 0
-        super().__init__(stream_id, conn, is_initiator)
-
-    @property
-    def send_window(self) -> int:
-        return self._send_window
-
-    @send_window.setter
-    def send_window(self, value: int) -> None:
-        if value > self._send_window:
-            self._window_opened.set()
-        self._send_window = value
-
-    async def write(self, data: bytes) -> None:
-        if self.send_closed:
-            raise MuxedStreamError("Stream is closed for sending")
-        view = memoryview(data)
-        total, sent = len(view), 0
-        while sent < total:
-            frame: bytes | None = None
-            while frame is None:
-                async with self.rw_lock.write_lock():
-                    if self.send_closed:
-                        raise MuxedStreamError("Stream is closed for sending")
-                    async with self.window_lock:
-                        if self.closed:
-                            raise MuxedStreamError("Stream is closed")
-                        if self._send_window > 0:
-                            size = min(self._send_window, yamux_module.MAX_MESSAGE_SIZE - yamux_module.HEADER_SIZE,
-                                       total - sent)
-                            self._send_window -= size
-                            frame = _data_header(self.stream_id, size) + view[sent:sent + size]
-                if frame is None:
-                    await self._wait_for_window()
-            await self.conn._write_frame(frame)
-            sent += len(frame) - yamux_module.HEADER_SIZE
-
-    async def _wait_for_window(self) -> None:
-        with trio.move_on_after(YAMUX_WINDOW_WAIT_S) as waited:
-            while True:
-                async with self.window_lock:
-                    if self._send_window > 0 or self.closed:
-                        break
-                    # Fresh under the lock that every increase of the window takes: none is missed.
-                    self._window_opened = opened = trio.Event()
-                with trio.move_on_after(YAMUX_CLOSED_POLL_S):
-                    await opened.wait()
-        if waited.cancelled_caught:
-            raise MuxedStreamError(f"Timed out waiting for window update after {YAMUX_WINDOW_WAIT_S:g} seconds.")
-
-
-def _data_header(stream_id: int, length: int) -> bytes:
-    return struct.pack(yamux_module.YAMUX_HEADER_FORMAT, 0, yamux_module.TYPE_DATA, 0, stream_id, length)
 
 
 def tune_noise() -> None:
@@ -428,6 +364,71 @@ async def _read_data_body(self: Any, length: int) -> bytes:
     """py-libp2p's `Yamux._read_data_body` (a DATA frame's body, bounded in time), through `_read_exactly`."""
     with trio.fail_after(yamux_module._yamux_data_read_timeout()):
         return await _read_exactly(self.secured_conn, length)
+
+
+def tune_locks() -> None:
+    """Give the locks every frame passes (`_EAGER_LOCKS`) the `_EagerLock` behaviour: py-libp2p builds them in
+    its constructors, so each constructor is wrapped to swap them after it ran."""
+    for cls, names in _EAGER_LOCKS:
+        cls.__init__ = _with_eager_locks(_PY_INITS.setdefault(cls, cls.__init__), names)  # type: ignore[misc]
+
+
+def _with_eager_locks(init: Any, names: tuple[str, ...]) -> Any:
+    def eager_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for name in names:
+            setattr(self, name, _EagerLock())
+
+    return eager_init
+
+
+class _EagerLock:
+    """A lock that a task takes without yielding when it is free, and otherwise as trio.Lock does (first come,
+    first served); it may be released by another task, as the semaphore py-libp2p uses in ReadWriteLock.
+
+    trio's Lock and Semaphore yield to the scheduler on every acquisition, free or not (a checkpoint). A yamux DATA
+    frame passes ten of them between the application's write and the peer's read (NetStream's state lock, the
+    stream's write and window locks, the connection's write lock, the TCP stream's write lock; on the other side
+    the TCP read lock, the connection's streams lock twice, the stream's window and state locks): 71 scheduler
+    steps per MiB moved (both ends, 256 KiB frames), 25 with these. A free lock is still a cancellation point.
+    Every critical section these locks guard is either short or ends in socket I/O, which yields, so no task
+    holds the loop for longer than before by more than a few lock operations.
+    """
+
+    __slots__ = ("_held", "_lot")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def acquire_nowait(self) -> None:
+        if self._held or self._lot:
+            raise trio.WouldBlock
+        self._held = True
+
+    async def acquire(self) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._held or self._lot:
+            await self._lot.park()  # `release` hands the lock over: it stays held, by us
+        else:
+            self._held = True
+
+    def release(self) -> None:
+        if not self._held:
+            raise RuntimeError("release of a lock nobody holds")
+        if self._lot:
+            self._lot.unpark(count=1)
+        else:
+            self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 def tune_dials(swarm: Any) -> None:
