@@ -87,8 +87,8 @@ DIAL_RETRY_DELAY_S = 0.05
 YAMUX_MAX_FRAME_BYTES = 512 * 1024 + 12
 #: Poly1305's tag on every Noise message.
 NOISE_TAG_BYTES = 16
-#: The most one socket read of a Noise session asks for: ~4 messages of 64 KiB per await and syscall.
-NOISE_READ_BYTES = 256 * 1024
+#: The most one socket read of a Noise session asks for: up to 16 messages of 64 KiB per await and syscall.
+NOISE_READ_BYTES = 1024 * 1024
 #: "0": a WINDOW_UPDATE when half the receive window is consumed (go-yamux), not after every read (module docstring).
 YAMUX_RELEASE_ON_READ_ENV = "PY_YAMUX_RELEASE_ON_READ"
 
