@@ -19,9 +19,11 @@ import pytest
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.security.noise import patterns as noise_patterns
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH
@@ -241,3 +243,29 @@ async def test_a_patched_overlay_moves_bulk_bytes_both_ways_with_a_stock_py_libp
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_read_returns_one_buffered_frame_at_a_time_then_eof_at_once():
+    """Frames are handed out as they came (no join of everything buffered); after the peer's FIN the reader
+    sees EOF at once, on this read and on the next."""
+    pieces = [bytes([i]) * 100_000 for i in range(3)]
+    async with network() as net:
+        server = await net.start_overlay()
+        client = await net.start_overlay(bootstrap=(server.overlay.addrs()[0],))
+        sent = trio.Event()
+
+        async def three_frames(stream: Any) -> None:
+            for piece in pieces:
+                await stream.write(piece)
+            await stream.close()
+            sent.set()
+
+        server.overlay.host.set_stream_handler(TProtocol("/frames/1.0.0"), three_frames)
+        with trio.fail_after(10):
+            stream = await client.overlay.open_stream(server.overlay.peer_id, "/frames/1.0.0")
+            await sent.wait()
+            await trio.sleep(0.2)  # all three frames and the FIN are buffered on our side by now
+            assert [await stream.read(1 << 20) for _ in pieces] == pieces
+            for _ in range(2):
+                with pytest.raises(StreamEOF):
+                    await stream.read(1 << 20)
