@@ -85,7 +85,7 @@ DIAL_RETRIES = 1
 DIAL_RETRY_DELAY_S = 0.05
 #: Largest yamux DATA frame we send, header included: above the tunnel's 256 KiB BODY frame plus headers, so one
 #: write of a BODY frame is one yamux frame (see the module docstring).
-YAMUX_MAX_FRAME_BYTES = 512 * 1024 + 12
+YAMUX_MAX_FRAME_BYTES = 512 * 1024
 #: Poly1305's tag on every Noise message.
 NOISE_TAG_BYTES = 16
 #: The most one socket read of a Noise session asks for: up to 16 messages of 64 KiB per await and syscall.

@@ -46,6 +46,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This checkout's meshp2p, not whichever one is installed (the bulk helper runs this file too).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from streaming import Sample, free_port, is_token, percentile, stream_once  # a sibling module: see streaming.py
 
 READY_TIMEOUT_S = 180.0
