@@ -1,9 +1,42 @@
-"""What meshp2p changes inside py-libp2p, in one place: its logging, yamux's frame size and window updates, and
-a deadline and one quick retry on every dial. `Overlay` applies them when it builds a host; nothing else here
-runs on import.
+"""What meshp2p changes inside py-libp2p, in one place: its logging, how its Noise and yamux move bytes, and a
+deadline and one quick retry on every dial. `Overlay` applies them when it builds a host; nothing else here runs on
+import. The wire stays standard Noise XX + yamux, byte for byte: these patches change how many syscalls, scheduler
+steps and copies carry the bytes, never the bytes (tests/p2p/test_libp2p_patches.py talks to py-libp2p's own Noise
+session and to a stock py-libp2p host in another process).
 
 Logging. `import libp2p` takes over its logger (and sets levels on its children); `tame_logging` hands it back,
 silenced unless `-v`: py-libp2p logs routine network weather (a peer without a protocol, a refused dial) at ERROR.
+
+Where bulk bytes go in py-libp2p 0.8.1 (cProfile in thread CPU time and py-spy, both ends of tools/bench/
+tunnel_bench.py and model_fetch.py, 2026-12). Not into crypto: the noise library calls `cryptography`'s
+ChaCha20-Poly1305 (OpenSSL, ~1.8 GB/s per core here, holding the GIL): a sixth of the CPU stock, a third after
+these patches. The rest was Python per Noise message and per yamux frame. Stock, a 64 KiB Noise message cost two
+socket reads (its 2-byte length, then its body) and four copies on the way in (`read_exactly`'s bytearray and
+bytes, SecureSession's BytesIO and its slices), and a socket write and two copies on the way out; every yamux
+frame was copied into its stream's bytearray and out again, joined with whatever else was buffered; and every lock
+on a frame's way (about ten) was a trio checkpoint: 175 scheduler steps per MiB across both ends. What each patch
+does instead, and what it saved (tools/bench/libp2p_bulk.py, both ends in one process, CPU seconds per GiB with
+the patch left out / with every patch, 10 interleaved rounds, 2026-12-03, load 2):
+
+- Noise (`tune_noise`, `_BatchedNoiseSession`): a write encrypts all its Noise messages into one buffer
+  (`encrypt_into`) sent with one socket write; a read asks the socket for up to 1 MiB and decrypts every message it
+  completes, and yamux reads frame headers and bodies straight from it (`_read_exactly`): 1.85 x.
+- Frames (`_FrameBuffer`, `_read_up_to_a_frame`): a stream's received frames stay the bytes objects they came
+  in, and a read returns one buffered frame (its own bytes, no copy) rather than a join of all of them: 1.05 x
+  (more where the reader falls behind: py-spy put the read path at 25 % of tunnel_bench.py's receiver without it,
+  9 % with it).
+- Locks (`tune_locks`, `_EagerLock`): a free lock on the frame path is taken without a scheduler step: 1.18 x
+  (66 -> 19 steps per MiB).
+All three: 2.33 x (9.99 -> 4.29 s/GiB). Between two processes (tunnel_bench.py --skip-mesh, with the tunnel's and
+the model fetch's decoders now copying each byte once): receiver 5.9-6.0 -> 3.0-3.2 s/GiB, sender 4.2-4.3 ->
+2.6-2.8, 0.08 -> 0.15 of raw TCP's MB/s; README.md has the figures. What is left is Python per frame (trio, the
+yamux state machine) and the AEAD itself.
+
+Tried, no measurable effect, not kept: waking a writer at zero window on the peer's WINDOW_UPDATE instead of
+py-libp2p's 10 ms poll (no benchmark ever waited at zero window: the receiver grows its window and the socket
+buffers push back first); frames of exactly 512 KiB payload and 1 MiB writes; a yamux write that hands header
+and payload to Noise without joining them (one copy less); `recv_into` a reused buffer instead of `recv`;
+turning the garbage collector off. Decrypting in a worker thread would not help: the AEAD holds the GIL.
 
 Yamux frame size. Bulk throughput over Noise + yamux is bound by per-frame work in Python (trio locks and
 wake-ups, a window update per read, one or two Noise messages), not by crypto. py-libp2p caps a DATA frame at
@@ -67,17 +100,6 @@ from noise.exceptions import NoiseInvalidMessage, NoiseMaxNonceError
 LOOKUP_DIAL_TIMEOUT_S = 5.0
 #: The bound `tune_dials` applies; `dial_timeout` (say, Overlay.connect: an address we were handed on purpose)
 #: changes it for the dials made under it.
-_PY_YAMUX_INIT = yamux_module.Yamux.__init__
-_PY_YAMUX_READ = yamux_module.YamuxStream.read
-#: The locks `tune_locks` makes eager, by the class whose constructor builds them.
-_EAGER_LOCKS: tuple[tuple[type, tuple[str, ...]], ...] = (
-    (NetStream, ("_state_lock",)),
-    (yamux_module.YamuxStream, ("window_lock",)),
-    (ReadWriteLock, ("_readers_lock", "_writer_lock")),
-    (TrioTCPStream, ("read_lock", "write_lock")),
-)
-#: py-libp2p's constructors, as they were before any patch.
-_PY_INITS: dict[type, Any] = {}
 _dial_timeout_s: ContextVar[float] = ContextVar("meshp2p_dial_timeout_s", default=LOOKUP_DIAL_TIMEOUT_S)
 #: One retry of a failed dial, soon. py-libp2p's default (3 retries, 0.1/0.2/0.4 s backoff) spends ~0.7 s on
 #: every departed peer a lookup is handed (a finished `discover` client stays in servers' routing tables).
@@ -92,6 +114,19 @@ NOISE_TAG_BYTES = 16
 NOISE_READ_BYTES = 1024 * 1024
 #: "0": a WINDOW_UPDATE when half the receive window is consumed (go-yamux), not after every read (module docstring).
 YAMUX_RELEASE_ON_READ_ENV = "PY_YAMUX_RELEASE_ON_READ"
+#: The locks `tune_locks` makes eager (`_EagerLock`), by the class whose constructor builds them; the yamux
+#: connection's own two (`streams_lock`, `_write_lock`) are swapped by `_yamux_init`.
+_EAGER_LOCKS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (NetStream, ("_state_lock",)),
+    (yamux_module.YamuxStream, ("window_lock",)),
+    (ReadWriteLock, ("_readers_lock", "_writer_lock")),
+    (TrioTCPStream, ("read_lock", "write_lock")),
+)
+
+#: py-libp2p's own functions, as imported: each patch calls or replaces these, never a patched one.
+_PY_YAMUX_INIT = yamux_module.Yamux.__init__
+_PY_YAMUX_READ = yamux_module.YamuxStream.read
+_PY_INITS: dict[type, Any] = {}
 
 
 def tame_logging() -> None:
@@ -125,8 +160,9 @@ async def _read_up_to_a_frame(self: Any, n: int | None = -1) -> bytes:
     the first buffered frame (`_FrameBuffer.first_frame_bytes`).
 
     py-libp2p joins everything buffered up to `n` into one new bytes object: a reader that fell behind by a few
-    frames paid a copy of each of them (11 % of the tunnel bench's receiving process). A frame returned on its own
-    is the frame's own bytes, not a copy; the reader asks again for the rest, as a stream reader does anyway.
+    frames paid a copy of each of them (11 % of tunnel_bench.py's receiving process, 3 % with this). A frame
+    returned on its own is the frame's own bytes, not a copy; the reader asks again for the rest, as a stream reader
+    does anyway.
     """
     if n is not None and n > 0:
         buffer = self.conn.stream_buffers.get(self.stream_id)
@@ -166,7 +202,7 @@ class _FrameBuffer:
     the bytearray, emptied by every read, is reallocated and grown anew for each frame. Here a frame's payload is
     stored as it came; a read of everything buffered returns it as is when it is one frame, or joins the frames
     (one copy). It offers what py-libp2p's yamux does with a buffer: `extend`, `len`, truth, `bytes(buf)`,
-    `clear`, and `buf[:n]` / `del buf[:n]`.
+    `clear`, and `buf[:n]` / `del buf[:n]`. With `_read_up_to_a_frame`: 5 % less CPU per GiB (module docstring).
     """
 
     __slots__ = ("_at", "_frames", "_size")
@@ -258,7 +294,8 @@ class _BatchedNoiseSession(SecureSession):
     here, byte for byte: the plaintext cut at `MAX_PLAINTEXT_LENGTH` (go-libp2p's cut too), each message's nonce
     the next of the session's own CipherState (the noise library's, so nonce rules and exhaustion stay its own),
     with the cipher called through the buffer interface (`encrypt_into` writes straight into the outgoing
-    buffer). What changes is only how many syscalls, awaits and copies carry them.
+    buffer). What changes is only how many syscalls, awaits and copies carry them: without this, bulk bytes cost
+    1.85 x the CPU (tools/bench/libp2p_bulk.py, module docstring).
     """
 
     def __init__(self, *, conn: Any, **kwargs: Any) -> None:
@@ -419,8 +456,9 @@ class _EagerLock:
     trio's Lock and Semaphore yield to the scheduler on every acquisition, free or not (a checkpoint). A yamux DATA
     frame passes ten of them between the application's write and the peer's read (NetStream's state lock, the
     stream's write and window locks, the connection's write lock, the TCP stream's write lock; on the other side
-    the TCP read lock, the connection's streams lock twice, the stream's window and state locks): 71 scheduler
-    steps per MiB moved (both ends, 256 KiB frames), 25 with these. A free lock is still a cancellation point.
+    the TCP read lock, the connection's streams lock twice, the stream's window and state locks): 66 scheduler
+    steps per MiB moved (both ends, 256 KiB frames), 19 with these, and 18 % less CPU (module docstring). A free
+    lock is still a cancellation point.
     Every critical section these locks guard is either short or ends in socket I/O, which yields, so no task
     holds the loop for longer than before by more than a few lock operations.
     """

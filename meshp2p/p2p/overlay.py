@@ -16,7 +16,7 @@ place that overrides them for the host and pubsub:
   scorer the mesh stays within GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH and changes only when members come and go.
 
 Beside it: p2p/dht.py (records, providers, the validator), p2p/_libp2p_patches.py (what we change inside
-py-libp2p: logging, yamux frames and window updates, bounded dials), p2p/streams.py (`serve`'s error ladder).
+py-libp2p: logging, how Noise and yamux move bytes, bounded dials), p2p/streams.py (`serve`'s error ladder).
 """
 
 from __future__ import annotations

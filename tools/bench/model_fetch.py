@@ -11,14 +11,15 @@ Overlay and a ModelFileServer that offers it, plus a plain trio TCP listener tha
 - `raw TCP`: the same bytes from the same holder over a plain TCP stream, written to disk, nothing checked;
 - `fetch x2`: `fetch_model_file` from both holders at once (with `--holders 2`).
 Interleaved rounds, medians; MB/s and CPU seconds per GiB moved in this process (the receiver, worker threads
-included) and in the holders (the senders, summed), which a busy machine distorts less than MB/s. The first fetch
+included) and in the holders (the senders, summed), which a busy machine distorts less than MB/s; and how long a
+fetch takes from its last chunk's arrival to a file checked against its content id. The first fetch
 (not counted) warms up connections and lets each holder cut the file's manifest once (it hashes the file).
 Every fetched file is deleted after its round, the temporary folder at the end, and every helper process is
 stopped (SIGINT, then wait).
 
 usage: python tools/bench/model_fetch.py [--mib 256] [--rounds 3] [--holders 2] [--profile DIR]
   The documented figure is `--mib 1024`. --profile DIR writes cProfile stats of the measured rounds
-  (fetcher.prof; holder-N.prof) to DIR.
+  (fetcher.prof; holder-N.prof) to DIR, timed in thread CPU time (waiting for a core is not charged).
 """
 
 from __future__ import annotations
