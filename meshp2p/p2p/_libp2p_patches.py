@@ -415,13 +415,10 @@ class _BatchedNoiseSession(SecureSession):
                 n = 0
         return pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
 
-    async def read_exactly(self, n: int) -> bytes:
-        """`n` bytes, or IncompleteReadError at EOF (what py-libp2p's `read_exactly` gives)."""
-        return await self.read(n)
-
 
 async def _read_exactly(reader: Any, n: int, retry_count: int = io_utils.DEFAULT_RETRY_READ_COUNT) -> bytes:
-    """py-libp2p's `read_exactly`, without its retry loop and two copies where the reader is our Noise session."""
+    """py-libp2p's `read_exactly`, without its retry loop and two copies where the reader is our Noise session
+    (whose `read(n)` returns exactly `n` bytes, or raises at EOF what py-libp2p's does)."""
     if isinstance(reader, _BatchedNoiseSession):
         return await reader.read(n)
     return await io_utils.read_exactly(reader, n, retry_count)
