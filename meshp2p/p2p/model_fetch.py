@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ SEND_PIECE_BYTES = 256 * 1024
 #: How many chunks pass between two saves of a partial fetch's state (and at every end).
 SAVE_EVERY_CHUNKS = 32
 HASH_READ_BYTES = 4 * 2**20
+#: Checked chunks that may wait in memory for the whole-file digest to reach them (`_ChunkStore`).
+MAX_AHEAD_BYTES = 64 * 2**20
 
 
 class FetchFailed(MeshP2PError):
@@ -170,7 +173,7 @@ class ModelFileServer:
         for start in range(0, length, SEND_PIECE_BYTES):
             piece = view[start:start + SEND_PIECE_BYTES]
             await self.cap.take(len(piece))
-            await stream.write(bytes(piece))
+            await stream.write(piece)  # a slice, not a copy: the muxer copies it into its frames
             self.stats.bytes_sent += len(piece)
 
 
@@ -328,10 +331,12 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
         changed[0] = trio.Event()
 
     fd = os.open(partial.data, os.O_WRONLY)
+    # A resumed fetch hashes the whole file at the end: the chunks a former one left are on disk, not in memory.
+    store = _ChunkStore(manifest, fd, digest=not resumed)
     try:
         async with trio.open_nursery() as nursery:
             for session in sessions:
-                nursery.start_soon(_pull, overlay, session, plan, fd, partial, progress, on_progress, touch,
+                nursery.start_soon(_pull, overlay, session, plan, store, partial, progress, on_progress, touch,
                                    changed, chunk_timeout_s)
     finally:
         os.close(fd)
@@ -342,7 +347,9 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
                           f"({len(plan.done)} of {manifest.count} chunks kept for a retry): "
                           + ", ".join(f"{p[:12]}… {r}" for p, r in dropped.items()),
                           hint="it is downloaded from Hugging Face instead, or fetched again later")
-    digest = await trio.to_thread.run_sync(_sha256_of, partial.data)
+    digest = store.digest()
+    if digest is None:
+        digest = await trio.to_thread.run_sync(_sha256_of, partial.data)
     try:
         mf.check_content(content_id, content_id.size, digest)
     except WireError:
@@ -356,7 +363,7 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
     return FetchReport(target, dict(plan.delivered), dropped, resumed)
 
 
-async def _pull(overlay: Overlay, session: _Session, plan: mf.ChunkPlan, fd: int, partial: PartialFetch,
+async def _pull(overlay: Overlay, session: _Session, plan: mf.ChunkPlan, store: _ChunkStore, partial: PartialFetch,
                 progress: list[int], on_progress: Callable[[int], None], touch: Callable[[], None],
                 changed: list[trio.Event], chunk_timeout_s: float) -> None:
     """One peer's share: keep up to MAX_PIPELINED chunks asked, check and write each, until nothing is left."""
@@ -375,16 +382,13 @@ async def _pull(overlay: Overlay, session: _Session, plan: mf.ChunkPlan, fd: int
             expected = asked.popleft()
             if not isinstance(event, mf.Chunk) or event.index != expected:
                 raise WireError("unexpected", f"expected chunk {expected}")
-            try:
-                plan.manifest.check_chunk(event.index, event.data)
-            except WireError as exc:
-                overlay.rejects.add("model_fetch", exc.reason)
+            bad = await trio.to_thread.run_sync(store.store, event.index, event.data)
+            if bad is not None:
+                overlay.rejects.add("model_fetch", bad.reason)
                 log.warning("model fetch: %s sent a bad chunk %d; fetching it from another member", peer,
                             event.index)
-                plan.chunk_bad(peer, event.index, exc.reason)
+                plan.chunk_bad(peer, event.index, bad.reason)
                 return
-            offset = mf.chunk_span(plan.manifest.size, event.index)[0]
-            await trio.to_thread.run_sync(os.pwrite, fd, event.data, offset)
             plan.chunk_ok(peer, event.index)
             progress[0] += len(event.data)
             on_progress(progress[0])
@@ -402,6 +406,51 @@ async def _pull(overlay: Overlay, session: _Session, plan: mf.ChunkPlan, fd: int
         plan.peer_gone(peer, "broken")
     finally:
         touch()
+
+
+class _ChunkStore:
+    """Checks each chunk against the manifest and writes it, in a worker thread (the event loop never hashes),
+    and feeds the file's SHA-256 the chunks in file order as they are written, so the whole-file check needs no
+    second pass over the file (a second read of it, and a serial wait at the end of ~1 s per GB).
+
+    Chunks written ahead of the digest's next one wait for it in memory, up to MAX_AHEAD_BYTES; past that (a peer
+    far behind the others) the digest is given up and the file is hashed at the end, as a resumed fetch is.
+    """
+
+    def __init__(self, manifest: mf.Manifest, fd: int, *, digest: bool) -> None:
+        self.manifest = manifest
+        self._fd = fd
+        self._sha: Any = hashlib.sha256() if digest else None
+        self._next = 0
+        self._ahead: dict[int, bytes] = {}
+        self._ahead_bytes = 0
+        self._lock = threading.Lock()  # stores run in several worker threads at once
+
+    def store(self, index: int, data: bytes) -> WireError | None:
+        """Chunk `index` checked and written; the broken rule if it is not the manifest's (nothing written)."""
+        try:
+            self.manifest.check_chunk(index, data)
+        except WireError as exc:
+            return exc
+        os.pwrite(self._fd, data, mf.chunk_span(self.manifest.size, index)[0])
+        with self._lock:
+            if self._sha is not None:
+                self._ahead[index] = data
+                self._ahead_bytes += len(data)
+                while (ready := self._ahead.pop(self._next, None)) is not None:
+                    self._sha.update(ready)
+                    self._ahead_bytes -= len(ready)
+                    self._next += 1
+                if self._ahead_bytes > MAX_AHEAD_BYTES:
+                    self._sha, self._ahead, self._ahead_bytes = None, {}, 0
+        return None
+
+    def digest(self) -> bytes | None:
+        """The file's SHA-256 if every chunk went through `store` in time, else None (hash the file)."""
+        if self._sha is None or self._next != self.manifest.count:
+            return None
+        digest: bytes = self._sha.digest()
+        return digest
 
 
 def _preallocate(path: Path, size: int) -> None:

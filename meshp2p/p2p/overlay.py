@@ -16,7 +16,7 @@ place that overrides them for the host and pubsub:
   scorer the mesh stays within GOSSIP_DEGREE_LOW..GOSSIP_DEGREE_HIGH and changes only when members come and go.
 
 Beside it: p2p/dht.py (records, providers, the validator), p2p/_libp2p_patches.py (what we change inside
-py-libp2p: logging, yamux frames and window updates, bounded dials), p2p/streams.py (`serve`'s error ladder).
+py-libp2p: logging, how Noise and yamux move bytes, bounded dials), p2p/streams.py (`serve`'s error ladder).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshp2p.hosts import LOOPBACK_HOST
-from meshp2p.p2p._libp2p_patches import dial_timeout, tame_logging, tune_dials, tune_yamux
+from meshp2p.p2p._libp2p_patches import dial_timeout, tame_logging, tune_dials, tune_locks, tune_noise, tune_yamux
 from meshp2p.p2p.dht import DhtRecords
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 from meshp2p.p2p.liveness import ConnectionWatcher
@@ -119,6 +119,8 @@ class Overlay:
     def __init__(self, identity: Identity, config: OverlayConfig, rejects: RejectCounter | None = None) -> None:
         tame_logging()
         tune_yamux()
+        tune_noise()
+        tune_locks()
         self.identity = identity
         self.config = config
         self.rejects = rejects or RejectCounter()

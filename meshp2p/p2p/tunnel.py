@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -64,6 +64,8 @@ class _PooledStream:
     stream: Any
     conn: TunnelClientConnection
     last_used: float
+    #: Events one read brought beyond the one `request` waited for (BODY frames that came with the head).
+    pending: list[Any] = field(default_factory=list)
 
 
 class TunnelReply:
@@ -111,8 +113,10 @@ class TunnelClient:
         try:
             await pooled.stream.write(pooled.conn.send_request(head, body))
             while True:
-                for event in await self._read(pooled, started=False):
+                events = await self._read(pooled, started=False)
+                for i, event in enumerate(events):
                     if isinstance(event, ResponseHead):
+                        pooled.pending = events[i + 1:]  # for `chunks()`: one read may bring the head and more
                         return TunnelReply(self, peer, pooled, event)
                     if isinstance(event, TunnelErrorFrame):
                         self._release(peer, pooled, reusable=pooled.conn.idle)
@@ -150,6 +154,9 @@ class TunnelClient:
 
     async def _read(self, pooled: _PooledStream, *, started: bool) -> list[Any]:
         """The next events; EOF or a protocol error becomes TunnelError (the stream is then reset)."""
+        if pooled.pending:
+            events, pooled.pending = pooled.pending, []
+            return events
         try:
             data = await pooled.stream.read(READ_BYTES)
             if not data:

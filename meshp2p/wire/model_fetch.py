@@ -212,31 +212,49 @@ class DialerReader:
     def __init__(self, content_id: ContentId) -> None:
         self.content_id = content_id
         self.manifest: Manifest | None = None
+        #: The frame arriving (header and payload so far): only control frames are buffered here.
         self._buffer = bytearray()
         self._chunk: tuple[int, int] | None = None  # index, length of the chunk whose bytes are arriving
+        #: The arriving chunk's bytes so far, as slices of what was fed (joined once, when the chunk is whole).
+        self._body: list[memoryview] = []
+        self._body_bytes = 0
         self._refused = False
 
     def feed(self, data: bytes) -> list[ManifestMessage | Refused | Chunk]:
-        self._buffer += data
+        """Everything `data` completes. A chunk's bytes are copied once, into the `Chunk`, however they were cut."""
         out: list[ManifestMessage | Refused | Chunk] = []
+        view = memoryview(data if type(data) is bytes else bytes(data))
+        at, end = 0, len(view)
         while True:
             if self._chunk is not None:
                 index, length = self._chunk
-                if len(self._buffer) < length:
+                took = min(length - self._body_bytes, end - at)
+                if took:
+                    self._body.append(view[at:at + took])
+                    self._body_bytes += took
+                    at += took
+                if self._body_bytes < length:
                     return out
-                out.append(Chunk(index, bytes(self._buffer[:length])))
-                del self._buffer[:length]
-                self._chunk = None
+                out.append(Chunk(index, b"".join(self._body)))
+                self._body, self._body_bytes, self._chunk = [], 0, None
                 continue
             if len(self._buffer) < FRAME_HEADER_BYTES:
-                return out
+                took = min(FRAME_HEADER_BYTES - len(self._buffer), end - at)
+                self._buffer += view[at:at + took]
+                at += took
+                if len(self._buffer) < FRAME_HEADER_BYTES:
+                    return out
             length = int.from_bytes(self._buffer[:FRAME_HEADER_BYTES], "big")
             if length > MAX_FRAME_BYTES:
                 raise WireError("oversized", f"frame of {length} bytes > {MAX_FRAME_BYTES}")
-            if len(self._buffer) < FRAME_HEADER_BYTES + length:
+            missing = FRAME_HEADER_BYTES + length - len(self._buffer)
+            took = min(missing, end - at)
+            self._buffer += view[at:at + took]
+            at += took
+            if took < missing:
                 return out
-            payload = bytes(self._buffer[FRAME_HEADER_BYTES:FRAME_HEADER_BYTES + length])
-            del self._buffer[:FRAME_HEADER_BYTES + length]
+            payload = bytes(self._buffer[FRAME_HEADER_BYTES:])
+            self._buffer = bytearray()
             answer = self._message(decode_message(payload))
             if answer is not None:
                 out.append(answer)

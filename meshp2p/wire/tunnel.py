@@ -181,7 +181,7 @@ _READERS: dict[int, Callable[[dict[str, Any]], TunnelEvent]] = {
 # ---------------------------------------------------------------- encoders
 
 
-def _frame(kind: FrameType, payload: bytes) -> bytes:
+def _frame(kind: FrameType, payload: bytes | memoryview) -> bytes:
     return bytes([kind]) + len(payload).to_bytes(4, "big") + payload
 
 
@@ -199,7 +199,8 @@ def encode_request_head(head: RequestHead) -> bytes:
 
 def encode_body(data: bytes) -> list[bytes]:
     """BODY frames of at most MAX_BODY_FRAME bytes each; no frames for empty data (a BODY frame is never empty)."""
-    return [_frame(FrameType.BODY, data[i : i + MAX_BODY_FRAME]) for i in range(0, len(data), MAX_BODY_FRAME)]
+    view = memoryview(data)  # slices of a view: each frame copies its bytes once, not twice
+    return [_frame(FrameType.BODY, view[i : i + MAX_BODY_FRAME]) for i in range(0, len(view), MAX_BODY_FRAME)]
 
 
 def encode_end(request_id: int) -> bytes:
@@ -226,49 +227,72 @@ def encode_request(head: RequestHead, body: bytes = b"") -> bytes:
 
 
 class FrameDecoder:
-    """Feed stream bytes in any chunking; get events out. Once it fails it stays failed."""
+    """Feed stream bytes in any chunking; get events out. Once it fails it stays failed.
+
+    A frame's payload is kept as slices of the fed bytes and joined once, when the frame is whole: a BODY frame's
+    bytes are copied once on their way through, however they were cut."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        #: The arriving frame's header so far, then whole (FRAME_HEADER_BYTES) while its payload arrives.
+        self._head = bytearray()
+        self._length = 0
+        self._payload: list[memoryview] = []
+        self._payload_bytes = 0
         self._failed: WireError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame: non-zero at end of stream means the peer hung up mid-frame."""
-        return len(self._buffer)
+        return len(self._head) + self._payload_bytes
 
     def feed(self, data: bytes) -> list[TunnelEvent]:
         if self._failed is not None:
             raise WireError(self._failed.reason, "the stream already failed")
-        self._buffer += data
+        view = memoryview(data if type(data) is bytes else bytes(data))  # slices of it outlive this call
+        at, end = 0, len(view)
         events: list[TunnelEvent] = []
         try:
-            while self._buffer:
-                kind = self._buffer[0]
-                if kind not in _FRAME_TYPES:
-                    raise WireError("malformed", f"unknown frame type 0x{kind:02x}")
-                if len(self._buffer) < FRAME_HEADER_BYTES:
+            while True:
+                if len(self._head) < FRAME_HEADER_BYTES:
+                    if at == end:
+                        break
+                    if not self._head and view[at] not in _FRAME_TYPES:
+                        raise WireError("malformed", f"unknown frame type 0x{view[at]:02x}")
+                    took = min(FRAME_HEADER_BYTES - len(self._head), end - at)
+                    self._head += view[at:at + took]
+                    at += took
+                    if len(self._head) < FRAME_HEADER_BYTES:
+                        break
+                    self._length = self._check_head()
+                took = min(self._length - self._payload_bytes, end - at)
+                if took:
+                    self._payload.append(view[at:at + took])
+                    self._payload_bytes += took
+                    at += took
+                if self._payload_bytes < self._length:
                     break
-                length = int.from_bytes(self._buffer[1:FRAME_HEADER_BYTES], "big")
-                limit = MAX_BODY_FRAME if kind == FrameType.BODY else MAX_CONTROL_FRAME
-                if length > limit:
-                    raise WireError("oversized", f"frame type 0x{kind:02x} of {length} bytes > {limit}")
-                if length == 0 and kind == FrameType.BODY:
-                    raise WireError("malformed", "empty BODY frame")
-                end = FRAME_HEADER_BYTES + length
-                if len(self._buffer) < end:
-                    break
-                payload = bytes(self._buffer[FRAME_HEADER_BYTES:end])
-                del self._buffer[:end]
+                kind, payload = self._head[0], b"".join(self._payload)
+                self._head, self._payload, self._payload_bytes = bytearray(), [], 0
                 if kind == FrameType.BODY:
                     events.append(BodyChunk(payload))
                 else:
                     events.append(_READERS[kind](loads_map(payload, max_bytes=MAX_CONTROL_FRAME)))
         except WireError as exc:
             self._failed = exc
-            self._buffer.clear()
+            self._head, self._payload, self._payload_bytes = bytearray(), [], 0
             raise
         return events
+
+    def _check_head(self) -> int:
+        """The whole header's payload length, within its frame type's limit."""
+        kind = self._head[0]
+        length = int.from_bytes(self._head[1:FRAME_HEADER_BYTES], "big")
+        limit = MAX_BODY_FRAME if kind == FrameType.BODY else MAX_CONTROL_FRAME
+        if length > limit:
+            raise WireError("oversized", f"frame type 0x{kind:02x} of {length} bytes > {limit}")
+        if length == 0 and kind == FrameType.BODY:
+            raise WireError("malformed", "empty BODY frame")
+        return length
 
 
 # ---------------------------------------------------------------- exchange state machines

@@ -167,3 +167,43 @@ async def test_a_holder_killed_mid_fetch_leaves_a_partial_file_another_holder_co
         assert not target.exists() and (tmp_path / "x.gguf.partial").exists()
         report = await fetch_model_file(b.overlay, cid, [second.overlay.peer_id], target)
         assert report.path.read_bytes() == data and report.resumed_chunks >= mf.chunk_count(SIZE) // 2
+
+
+async def test_a_holder_whose_bytes_are_not_the_content_id_is_caught_by_the_whole_file_check(model, tmp_path: Path):
+    """Its manifest is cut from its own bytes, so every chunk passes: only the whole-file digest tells."""
+    *_, cid = model
+    impostor = tmp_path / "impostor.gguf"
+    impostor.write_bytes(os.urandom(SIZE))
+    members: set[str] = set()
+    async with network() as net:
+        (a,) = await _holders(net, 1, {cid: impostor}, members)
+        b = await _fetcher(net, [a])
+        members.add(b.peer_id)
+        with pytest.raises(FetchFailed, match="do not make that file"):
+            await fetch_model_file(b.overlay, cid, [a.overlay.peer_id], tmp_path / "got.gguf")
+        assert not (tmp_path / "got.gguf").exists() and not (tmp_path / "got.gguf.partial").exists()
+
+
+@pytest.mark.parametrize("ahead_bytes", [64 * 2**20, 2 * mf.MIN_CHUNK_BYTES], ids=["in-memory", "given-up"])
+def test_the_chunk_store_digests_chunks_stored_in_any_order(tmp_path: Path, monkeypatch, ahead_bytes: int):
+    from meshp2p.p2p import model_fetch as pmf
+
+    monkeypatch.setattr(pmf, "MAX_AHEAD_BYTES", ahead_bytes)
+    data = os.urandom(SIZE)
+    manifest = mf.manifest_of(SIZE, (data[i:i + mf.MIN_CHUNK_BYTES] for i in range(0, SIZE, mf.MIN_CHUNK_BYTES)))
+    target = tmp_path / "f"
+    target.write_bytes(b"\0" * SIZE)
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        store = pmf._ChunkStore(manifest, fd, digest=True)
+        order = list(range(manifest.count))
+        order[0], order[-1] = order[-1], order[0]  # every other chunk waits for chunk 0
+        assert store.store(1, data[:mf.MIN_CHUNK_BYTES]) is not None, "a chunk that is not the manifest's"
+        for index in order:
+            offset, length = mf.chunk_span(SIZE, index)
+            assert store.store(index, data[offset:offset + length]) is None
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == data
+    expected = hashlib.sha256(data).digest() if ahead_bytes > SIZE else None
+    assert store.digest() == expected

@@ -13,7 +13,16 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.p2p.tunnel import TUNNEL_PROTOCOL, TunnelAnswer, TunnelClient, TunnelError, TunnelServer
-from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
+from meshp2p.wire.tunnel import (
+    End,
+    RequestHead,
+    ResponseHead,
+    TunnelErrorFrame,
+    TunnelServerConnection,
+    encode_body,
+    encode_error,
+    encode_request_head,
+)
 
 JSON = (("content-type", "application/json"),)
 
@@ -128,5 +137,28 @@ async def test_a_peer_that_vanishes_mid_answer_is_a_truncation():
         with pytest.raises(TunnelError) as err, trio.fail_after(10):
             await chunks.__anext__()
         assert err.value.code == "truncated" and err.value.started
+        await reply.aclose()
+        await client.aclose()
+
+
+async def test_body_frames_that_arrive_with_the_response_head_are_not_lost():
+    """One read can bring the head and the whole body (a busy reader, frames queued behind each other): the
+    client hands every BODY frame to `chunks()`, not only those read after the head."""
+    async with network() as net:
+        server_node, _client_node, client = await _setup(net, set())
+
+        async def one_write(stream) -> None:
+            conn = TunnelServerConnection()
+            events: list[object] = []
+            while not any(isinstance(event, End) for event in events):
+                events += conn.receive(await stream.read(65536))
+            head = ResponseHead(1, 200, JSON)
+            await stream.write(b"".join([conn.send_response_head(head), *conn.send_body(b"x" * 300_000),
+                                         conn.send_end()]))
+            await read_until_eof(stream)
+
+        server_node.overlay.host.set_stream_handler(TUNNEL_PROTOCOL, one_write)
+        reply = await client.request(server_node.overlay.peer_id, "POST", "/v1/one", b"{}", model="m")
+        assert await reply.read() == b"x" * 300_000
         await reply.aclose()
         await client.aclose()
