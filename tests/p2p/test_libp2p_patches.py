@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from helpers.network import network
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -31,8 +32,6 @@ from libp2p.security.secure_session import SecureSession
 from noise.exceptions import NoiseInvalidMessage
 
 from meshp2p.p2p._libp2p_patches import _BatchedNoiseSession, _FrameBuffer
-
-from .helpers import network
 
 #: Around every cut: one Noise message's plaintext, and one socket read of our session (256 KiB).
 SIZES = [1, 11, MAX_PLAINTEXT_LENGTH - 1, MAX_PLAINTEXT_LENGTH, MAX_PLAINTEXT_LENGTH + 1, 2 * MAX_PLAINTEXT_LENGTH,
