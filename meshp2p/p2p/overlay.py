@@ -51,7 +51,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from meshp2p.hosts import LOOPBACK_HOST
-from meshp2p.p2p._libp2p_patches import dial_timeout, tame_logging, tune_dials, tune_locks, tune_noise, tune_yamux
+from meshp2p.p2p._libp2p_patches import dial_timeout, tame_logging, tune_dials, tune_noise, tune_yamux
 from meshp2p.p2p.dht import DhtRecords
 from meshp2p.p2p.interfaces import is_loopback_host, lan_ipv4s
 from meshp2p.p2p.liveness import ConnectionWatcher
@@ -120,7 +120,7 @@ class Overlay:
         tame_logging()
         tune_yamux()
         tune_noise()
-        tune_locks()
+        # tune_locks() is not applied: see its docstring.
         self.identity = identity
         self.config = config
         self.rejects = rejects or RejectCounter()
