@@ -10,6 +10,7 @@ How the pieces decide, without processes: tests/inference/test_speculation.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -106,7 +107,10 @@ def test_status_shows_the_acceptance_of_a_draft(three_nodes, models):
                            capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, cwd=REPO,
                            env={**clean_environ(), "COLUMNS": "200"})
     assert table.returncode == 0, table.stderr
-    assert f"tiny, 100% of {shown['drafted_tokens']} accepted" in table.stdout
+    # llama-server may still be adding this request's drafts to /metrics between the two reads: at least as many.
+    drafted_in_table = re.search(r"tiny, 100% of (\d+) accepted", table.stdout)
+    assert drafted_in_table is not None, table.stdout
+    assert int(drafted_in_table[1]) >= shown["drafted_tokens"]
 
 
 def wait_for_drafts(node: NodeProcess, more_than: int = 0) -> dict[str, Any]:
