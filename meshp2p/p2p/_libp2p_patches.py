@@ -1,6 +1,8 @@
 """What meshp2p changes inside py-libp2p, in one place: its logging, how its Noise and yamux move bytes, and a
 deadline and one quick retry on every dial. `Overlay` applies them when it builds a host; nothing else here runs on
-import. The wire stays standard Noise XX + yamux, byte for byte: these patches change how many syscalls, scheduler
+import. (Over 400 lines on purpose: each patch carries, beside its code, what py-libp2p does, what we do instead and
+what it measured, so that a py-libp2p upgrade can be checked patch by patch in one file.) The wire stays standard
+Noise XX + yamux, byte for byte: these patches change how many syscalls, scheduler
 steps and copies carry the bytes, never the bytes (tests/p2p/test_libp2p_patches.py talks to py-libp2p's own Noise
 session and to a stock py-libp2p host in another process).
 

@@ -7,7 +7,6 @@ outlives a test. Waiting is always for a condition with a deadline, never for a 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from libp2p.host.basic_host import BasicHost
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.records.validator import Validator
 
+from helpers.processes import port_is_free
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.wire.identity import Identity
@@ -115,17 +115,6 @@ async def read_until_eof(stream: Any, timeout_s: float = 10.0) -> bytes:
             if not data:
                 return received
             received += data
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens on it any more (TIME_WAIT leftovers of closed connections do not count)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
