@@ -34,8 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ from typing import Any
 #: one is installed.
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tunnel_bench import cpu_s, processes  # noqa: E402  (a sibling script: the same process handling)
 
 PIECE_BYTES = 1024 * 1024
 STOP_TIMEOUT_S = 30.0
@@ -51,37 +52,6 @@ TARGET_RATIO = 0.5
 
 
 # ---------------------------------------------------------------- processes
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """Ctrl-C, then wait; kill only if it ignores that."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def processes() -> Iterator[list[subprocess.Popen[Any]]]:
-    """Every process appended to the list is stopped on the way out, last started first."""
-    started: list[subprocess.Popen[Any]] = []
-    try:
-        yield started
-    finally:
-        for proc in reversed(started):
-            stop(proc)
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far; 0 where /proc is not there."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_file(path: Path, size: int) -> str:
