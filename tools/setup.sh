@@ -2,7 +2,8 @@
 # Everything a fresh machine (Python 3.11+, gcc, cmake) needs to run meshp2p from this checkout:
 #   1. libgmp-dev, which libp2p's fastecdsa compiles against (apt-get, as root or through sudo);
 #   2. a virtual environment in .venv with meshp2p installed editable (with --test: plus the test tools);
-#   3. llama.cpp built once from the pinned release (vendor/llama.cpp/build.sh) into ~/.cache/meshp2p.
+#   3. with --test and npm present: the Node clients tests/node uses (npm ci, from its lock file);
+#   4. llama.cpp built once from the pinned release (vendor/llama.cpp/build.sh) into ~/.cache/meshp2p.
 # Safe to run again: each step is skipped when already done.
 # usage: tools/setup.sh [--test]
 set -euo pipefail
@@ -29,6 +30,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== installing meshp2p$extras into .venv"
   .venv/bin/python -m pip install --quiet -e ".$extras"
   echo "$want" > "$stamp"
+fi
+
+if [ -n "$extras" ] && command -v npm >/dev/null && [ ! -f tests/node/node_modules/.package-lock.json ]; then
+  echo "== installing the Node test clients (tests/node)"
+  npm ci --silent --no-audit --no-fund --prefix tests/node
 fi
 
 # Build when no binaries are found, or when the cached build predates our current patches (BUILD_INFO lists them).

@@ -29,6 +29,8 @@ NOT_FOUND = "not_found_error"
 SERVER_ERROR = "server_error"
 UNAVAILABLE = "service_unavailable_error"
 PERMISSION = "permission_error"
+AUTHENTICATION = "authentication_error"
+RATE_LIMIT = "rate_limit_error"
 
 #: The console's answer to a refused blackboard action, by PostRefused.reason (any other reason: 400).
 POST_REFUSED_STATUS = {"not_found": 404, "too_long": 413, "rate_limited": 429}
