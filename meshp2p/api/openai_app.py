@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API every node answers on (default http://127.0.0.1:9337/v1)."""
+"""The model API every node answers on (default http://127.0.0.1:9337): OpenAI's paths, Anthropic's `/v1/messages`
+and llama-server's own, each routed across the mesh by its `model` field (backends/endpoints.py is the table)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,21 @@ from typing import Any
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from meshp2p.api.errors import sse_error_event
+from meshp2p.api.errors import anthropic_upstream_error, sse_error_event
 from meshp2p.api.model_ids import DEFAULT_ALIAS, Router
 from meshp2p.api.responses import answer_errors, json_response
-from meshp2p.api.validation import parse_request_body, validate_openai_request
+from meshp2p.api.validation import parse_request_body, validate_request
 from meshp2p.backends import failover
 from meshp2p.backends.base import BackendRequest, passed_on, when_done
+from meshp2p.backends.endpoints import ENDPOINTS, Family
 from meshp2p.errors import BackendError
 from meshp2p.wire.tunnel import MAX_REQUEST_BODY
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big. The same
 #: limit as a tunnelled request's (protocols/http-tunnel.md), so what this node accepts, a peer accepts too.
 MAX_REQUEST_BYTES = MAX_REQUEST_BODY
-#: OpenAI paths we forward, each to the same path on llama-server.
-FORWARDED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+#: The paths we forward, each to the same path on llama-server (backends/endpoints.py says why these).
+FORWARDED_PATHS = tuple(ENDPOINTS)
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -53,10 +55,11 @@ def create_openai_app(router: Router) -> QuartTrio:
         return json_response({"status": "ok" if ready else "loading"}, 200 if ready else 503)
 
     async def proxied(path: str) -> Response:
+        row = ENDPOINTS[path]
         data = await request.get_data(cache=False, as_text=False)
         raw = data.encode() if isinstance(data, str) else data
         payload = parse_request_body(raw)
-        validate_openai_request(path, payload)
+        validate_request(row, payload)
         requested = payload.get("model")
         gateway = router.gateway
         if gateway is not None and isinstance(requested, str) and requested not in ("", DEFAULT_ALIAS):
@@ -74,7 +77,10 @@ def create_openai_app(router: Router) -> QuartTrio:
         if reply.chunks is not None:
             return Response(passed_on(reply, _error_event), status=reply.status,
                             headers={**reply.headers, **_STREAM_HEADERS})
-        return Response(reply.body or b"", status=reply.status, headers=reply.headers)
+        status, body = reply.status, reply.body or b""
+        if row.family is Family.ANTHROPIC and status >= 400:
+            status, body = anthropic_upstream_error(status, body)
+        return Response(body, status=status, headers=reply.headers)
 
     for path in FORWARDED_PATHS:
         app.add_url_rule(path, endpoint=path, view_func=_bind(proxied, path), methods=["POST"])
@@ -87,9 +93,11 @@ def _error_event(exc: BackendError) -> bytes:
 
 
 def _session_key(payload: dict[str, Any]) -> str | None:
-    """Requests of one conversation stick to one server: OpenAI's `user` field, or a `session_id` extension."""
-    for key in ("user", "session_id"):
-        value = request.headers.get("x-session-id") if key == "session_id" else payload.get(key)
+    """Requests of one conversation stick to one server (its KV cache stays warm): an `x-session-id` header,
+    OpenAI's `user` or `prompt_cache_key`, or Anthropic's `metadata.user_id`."""
+    metadata = payload.get("metadata")
+    for value in (request.headers.get("x-session-id"), payload.get("user"), payload.get("prompt_cache_key"),
+                  metadata.get("user_id") if isinstance(metadata, dict) else None):
         if isinstance(value, str) and value:
             return value
     return None

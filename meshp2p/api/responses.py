@@ -1,4 +1,5 @@
-"""The one way the HTTP apps answer with JSON (OpenAI API, console, blackboard), errors included."""
+"""The one way the HTTP apps answer with JSON (the model API, console, blackboard), errors included: every error in
+the shape of the family its path belongs to (backends/endpoints.py's `family_of`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, SERVER_ERROR, api_error, error_body
+from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, SERVER_ERROR, ApiError, api_error
+from meshp2p.backends.endpoints import family_of
 from meshp2p.errors import MeshP2PError
 
 
@@ -23,7 +25,8 @@ def answer_errors(app: QuartTrio, *, max_request_bytes: int | None = None) -> No
     @app.errorhandler(MeshP2PError)
     async def mesh_error(exc: MeshP2PError) -> Response:
         error = api_error(exc)
-        return json_response(error.body(), error.status, error.headers)
+        status, body = error.render(family_of(request.path))
+        return json_response(body, status, error.headers)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -34,4 +37,6 @@ def answer_errors(app: QuartTrio, *, max_request_bytes: int | None = None) -> No
         if max_request_bytes is not None:
             messages[413] = f"request body is larger than the {max_request_bytes // (1024 * 1024)} MiB limit"
         message = messages.get(status, exc.description or exc.name)
-        return json_response(error_body(message, type=kind, code=exc.name.lower().replace(" ", "_")), status)
+        error = ApiError(status, message, type=kind, code=exc.name.lower().replace(" ", "_"))
+        status, body = error.render(family_of(request.path))
+        return json_response(body, status)

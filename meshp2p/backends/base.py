@@ -13,17 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# Re-exported: the paths failover treats specially were defined here before endpoints.py's table.
+from meshp2p.backends.endpoints import CHAT_PATH as CHAT_PATH
+from meshp2p.backends.endpoints import COMPLETIONS_PATH as COMPLETIONS_PATH
 from meshp2p.errors import BackendError
 
-#: The OpenAI paths a backend treats specially: failover continues chat and completion streams, and only
-#: embedding models answer embeddings.
-CHAT_PATH = "/v1/chat/completions"
-COMPLETIONS_PATH = "/v1/completions"
-EMBEDDINGS_PATH = "/v1/embeddings"
-
-#: Headers of one hop only (RFC 9110 §7.6.1, and the framing a relay redoes): never passed on.
 #: The headers of a JSON body (requests sent on through the tunnel, error answers).
 JSON_HEADERS = (("content-type", "application/json"),)
+#: Headers of one hop only (RFC 9110 §7.6.1, and the framing a relay redoes): never passed on.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                         "upgrade", "content-length", "server", "date"})
 #: What never crosses the tunnel either: the asking node's host and its client's credentials

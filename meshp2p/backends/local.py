@@ -17,7 +17,6 @@ from typing import NoReturn
 import trio
 
 from meshp2p.backends.base import (
-    EMBEDDINGS_PATH,
     JSON_HEADERS,
     NOT_TUNNELLED,
     BackendRequest,
@@ -26,10 +25,12 @@ from meshp2p.backends.base import (
     passed_on,
     when_done,
 )
+from meshp2p.backends.endpoints import Needs, endpoint
 from meshp2p.backends.http11 import UpstreamError, UpstreamPool, UpstreamResponse
 from meshp2p.errors import BackendBroke, BackendError, BackendUnavailable, MeshP2PError, UnsupportedRequest
 from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.llama_server import LlamaServer
+from meshp2p.inference.models import ModelSpec
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.tunnel import TunnelAnswer, TunnelError, TunnelHandler
 from meshp2p.wire.tunnel import RequestHead
@@ -45,9 +46,9 @@ class LocalBackend:
 
     async def send(self, request: BackendRequest) -> Reply:
         server = self.server
-        if request.path == EMBEDDINGS_PATH and not server.model.embeddings:
-            raise UnsupportedRequest(f"model '{server.model.id}' does not serve embeddings", param="model",
-                                     code="embeddings_not_supported")
+        refusal = cannot_answer(server.model, request.path)
+        if refusal is not None:
+            raise refusal
         request = with_default_stop(request, server.model.default_stop)
         if not server.is_ready or server.port is None:
             raise self._unavailable(str(server.state.value))
@@ -83,6 +84,24 @@ class LocalBackend:
                 await response.aclose()
 
 
+def cannot_answer(model: ModelSpec, path: str) -> UnsupportedRequest | None:
+    """Why `model` cannot answer `path` (endpoints.py's `needs`), before llama-server is asked; None when it can.
+
+    llama-server answers these itself too, but only with 501 "start it with --embeddings", which tells the client
+    nothing it can act on; and across the mesh the question would cost a tunnel round trip.
+    """
+    row = endpoint(path)
+    needs = row.needs if row is not None else Needs.ANY
+    if needs is Needs.EMBED and not model.embeddings:
+        return UnsupportedRequest(f"model '{model.id}' does not serve embeddings; use an embedding model "
+                                  "(one with a pooling type)", param="model", code="embeddings_not_supported")
+    if needs is Needs.RERANK and not model.reranking:
+        return UnsupportedRequest(f"model '{model.id}' is not a reranker; use a reranking model "
+                                  "(pooling type rank, e.g. bge-reranker)", param="model",
+                                  code="rerank_not_supported")
+    return None
+
+
 def with_default_stop(request: BackendRequest, stop: tuple[str, ...]) -> BackendRequest:
     """The request with the model's default stop strings, unless the client set its own."""
     if not stop or request.payload.get("stop") is not None:
@@ -100,6 +119,8 @@ def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool, *,
     """
 
     async def handle(peer: PeerID, head: RequestHead, body: bytes) -> TunnelAnswer:
+        if endpoint(head.path) is None:
+            raise TunnelError("not_allowed", f"{head.path} is not a model endpoint this node forwards")
         try:
             payload = json.loads(body)
         except ValueError as exc:

@@ -33,6 +33,8 @@ MAX_TENSOR_DIMS = 4
 MAX_ARRAY_NESTING = 8
 
 #: `general.architecture` values whose models only embed (llama-server needs `--embeddings` for them).
+#: llama.cpp's LLAMA_POOLING_TYPE_RANK: the model scores (query, document) pairs (/v1/rerank).
+POOLING_TYPE_RANK = 4
 EMBEDDING_ARCHITECTURES = frozenset(
     {
         "bert",
@@ -224,6 +226,11 @@ class GGUFHeader:
     def is_embedding_model(self) -> bool:
         """Decoder models converted for embedding (e.g. Qwen3-Embedding) are told apart by a pooling type."""
         return f"{self.architecture}.pooling_type" in self.metadata or self.architecture in EMBEDDING_ARCHITECTURES
+
+    @property
+    def is_reranking_model(self) -> bool:
+        """Rerankers (bge-reranker, Qwen3-Reranker) pool by rank: llama.cpp's pooling type 4."""
+        return _as_int(self.metadata.get(f"{self.architecture}.pooling_type")) == POOLING_TYPE_RANK
 
 
 def _as_int(value: object) -> int | None:

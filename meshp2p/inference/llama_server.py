@@ -126,7 +126,9 @@ class LlamaServer:
             args += ["-t", str(o.threads)]
         if o.gpu_layers is not None:
             args += ["-ngl", str(o.gpu_layers)]
-        if m.embeddings:
+        if m.reranking:
+            args += ["--reranking"]
+        elif m.embeddings:
             args += ["--embeddings"]
         if m.chat_template is not None:
             args += ["--jinja", "--chat-template", m.chat_template]

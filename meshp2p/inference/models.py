@@ -36,6 +36,8 @@ class ModelSpec:
     size_bytes: int
     architecture: str
     embeddings: bool = False
+    #: A reranker (pooling type `rank`): served with `--reranking`, answers /v1/rerank.
+    reranking: bool = False
     #: Jinja chat template given to llama-server when the GGUF's own is missing or unsuitable.
     chat_template: str | None = None
     #: Stop strings added to requests that give none (e.g. a base model behind a plain-text chat template).
@@ -61,6 +63,7 @@ def spec_from_gguf(path: Path, *, model_id: str | None = None) -> ModelSpec:
         size_bytes=header.file_size,
         architecture=header.architecture,
         embeddings=header.is_embedding_model,
+        reranking=header.is_reranking_model,
     )
 
 

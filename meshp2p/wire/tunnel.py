@@ -31,6 +31,8 @@ MAX_BODY_FRAME = 256 * 1024
 #: Sum of the BODY frames of one request; responses are streamed and have no limit.
 MAX_REQUEST_BODY = 32 * 1024 * 1024
 MAX_PATH_CHARS = 256
+#: llama-server's own paths without a /v1/ form that a REQUEST_HEAD may name beside /v1/... (protocols/http-tunnel.md).
+ROOT_PATHS = ("/tokenize", "/detokenize", "/apply-template")
 MAX_HEADERS = 32
 MAX_HEADER_CHARS = 1024
 MAX_MODEL_CHARS = 256
@@ -122,8 +124,8 @@ def _headers(value: object) -> Headers:
 
 def _path(m: dict[str, Any]) -> str:
     path = get_text(m, "path", max_chars=MAX_PATH_CHARS)
-    if not path.startswith("/v1/"):
-        raise WireError("malformed", "'path' does not start with /v1/")
+    if not path.startswith("/v1/") and path.split("?", 1)[0] not in ROOT_PATHS:
+        raise WireError("malformed", f"'path' does not start with /v1/ and is not one of {', '.join(ROOT_PATHS)}")
     # The server hands the path to an HTTP backend: no spaces or controls, and no way out of /v1/.
     if not all("!" <= c <= "~" for c in path) or "#" in path or "\\" in path:
         raise WireError("malformed", "'path' has characters outside visible ASCII, '#' or '\\'")

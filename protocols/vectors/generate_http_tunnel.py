@@ -95,6 +95,7 @@ def frame_vectors() -> list[dict[str, Any]]:
     events: list[tuple[str, t.TunnelEvent]] = [
         ("request_head_post", CHAT),
         ("request_head_get", MODELS),
+        ("request_head_root_path", t.RequestHead(2, "POST", "/tokenize", JSON_HEADERS, "gemma-3-270m")),
         ("body", t.BodyChunk(CHAT_BODY)),
         ("end", t.End(0)),
         ("end_largest_id", t.End(2**63 - 1)),
@@ -204,6 +205,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
     bad("request_head_method_put", "malformed", "decoder", [head(method="PUT")])
     bad("request_head_method_lowercase", "malformed", "decoder", [head(method="post")])
     bad("request_head_path_outside_v1", "malformed", "decoder", [head(path="/slots")])
+    bad("request_head_path_root_not_listed", "malformed", "decoder", [head(path="/tokenizer")])
     bad("request_head_path_dot_segment", "malformed", "decoder", [head(path="/v1/../slots")])
     bad("request_head_path_space", "malformed", "decoder", [head(path="/v1/chat completions")])
     bad("request_head_path_too_long", "malformed", "decoder", [head(path="/v1/" + "a" * (t.MAX_PATH_CHARS - 3))])
