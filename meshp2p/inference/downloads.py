@@ -10,8 +10,9 @@ is missing. For each missing file, in order:
 1. the hub is asked what the file is (huggingface_hub's `get_hf_file_metadata`: a HEAD on `/resolve/`, whose
    headers give the commit, the size and the LFS sha256 as `X-Linked-Etag`);
 2. the disk is checked for room for everything still to fetch, before any byte moves;
-3. `PeerSource.fetch` may supply the bytes (the seam for fetching from mesh members first, issue 13 part 4: not
-   built yet, nothing is plugged in today); otherwise they come from the hub with huggingface_hub's `http_get`;
+3. `PeerSource.fetch` may supply the bytes (mesh members first, issue 13 part 4); otherwise they come from the hub
+   by http_fetch.py (huggingface_hub's headers, token, timeout and proxies; its own `http_get` moved a third of
+   curl's speed), hashed as they arrive;
 4. size and SHA-256 are checked (the catalog's pin when it has one, else the hub's LFS sha256); a file that fails is
    removed from the cache and `ChecksumMismatch` raised;
 5. `hf_hub_download` then files it in the cache (refs, snapshot symlink) exactly as it files its own downloads.
@@ -20,8 +21,9 @@ Why not `hf_hub_download` for the bytes too: in huggingface_hub 2.x (2.4 here; i
 download is thrown away (each attempt writes its own `<etag>.<random>.incomplete` and deletes it on failure), so
 Ctrl-C at 39 of 40 GB would start again from zero. Here the bytes go to `blobs/<etag>.incomplete` (the name older
 huggingface_hub versions resumed from) under the same lock file huggingface_hub uses, and a later run resumes with a
-`Range` request. Within one run, `http_get` itself resumes a cut connection (a few tries, each with `Range`). Files
-above `http_get`'s plain-HTTP limit (50 GB) are left to `hf_hub_download` (hf-xet), which resumes as hf-xet does.
+`Range` request. Within one run, a cut connection is resumed from the byte it stopped at (http_fetch.py). Files
+above huggingface_hub's plain-HTTP limit (50 GB) are left to `hf_hub_download` (hf-xet), which resumes as hf-xet
+does.
 
 Split GGUFs (`NAME-00001-of-00003.gguf`) are one model: every part is fetched into one snapshot folder and
 llama-server is given the first, finding the others beside it.
@@ -42,13 +44,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-from huggingface_hub.file_download import http_get, repo_folder_name, try_to_load_from_cache
+from huggingface_hub.file_download import repo_folder_name, try_to_load_from_cache
 
 # From their modules: huggingface_hub.utils is a lazy facade that type checkers do not see re-exporting them.
 from huggingface_hub.utils._fixes import WeakFileLock
 from huggingface_hub.utils._headers import build_hf_headers
 
 from meshp2p.errors import ChecksumMismatch, DownloadFailed, NotDownloaded, NotEnoughDisk
+from meshp2p.inference.http_fetch import fetch_to
 from meshp2p.inference.hub import Hub, HubFile, PeerSource, RemoteFile, hub_error
 from meshp2p.inference.progress import SILENT, ProgressSink
 
@@ -161,8 +164,8 @@ def fetch_blob(remote: RemoteFile, hub: Hub, progress: ProgressSink, peers: Peer
         partial = _incomplete(blob)
         if partial.is_file() and partial.stat().st_size > remote.size_bytes:
             partial.unlink()  # longer than the file: not a prefix of it
-        _http_download(remote, hub, partial, progress)
-        verify(partial, remote, progress)
+        digest = _http_download(remote, hub, partial, progress)
+        verify(partial, remote, progress, sha256=digest)
         partial.replace(blob)
 
 
@@ -176,8 +179,9 @@ def file_in_cache(file: HubFile, hub: Hub) -> Path:
         raise hub_error(exc, file, hub) from exc
 
 
-def verify(path: Path, remote: RemoteFile, progress: ProgressSink = SILENT) -> None:
-    """Size, then SHA-256 when known; a file that fails is deleted."""
+def verify(path: Path, remote: RemoteFile, progress: ProgressSink = SILENT, *, sha256: str | None = None) -> None:
+    """Size, then SHA-256 when known (`sha256`: already computed as the bytes arrived, else read here); a file
+    that fails is deleted."""
     name = f"{remote.file.repo}/{remote.file.filename}"
     size = path.stat().st_size
     if size != remote.size_bytes:
@@ -186,15 +190,17 @@ def verify(path: Path, remote: RemoteFile, progress: ProgressSink = SILENT) -> N
                                hint="run the command again to download it afresh")
     if remote.sha256 is None:
         return
-    progress.update(stage=f"checking the sha256 of {remote.file.filename}")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(HASH_CHUNK_BYTES):
-            digest.update(block)
-    if digest.hexdigest() != remote.sha256:
+    if sha256 is None:
+        progress.update(stage=f"checking the sha256 of {remote.file.filename}")
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(HASH_CHUNK_BYTES):
+                digest.update(block)
+        sha256 = digest.hexdigest()
+    if sha256 != remote.sha256:
         path.unlink()
         raise ChecksumMismatch(
-            f"{name} does not match its sha256 (expected {remote.sha256}, got {digest.hexdigest()}); it was removed",
+            f"{name} does not match its sha256 (expected {remote.sha256}, got {sha256}); it was removed",
             hint="run the command again to download it afresh; if it fails again, the server at "
             f"{urlsplit(remote.url).netloc} serves a damaged file")
 
@@ -229,16 +235,15 @@ def cached_listing(repo: str, revision: str, hub: Hub) -> list[str]:
     return sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
 
 
-def _http_download(remote: RemoteFile, hub: Hub, partial: Path, progress: ProgressSink) -> None:
-    headers = build_hf_headers()
-    if _origin(remote.url) != _origin(hub.url()):
-        headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
+def _http_download(remote: RemoteFile, hub: Hub, partial: Path, progress: ProgressSink) -> str:
+    """The bytes into `partial` (resumed), by http_fetch.py; returns their SHA-256."""
     resume = partial.stat().st_size if partial.is_file() else 0
-    bar = _bar_class(progress)
+    if resume:
+        progress.update(advance=resume)
     try:
-        with partial.open("ab") as out:
-            http_get(remote.url, out, resume_size=resume, headers=headers, expected_size=remote.size_bytes,
-                     tqdm_class=bar)
+        return fetch_to(remote.url, partial, size=remote.size_bytes, headers=build_hf_headers(),
+                        timeout_s=constants.HF_HUB_DOWNLOAD_TIMEOUT, drop_auth_off=hub.url(),
+                        on_bytes=lambda n: progress.update(advance=n))
     except Exception as exc:
         raise hub_error(exc, remote.file, hub) from exc
 
@@ -309,11 +314,6 @@ def _blob(remote: RemoteFile, hub: Hub) -> Path:
 
 def _incomplete(blob: Path) -> Path:
     return blob.with_name(blob.name + ".incomplete")
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc
 
 
 def _gb(n: int) -> str:
