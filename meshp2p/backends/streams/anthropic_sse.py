@@ -16,6 +16,7 @@ from typing import Any
 from meshp2p.backends.streams.sse import SseEvent, event_of
 from meshp2p.backends.streams.tracker import Delivered, adjusted_usage, fewer_tokens, with_assistant_text
 
+_DROP, _CHANGED = object(), object()
 _TOOL_BLOCKS = ("tool_use", "server_tool_use")
 _THINKING_BLOCKS = ("thinking", "redacted_thinking")
 
@@ -50,11 +51,15 @@ class AnthropicTracker:
         if kind in ("content_block_delta", "content_block_stop"):
             server_index = data.get("index")
             index = self._server_blocks.get(server_index, server_index)
+            changed = index != server_index
             if kind == "content_block_delta":
-                self._note_delta(data.get("delta"))
+                outcome = self._note_delta(data.get("delta"))
+                if outcome is _DROP:
+                    return []
+                changed |= outcome is _CHANGED
             elif index == self._open_text:
                 self.delivered.closing = True
-            if index == server_index:
+            if not changed:
                 return [event]
             data["index"] = index
             return [event_of(data, event=event.event)]
@@ -88,17 +93,20 @@ class AnthropicTracker:
         data["index"] = index
         return [event_of(data, event=event.event)]
 
-    def _note_delta(self, delta: Any) -> None:
+    def _note_delta(self, delta: Any) -> object:
+        """Note one delta, cutting a replacement's repeat of its prefill out of a text delta: `_DROP` when nothing
+        of it is new, `_CHANGED` when it was cut, else None."""
         kind = delta.get("type") if isinstance(delta, dict) else None
-        if kind == "text_delta":
-            text = delta.get("text") if isinstance(delta, dict) else None
+        if kind == "text_delta" and isinstance(delta, dict):
+            text = delta.get("text")
             if isinstance(text, str) and text:
-                self.delivered.text += text
-                self.delivered.tokens += 1
+                delta["text"] = new = self.delivered.add_text(text)
+                return _DROP if not new else _CHANGED if new != text else None
         elif kind == "input_json_delta":
             self.delivered.tool_call = True
         elif kind in ("thinking_delta", "signature_delta"):
             self.delivered.reasoning = True
+        return None
 
     def done(self) -> list[SseEvent] | None:
         if self._stop_sent:
@@ -122,5 +130,5 @@ class AnthropicTracker:
         return body
 
     def next_server(self) -> None:
-        self.delivered.next_server()
+        self.delivered.next_server(echo=self.delivered.text)
         self._server_blocks = {}

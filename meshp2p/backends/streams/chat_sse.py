@@ -16,6 +16,7 @@ from meshp2p.backends.streams.sse import SseEvent, event_of
 from meshp2p.backends.streams.tracker import Delivered, adjusted_usage, fewer_tokens, with_assistant_text
 
 DONE = "[DONE]"
+_DROP, _CHANGED = object(), object()
 
 
 class ChatTracker:
@@ -43,44 +44,52 @@ class ChatTracker:
         rewritten = self.delivered.replaced and (data.get("id"), data.get("created")) != (self.id, self.created)
         if rewritten:
             data["id"], data["created"] = self.id, self.created
-        opening_again = False
+        drop = False
         for choice in data.get("choices") or []:
             if isinstance(choice, dict):
-                opening_again |= self._note(choice)
-        if opening_again and len(data.get("choices") or []) == 1:
+                note = self._note(choice)
+                drop |= note is _DROP
+                rewritten |= note is _CHANGED
+        if drop and len(data.get("choices") or []) == 1:
             return []
         if self.delivered.replaced and isinstance(data.get("usage"), dict):
             adjusted_usage(data["usage"], self.delivered, prompt="prompt_tokens", answer="completion_tokens")
             rewritten = True
         return [event_of(data, event=event.event)] if rewritten else [event]
 
-    def _note(self, choice: dict[str, Any]) -> bool:
-        """Note what one choice delivers; True for a replacement's role-only delta, which the client had."""
-        self._choices.add(choice.get("index"))
+    def _note(self, choice: dict[str, Any]) -> object:
+        """Note what one choice delivers, cutting a replacement's repeat of its prefill out of it: `_DROP` when
+        nothing of it is new (a role-only delta the client had, a delta that only repeats), `_CHANGED` when it was
+        cut, else None."""
+        self._choices.add(choice.get("index") or 0)
         if choice.get("finish_reason") is not None:
             self._finish_sent = True
         if not self.chat:
             text = choice.get("text")
             if isinstance(text, str) and text:
-                self.delivered.text += text
-                self.delivered.tokens += 1
-            return False
+                self.delivered.add_text(text)
+            return None
         delta = choice.get("delta")
         if not isinstance(delta, dict):
-            return False
+            return None
         content = delta.get("content")
+        outcome: object = None
         if isinstance(content, str) and content:
-            self.delivered.text += content
-            self.delivered.tokens += 1
+            new = self.delivered.add_text(content)
+            if new != content:
+                delta["content"] = new
+                outcome = _CHANGED if new or choice.get("finish_reason") is not None else _DROP
         if delta.get("tool_calls"):
             self.delivered.tool_call = True
+            return None
         if delta.get("reasoning_content"):
             self.delivered.reasoning = True
-        if delta.get("role") and not content and not delta.get("tool_calls") and not delta.get("reasoning_content"):
+            return None
+        if delta.get("role") and not content:
             again = self._role_sent
             self._role_sent = True
-            return again
-        return False
+            return _DROP if again else None
+        return outcome
 
     def done(self) -> list[SseEvent] | None:
         if self._done_sent:
@@ -88,9 +97,10 @@ class ChatTracker:
         return [SseEvent(DONE)] if self._finish_sent else None
 
     def refusal(self) -> str | None:
-        if len(self._choices) > 1:
+        why = self.delivered.refusal()
+        if why is None and len(self._choices) > 1:
             return "the answer has several choices"
-        return self.delivered.refusal()
+        return why
 
     def continuation(self, payload: dict[str, Any]) -> dict[str, Any] | None:
         if self.refusal() is not None:
@@ -111,4 +121,4 @@ class ChatTracker:
         return body
 
     def next_server(self) -> None:
-        self.delivered.next_server()
+        self.delivered.next_server(echo=self.delivered.text if self.chat else "")

@@ -27,6 +27,11 @@ from meshp2p.backends.streams.sse import SseEvent, event_of
 from meshp2p.backends.streams.tracker import Delivered, adjusted_usage, fewer_tokens
 
 
+#: The usage details openai's `ResponseUsage` requires, which llama-server leaves out (0: none of them happen).
+_USAGE_DETAILS = {"input_tokens_details": ("cached_tokens", "cache_write_tokens"),
+                  "output_tokens_details": ("reasoning_tokens",)}
+
+
 @dataclass
 class _Item:
     """One output item as the client knows it."""
@@ -98,9 +103,10 @@ class ResponsesTracker:
             item = self._point(data)
             delta = data.get("delta")
             if isinstance(delta, str) and delta:
-                item.text += delta
-                self.delivered.text += delta
-                self.delivered.tokens += 1
+                data["delta"] = new = self.delivered.add_text(delta)
+                if not new:
+                    return False  # only the replacement repeating its prefill
+                item.text += new
             data.setdefault("logprobs", [])
         elif kind in ("response.output_text.done", "response.content_part.done"):
             item = self._point(data)
@@ -207,8 +213,11 @@ class ResponsesTracker:
         usage = response.get("usage")
         if isinstance(usage, dict):
             adjusted_usage(usage, self.delivered, prompt="input_tokens", answer="output_tokens")
-            usage.setdefault("input_tokens_details", {"cached_tokens": 0})
-            usage.setdefault("output_tokens_details", {"reasoning_tokens": 0})
+            for key, zeros in _USAGE_DETAILS.items():
+                details = usage.setdefault(key, {})
+                if isinstance(details, dict):
+                    for name in zeros:
+                        details.setdefault(name, 0)
 
     # Failover.
 
@@ -236,7 +245,7 @@ class ResponsesTracker:
         return body
 
     def next_server(self) -> None:
-        self.delivered.next_server()
+        self.delivered.next_server(echo=self.delivered.text)
         self._server_items = {}
 
 

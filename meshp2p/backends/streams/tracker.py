@@ -64,6 +64,9 @@ class Delivered:
     #: The answer had begun to close (its text block or item finished) when it broke.
     closing: bool = False
     servers: int = 1
+    #: What a replacement server is expected to repeat first: llama-server b11434 streams a prefilled assistant
+    #: text back as the start of its first content delta (` u'1}}}}X` + `#`), which the client already has.
+    echo: str = ""
 
     def refusal(self) -> str | None:
         if self.tool_call:
@@ -74,9 +77,27 @@ class Delivered:
             return "the answer was closing"
         return None
 
-    def next_server(self) -> None:
+    def next_server(self, *, echo: str = "") -> None:
+        """The events that follow come from a replacement, which may first repeat `echo` (its prefill)."""
         self.tokens_before = self.tokens
         self.servers += 1
+        self.echo = echo
+
+    def add_text(self, piece: str) -> str:
+        """Note a text delta and return what of it is new: a replacement's repeat of its prefill is cut off. (A
+        replacement whose first text does not start with the prefill is taken not to repeat it.)"""
+        if self.echo:
+            if piece.startswith(self.echo):
+                piece, self.echo = piece[len(self.echo):], ""
+            elif self.echo.startswith(piece):
+                self.echo = self.echo[len(piece):]
+                return ""
+            else:
+                self.echo = ""
+        if piece:
+            self.text += piece
+            self.tokens += 1
+        return piece
 
     @property
     def replaced(self) -> bool:
