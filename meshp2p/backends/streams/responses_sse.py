@@ -26,7 +26,6 @@ from typing import Any
 from meshp2p.backends.streams.sse import SseEvent, event_of
 from meshp2p.backends.streams.tracker import Delivered, adjusted_usage, fewer_tokens
 
-
 #: The usage details openai's `ResponseUsage` requires, which llama-server leaves out (0: none of them happen).
 _USAGE_DETAILS = {"input_tokens_details": ("cached_tokens", "cache_write_tokens"),
                   "output_tokens_details": ("reasoning_tokens",)}
