@@ -25,6 +25,8 @@ import openai
 import pytest
 from helpers.processes import NODE_STOP_TIMEOUT_S, NodeProcess, wait_for
 
+from meshp2p.mesh.routing import rendezvous_weight
+
 from .test_mesh_routing import REQUEST_TIMEOUT_S, ROUTING_TIMEOUT_S, _serving, start_mesh
 
 MODEL = "tiny-dense"
@@ -62,9 +64,11 @@ class Read:
 
 
 def read_stream(fmt: str, node: NodeProcess, on_piece: Callable[[int], None] = lambda n: None,
-                extra: dict[str, Any] | None = None) -> Read:
-    """One streamed answer to QUESTION in `fmt` through `node`; `on_piece(n)` after the n-th text delta."""
+                extra: dict[str, Any] | None = None, session: str | None = None) -> Read:
+    """One streamed answer to QUESTION in `fmt` through `node`; `on_piece(n)` after the n-th text delta; a
+    `session` routes it to that session's server (mesh/routing.py)."""
     read, extra = Read(), extra or {}
+    headers = {"x-session-id": session} if session is not None else {}
 
     def got(piece: str | None) -> None:
         if piece:
@@ -74,7 +78,8 @@ def read_stream(fmt: str, node: NodeProcess, on_piece: Callable[[int], None] = l
     if fmt == "chat":
         stream = openai_client(node).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=MAX_TOKENS,
-            stream=True, stream_options={"include_usage": True}, extra_body=extra)
+            stream=True, stream_options={"include_usage": True}, extra_body=extra,
+            extra_headers=headers)
         for chunk in stream:
             read.ids.add(chunk.id)
             if chunk.choices:
@@ -84,7 +89,8 @@ def read_stream(fmt: str, node: NodeProcess, on_piece: Callable[[int], None] = l
         read.final_text = "".join(read.pieces)
     elif fmt == "responses":
         with openai_client(node).responses.stream(model=MODEL, input=QUESTION, temperature=0,
-                                                  max_output_tokens=MAX_TOKENS, extra_body=extra) as responses:
+                                                  max_output_tokens=MAX_TOKENS, extra_body=extra,
+                                                  extra_headers=headers) as responses:
             for event in responses:
                 if event.type == "response.output_text.delta":
                     read.ids.add(event.item_id)
@@ -99,7 +105,8 @@ def read_stream(fmt: str, node: NodeProcess, on_piece: Callable[[int], None] = l
     else:
         with anthropic_client(node).messages.stream(model=MODEL, max_tokens=MAX_TOKENS,
                                                     messages=[{"role": "user", "content": QUESTION}],
-                                                    extra_body={"temperature": 0, **extra}) as messages:
+                                                    extra_body={"temperature": 0, **extra},
+                                                    extra_headers=headers) as messages:
             for event in messages:
                 if event.type == "message_start":
                     read.ids.add(event.message.id)
@@ -154,31 +161,30 @@ def servers_seen(node: NodeProcess) -> int:
     return sum(len(m["meshp2p"]["nodes"]) for m in models if m["id"] == MODEL)
 
 
-def kill(node: NodeProcess) -> None:
-    """The whole machine dies: the node and its llama-server, without a word."""
+def killer(node: NodeProcess) -> Callable[[int], None]:
+    """An `on_piece` that kills the whole machine of `node` KILL_AFTER deltas in: the node and its llama-server,
+    without a word. Nothing is asked at that moment (every request to a node's console lets more of the answer
+    through before the kill lands)."""
     backend = node.status()["models"][0]["pid"]
-    node.process.send_signal(signal.SIGKILL)
-    os.kill(backend, signal.SIGKILL)
-    node.process.wait(NODE_STOP_TIMEOUT_S)
+
+    def on_piece(n: int) -> None:
+        if n == KILL_AFTER:
+            node.process.send_signal(signal.SIGKILL)
+            os.kill(backend, signal.SIGKILL)
+
+    return on_piece
+
+
+def session_for(node: NodeProcess, other: NodeProcess) -> str:
+    """A session that mesh/routing.py sends to `node` rather than `other` (rendezvous hashing)."""
+    mine, theirs = node.status()["mesh"]["peer_id"], other.status()["mesh"]["peer_id"]
+    return next(key for key in (f"session-{i}" for i in range(1000))
+                if rendezvous_weight(key, mine) > rendezvous_weight(key, theirs))
 
 
 def restart(node: NodeProcess) -> None:
     node._start(node.api_port, node.console_port)
     node.wait_ready()
-
-
-def killer(servers: tuple[NodeProcess, ...], killed: list[NodeProcess]) -> Callable[[int], None]:
-    """An `on_piece` that kills the one of `servers` answering the stream, KILL_AFTER deltas in."""
-    before = _serving(servers, MODEL)
-
-    def on_piece(n: int) -> None:
-        if n == KILL_AFTER:
-            serving = [node for node, count in _serving(servers, MODEL).items() if count > before[node]]
-            assert len(serving) == 1, f"{len(serving)} servers answer the stream"
-            killed.append(serving[0])
-            kill(serving[0])
-
-    return on_piece
 
 
 def formats() -> Iterator[str]:
@@ -195,22 +201,23 @@ def test_every_format_fails_over_mid_stream_ten_kills_in_a_row(node_factory, tin
     unbroken = {fmt: read_stream(fmt, a, extra=NO_CACHE).pieces for fmt in FORMATS}
     started = time.monotonic()
     next_format = formats()
+    sessions = {a: session_for(a, d), d: session_for(d, a)}
     for round_ in range(KILLS):
         fmt = next(next_format)
-        killed: list[NodeProcess] = []
+        victim, survivor = (a, d) if round_ % 2 == 0 else (d, a)
+        where = f"round {round_} ({fmt}, {victim.home.name} killed)"
+        served = _serving((survivor,), MODEL)[survivor]
         t0 = time.monotonic()
-        read = read_stream(fmt, c, killer((a, d), killed), extra=NO_CACHE)
+        read = read_stream(fmt, c, killer(victim), extra=NO_CACHE, session=sessions[victim])
         t1 = time.monotonic()
-        assert killed, f"round {round_} ({fmt}): the stream ended before {KILL_AFTER} deltas"
-        victim = killed[0]
-        survivor = d if victim is a else a
-        where = f"round {round_} ({fmt})"
+        victim.process.wait(NODE_STOP_TIMEOUT_S)
+        # One request more: the continuation (none would mean the answer was whole before the kill landed).
+        assert _serving((survivor,), MODEL)[survivor] == served + 1, f"{where}: the survivor did not continue it"
         assert len(read.ids) == 1 + (fmt == "responses"), f"{where}: ids {read.ids}"  # responses: + its message
         assert len(read.pieces) == MAX_TOKENS and read.final_text == "".join(read.pieces), where
         assert read.output_tokens == MAX_TOKENS, f"{where}: usage says {read.output_tokens} output tokens"
         assert read.input_tokens > 0, where
         split = split_at(fmt, read, unbroken[fmt], survivor)
-        assert split < len(read.pieces), f"{where}: the survivor gave nothing"
         t2 = time.monotonic()
         restart(victim)
         t3 = time.monotonic()
@@ -232,12 +239,8 @@ def test_with_no_other_server_the_stream_ends_with_the_family_error(node_factory
                       ("c", ("--client",)))
     wait_for(lambda: servers_seen(c) == 1, ROUTING_TIMEOUT_S, "C to see A")
 
-    def on_piece(n: int) -> None:
-        if n == KILL_AFTER:
-            kill(a)
-
     with pytest.raises(ERRORS[fmt]) as raised:
-        read_stream(fmt, c, on_piece)
+        read_stream(fmt, c, killer(a))
     assert "no other is available" in str(raised.value)
     if fmt == "messages":
         assert raised.value.body["error"]["type"] == "overloaded_error"  # type: ignore[attr-defined]
