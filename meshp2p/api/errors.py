@@ -18,7 +18,8 @@ is the next thing a person can do, which `meshp2p` commands print. `api_error` i
 | `PostRefused` | 404 `not_found`, 413 `too_long`, 429 `rate_limited`, else 400 | `invalid_request_error` | reason |
 | any other `MeshP2PError` | 500 | `server_error` | `internal_error` |
 
-A stream that breaks after it was handed on ends with `sse_error_event` instead (the status is long sent).
+A stream that breaks after it was handed on ends with its family's error event instead (api/stream_errors.py: the
+status is long sent).
 llama-server's own error answers are OpenAI-shaped on every path; `anthropic_upstream_error` translates them.
 """
 

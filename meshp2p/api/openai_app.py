@@ -10,14 +10,14 @@ from typing import Any
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from meshp2p.api.errors import anthropic_upstream_error, sse_error_event
+from meshp2p.api.errors import anthropic_upstream_error
 from meshp2p.api.model_ids import DEFAULT_ALIAS, Router
 from meshp2p.api.responses import answer_errors, json_response
+from meshp2p.api.stream_errors import ending_in_family_error
 from meshp2p.api.validation import parse_request_body, validate_request
 from meshp2p.backends import failover
-from meshp2p.backends.base import BackendRequest, passed_on, when_done
+from meshp2p.backends.base import BackendRequest, when_done
 from meshp2p.backends.endpoints import ENDPOINTS, Family
-from meshp2p.errors import BackendError
 from meshp2p.wire.tunnel import MAX_REQUEST_BODY
 
 #: Larger bodies get 413 before they are read whole. Generous: long contexts and base64 images are big. The same
@@ -75,7 +75,7 @@ def create_openai_app(router: Router) -> QuartTrio:
             raise
         reply = when_done(reply, router.load.done)
         if reply.chunks is not None:
-            return Response(passed_on(reply, _error_event), status=reply.status,
+            return Response(ending_in_family_error(path, reply), status=reply.status,
                             headers={**reply.headers, **_STREAM_HEADERS})
         status, body = reply.status, reply.body or b""
         if row.family is Family.ANTHROPIC and status >= 400:
@@ -85,11 +85,6 @@ def create_openai_app(router: Router) -> QuartTrio:
     for path in FORWARDED_PATHS:
         app.add_url_rule(path, endpoint=path, view_func=_bind(proxied, path), methods=["POST"])
     return app
-
-
-def _error_event(exc: BackendError) -> bytes:
-    """A break-off no server could take over ends the stream with an error event (the status is long sent)."""
-    return sse_error_event(exc.message, code=exc.code)
 
 
 def _session_key(payload: dict[str, Any]) -> str | None:

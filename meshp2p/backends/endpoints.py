@@ -3,7 +3,8 @@
 Every path here is answered the same way: the request body's `model` field names the model (missing, empty or
 `"default"`: the node's default, api/model_ids.py), the request goes to a server of that model (this node's
 llama-server, or a member's through the HTTP tunnel) at the same path, and failover tries the next server when one
-fails. Streamed answers are server-sent events in the path's own format (backends/failover.py continues them).
+fails. Streamed answers are server-sent events in the path's own format (backends/streams/ keeps each one stream
+across servers).
 
 | path | family | the model must |
 |---|---|---|

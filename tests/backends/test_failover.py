@@ -124,11 +124,42 @@ async def test_a_broken_stream_with_no_other_server_raises_for_the_api_to_end_it
     assert "no other is available" in caught.value.message
 
 
-def test_a_completion_continues_from_its_prompt_and_other_paths_cannot():
-    progress = failover.Progress(text=" upon a", tokens=2)
-    body = failover.continuation({"prompt": "Once", "max_tokens": 5}, COMPLETIONS_PATH, progress)
-    assert body == {"prompt": "Once upon a", "max_tokens": 3}
-    assert failover.continuation({"input": "x"}, "/v1/embeddings", progress) is None
+async def test_a_completion_continues_from_its_prompt():
+    first = Scripted([event(id="c1", created=1, choices=[{"index": 0, "text": t}]) for t in ("Once", " upon")],
+                     break_after=2)
+    second = Scripted([event(id="c2", created=2, choices=[{"index": 0, "text": " a time"}]), b"data: [DONE]\n\n"])
+    servers = {"a": first, "b": second}
+    reply = await failover.answer(candidates("a", "b"), lambda c: servers[c.peer_id],
+                                  request(COMPLETIONS_PATH, prompt="Tell:", max_tokens=5), session_key=None,
+                                  local_id="me")
+    received = [e for e in (await read_all(reply)).split(b"\n\n") if e]
+    assert [json.loads(e[6:])["choices"][0]["text"] for e in received[:-1]] == ["Once", " upon", " a time"]
+    assert second.asked[0].payload["prompt"] == "Tell:Once upon" and second.asked[0].payload["max_tokens"] == 3
+
+
+async def test_a_tool_call_in_flight_is_not_replayed_elsewhere():
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{"}}
+    first = Scripted([chat_event("id1", role="assistant"),
+                      event(id="id1", created=1, choices=[{"index": 0, "delta": {"tool_calls": [call]}}])],
+                     break_after=2)
+    second = Scripted([chat_event("id2", "never")])
+    servers = {"a": first, "b": second}
+    reply = await failover.answer(candidates("a", "b"), lambda c: servers[c.peer_id], request(),
+                                  session_key=None, local_id="me")
+    with pytest.raises(BackendBroke) as caught:
+        await read_all(reply)
+    assert "tool call" in caught.value.message and second.asked == []
+
+
+async def test_a_stream_broken_after_its_last_answer_event_is_ended_not_asked_again():
+    finish = event(id="id1", created=1, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+    first = Scripted([chat_event("id1", "Hi"), finish], break_after=2)
+    second = Scripted([chat_event("id2", "again")])
+    servers = {"a": first, "b": second}
+    reply = await failover.answer(candidates("a", "b"), lambda c: servers[c.peer_id], request(),
+                                  session_key=None, local_id="me")
+    received = await read_all(reply)
+    assert received.endswith(b"data: [DONE]\n\n") and second.asked == []
 
 
 @pytest.mark.parametrize("stop_early", [False, True], ids=["read to the end", "reader stopped early"])
