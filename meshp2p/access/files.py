@@ -8,17 +8,21 @@ a key created or revoked while the node runs takes effect on the next request, f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from meshp2p.access.keys import Keyring
 from meshp2p.access.usage import UsageBook
 from meshp2p.errors import ConfigError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FILE_MODE = 0o600
 
@@ -56,6 +60,20 @@ def read_keyring(path: Path) -> Keyring | None:
 
 def write_keyring(path: Path, ring: Keyring) -> None:
     write_private(path, json.dumps(ring.to_json(), indent=2) + "\n")
+
+
+def update_keyring(path: Path, change: Callable[[Keyring], tuple[Keyring, T]]) -> T:
+    """Read, change and write the keys under an exclusive lock (`keys.json.lock`), so two `meshp2p keys`
+    commands at once cannot lose each other's key. A missing file is an empty ring (the change turns keys on)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        ring, result = change(read_keyring(path) or Keyring())
+        write_keyring(path, ring)
+        return result
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def read_usage(path: Path) -> UsageBook:
