@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from meshp2p.errors import MeshP2PError
 from meshp2p.access.files import read_console_token
+from meshp2p.errors import MeshP2PError
 from meshp2p.home import console_token_file, runtime_file
 from meshp2p.hosts import LOOPBACK_HOST
 
