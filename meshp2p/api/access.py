@@ -66,6 +66,8 @@ def guard_api(app: QuartTrio, gate: Gate, keys: KeySource, usage: UsageBook, *,
 
 async def _admitted(inner: AsgiApp, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable, gate: Gate,
                     admitted: Admitted, usage: UsageBook, now: float) -> None:
+    """Run the request; its slots are released when the call returns (answer sent, or the client gone), and with a
+    key, its request and the answer's tokens are counted."""
     key = admitted.key
     counter: TokenCounter | None = None
 
@@ -78,18 +80,13 @@ async def _admitted(inner: AsgiApp, scope: Scope, receive: ASGIReceiveCallable, 
             counter.feed(bytes(message.get("body", b"")))
         await send(message)
 
-    if key is None:
-        try:
-            await inner(scope, receive, send)
-        finally:
-            gate.release(admitted)
-        return
-    usage.request(key.id, now)
+    if key is not None:
+        usage.request(key.id, now)
     try:
-        await inner(scope, receive, counting)
+        await inner(scope, receive, send if key is None else counting)
     finally:
         gate.release(admitted)
-        if counter is not None:
+        if key is not None and counter is not None:
             tokens_in, tokens_out = counter.result()
             if tokens_in or tokens_out:
                 usage.tokens(key.id, tokens_in, tokens_out)
