@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -267,7 +268,7 @@ class Node:
         self.access = AccessService(config.address_limits)
         self.dropper = ModelDropper(local.offered, fleet, upstream, self.announce)
         self.report = StatusReport(local, self.mesh, started_at=time.time(), api_url=self.api_url,
-                                   console_url=self.console_url)
+                                   console_url=self.console_url, keys_on=self.access.keys_on)
 
     @property
     def api_url(self) -> str:
@@ -321,7 +322,8 @@ class StatusReport:
     """The node's status document, built from its parts on each call (from memory, on the event loop)."""
 
     def __init__(self, local: LocalParts, mesh: MeshParts | None, *, started_at: float, api_url: str,
-                 console_url: str | None) -> None:
+                 console_url: str | None, keys_on: Callable[[], bool]) -> None:
+        self.keys_on = keys_on
         self.local = local
         self.mesh = mesh
         self.started_at = started_at
@@ -336,7 +338,8 @@ class StatusReport:
                 console_url=self.console_url, home=str(meshp2p_home()),
                 llama_cpp=None if cfg.binaries is None else LlamaCppStatus(str(cfg.binaries.server),
                                                                            cfg.binaries.source),
-                max_vram_gb=cfg.max_vram_gb, role=node_role(cfg.binaries is not None, local.fleet.servers)),
+                max_vram_gb=cfg.max_vram_gb, role=node_role(cfg.binaries is not None, local.fleet.servers),
+                api_keys=self.keys_on()),
             mesh=None if mesh is None else mesh.service.snapshot(),
             blackboard=None if mesh is None else mesh.blackboard.snapshot(),
             splits=() if mesh is None else tuple(split.snapshot() for split in mesh.splits),

@@ -225,7 +225,9 @@ def test_console_writes_need_a_key_or_the_console_token(mesh: dict[str, Any]) ->
     refused = httpx.post(post, json={"text": "no key"}, timeout=10)
     assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
     assert httpx.post(node.console_url + "/api/models/nothing/drop", timeout=10).status_code == 401
-    assert httpx.get(node.console_url + "/api/status", timeout=10).status_code == 200, "reads stay open"
+    status = httpx.get(node.console_url + "/api/status", timeout=10)
+    assert status.status_code == 200 and status.json()["node"]["api_keys"] is True, "reads stay open"
+    assert mesh["client"].status()["node"]["api_keys"] is False
     with_key = httpx.post(post, json={"text": "with a key"}, headers={"Authorization": f"Bearer {mesh['first']}"},
                           timeout=10)
     assert with_key.status_code == 201, with_key.text
