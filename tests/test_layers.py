@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "meshp2p"
 LAYERS: dict[str, int] = {
     "meshp2p.errors": 0, "meshp2p.home": 0, "meshp2p.hosts": 0, "meshp2p": 0,  # the package's own __init__
     "meshp2p.wire": 1,
-    "meshp2p.p2p": 2, "meshp2p.inference": 2, "meshp2p.mesh": 2, "meshp2p.blackboard": 2,
+    "meshp2p.p2p": 2, "meshp2p.inference": 2, "meshp2p.mesh": 2, "meshp2p.blackboard": 2, "meshp2p.access": 2,
     "meshp2p.backends": 3,
     "meshp2p.api": 4,
     "meshp2p.app": 5,

@@ -2,7 +2,9 @@
 
 Read-only status answers anyone who can reach the port; endpoints that change the node (dropping a model) and
 the blackboard (api/blackboard_routes.py) answer only local clients, so `--listen-all` never lets another
-machine steer this one, read a private mesh's posts or post as this node.
+machine steer this one, read a private mesh's posts or post as this node. While API keys are on, the write
+endpoints need a key or the node's console token as well (api/access.py's `guard_console_writes`, attached by
+app/node.py): another user of this machine must not steer the node either.
 """
 
 from __future__ import annotations

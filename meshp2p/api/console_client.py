@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 
+from meshp2p.access.files import read_console_token
 from meshp2p.errors import MeshP2PError
-from meshp2p.home import runtime_file
+from meshp2p.home import console_token_file, runtime_file
 from meshp2p.hosts import LOOPBACK_HOST
 
 TIMEOUT_S = 30.0
@@ -35,10 +36,17 @@ def console_url(port: int | None) -> str:
     return str(url)
 
 
+def console_headers() -> dict[str, str]:
+    """The console token of the node this $MESHP2P_HOME runs, when it wrote one: its write endpoints need it (or
+    an API key) while API keys are on, and only this user can read it."""
+    token = read_console_token(console_token_file())
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
 class ConsoleClient:
     def __init__(self, port: int | None = None) -> None:
         self.base = console_url(port)
-        self.http = httpx.Client(base_url=self.base, timeout=TIMEOUT_S)
+        self.http = httpx.Client(base_url=self.base, timeout=TIMEOUT_S, headers=console_headers())
 
     def close(self) -> None:
         self.http.close()

@@ -7,7 +7,8 @@ returns, however it returns. It decides nothing itself: the rules live in the se
 Build order: the fleet, the request counters and the models offered (app/local.py); with a mesh, `MeshParts`:
 the overlay, this node's status (app/local.py), the mesh service (app/mesh_service.py), the tunnel, the gateway
 the API routes through, the blackboard, the pipeline worker and promotion (app/promotion.py); then the Router over
-the fleet and the gateway, and the `StatusReport` over all of them (its documents are in app/status.py).
+the fleet and the gateway, the access service (API keys and rate limits, app/access.py: its gate wraps the API
+app, never the tunnel's handler) and the `StatusReport` over all of them (its documents are in app/status.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,11 +26,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from meshp2p import __version__
+from meshp2p.access.gate import AddressLimits
+from meshp2p.api.access import guard_api, guard_console_writes
 from meshp2p.api.console_app import create_console_app
 from meshp2p.api.errors import render as render_error
 from meshp2p.api.model_ids import RequestLoad, Router
 from meshp2p.api.openai_app import create_openai_app
 from meshp2p.api.serve import serve_app
+from meshp2p.app.access import AccessService
 from meshp2p.app.blackboard_service import BlackboardService, store_path
 from meshp2p.app.config import BlackboardConfig
 from meshp2p.app.local import (
@@ -118,6 +123,8 @@ class NodeConfig:
     progress: ProgressSink = SILENT
     #: Cap on what this node uploads to members fetching model files (`--max-upload-mbps`); None: no cap.
     max_upload_mbps: float | None = None
+    #: Rate limits per client address, for clients not on this machine (`--rate-limit`, `--max-concurrent`).
+    address_limits: AddressLimits = field(default_factory=AddressLimits)
 
 
 @dataclass(frozen=True)
@@ -257,9 +264,11 @@ class Node:
         self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned)
         self.router = Router(fleet.servers, upstream, None if self.mesh is None else self.mesh.gateway, local.load)
         self.announce = _nothing if self.mesh is None else self.mesh.service.announce_now
+        #: API keys, rate limits and key usage (app/access.py); the tunnel's requests never meet them.
+        self.access = AccessService(config.address_limits)
         self.dropper = ModelDropper(local.offered, fleet, upstream, self.announce)
         self.report = StatusReport(local, self.mesh, started_at=time.time(), api_url=self.api_url,
-                                   console_url=self.console_url)
+                                   console_url=self.console_url, keys_on=self.access.keys_on)
 
     @property
     def api_url(self) -> str:
@@ -286,11 +295,14 @@ class Node:
             await nursery.start(self.fleet.run)
             if self.mesh is not None:
                 await nursery.start(self.mesh.run)
+            await nursery.start(self.access.run)
             openai_app = create_openai_app(self.router)
+            guard_api(openai_app, self.access.gate, self.access.keys, self.access.usage)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
                 console_app = create_console_app(self.report.to_json, self.dropper.drop,
                                                  None if self.mesh is None else self.mesh.blackboard)
+                guard_console_writes(console_app, self.access.keys, lambda: self.access.console_token)
                 await nursery.start(
                     partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
             runtime = _write_runtime_file(self)
@@ -310,7 +322,8 @@ class StatusReport:
     """The node's status document, built from its parts on each call (from memory, on the event loop)."""
 
     def __init__(self, local: LocalParts, mesh: MeshParts | None, *, started_at: float, api_url: str,
-                 console_url: str | None) -> None:
+                 console_url: str | None, keys_on: Callable[[], bool]) -> None:
+        self.keys_on = keys_on
         self.local = local
         self.mesh = mesh
         self.started_at = started_at
@@ -325,7 +338,8 @@ class StatusReport:
                 console_url=self.console_url, home=str(meshp2p_home()),
                 llama_cpp=None if cfg.binaries is None else LlamaCppStatus(str(cfg.binaries.server),
                                                                            cfg.binaries.source),
-                max_vram_gb=cfg.max_vram_gb, role=node_role(cfg.binaries is not None, local.fleet.servers)),
+                max_vram_gb=cfg.max_vram_gb, role=node_role(cfg.binaries is not None, local.fleet.servers),
+                api_keys=self.keys_on()),
             mesh=None if mesh is None else mesh.service.snapshot(),
             blackboard=None if mesh is None else mesh.blackboard.snapshot(),
             splits=() if mesh is None else tuple(split.snapshot() for split in mesh.splits),

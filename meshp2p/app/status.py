@@ -43,6 +43,8 @@ class NodeSummary:
     llama_cpp: LlamaCppStatus | None
     max_vram_gb: float | None
     role: Role
+    #: Whether the API asks for keys (a keys file exists).
+    api_keys: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class NodeSummary:
             "llama_cpp": None if self.llama_cpp is None else self.llama_cpp.to_json(),
             "max_vram_gb": self.max_vram_gb,
             "role": str(self.role),
+            "api_keys": self.api_keys,
         }
 
 

@@ -23,9 +23,9 @@ JSON_HEADERS = (("content-type", "application/json"),)
 #: Headers of one hop only (RFC 9110 §7.6.1, and the framing a relay redoes): never passed on.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                         "upgrade", "content-length", "server", "date"})
-#: What never crosses the tunnel either: the asking node's host and its client's credentials
-#: (protocols/http-tunnel.md).
-NOT_TUNNELLED = HOP_BY_HOP | {"host", "authorization", "cookie"}
+#: What never crosses the tunnel either: the asking node's host and its client's credentials, OpenAI's and
+#: Anthropic's alike (protocols/http-tunnel.md): the asking node's gate checked them, and a peer must not see them.
+NOT_TUNNELLED = HOP_BY_HOP | {"host", "authorization", "x-api-key", "cookie"}
 
 
 def end_to_end(headers: Iterable[tuple[str, str]], *, drop: frozenset[str] = HOP_BY_HOP) -> dict[str, str]:

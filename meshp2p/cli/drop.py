@@ -7,14 +7,14 @@ import argparse
 import httpx
 from rich.console import Console
 
-from meshp2p.api.console_client import console_url
+from meshp2p.api.console_client import console_headers, console_url
 from meshp2p.errors import MeshP2PError
 
 
 def run_drop(args: argparse.Namespace, console: Console) -> int:
     url = f"{console_url(args.console)}/api/models/{args.model}/drop"
     try:
-        response = httpx.post(url, timeout=30)
+        response = httpx.post(url, timeout=30, headers=console_headers())
     except httpx.HTTPError as exc:
         raise MeshP2PError(f"could not reach the node at {url}: {exc}", hint="is it running? (`meshp2p up`)") from exc
     if response.status_code != 200:

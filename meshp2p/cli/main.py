@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from meshp2p import __version__
+from meshp2p.access.gate import DEFAULT_ADDRESS_CONCURRENT, DEFAULT_ADDRESS_RPM
 from meshp2p.app.node import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT
 from meshp2p.cli.blackboard_parser import add_blackboard_parser
 from meshp2p.cli.logs import LOG_FORMATS, configure_logging
@@ -47,6 +48,7 @@ COMMANDS = {
     "blackboard": "meshp2p.cli.blackboard:run_blackboard",
     "download": "meshp2p.cli.download:run_download",
     "models": "meshp2p.cli.models:run_models",
+    "keys": "meshp2p.cli.keys:run_keys",
 }
 
 
@@ -106,7 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads per llama-server (default: llama.cpp's choice)")
     up.add_argument("--listen-all", action="store_true",
                     help="listen on every interface (0.0.0.0) instead of 127.0.0.1 only, for the API and for "
-                    "peers: needed to mesh with other machines; anyone who can reach this one can use the API")
+                    "peers: needed to mesh with other machines; anyone who can reach this one can use the API "
+                    "unless API keys are on (`meshp2p keys create`)")
+    up.add_argument("--rate-limit", type=int, default=DEFAULT_ADDRESS_RPM, metavar="RPM",
+                    help="requests per minute each client address not on this machine may make; more get 429 "
+                    f"with Retry-After (default {DEFAULT_ADDRESS_RPM}; 0: no limit; this machine's own clients "
+                    "have none)")
+    up.add_argument("--max-concurrent", type=int, default=DEFAULT_ADDRESS_CONCURRENT, metavar="N",
+                    help="requests (streams included) each client address not on this machine may have in "
+                    f"flight at once; more get 429 (default {DEFAULT_ADDRESS_CONCURRENT}; 0: no limit; this "
+                    "machine's own clients have none)")
     up.add_argument("--no-build", action="store_true",
                     help="fail instead of building llama.cpp when no binaries are found")
     mesh = up.add_argument_group("mesh", "Which mesh this node is in. Default: this node's own private mesh "
@@ -239,7 +250,38 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print {on_disk: [...], node: {...} or null} as JSON")
     models.add_argument("--console", type=int, default=None, metavar="PORT",
                         help="console port of the node to ask (default: read from $MESHP2P_HOME/node.json)")
+    add_keys_parser(commands)
     return parser
+
+
+def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser(
+        "keys", help="create, list and revoke the API's keys",
+        description="API keys for this MESHP2P_HOME's node. Off by default; on as soon as a key exists "
+        "($MESHP2P_HOME/keys.json, mode 0600, holds only their SHA-256): then every request to the API (but GET "
+        "/health) needs `Authorization: Bearer KEY` or `x-api-key: KEY`, and the console's write endpoints need a "
+        "key or the node's console token (this user's own commands send it). A running node sees changes on its "
+        "next request. Revoking every key keeps keys on (the API then refuses everyone); deleting keys.json turns "
+        "them off. Requests that members send through the mesh tunnel need no key: their node checked it.")
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="make a key and print it (once)",
+                                description="Make a key, print it once on stdout (store it now) and keep only "
+                                "its SHA-256.")
+    create.add_argument("--name", metavar="NAME", help="a name to tell the key by (default: key-XXXX)")
+    create.add_argument("--rate", type=int, default=None, metavar="RPM",
+                        help="requests per minute this key may make; more get 429 with Retry-After (default: no "
+                        "limit of its own)")
+    create.add_argument("--concurrent", type=int, default=None, metavar="N",
+                        help="requests (streams included) this key may have in flight at once; more get 429 "
+                        "(default: no limit of its own)")
+    create.add_argument("--json", action="store_true", help="print the key and its record as one JSON object")
+    listing = actions.add_parser("list", help="list the keys with their requests, tokens and last use",
+                                 description="List the keys (revoked ones too) with the requests, tokens in and "
+                                 "out and last use the running node saved (every 2 s).")
+    listing.add_argument("--json", action="store_true", help="print {keys_on, keys: [...]} as JSON")
+    revoke = actions.add_parser("revoke", help="revoke a key",
+                                description="Revoke a key: a running node refuses it (401) from its next request.")
+    revoke.add_argument("key", metavar="KEY", help="the key's name, its id, or a unique prefix of its id")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from meshp2p.access.gate import AddressLimits
 from meshp2p.app.config import load_config
 from meshp2p.app.discovery import discover_once
 from meshp2p.app.mesh_service import MeshSettings
@@ -61,6 +62,9 @@ def run_up(args: argparse.Namespace, console: Console) -> int:
     # An earlier run of this MESHP2P_HOME that was killed may have left llama.cpp processes holding memory and ports.
     stop_leftovers()
     node = Node(config)
+    if config.host == ALL_HOSTS and not node.access.keys_on():
+        log.warning("--listen-all with no API key: anyone on the network can use this node's API "
+                    "(`meshp2p keys create` turns keys on)")
     try:
         trio.run(_serve, node, console)
     except BaseExceptionGroup as group:
@@ -87,6 +91,9 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
     if args.max_upload_mbps is not None and args.max_upload_mbps <= 0:
         raise ConfigError("--max-upload-mbps must be positive", hint="e.g. --max-upload-mbps 100, or leave it out")
+    for flag, value in (("--rate-limit", args.rate_limit), ("--max-concurrent", args.max_concurrent)):
+        if value < 0:
+            raise ConfigError(f"{flag} cannot be negative", hint=f"pass 0 for no limit, or leave {flag} out")
     if args.client and (args.draft or args.spec):
         raise ConfigError("--client runs no model, so there is nothing to speculate for",
                           hint="drop --draft / --spec")
@@ -132,6 +139,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         pending=tuple(pending),
         progress=TrackedProgress(),
         max_upload_mbps=args.max_upload_mbps,
+        address_limits=AddressLimits(rate_rpm=args.rate_limit or None, concurrent=args.max_concurrent or None),
     )
 
 
@@ -350,6 +358,11 @@ def _summary(node: Node) -> Panel:
             lines.append("invite      printed below; others join with: meshp2p up --join <invite>")
     else:
         lines.append("mesh        none (--solo)")
+    if node.access.keys_on():
+        lines.append("API keys    on (`meshp2p keys list`)")
+    elif node.config.host == ALL_HOSTS:
+        lines.append("[bold yellow]warning[/]: --listen-all and no API key: anyone on the network can use this "
+                     "node's API (`meshp2p keys create` turns keys on)")
     lines.append("[dim]Ctrl-C stops every llama-server and frees its port[/]")
     return Panel("\n".join(lines), title="meshp2p", expand=False)
 
