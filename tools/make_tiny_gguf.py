@@ -229,7 +229,8 @@ QWEN25_TEMPLATE = (
     "    {%- if messages[0]['role'] == 'system' %}\n"
     "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
     "    {%- else %}\n"
-    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\\n' }}\n"
     "    {%- endif %}\n"
     "{%- endif %}\n"
     "{%- for message in messages %}\n"
@@ -350,7 +351,7 @@ def write_toolcall_gguf(path: pathlib.Path, *, layers: int = 4, embd: int = 64, 
         types.append(token_type)
         return len(tokens) - 1
 
-    im_start = add_token(_IM_START, gguf.TokenType.CONTROL, 0.0)
+    add_token(_IM_START, gguf.TokenType.CONTROL, 0.0)
     im_end = add_token(_IM_END, gguf.TokenType.CONTROL, 0.0)
     markers = [add_token(tool, gguf.TokenType.USER_DEFINED, 0.0)
                for tool in (TOOLCALL_WEATHER_TOOL, TOOLCALL_RECITE_TOOL)]
