@@ -217,62 +217,127 @@ def test_anthropic_count_tokens_counts_the_tools(mesh: dict[str, NodeProcess], s
 
 #: Long enough that the serving llama-server is still writing `recite`'s arguments when it is killed.
 RECITE_MAX_TOKENS = 4000
-DELTAS_BEFORE_KILL = 5
+PIECES_BEFORE_KILL = 5
+RESPONSES_RECITE = {"type": "function", "name": TOOLCALL_RECITE_TOOL, "description": "Say a text aloud.",
+                    "parameters": TEXT_SCHEMA}
+ANTHROPIC_RECITE = {"name": TOOLCALL_RECITE_TOOL, "description": "Say a text aloud.", "input_schema": TEXT_SCHEMA}
+#: One streamed `recite` call per API, read as ("start", name) and ("arguments", piece) events.
+STREAM_FORMATS = ("chat", "responses", "anthropic")
+
+
+class FailoverMesh:
+    """Two nodes serving the toolcall model and a client node; a test kills one server, the next gets it back."""
+
+    def __init__(self, root: Any, boot: BootstrapProcess, tiny_models: TinyModels) -> None:
+        self.root, self.boot, self.tiny_models = root, boot, tiny_models
+        self.common = ("--mesh-name", "toolcall-failover", "--bootstrap", boot.addr, "--threads", "1")
+        self.servers = {name: self._serve(name) for name in ("a", "b")}
+        self.client = start_node(root / "c", "--client", *self.common)
+        self.stopped: list[NodeProcess] = []
+
+    def _serve(self, name: str) -> NodeProcess:
+        return start_node(self.root / name, "--model", str(self.tiny_models.toolcall), *self.common)
+
+    def nodes(self) -> list[NodeProcess]:
+        return [*self.stopped, *self.servers.values(), self.client]
+
+    def ensure_two_servers(self) -> None:
+        """Restart (same home, so same identity) a server an earlier test killed; wait until the client routes to
+        both."""
+        for name, node in self.servers.items():
+            if node.process.poll() is not None:
+                self.stopped.append(node)
+                self.servers[name] = self._serve(name)
+        for node in (*self.servers.values(), self.client):
+            node.wait_ready()
+        peers = {n.status()["mesh"]["peer_id"] for n in self.servers.values()}
+
+        def both_listed() -> bool:
+            listed = [m for m in httpx.get(self.client.base_url + "/models", timeout=10).json()["data"]
+                      if m["id"] == MODEL]
+            return bool(listed) and set(listed[0]["meshp2p"]["nodes"]) == peers
+        wait_for(both_listed, MESH_TIMEOUT_S, "the client node to see both servers")
+
+
+@pytest.fixture(scope="module")
+def failover_mesh(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels, llama_binaries: LlamaBinaries
+                  ) -> Iterator[FailoverMesh]:
+    root = tmp_path_factory.mktemp("toolcall-failover")
+    boot = start_bootstrap(root / "bootstrap")
+    mesh: FailoverMesh | None = None
+    try:
+        mesh = FailoverMesh(root, boot, tiny_models)
+        yield mesh
+    finally:
+        try:
+            stop_all(mesh.nodes() if mesh is not None else [])
+        finally:
+            assert boot.stop() == 0, boot.log_path.read_text()
+
+
+def recite_events(stream_format: str, node: NodeProcess) -> Iterator[tuple[str, str]]:
+    """Stream a `recite` call through `node` in one API's format, as (kind, text) events."""
+    if stream_format == "chat":
+        for chunk in openai_client(node).chat.completions.create(
+                model=MODEL, messages=MESSAGES, tools=[CHAT_RECITE], temperature=0,  # type: ignore[arg-type]
+                max_tokens=RECITE_MAX_TOKENS, stream=True):
+            for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                assert delta.index == 0, "a second tool call appeared"
+                if delta.id or (delta.function and delta.function.name):
+                    yield "start", (delta.function.name or "") if delta.function else ""
+                if delta.function and delta.function.arguments:
+                    yield "arguments", delta.function.arguments
+    elif stream_format == "responses":
+        for event in openai_client(node).responses.create(
+                model=MODEL, input=QUESTION, tools=[RESPONSES_RECITE], temperature=0,  # type: ignore[list-item]
+                max_output_tokens=RECITE_MAX_TOKENS, stream=True):
+            if event.type == "response.output_item.added":
+                yield "start", getattr(event.item, "name", event.item.type)
+            elif event.type == "response.function_call_arguments.delta":
+                yield "arguments", event.delta
+    else:
+        for message_event in anthropic_client(node).messages.create(
+                model=MODEL, max_tokens=RECITE_MAX_TOKENS, extra_body={"temperature": 0},
+                messages=MESSAGES, tools=[ANTHROPIC_RECITE], stream=True):  # type: ignore[list-item,arg-type]
+            if message_event.type == "content_block_start":
+                yield "start", getattr(message_event.content_block, "name", message_event.content_block.type)
+            elif message_event.type == "content_block_delta" and message_event.delta.type == "input_json_delta":
+                yield "arguments", message_event.delta.partial_json
 
 
 def requests_served(node: NodeProcess) -> int:
     return sum(m["requests"] for m in node.status()["models"] if m["id"] == MODEL)
 
 
-def test_a_tool_call_cut_mid_stream_is_never_replayed(tmp_path_factory: pytest.TempPathFactory,
-                                                      tiny_models: TinyModels, llama_binaries: LlamaBinaries) -> None:
+@pytest.mark.parametrize("stream_format", STREAM_FORMATS)
+def test_a_tool_call_cut_mid_stream_is_never_replayed(failover_mesh: FailoverMesh, stream_format: str) -> None:
     """Two nodes serve the model; a client node streams a tool call from one of them, which dies (node and
     llama-server SIGKILLed) after a few argument deltas. A tool call cannot be continued on another server the way
-    text can (its arguments are not a message llama-server continues): the client must get an error, never the
-    call started again or a second call, since it may already have acted on the deltas."""
-    root = tmp_path_factory.mktemp("toolcall-failover")
-    boot = start_bootstrap(root / "bootstrap")
-    nodes: list[NodeProcess] = []
-    try:
-        common = ("--mesh-name", "toolcall-failover", "--bootstrap", boot.addr, "--threads", "1")
-        for name in ("a", "b"):
-            nodes.append(start_node(root / name, "--model", str(tiny_models.toolcall), *common))
-        nodes.append(start_node(root / "c", "--client", *common))
-        for node in nodes:
-            node.wait_ready()
-        a, b, c = nodes
-        wait_for(lambda: len(next(m for m in httpx.get(c.base_url + "/models", timeout=10).json()["data"]
-                                  if m["id"] == MODEL)["meshp2p"]["nodes"]) == 2,
-                 MESH_TIMEOUT_S, "the client node to see both servers")
-
-        stream = openai_client(c).chat.completions.create(
-            model=MODEL, messages=MESSAGES, tools=[CHAT_RECITE], temperature=0,  # type: ignore[arg-type]
-            max_tokens=RECITE_MAX_TOKENS, stream=True)
-        arguments, starts, victim_backend = "", 0, None
-        expected_prefix = '{"text": "' + TOOLCALL_RECITE_PIECE * RECITE_MAX_TOKENS
-        with pytest.raises(openai.APIError) as err, stream:
-            for chunk in stream:
-                for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-                    assert delta.index == 0, "a second tool call appeared"
-                    if delta.id or (delta.function and delta.function.name):
-                        starts += 1
-                        assert starts == 1, "the tool call was started again"
-                    arguments += (delta.function.arguments or "") if delta.function else ""
-                    assert expected_prefix.startswith(arguments), f"arguments replayed: {arguments[-80:]!r}"
-                if victim_backend is None and arguments.count(TOOLCALL_RECITE_PIECE) >= DELTAS_BEFORE_KILL:
-                    serving = [n for n in (a, b) if requests_served(n) > 0]
-                    assert len(serving) == 1, "one server answers the stream"
-                    victim = serving[0]
-                    victim_backend = victim.status()["models"][0]["pid"]
-                    # The whole machine dies: the node and its llama-server, without a word.
-                    victim.process.send_signal(signal.SIGKILL)
-                    os.kill(victim_backend, signal.SIGKILL)
-        assert victim_backend is not None, "the stream ended before the kill"
-        assert not pid_alive(victim_backend)
-        assert arguments.count(TOOLCALL_RECITE_PIECE) < RECITE_MAX_TOKENS - 1, "the call was finished elsewhere"
-        assert "tool call" in str(err.value), err.value
-    finally:
-        try:
-            stop_all(nodes)
-        finally:
-            assert boot.stop() == 0, boot.log_path.read_text()
+    text can (llama-server does not continue a partial call): the client must get an error, never the call started
+    again or a second call, since it may already act on the deltas it has."""
+    failover_mesh.ensure_two_servers()
+    servers = list(failover_mesh.servers.values())
+    before = {n.home.name: requests_served(n) for n in servers}
+    expected_prefix = '{"text": "' + TOOLCALL_RECITE_PIECE * RECITE_MAX_TOKENS
+    arguments, starts, victim_backend = "", [], None
+    error = openai.APIError if stream_format != "anthropic" else anthropic.APIError
+    with pytest.raises(error) as err:
+        for kind, text in recite_events(stream_format, failover_mesh.client):
+            if kind == "start":
+                starts.append(text)
+                assert starts == [TOOLCALL_RECITE_TOOL], f"the tool call was started again: {starts}"
+                continue
+            arguments += text
+            assert expected_prefix.startswith(arguments), f"arguments replayed: {arguments[-80:]!r}"
+            if victim_backend is None and arguments.count(TOOLCALL_RECITE_PIECE) >= PIECES_BEFORE_KILL:
+                serving = [n for n in servers if requests_served(n) > before[n.home.name]]
+                assert len(serving) == 1, "one server answers the stream"
+                victim_backend = serving[0].status()["models"][0]["pid"]
+                # The whole machine dies: the node and its llama-server, without a word.
+                serving[0].process.send_signal(signal.SIGKILL)
+                os.kill(victim_backend, signal.SIGKILL)
+    assert victim_backend is not None, "the stream ended before the kill"
+    assert not pid_alive(victim_backend)
+    assert starts == [TOOLCALL_RECITE_TOOL]
+    assert arguments.count(TOOLCALL_RECITE_PIECE) < RECITE_MAX_TOKENS - 1, "the call was finished elsewhere"
+    assert "tool call" in str(err.value), err.value
