@@ -35,12 +35,14 @@ def llama_binaries() -> LlamaBinaries:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    """Three tiny models written once per session: two chat models and one embedding model."""
+    """Tiny models written once per session: two chat models, one embedding model, and one that calls tools."""
     root = tmp_path_factory.mktemp("models")
     return TinyModels(
         dense=write_tiny_gguf(root / "tiny-dense.gguf", "dense", seed=1),
         other=write_tiny_gguf(root / "tiny-other.gguf", "dense", seed=2),
         embed=write_tiny_gguf(root / "tiny-embed.gguf", "embed", seed=3),
+        # Context for a `recite` call of a few thousand tokens (tests kill its server while it streams).
+        toolcall=write_tiny_gguf(root / "tiny-toolcall.gguf", "toolcall", ctx=8192),
     )
 
 

@@ -6,8 +6,6 @@ Real `meshp2p up` processes and a real bootstrap on loopback, real llama-server 
 
 from __future__ import annotations
 
-import json
-
 import anthropic
 import httpx
 import openai
@@ -179,19 +177,6 @@ def test_rerank_on_a_model_that_is_not_a_reranker_is_a_clear_400(mesh, side):
         "model": TINY_EMBED, "query": "q", "documents": ["a", "b"]})
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["code"] == "rerank_not_supported"
-
-
-@pytest.mark.parametrize("side", SIDES)
-def test_json_schema_response_format_is_honoured(mesh, side):
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
-              "additionalProperties": False}
-    answer = openai_client(mesh[side]).chat.completions.create(
-        model=TINY_DENSE, messages=[{"role": "user", "content": "A number please."}], temperature=0, max_tokens=40,
-        response_format={"type": "json_schema", "json_schema": {"name": "number", "schema": schema, "strict": True}})
-    content = answer.choices[0].message.content
-    assert answer.choices[0].finish_reason == "stop", content
-    parsed = json.loads(content)
-    assert set(parsed) == {"n"} and isinstance(parsed["n"], int)
 
 
 def test_every_routed_path_is_answered_not_404(mesh):

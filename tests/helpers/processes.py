@@ -66,6 +66,8 @@ class TinyModels:
     dense: Path
     other: Path
     embed: Path
+    #: make_tiny_gguf's `toolcall` variant: fixed replies and tool calls (see `write_toolcall_gguf`).
+    toolcall: Path
 
 
 @dataclass(eq=False)
