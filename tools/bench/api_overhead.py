@@ -79,13 +79,17 @@ class Api:
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 
+#: An explicit `stop` on the OpenAI paths: meshp2p adds a model's default stop strings (the embedded model's
+#: transcript turns) to a request without one, and the direct path must be asked the same thing.
+NO_STOP: list[str] = []
+
 APIS = {api.name: api for api in (
-    Api("completions", "/v1/completions", lambda m, n: {"model": m, "prompt": PROMPT, "max_tokens": n},
-        is_token),
-    Api("chat", "/v1/chat/completions", lambda m, n: {"model": m, "messages": MESSAGES, "max_tokens": n},
-        is_chat_token),
-    Api("responses", "/v1/responses", lambda m, n: {"model": m, "input": PROMPT, "max_output_tokens": n},
-        is_responses_token),
+    Api("completions", "/v1/completions",
+        lambda m, n: {"model": m, "prompt": PROMPT, "max_tokens": n, "stop": NO_STOP}, is_token),
+    Api("chat", "/v1/chat/completions",
+        lambda m, n: {"model": m, "messages": MESSAGES, "max_tokens": n, "stop": NO_STOP}, is_chat_token),
+    Api("responses", "/v1/responses",
+        lambda m, n: {"model": m, "input": PROMPT, "max_output_tokens": n, "stop": NO_STOP}, is_responses_token),
     Api("messages", "/v1/messages", lambda m, n: {"model": m, "messages": MESSAGES, "max_tokens": n},
         is_messages_token),
 )}
