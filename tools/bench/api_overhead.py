@@ -169,24 +169,36 @@ def wait_backend_port(proc: subprocess.Popen[bytes], console: int) -> tuple[str,
 
 def measure(apis: list[Api], routes: list[Route], model_id: str, args: argparse.Namespace
             ) -> dict[tuple[str, str], list[Sample]]:
-    """Every (API, path) pair `args.rounds` times, interleaved: each round rotates the APIs and alternates the
-    paths' order, so drift in the machine's load falls on every row alike."""
-    bodies = {api.name: {**api.body(model_id, args.tokens), "temperature": 0, "stream": True, "ignore_eos": True}
-              for api in apis}
+    """Every (API, path) pair `args.rounds` times, interleaved: each round goes through every API, and each API's
+    paths swap order from round to round, so drift in the machine's load falls on every row alike.
+
+    The APIs' prompts differ (chat templates), and llama-server reuses its cache only for the prompt it saw last:
+    before an API's timed pair, one uncounted 1-token request puts its prompt in the cache, so every timed request
+    starts from the same cache state (without it, whichever path came first after another API paid for the prompt).
+    """
+    def body(api: Api, tokens: int, stream: bool) -> dict[str, object]:
+        return {**api.body(model_id, tokens), "temperature": 0, "stream": stream, "ignore_eos": True}
+
     samples: dict[tuple[str, str], list[Sample]] = {(a.name, r.name): [] for a in apis for r in routes}
-
-    def once(client: httpx.Client, api: Api, route: Route) -> Sample:
-        return stream_once(client, route.base + api.path, bodies[api.name], token=api.token, headers=route.headers)
-
     with httpx.Client(timeout=120) as client:
-        for api in apis:  # warm every path (connections, prompt cache)
+        def warm(api: Api) -> None:
+            try:
+                client.post(routes[0].base + api.path, json=body(api, 1, False)).raise_for_status()
+            except httpx.RemoteProtocolError:  # llama-server closed an idle keep-alive connection: see stream_once
+                client.post(routes[0].base + api.path, json=body(api, 1, False)).raise_for_status()
+
+        def once(api: Api, route: Route) -> Sample:
+            return stream_once(client, route.base + api.path, body(api, args.tokens, True), token=api.token,
+                               headers=route.headers)
+
+        for api in apis:  # warm every path (connections, the prompt cache)
             for route in routes:
-                once(client, api, route)
+                once(api, route)
         for i in range(args.rounds):
-            for j in range(len(apis)):
-                api = apis[(i + j) % len(apis)]
-                for route in routes if (i + j) % 2 == 0 else reversed(routes):
-                    samples[api.name, route.name].append(once(client, api, route))
+            for k, api in enumerate(apis):
+                warm(api)
+                for route in routes if (i + k) % 2 == 0 else reversed(routes):
+                    samples[api.name, route.name].append(once(api, route))
     return samples
 
 
