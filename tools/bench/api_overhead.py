@@ -79,8 +79,8 @@ class Api:
 MESSAGES = [{"role": "user", "content": PROMPT}]
 
 
-#: An explicit `stop` on the OpenAI paths: meshp2p adds a model's default stop strings (the embedded model's
-#: transcript turns) to a request without one, and the direct path must be asked the same thing.
+#: An explicit `stop` (`stop_sequences` on Anthropic's): meshp2p adds a model's default stop strings (the embedded
+#: model's transcript turns) to a request without one, and the direct path must be asked the same thing.
 NO_STOP: list[str] = []
 
 APIS = {api.name: api for api in (
@@ -90,7 +90,8 @@ APIS = {api.name: api for api in (
         lambda m, n: {"model": m, "messages": MESSAGES, "max_tokens": n, "stop": NO_STOP}, is_chat_token),
     Api("responses", "/v1/responses",
         lambda m, n: {"model": m, "input": PROMPT, "max_output_tokens": n, "stop": NO_STOP}, is_responses_token),
-    Api("messages", "/v1/messages", lambda m, n: {"model": m, "messages": MESSAGES, "max_tokens": n},
+    Api("messages", "/v1/messages",
+        lambda m, n: {"model": m, "messages": MESSAGES, "max_tokens": n, "stop_sequences": NO_STOP},
         is_messages_token),
 )}
 
