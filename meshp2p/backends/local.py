@@ -25,7 +25,7 @@ from meshp2p.backends.base import (
     passed_on,
     when_done,
 )
-from meshp2p.backends.endpoints import Needs, endpoint
+from meshp2p.backends.endpoints import Family, Needs, endpoint, family_of
 from meshp2p.backends.http11 import UpstreamError, UpstreamPool, UpstreamResponse
 from meshp2p.errors import BackendBroke, BackendError, BackendUnavailable, MeshP2PError, UnsupportedRequest
 from meshp2p.hosts import LOOPBACK_HOST
@@ -103,10 +103,12 @@ def cannot_answer(model: ModelSpec, path: str) -> UnsupportedRequest | None:
 
 
 def with_default_stop(request: BackendRequest, stop: tuple[str, ...]) -> BackendRequest:
-    """The request with the model's default stop strings, unless the client set its own."""
-    if not stop or request.payload.get("stop") is not None:
+    """The request with the model's default stop strings, unless the client set its own: `stop_sequences` under
+    Anthropic's paths (llama-server's /v1/messages reads only that field), `stop` elsewhere."""
+    field = "stop_sequences" if family_of(request.path) is Family.ANTHROPIC else "stop"
+    if not stop or request.payload.get(field) is not None:
         return request
-    return request.with_payload({**request.payload, "stop": list(stop)})
+    return request.with_payload({**request.payload, field: list(stop)})
 
 
 def tunnel_handler(servers: Mapping[str, LlamaServer], pool: UpstreamPool, *,

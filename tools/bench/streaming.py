@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -33,26 +34,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
-    """One streamed completion; TTFT is request start → first token event, tok/s is over the rest.
+def stream_once(client: httpx.Client, url: str, body: dict[str, object], *,
+                token: Callable[[str], bool] | None = None, headers: Mapping[str, str] | None = None) -> Sample:
+    """One streamed answer; TTFT is request start → first token event, tok/s is over the rest.
 
+    `token` tells an SSE line that carries generated text (default `is_token`: /v1/completions' events).
     llama-server sometimes closes an idle keep-alive connection just as it is reused; that attempt is
     repeated (on either path) instead of being counted.
     """
     try:
-        return _stream_once(client, url, body)
+        return _stream_once(client, url, body, token or is_token, headers)
     except httpx.RemoteProtocolError:
-        return _stream_once(client, url, body)
+        return _stream_once(client, url, body, token or is_token, headers)
 
 
-def _stream_once(client: httpx.Client, url: str, body: dict[str, object]) -> Sample:
+def _stream_once(client: httpx.Client, url: str, body: dict[str, object], token: Callable[[str], bool],
+                 headers: Mapping[str, str] | None) -> Sample:
     start = time.perf_counter()
     first = last = 0.0
     tokens = 0
-    with client.stream("POST", url, json=body) as response:
+    with client.stream("POST", url, json=body, headers=headers) as response:
         response.raise_for_status()
         for line in response.iter_lines():
-            if not is_token(line):
+            if not token(line):
                 continue
             now = time.perf_counter()
             if tokens == 0:
