@@ -3,10 +3,11 @@
 Why not huggingface_hub's `http_get`: it reads through httpx, whose transport hands the body over 64 KiB at a time
 through Python-level HTTP parsing; on loopback it moved about a third of what `curl` moves from the same server
 (tools/bench/hub_download.py), and the SHA-256 check then read the whole file a second time. Here the standard
-library's `http.client` reads the body straight into a few reused 4 MiB buffers (`readinto`, which waits for the
-socket with the interpreter lock released), each buffer is written to the file and handed to a hashing thread
-(hashlib releases the lock too), so receiving, writing and hashing overlap on separate cores and the file is never
-read back. What huggingface_hub's download did and this keeps: its headers (`build_hf_headers`: user agent,
+library's `http.client` reads the body straight into a few reused 4 MiB buffers (`readinto1`, which waits for the
+socket with the interpreter lock released), each socket read is written to the file at once (so the partial file
+holds every byte received, whatever stops the download) and each full buffer is handed to a hashing thread (hashlib
+releases the lock too), so receiving, writing and hashing overlap on separate cores and the file is never read
+back. What huggingface_hub's download did and this keeps: its headers (`build_hf_headers`: user agent,
 `HF_TOKEN`), its timeout (`HF_HUB_DOWNLOAD_TIMEOUT`), the proxies of the environment (`HTTPS_PROXY`, `NO_PROXY`),
 redirects followed with the token dropped off the hub's origin, and a cut connection resumed from the byte it
 stopped at (a few tries in a row without progress, then DownloadFailed; a later run resumes the partial file).
@@ -80,20 +81,54 @@ def _receive(url: str, out: _Appendable, *, have: int, size: int, headers: Mappi
                 url = urljoin(url, location)
                 continue
             _check_status(response, url, have)
-            while True:
-                buffer = hasher.free_buffer()
-                n = response.readinto(buffer)
-                if not n:
-                    hasher.give_back(buffer)
-                    return
-                out.write(memoryview(buffer)[:n])
-                hasher.feed(buffer, n)
-                on_bytes(n)
-                if out.tell() >= size:
-                    return
+            _append_body(response, out, size=size, on_bytes=on_bytes, hasher=hasher)
+            return
         finally:
             connection.close()
     raise DownloadFailed(f"more than {MAX_REDIRECTS} redirects from {url}")
+
+
+def _append_body(response: http.client.HTTPResponse, out: _Appendable, *, size: int,
+                 on_bytes: Callable[[int], None], hasher: _Hasher) -> None:
+    """Append the body to `out` as it arrives, until it ends, breaks or `out` holds `size` bytes.
+
+    Every socket read goes to the file at once, so the partial file holds every byte received whatever stops the
+    download (a cut, Ctrl-C): the next try resumes from exactly there. The hasher gets whole buffers."""
+    remaining = None if response.chunked else response.length
+    while True:
+        buffer = hasher.free_buffer()
+        view = memoryview(buffer)
+        filled = n = 0
+        try:
+            while filled < len(buffer) and out.tell() < size:
+                n = _read_some(response, view[filled:], remaining)
+                if not n:
+                    break
+                if remaining is not None:
+                    remaining -= n
+                out.write(view[filled:filled + n])
+                filled += n
+                on_bytes(n)
+        finally:
+            if filled:
+                hasher.feed(buffer, filled)
+            else:
+                hasher.give_back(buffer)
+        if not n or out.tell() >= size:
+            return
+
+
+def _read_some(response: http.client.HTTPResponse, into: memoryview, remaining: int | None) -> int:
+    """At most one socket read's worth of the body into `into` (0 at its end); a body shorter than its
+    Content-Length raises IncompleteRead, as `response.read` would."""
+    if remaining is None or response.fp is None:
+        return response.readinto(into)  # chunked or unsized: http.client decodes it
+    if not remaining:
+        return 0
+    n = response.fp.readinto1(into[:remaining])
+    if not n:
+        raise http.client.IncompleteRead(b"", remaining)
+    return n
 
 
 def _check_status(response: http.client.HTTPResponse, url: str, have: int) -> None:

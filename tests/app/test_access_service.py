@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import trio
+from helpers.processes import wait_for
 
 from meshp2p.access.files import read_usage
 from meshp2p.access.gate import AddressLimits
-from meshp2p.app.access import SAVE_EVERY_S, AccessService
+from meshp2p.app.access import AccessService
 
 
 async def test_token_and_usage_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: Any) -> None:
@@ -26,10 +27,8 @@ async def test_token_and_usage_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert stat.S_IMODE(token.stat().st_mode) == 0o600
         service.usage.request("k1", 10.0)
         service.usage.tokens("k1", 3, 4)
-        for _ in range(40):  # the save runs in a worker thread, which the clock does not wait for
-            if usage.exists():
-                break
-            await trio.sleep(SAVE_EVERY_S / 4)
+        # The save runs in a worker thread, which the autojump clock does not wait for: wait in real time.
+        await trio.to_thread.run_sync(wait_for, usage.exists, 30, "the usage file")
         assert read_usage(usage).of("k1").tokens_out == 4 and stat.S_IMODE(usage.stat().st_mode) == 0o600
         service.usage.request("k1", 11.0)  # not saved by the loop yet: the end saves it
         nursery.cancel_scope.cancel()

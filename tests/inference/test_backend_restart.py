@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import anthropic
 import httpx
 import openai
 from helpers.processes import pid_alive
@@ -26,6 +27,16 @@ def test_killed_backend_is_restarted_and_the_api_recovers(node_factory, tiny_mod
     assert r.status_code == 503, r.text
     assert int(r.headers["Retry-After"]) >= 1
     assert r.json()["error"]["code"] == "model_unavailable"
+    # Anthropic's clients get Anthropic's word for it: 529 overloaded_error, which their SDK raises as its own class
+    # (and Claude Code retries).
+    claude = anthropic.Anthropic(base_url=f"http://127.0.0.1:{node.api_port}", api_key="unused", max_retries=0,
+                                 timeout=10)
+    try:
+        claude.messages.create(model="tiny-dense", max_tokens=4, messages=[{"role": "user", "content": "abc"}])
+    except anthropic.OverloadedError as exc:
+        assert exc.body["error"]["type"] == "overloaded_error" and int(exc.response.headers["retry-after"]) >= 1
+    else:
+        raise AssertionError("the restarting model answered /v1/messages")
 
     deadline = time.monotonic() + RECOVERY_TIMEOUT_S
     while (after := node.status()["models"][0])["state"] != "ready" or after["pid"] == before["pid"]:
