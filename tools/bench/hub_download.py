@@ -6,8 +6,8 @@ A local hub (tests/helpers/hub_server.py: the hub's protocol as huggingface_hub 
 redirect) runs in a child process, so its sending threads do not share this process's interpreter lock with the
 download being measured. It serves one repo with a `--mib` MiB file of random bytes. Each round, interleaved:
 - `meshp2p`: `ensure_files` into a fresh huggingface_hub cache, exactly as `meshp2p download` does: the HEAD for
-  the metadata, the disk check, the bytes through huggingface_hub's `http_get`, the SHA-256 check of the whole file,
-  and the filing into the cache (refs, snapshot link);
+  the metadata, the disk check, the bytes through `meshp2p/inference/http_fetch.py` (hashed as they arrive), the
+  size and SHA-256 check, and the filing into the cache (refs, snapshot link);
 - `curl`: `curl -L` of the same resolve URL to a file (following the same redirect), nothing checked;
 - `hf_hub_download`: huggingface_hub's own download into a fresh cache (for reference: what any HF tool pays).
 Medians of `--rounds` rounds, MB/s and the ratio to curl. Every downloaded file and cache is removed after its
