@@ -21,6 +21,8 @@ from meshp2p.inference.build import BACKENDS
 DESCRIPTION = """\
 meshp2p pools spare GPUs and CPUs on ordinary machines to serve LLMs. Every node answers on an
 OpenAI-compatible API (http://localhost:9337/v1), whichever machine actually holds the model.
+With no command, meshp2p says what to run and serves the console (http://127.0.0.1:3131,
+read-only) until Ctrl-C.
 
 Environment:
   MESHP2P_HOME       data dir: identity, model store, logs (default ~/.meshp2p)
@@ -34,7 +36,7 @@ Environment:
 
 
 #: command -> "module:function(args, console) -> exit status"
-COMMANDS = {
+COMMANDS: dict[str | None, str] = {
     "up": "meshp2p.cli.up:run_up",
     "doctor": "meshp2p.cli.doctor:run_doctor",
     "llama": "meshp2p.cli.llama:run_llama",
@@ -49,6 +51,8 @@ COMMANDS = {
     "download": "meshp2p.cli.download:run_download",
     "models": "meshp2p.cli.models:run_models",
     "keys": "meshp2p.cli.keys:run_keys",
+    #: No command: what to run, and the read-only console (meshp2p/app/idle.py).
+    None: "meshp2p.cli.idle:run_idle",
 }
 
 
@@ -63,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "message key=value), json (one JSON object per line); auto (default) is rich on a "
                              "terminal and text anywhere else. `up` also appends the lines to "
                              "$MESHP2P_HOME/logs/meshp2p.log")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--console", dest="idle_console", type=int, default=DEFAULT_CONSOLE_PORT, metavar="PORT",
+                        help="with no command: the port of the read-only console on 127.0.0.1 (default "
+                        f"{DEFAULT_CONSOLE_PORT}); `up --console` sets a node's")
+    # No command is idle mode: what to run, and the console (read-only) on :3131 until Ctrl-C.
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=False)
 
     up = commands.add_parser(
         "up",

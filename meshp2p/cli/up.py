@@ -344,7 +344,7 @@ def _summary(node: Node) -> Panel:
     lines = [f"[bold green]serving[/] {served}",
              f"OpenAI API  [bold]{node.api_url}[/]" + (f"   (default model: {default})" if default else "")]
     if node.console_url:
-        lines.append(f"status      {node.console_url}/api/status")
+        lines.append(f"console     [bold]{node.console_url}/[/]   (JSON: {node.console_url}/api/status)")
     if node.mesh is not None:
         settings, overlay = node.mesh.service.settings, node.mesh.overlay
         kind = f"'{settings.name}' (public)" if not settings.private else "private" + (
