@@ -15,7 +15,13 @@ it) and prints where its idle CPU goes. Everything is stopped with SIGINT (then 
 
 Targets: RSS <= 150 MB, CPU <= 1 % (of one core). Runtime: ~1 min (+ --profile).
 
-usage: /work/venv/bin/python tools/bench/idle_node.py [--others 1] [--settle 20] [--window 30] [--profile 20] [-v]
+With --console-tab, the measured node is then measured in --rounds pairs of windows, interleaved: without a
+browser, and with one headless Chromium tab (Playwright on the system's chromium, as the tests use it) open on
+its console page, which follows the node over /api/events. Only the node's CPU is counted, not the browser's.
+Target: the node's CPU with a tab <= 1.5 x without.
+
+usage: python tools/bench/idle_node.py [--others 1] [--settle 20] [--window 30] [--profile 20] [--console-tab
+       [--rounds 2]] [-v]
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ from pathlib import Path
 
 TARGET_RSS_MB = 150.0
 TARGET_CPU_PCT = 1.0
+TARGET_TAB_RATIO = 1.5
+#: Seconds between opening the tab and measuring: the page's first fetches are not its idle cost.
+TAB_SETTLE_S = 5.0
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 POLL_S = 0.25
@@ -197,6 +206,35 @@ def measure(pids: dict[str, int], window_s: float) -> dict[str, Usage]:
                          max(rss[label])) for label, pid in pids.items()}
 
 
+def console_tab_rounds(pid: int, console_port: int, window_s: float, rounds: int) -> None:
+    """The node's CPU without and with one console tab open, `rounds` interleaved pairs of windows."""
+    from playwright.sync_api import sync_playwright  # a test dependency (tools/setup.sh --test)
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("--console-tab needs Debian's chromium (tools/setup.sh --test installs it)")
+    without: list[float] = []
+    with_tab: list[float] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            for _ in range(rounds):
+                without.append(measure({"node": pid}, window_s)["node"].cpu_pct)
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{console_port}/", wait_until="networkidle")
+                time.sleep(TAB_SETTLE_S)
+                with_tab.append(measure({"node": pid}, window_s)["node"].cpu_pct)
+                page.close()
+        finally:
+            browser.close()
+    base, tab = statistics.median(without), statistics.median(with_tab)
+    ratio = tab / base if base > 0 else float("inf")
+    print(f"console tab: node CPU without {', '.join(f'{c:.2f}' for c in without)} %, with one tab "
+          f"{', '.join(f'{c:.2f}' for c in with_tab)} % ({window_s:.0f} s windows)")
+    print(f"with / without = {ratio:.2f} (medians {tab:.2f} / {base:.2f} %)   target <= {TARGET_TAB_RATIO}: "
+          f"{'MET' if ratio <= TARGET_TAB_RATIO else 'MISSED'}")
+
+
 def profile(pid: int, seconds: int, out: Path) -> None:
     """Sample the process with py-spy and print the share of samples per hot function (self and inclusive)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -257,6 +295,9 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=30.0, help="measurement window in seconds (default 30)")
     parser.add_argument("--profile", type=int, default=0, metavar="S",
                         help="after the window, py-spy the measured node for S seconds")
+    parser.add_argument("--console-tab", action="store_true",
+                        help="then compare the node's CPU with and without a headless console tab open")
+    parser.add_argument("--rounds", type=int, default=2, help="--console-tab: pairs of windows (default 2)")
     parser.add_argument("-v", "--verbose", action="store_true", help="keep the nodes' logs and print where")
     args = parser.parse_args()
 
@@ -293,6 +334,9 @@ def main() -> int:
               f"{'MET' if u.rss_max_mb <= TARGET_RSS_MB else 'MISSED'}")
         print(f"CPU {u.cpu_pct:.2f} % over {args.window:.0f} s   target <= {TARGET_CPU_PCT:.0f} %: "
               f"{'MET' if u.cpu_pct <= TARGET_CPU_PCT else 'MISSED'}")
+        if args.console_tab:
+            console_tab_rounds(node.pid, console, args.window, args.rounds)
+            processes.check_alive()
         if args.profile:
             profile(node.pid, args.profile, root / "node.pyspy.txt")
     finally:
