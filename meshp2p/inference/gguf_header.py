@@ -179,6 +179,11 @@ class GGUFHeader:
     data_offset: int
     alignment: int
     file_size: int
+    #: Where each metadata value starts in the file (after its key and type), and where the tensor table starts:
+    #: what a byte-level rewrite (inference/moe_shard.py) needs to copy the metadata and patch one value.
+    value_offsets: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    tensor_table_offset: int = field(default=-1, compare=False)
+    little_endian: bool = True
 
     def get(self, key: str, default: object = None) -> object:
         return self.metadata.get(key, default)
@@ -363,13 +368,16 @@ def _parse(buf: mmap.mmap | bytes, path: str, max_array_items: int) -> GGUFHeade
     n_kv = cur.u64("metadata count")
 
     metadata: dict[str, object] = {}
+    value_offsets: dict[str, int] = {}
     for _ in range(n_kv):
         key = cur.string("metadata key")
         value_type = cur.u32(f"type of {key!r}")
         if key in metadata:
             raise GGUFFormatError(f"{path} repeats metadata key {key!r}")
+        value_offsets[key] = cur.pos
         metadata[key] = _read_value(cur, value_type, key, max_array_items)
 
+    tensor_table_offset = cur.pos
     tensors = tuple(_read_tensor(cur) for _ in range(n_tensors))
     if len({t.name for t in tensors}) != len(tensors):
         raise GGUFFormatError(f"{path} repeats a tensor name")
@@ -395,6 +403,9 @@ def _parse(buf: mmap.mmap | bytes, path: str, max_array_items: int) -> GGUFHeade
         data_offset=data_offset,
         alignment=alignment,
         file_size=len(buf),
+        value_offsets=value_offsets,
+        tensor_table_offset=tensor_table_offset,
+        little_endian=cur.endian == "<",
     )
 
 
