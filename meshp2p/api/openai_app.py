@@ -112,8 +112,10 @@ def _model_entry(router: Router, model_id: str, created: int) -> dict[str, Any]:
     remote_nodes = list(router.remote_models().get(model_id, ()))
     extra: dict[str, Any] = {"local": server is not None, "nodes": remote_nodes}
     if server is not None:
+        layout = server.model.layout
         extra.update(state=server.state.value, size_bytes=server.model.size_bytes,
-                     architecture=server.model.architecture, embeddings=server.model.embeddings)
+                     architecture=server.model.architecture, embeddings=server.model.embeddings,
+                     moe=None if layout is None else layout.to_json())
     else:
         extra["state"] = "remote"
     return {"id": model_id, "object": "model", "created": created, "owned_by": "meshp2p", "meshp2p": extra}

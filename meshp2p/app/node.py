@@ -358,7 +358,8 @@ class StatusReport:
             content_id=None if cid is None else cid.text, architecture=s.model.architecture,
             embeddings=s.model.embeddings, pid=s.pid, port=s.port, restarts=s.restarts,
             requests=self.local.load.served[s.model.id], load_progress=round(s.load_progress, 3),
-            last_error=s.last_error, log=str(s.log_path), speculation=s.speculation_json())
+            last_error=s.last_error, log=str(s.log_path), speculation=s.speculation_json(),
+            moe=None if s.model.layout is None else s.model.layout.to_json())
 
 
 def _nothing() -> None:

@@ -1,4 +1,5 @@
-"""Serving a dense model as a pipeline: its layers on this node (the host) and on nearby workers.
+"""Serving a model as a pipeline: its layers on this node (the host) and on nearby workers. A Mixture-of-Experts
+model is split the same way (each block with all its experts: exact, solo's tokens), sized by its blocks' bytes.
 
 App-layer wiring of the planner (mesh/planner.py), the RPC bridge (p2p/rpc_tunnel.py) and the fleet:
 
@@ -124,7 +125,12 @@ class SplitHost:
         )
 
     def facts(self, content_id: ContentId | None) -> ModelFacts:
-        return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers, content_id)
+        layout = self.spec.layout
+        moe = layout is not None and layout.is_moe and len(layout.layer_bytes) == self.n_layers
+        # A MoE model is planned by its blocks' real bytes (mostly experts), the embeddings and head on the host.
+        return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers, content_id,
+                          layer_bytes=layout.layer_bytes if moe and layout else (),
+                          host_bytes=layout.host_bytes if moe and layout else 0)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

@@ -255,6 +255,8 @@ class ModelStatus:
     log: str
     #: Draft model or n-gram speculation and its acceptance (inference/spec_metrics.py); None: off.
     speculation: dict[str, Any] | None = None
+    #: Experts, experts used per token, expert and trunk bytes (inference/moe.py); None for a dense model.
+    moe: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -274,6 +276,7 @@ class ModelStatus:
             "last_error": self.last_error,
             "log": self.log,
             "speculation": self.speculation,
+            "moe": self.moe,
         }
 
 

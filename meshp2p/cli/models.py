@@ -17,6 +17,7 @@ from meshp2p.api.console_client import console_url
 from meshp2p.errors import MeshP2PError
 from meshp2p.inference.catalog import load_catalog
 from meshp2p.inference.hub import Hub
+from meshp2p.inference.moe import ModelLayout
 from meshp2p.inference.on_disk import local_models
 
 STATUS_TIMEOUT_S = 5.0
@@ -30,10 +31,10 @@ def run_models(args: argparse.Namespace, console: Console) -> int:
         return 0
     out = Console()
     table = Table(title="on disk here")
-    for column in ("model", "source", "size", "path"):
+    for column in ("model", "source", "size", "kind", "path"):
         table.add_column(column)
     for m in here:
-        table.add_row(m.id, m.source, f"{m.size_bytes / 1e9:.2f} GB", str(m.paths[0]))
+        table.add_row(m.id, m.source, f"{m.size_bytes / 1e9:.2f} GB", _kind(m.layout()), str(m.paths[0]))
     out.print(table if here else "no models on disk here yet (`meshp2p download` lists the catalog)")
     if node is None:
         out.print(note, highlight=False)
@@ -81,3 +82,11 @@ def node_models(port: int | None) -> tuple[dict[str, Any] | None, str]:
 
 def _peers(ids: list[str]) -> str:
     return ", ".join(f"{i[:12]}…" for i in ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
+
+
+def _kind(layout: ModelLayout | None) -> str:
+    """`dense`, or `MoE 128x8, experts 94 %` (experts x used per token, the experts' share of the bytes)."""
+    if layout is None or not layout.is_moe:
+        return "dense" if layout is not None else "?"
+    share = 100 * layout.expert_bytes / max(1, layout.total_bytes)
+    return f"MoE {layout.experts}x{layout.experts_used}, experts {share:.0f} %"

@@ -8,6 +8,7 @@ from typing import Literal
 
 from meshp2p.errors import ModelNotFound
 from meshp2p.inference.gguf_header import GGUFHeader, read_gguf_header
+from meshp2p.inference.moe import ModelLayout, model_layout
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class ModelSpec:
     files: tuple[Path, ...] = ()
     #: How llama-server speculates for this model; None: it does not.
     speculation: Speculation | None = None
+    #: Bytes per block, outside the blocks, and the experts of a MoE model (from the tensor table).
+    layout: ModelLayout | None = None
 
 
 def spec_from_gguf(path: Path, *, model_id: str | None = None) -> ModelSpec:
@@ -64,6 +67,7 @@ def spec_from_gguf(path: Path, *, model_id: str | None = None) -> ModelSpec:
         architecture=header.architecture,
         embeddings=header.is_embedding_model,
         reranking=header.is_reranking_model,
+        layout=model_layout(header),
     )
 
 
@@ -73,4 +77,10 @@ def spec_from_parts(paths: tuple[Path, ...], *, model_id: str | None = None) -> 
     spec = spec_from_gguf(paths[0], model_id=model_id)
     if len(paths) == 1:
         return spec
-    return replace(spec, size_bytes=sum(p.stat().st_size for p in paths), files=paths)
+    try:
+        rest = [read_gguf_header(p) for p in paths[1:]]
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"a part of {paths[0].name} is not a readable GGUF file: {exc}",
+                            hint="download the model again: `meshp2p download NAME`") from exc
+    layout = model_layout(read_gguf_header(paths[0]), *rest)
+    return replace(spec, size_bytes=sum(p.stat().st_size for p in paths), files=paths, layout=layout)

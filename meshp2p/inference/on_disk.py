@@ -17,8 +17,10 @@ from meshp2p.home import models_dir
 from meshp2p.inference.catalog import Catalog, CatalogEntry
 from meshp2p.inference.downloads import cached_listing, cached_path
 from meshp2p.inference.embedded import DEFAULT_FILE, DEFAULT_MODEL_ID
+from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.gguf_names import all_parts, pick_quant, split_parts
 from meshp2p.inference.hub import Hub, HubFile
+from meshp2p.inference.moe import ModelLayout, model_layout
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,19 @@ class LocalModel:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.paths)
 
+    def layout(self) -> ModelLayout | None:
+        """Its blocks' and experts' bytes from the tensor tables (milliseconds); None for an unreadable file."""
+        try:
+            headers = [read_gguf_header(p) for p in self.paths]
+        except (OSError, ValueError):
+            return None
+        return model_layout(*headers)
+
     def to_json(self) -> dict[str, object]:
+        layout = self.layout()
         return {"id": self.id, "source": self.source, "repo": self.repo, "path": str(self.paths[0]),
-                "files": [str(p) for p in self.paths], "size_bytes": self.size_bytes}
+                "files": [str(p) for p in self.paths], "size_bytes": self.size_bytes,
+                "moe": None if layout is None else layout.to_json()}
 
 
 def cached_entry_paths(entry: CatalogEntry, hub: Hub) -> tuple[Path, ...] | None:

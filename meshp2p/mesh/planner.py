@@ -1,4 +1,4 @@
-"""How one dense model is served: on one node (solo), or split by layers over several (pipeline).
+"""How one model is served: on one node (solo), or split by layers over several (pipeline).
 
 The planner runs on the node that wants to serve the model (`local`), over its view of the other peers. It takes
 plain facts and returns a `Plan`; it starts nothing. This node is taken to have the model and to serve (the
@@ -40,6 +40,12 @@ looks the way it does; every answer is here):
    `Shard.fraction` is the shard's share of the *layers*, not of capacity: handed to llama.cpp as
    `--tensor-split` (`Plan.tensor_split()`), the integer ranges are reproduced exactly instead of llama.cpp
    rounding capacity shares its own way. Fractions sum to 1.
+   A Mixture-of-Experts model is split by *bytes* instead (`ModelFacts.layer_bytes`, from the tensor table): its
+   blocks are mostly experts, and the embeddings and output head, which stay on the host, can be a large part of
+   what the host holds. Shard i's bytes (the host's counting `host_bytes`) are made as close as whole blocks
+   allow to its capacity's share of the model's bytes: each boundary between shards is put after the block
+   whose running total is nearest to the running share (ties: after the later block, so the earlier shard gets
+   the block). A shard can then end up with no block, and is dropped as above.
    The output head (llama.cpp's layer n_layers under `-ngl`) is in no range: it stays on the host (pinned with
    `-ot ...=CPU`, see the llama.cpp notes), so the per-token logits never cross the network, only activations
    do (measured on gemma-270m: ~1.08 MB a token with the head remote, ~31 KB with it on the host).
@@ -96,6 +102,10 @@ class ModelFacts:
     n_layers: int
     #: This node's file for the model; peers must hold a file with the same id (rule 2). None: not hashed yet.
     content_id: ContentId | None = None
+    #: Real bytes of each block, and outside the blocks (embeddings, output head: on the host). Given for a MoE
+    #: model, whose blocks are mostly experts and far from alike in size to the trunk (rule 3); () splits by count.
+    layer_bytes: tuple[int, ...] = ()
+    host_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +226,35 @@ def split_layers(n_layers: int, capacities_mb: Sequence[int]) -> tuple[int, ...]
     left = n_layers - sum(counts)
     for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:left]:
         counts[i] += 1
+    return tuple(counts)
+
+
+def split_layers_by_bytes(layer_bytes: Sequence[int], host_bytes: int,
+                          capacities_mb: Sequence[int]) -> tuple[int, ...]:
+    """Blocks per shard so that each shard's bytes (the first, the host's, counting `host_bytes`) are nearest to
+    its capacity's share of all the bytes (rule 3, MoE). Counts may be 0 here. Exact integer arithmetic."""
+    if not capacities_mb:
+        raise ValueError("no shard to split layers over")
+    weights = [max(0, c) for c in capacities_mb]
+    if sum(weights) == 0:
+        weights = [1] * len(weights)
+    total_weight = sum(weights)
+    total = max(0, host_bytes) + sum(layer_bytes)
+    # running[k]: the host's part plus blocks 0..k-1, i.e. the bytes before a boundary placed at block k.
+    running = [max(0, host_bytes)]
+    for size in layer_bytes:
+        running.append(running[-1] + size)
+    counts = []
+    start = 0
+    share = 0
+    for weight in weights[:-1]:
+        share += weight
+        target = total * share  # compared against running[k] * total_weight: no division, no rounding
+        best = min(range(start, len(layer_bytes) + 1),
+                   key=lambda k: (abs(running[k] * total_weight - target), -k))
+        counts.append(best - start)
+        start = best
+    counts.append(len(layer_bytes) - start)
     return tuple(counts)
 
 
@@ -346,7 +385,9 @@ def _pipeline(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts], *
         # max() keeps the first of equals: this node, then the earlier-ranked peer.
         host = max(members, key=lambda m: m.capacity_mb)
         ordered = [host, *(m for m in members if m is not host)]
-        counts = split_layers(model.n_layers, [m.capacity_mb for m in ordered])
+        capacities = [m.capacity_mb for m in ordered]
+        counts = (split_layers_by_bytes(model.layer_bytes, model.host_bytes, capacities)
+                  if model.layer_bytes else split_layers(model.n_layers, capacities))
         empty = [m for m, n in zip(ordered, counts, strict=True) if n == 0]
         if not empty:
             return Plan(model.model_id, host.peer_id, "pipeline", _shards(model.n_layers, ordered, counts),
@@ -366,6 +407,8 @@ def plan(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts], *, for
         raise ValueError(f"{model.model_id}: a model needs at least one layer, got {model.n_layers}")
     if model.size_mb < 0:
         raise ValueError(f"{model.model_id}: negative size {model.size_mb} MB")
+    if model.layer_bytes and len(model.layer_bytes) != model.n_layers:
+        raise ValueError(f"{model.model_id}: {len(model.layer_bytes)} block sizes for {model.n_layers} blocks")
     if force_workers is not None and not force_split:
         raise ValueError("force_workers only applies with force_split")
     if force_workers is not None and force_workers < 1:

@@ -27,6 +27,7 @@ from meshp2p.mesh.planner import (
     replan_needed,
     skip_reason,
     split_layers,
+    split_layers_by_bytes,
 )
 from meshp2p.wire.model_id import ContentId, content_id_of
 
@@ -493,3 +494,42 @@ def test_plan_is_plain_frozen_data() -> None:
     assert p == Plan("big-model", "me", "solo", (Shard("me", 0, 31, 1.0),), model_size_mb=10_000, content_id=FILE)
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.host = "x"  # type: ignore[misc]
+
+
+# -- rule 3, MoE: by bytes ----------------------------------------------------------------------------
+
+
+def test_bytes_split_matches_capacity_shares_with_the_host_part_counted() -> None:
+    assert split_layers_by_bytes([10] * 4, 0, [1, 1]) == (2, 2)
+    # The host's 20 bytes of embeddings and head count against its half: it takes one block, not two.
+    assert split_layers_by_bytes([10] * 4, 20, [1, 1]) == (1, 3)
+    # Blocks of unequal size: the boundary falls where the bytes, not the counts, are halved.
+    assert split_layers_by_bytes([10, 10, 40, 40], 0, [1, 1]) == (3, 1)
+    assert split_layers_by_bytes([10] * 4, 0, [1, 1, 1]) == (1, 2, 1)
+    assert split_layers_by_bytes([10] * 6, 0, [2, 1]) == (4, 2)
+    # A host part bigger than its share leaves it no block (the planner then drops or re-ranks it).
+    assert split_layers_by_bytes([5] * 4, 100, [1, 1]) == (0, 4)
+
+
+def test_bytes_split_ties_give_the_block_to_the_earlier_shard() -> None:
+    # Half of 25 bytes is 12.5: a boundary after block 0 (10 bytes before it) or after block 1 (15) is 2.5 off.
+    assert split_layers_by_bytes([10, 5, 10], 0, [1, 1]) == (2, 1)
+
+
+@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=40), st.integers(0, 50_000),
+       st.lists(st.integers(0, 100_000), min_size=1, max_size=6))
+def test_bytes_split_assigns_every_block_once_in_order(layer_bytes: list[int], host: int,
+                                                      capacities: list[int]) -> None:
+    counts = split_layers_by_bytes(layer_bytes, host, capacities)
+    assert len(counts) == len(capacities) and sum(counts) == len(layer_bytes) and min(counts) >= 0
+
+
+def test_a_moe_model_is_planned_by_its_bytes() -> None:
+    # 8 blocks; the host's embeddings and head weigh two blocks: with equal capacities the host takes 3 blocks.
+    moe = dataclasses.replace(MODEL, n_layers=8, layer_bytes=(1_000,) * 8, host_bytes=2_000)
+    got = plan(moe, me(6_000), [peer("w1", 6_000)])
+    assert ranges(got) == [("me", 0, 2), ("w1", 3, 7)]
+    dense = dataclasses.replace(moe, layer_bytes=(), host_bytes=0)
+    assert ranges(plan(dense, me(6_000), [peer("w1", 6_000)])) == [("me", 0, 3), ("w1", 4, 7)]
+    with pytest.raises(ValueError, match="block sizes"):
+        plan(dataclasses.replace(moe, layer_bytes=(1,) * 3), me(6_000), [peer("w1", 6_000)])
