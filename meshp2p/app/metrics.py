@@ -90,7 +90,7 @@ class NodeMetrics:
             gauge(f"{p}requests_in_flight", "Requests being answered now (this node's clients' and the mesh's).",
                   [((), float(self.in_flight()))]),
             gauge(f"{p}model_ready", "Whether each local model's server is ready (1) or not (0).",
-                  [((("model", m.id), ("state", m.state)), 1.0 if m.state == "ready" else 0.0) for m in doc.models]),
+                  [((("model", m.id),), 1.0 if m.state == "ready" else 0.0) for m in doc.models]),
             _counter(f"{p}model_restarts_total", "Restarts of each local model's llama-server.",
                      [((("model", m.id),), m.restarts) for m in doc.models]),
             _counter(f"{p}hub_download_bytes_total", "Bytes of model files downloaded from the hub by this node.",
@@ -162,15 +162,16 @@ def hardware_families(usage: HardwareUsage) -> list[Family]:
         out.append(gauge(f"{p}cpu_utilization_percent", "CPU busy share since the sample before.",
                          [((), usage.cpu_pct)]))
     if usage.ram_total_mb is not None and usage.ram_used_mb is not None:
-        out += [gauge(f"{p}ram_used_bytes", "RAM in use (total minus available).", [((), usage.ram_used_mb * 2**20)]),
-                gauge(f"{p}ram_total_bytes", "RAM of the machine.", [((), usage.ram_total_mb * 2**20)])]
+        out += [gauge(f"{p}ram_used_bytes", "RAM in use (total minus available).",
+                      [((), round(usage.ram_used_mb * 2**20))]),
+                gauge(f"{p}ram_total_bytes", "RAM of the machine.", [((), round(usage.ram_total_mb * 2**20))])]
     gpus = [(g, (("gpu", str(g.index)), ("name", g.name))) for g in usage.gpus]
     for name, help, value, scale in (
             ("gpu_utilization_percent", "GPU busy share, as the vendor tool reports it.", "utilization_pct", 1.0),
             ("gpu_memory_used_bytes", "VRAM in use.", "vram_used_mb", 2.0**20),
             ("gpu_memory_total_bytes", "VRAM of the GPU.", "vram_total_mb", 2.0**20),
             ("gpu_temperature_celsius", "GPU temperature.", "temperature_c", 1.0)):
-        values = [(labels, v * scale) for g, labels in gpus if (v := getattr(g, value)) is not None]
+        values = [(labels, round(v * scale, 1)) for g, labels in gpus if (v := getattr(g, value)) is not None]
         if values:
             out.append(gauge(p + name, help, values))
     return out
