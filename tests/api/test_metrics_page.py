@@ -3,6 +3,8 @@ the API answers, with the tiny model's own llama-server metrics under our names;
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 import httpx
@@ -70,3 +72,18 @@ def test_metrics_move_with_requests_and_carry_llama_servers_own(node_factory, ti
     assert "meshp2p_cpu_utilization_percent" in after
     hardware = node.status()["hardware"]
     assert hardware["ram_total_mb"] > 0 and hardware["cpu_pct"] is not None and isinstance(hardware["gpus"], list)
+
+    # A llama-server that does not answer (stopped, as a hung one would be) is left out of the page and counted.
+    pid = node.status()["models"][0]["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stuck, text = _scrape(node)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert _value(stuck, "meshp2p_llama_server_up", "meshp2p_llama_server_up", model=model) == 0
+    assert _value(stuck, "meshp2p_llama_server_scrape_failures", "meshp2p_llama_server_scrape_failures_total",
+                  model=model) == 1
+    assert "meshp2p_llamacpp_" not in text
+    assert _value(stuck, "meshp2p_requests", "meshp2p_requests_total", **local, status_class="2xx") == 2
+    again, _ = _scrape(node)
+    assert _value(again, "meshp2p_llama_server_up", "meshp2p_llama_server_up", model=model) == 1
