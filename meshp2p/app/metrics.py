@@ -37,7 +37,9 @@ TUNNEL_FAILED_STATUS = 503
 
 @dataclass
 class Transfers:
-    """Bytes of model files moved since the node started: from the hub, from members, to members."""
+    """Bytes of model files that arrived since the node started, from the hub and from members (what went to
+    members is the file server's own count). `from_hub` is called from the download's worker thread: an int added
+    to under the GIL, by that thread alone."""
 
     hub_bytes: int = 0
     peer_fetch_bytes: int = 0

@@ -8,7 +8,8 @@ Build order: the fleet, the request counters and the models offered (app/local.p
 the overlay, this node's status (app/local.py), the mesh service (app/mesh_service.py), the tunnel, the gateway
 the API routes through, the blackboard, the pipeline worker and promotion (app/promotion.py); then the Router over
 the fleet and the gateway, the access service (API keys and rate limits, app/access.py: its gate wraps the API
-app, never the tunnel's handler) and the `StatusReport` over all of them (its documents are in app/status.py).
+app, never the tunnel's handler) and the `StatusReport` over all of them (its documents are in app/status.py), with
+the hardware sampler it shows and the console's `/metrics` page over both (app/metrics.py).
 """
 
 from __future__ import annotations
