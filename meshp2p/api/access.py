@@ -45,8 +45,10 @@ class KeySource(Protocol):
 
 
 def guard_api(app: QuartTrio, gate: Gate, keys: KeySource, usage: UsageBook, *,
-              clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time) -> None:
-    """Put `gate` in front of every path of `app` but OPEN_PATHS, and count what each key did in `usage`."""
+              clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+              on_denied: Callable[[Denied], None] = lambda denied: None) -> None:
+    """Put `gate` in front of every path of `app` but OPEN_PATHS, and count what each key did in `usage`;
+    `on_denied` hears of every refusal (the node's `/metrics` counts them)."""
     inner: AsgiApp = app.asgi_app
 
     async def guarded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -57,6 +59,7 @@ def guard_api(app: QuartTrio, gate: Gate, keys: KeySource, usage: UsageBook, *,
         client = scope.get("client")
         decision = gate.check(headers, client[0] if client else None, keys.current(), clock())
         if isinstance(decision, Denied):
+            on_denied(decision)
             await _answer(send, scope["path"], decision)
             return
         await _admitted(inner, scope, receive, send, gate, decision, usage, wall_clock())

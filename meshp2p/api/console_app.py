@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 
 from meshp2p.api.blackboard_routes import Blackboard, add_blackboard_routes
 from meshp2p.api.errors import NOT_FOUND, PERMISSION, ApiError
+from meshp2p.api.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from meshp2p.api.responses import answer_errors, json_response
 
 
@@ -29,14 +30,25 @@ def _from_this_machine() -> bool:
 
 
 def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str], Awaitable[bool]],
-                       blackboard: Blackboard | None = None) -> QuartTrio:
+                       blackboard: Blackboard | None = None, *,
+                       metrics: Callable[[], Awaitable[str]] | None = None,
+                       refresh: Callable[[], Awaitable[object]] | None = None) -> QuartTrio:
+    """`metrics` writes the `/metrics` page (Prometheus text, app/metrics.py; read-only like status, so open like
+    it); `refresh` is awaited before status is built (the hardware sample, taken at most every 2 s)."""
     app = QuartTrio("meshp2p.api.console")
     answer_errors(app)
     add_blackboard_routes(app, blackboard, local_only=_from_this_machine)
 
     @app.get("/api/status")
     async def get_status() -> Response:
+        if refresh is not None:
+            await refresh()
         return json_response(status())
+
+    if metrics is not None:
+        @app.get("/metrics")
+        async def get_metrics() -> Response:
+            return Response(await metrics(), content_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.post("/api/models/<path:model_id>/drop")
     async def drop_model(model_id: str) -> Response:

@@ -11,6 +11,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from meshp2p.api.errors import anthropic_upstream_error
+from meshp2p.api.metrics import ApiMetrics
 from meshp2p.api.model_ids import DEFAULT_ALIAS, Router
 from meshp2p.api.responses import answer_errors, json_response
 from meshp2p.api.stream_errors import ending_in_family_error
@@ -28,8 +29,10 @@ FORWARDED_PATHS = tuple(ENDPOINTS)
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def create_openai_app(router: Router) -> QuartTrio:
-    """The quart-trio app; `router` knows the node's own servers and, through its gateway, the mesh's."""
+def create_openai_app(router: Router, metrics: ApiMetrics | None = None) -> QuartTrio:
+    """The quart-trio app; `router` knows the node's own servers and, through its gateway, the mesh's; `metrics`
+    counts each request that reached a model (api/metrics.py)."""
+    metrics = metrics if metrics is not None else ApiMetrics()
     app = QuartTrio("meshp2p.api.openai")
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=120)
     created = int(time.time())
@@ -66,14 +69,17 @@ def create_openai_app(router: Router) -> QuartTrio:
             gateway.record_demand(requested)  # before resolving: demand for a model nobody serves is the point
         model_id = router.resolve_id(requested)
         candidates, backend_for = router.route(model_id)
+        meter = metrics.start(model_id)
         router.load.started()
         try:
-            reply = await failover.answer(candidates, backend_for, BackendRequest(path, payload, raw, model_id),
+            reply = await failover.answer(candidates, meter.tracking(backend_for),
+                                          BackendRequest(path, payload, raw, model_id),
                                           session_key=_session_key(payload), local_id=router.local_id)
-        except BaseException:
+        except BaseException as exc:
             router.load.done()
+            meter.failed(exc)
             raise
-        reply = when_done(reply, router.load.done)
+        reply = meter.watch(when_done(reply, router.load.done))
         if reply.chunks is not None:
             return Response(ending_in_family_error(path, reply), status=reply.status,
                             headers={**reply.headers, **_STREAM_HEADERS})

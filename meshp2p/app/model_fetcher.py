@@ -55,8 +55,10 @@ class MeshModelFetcher:
     """Fetch catalog models from members; `view` is the mesh's live view (this node's own entry included)."""
 
     def __init__(self, overlay: Overlay, view: Callable[[], MeshView], *, progress: ProgressSink = SILENT,
-                 store: Callable[[], Path] = models_dir) -> None:
+                 store: Callable[[], Path] = models_dir, on_bytes: Callable[[int], None] = lambda n: None) -> None:
         self.overlay = overlay
+        #: Told of the bytes of every chunk that arrives (the node's `/metrics` counts them).
+        self.on_bytes = on_bytes
         self.view = view
         self.progress = progress
         self.store = store
@@ -94,7 +96,8 @@ class MeshModelFetcher:
         try:
             report = await fetch_model_file(self.overlay, sources.content_id,
                                             [PeerID.from_base58(p) for p in sources.peers], target,
-                                            on_progress=lambda done: self.progress.update(completed=done))
+                                            on_progress=lambda done: self.progress.update(completed=done),
+                                            on_bytes=self.on_bytes)
         except FetchFailed as exc:
             log.warning("%s: %s", entry.name, exc.message)
             return None

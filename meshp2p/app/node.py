@@ -8,7 +8,8 @@ Build order: the fleet, the request counters and the models offered (app/local.p
 the overlay, this node's status (app/local.py), the mesh service (app/mesh_service.py), the tunnel, the gateway
 the API routes through, the blackboard, the pipeline worker and promotion (app/promotion.py); then the Router over
 the fleet and the gateway, the access service (API keys and rate limits, app/access.py: its gate wraps the API
-app, never the tunnel's handler) and the `StatusReport` over all of them (its documents are in app/status.py).
+app, never the tunnel's handler) and the `StatusReport` over all of them (its documents are in app/status.py), with
+the hardware sampler it shows and the console's `/metrics` page over both (app/metrics.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from meshp2p.access.gate import AddressLimits
 from meshp2p.api.access import guard_api, guard_console_writes
 from meshp2p.api.console_app import create_console_app
 from meshp2p.api.errors import render as render_error
+from meshp2p.api.metrics import ApiMetrics
 from meshp2p.api.model_ids import RequestLoad, Router
 from meshp2p.api.openai_app import create_openai_app
 from meshp2p.api.serve import serve_app
@@ -47,6 +49,7 @@ from meshp2p.app.local import (
     serving_plan,
 )
 from meshp2p.app.mesh_service import MeshService, MeshSettings
+from meshp2p.app.metrics import NodeMetrics, Transfers, metered_tunnel_handler
 from meshp2p.app.model_fetcher import MeshModelFetcher
 from meshp2p.app.pipeline import PipelineWorker, SplitHost
 from meshp2p.app.promotion import PromotionService
@@ -63,6 +66,7 @@ from meshp2p.inference.catalog import CatalogEntry
 from meshp2p.inference.content_id import ModelFileIds
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
+from meshp2p.inference.hardware_usage import HardwareUsage, UsageSampler
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_parts
 from meshp2p.inference.progress import SILENT, ProgressSink
@@ -139,6 +143,9 @@ class LocalParts:
     offered: OfferedModels
     file_ids: ModelFileIds
     demand: DemandCounter
+    #: What the API and the tunnel count for `/metrics` (api/metrics.py), and the model bytes moved.
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    transfers: Transfers = field(default_factory=Transfers)
 
 
 class MeshParts:
@@ -172,7 +179,8 @@ class MeshParts:
         self.file_server = ModelFileServer(
             self.overlay, is_member=self.service.is_member, files=partial(offered_file, local.offered, local.file_ids),
             max_upload_bytes_s=None if cfg.max_upload_mbps is None else cfg.max_upload_mbps * 1e6 / 8)
-        self.fetcher = MeshModelFetcher(self.overlay, lambda: self.service.view, progress=cfg.progress)
+        self.fetcher = MeshModelFetcher(self.overlay, lambda: self.service.view, progress=cfg.progress,
+                                        on_bytes=local.transfers.from_peers)
         self.local = local
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).
@@ -186,6 +194,7 @@ class MeshParts:
             # Answer other members' requests for models served here (the other end of their routing).
             handler = tunnel_handler(local.fleet.servers, local.upstream, started=local.load.started,
                                      done=local.load.done, render_error=render_error)
+            handler = metered_tunnel_handler(handler, local.metrics, local.fleet.servers)
             TunnelServer(self.overlay, is_member=self.service.is_member, handler=handler).install()
             self.file_server.install()
             if self.worker is not None:
@@ -223,7 +232,8 @@ class MeshParts:
             local.file_ids.ids[entry.name] = fetched.content_id
         else:
             try:
-                spec = await trio.to_thread.run_sync(partial(resolve_model, entry.name, progress=local.config.progress))
+                spec = await trio.to_thread.run_sync(partial(resolve_model, entry.name, progress=local.config.progress,
+                                                             received=local.transfers.from_hub))
             except MeshP2PError as exc:
                 log.error("%s cannot be served: no mesh member holds it and %s%s", entry.name, exc.message,
                           f" ({exc.hint})" if exc.hint else "")
@@ -267,8 +277,16 @@ class Node:
         #: API keys, rate limits and key usage (app/access.py); the tunnel's requests never meet them.
         self.access = AccessService(config.address_limits)
         self.dropper = ModelDropper(local.offered, fleet, upstream, self.announce)
+        #: How busy the machine is, sampled when status or metrics are read (inference/hardware_usage.py).
+        self.usage = UsageSampler()
         self.report = StatusReport(local, self.mesh, started_at=time.time(), api_url=self.api_url,
-                                   console_url=self.console_url, keys_on=self.access.keys_on)
+                                   console_url=self.console_url, keys_on=self.access.keys_on,
+                                   hardware=lambda: self.usage.latest)
+        self.metrics = NodeMetrics(local.metrics, self.report.document, fleet.servers, self.usage, local.transfers,
+                                   in_flight=lambda: local.load.in_flight, uploaded_bytes=self._uploaded_bytes)
+
+    def _uploaded_bytes(self) -> int:
+        return 0 if self.mesh is None else self.mesh.file_server.stats.bytes_sent
 
     @property
     def api_url(self) -> str:
@@ -296,12 +314,14 @@ class Node:
             if self.mesh is not None:
                 await nursery.start(self.mesh.run)
             await nursery.start(self.access.run)
-            openai_app = create_openai_app(self.router)
-            guard_api(openai_app, self.access.gate, self.access.keys, self.access.usage)
+            openai_app = create_openai_app(self.router, self.local.metrics)
+            guard_api(openai_app, self.access.gate, self.access.keys, self.access.usage,
+                      on_denied=lambda d: self.local.metrics.refusal(d.status, d.code))
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
                 console_app = create_console_app(self.report.to_json, self.dropper.drop,
-                                                 None if self.mesh is None else self.mesh.blackboard)
+                                                 None if self.mesh is None else self.mesh.blackboard,
+                                                 metrics=self.metrics.page, refresh=self.usage.read)
                 guard_console_writes(console_app, self.access.keys, lambda: self.access.console_token)
                 await nursery.start(
                     partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
@@ -322,8 +342,10 @@ class StatusReport:
     """The node's status document, built from its parts on each call (from memory, on the event loop)."""
 
     def __init__(self, local: LocalParts, mesh: MeshParts | None, *, started_at: float, api_url: str,
-                 console_url: str | None, keys_on: Callable[[], bool]) -> None:
+                 console_url: str | None, keys_on: Callable[[], bool],
+                 hardware: Callable[[], HardwareUsage | None] = lambda: None) -> None:
         self.keys_on = keys_on
+        self.hardware = hardware
         self.local = local
         self.mesh = mesh
         self.started_at = started_at
@@ -345,6 +367,7 @@ class StatusReport:
             splits=() if mesh is None else tuple(split.snapshot() for split in mesh.splits),
             rpc_worker=None if mesh is None or mesh.worker is None else mesh.worker.snapshot(),
             models=tuple(self._model(s) for s in list(local.fleet.servers.values())),
+            hardware=self.hardware(),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshp2p.blackboard.limits import BlackboardLimits
+from meshp2p.inference.hardware_usage import HardwareUsage
 from meshp2p.mesh.planner import Shard
 from meshp2p.mesh.view import MeshView
 from meshp2p.wire.status import Role
@@ -292,6 +293,9 @@ class NodeStatus:
     #: None unless this node can be a pipeline worker (a mesh, and an rpc-server binary).
     rpc_worker: RpcWorkerStatus | None
     models: tuple[ModelStatus, ...]
+    #: How busy the machine is (inference/hardware_usage.py), sampled at most every 2 s; None before the first
+    #: sample (the console samples before it answers, so its readers always see one).
+    hardware: HardwareUsage | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -301,4 +305,5 @@ class NodeStatus:
             "splits": [split.to_json() for split in self.splits],
             "rpc_worker": None if self.rpc_worker is None else self.rpc_worker.to_json(),
             "models": [model.to_json() for model in self.models],
+            "hardware": None if self.hardware is None else self.hardware.to_json(),
         }

@@ -32,6 +32,8 @@ def run_status(args: argparse.Namespace, console: Console) -> int:
                       _speculation(m.get("speculation")))
     out = Console()
     out.print(table)
+    if status.get("hardware"):
+        out.print(hardware_line(status["hardware"]), highlight=False)
     mesh, board = status.get("mesh"), status.get("blackboard")
     if mesh:
         label = mesh["name"] or ("private mesh" if mesh["private"] else "mesh")
@@ -41,6 +43,25 @@ def run_status(args: argparse.Namespace, console: Console) -> int:
         out.print(f"blackboard: {board['synced_posts']} post(s) received by sync, {board['watchers']} watcher(s), "
                   f"refused: {rejected}", highlight=False)
     return 0
+
+
+def hardware_line(hw: dict[str, Any]) -> str:
+    """`hardware: CPU 12% · RAM 3.1/15.6 GB · GPU0 NVIDIA H100 87% 59.8/79.6 GB 64°C`: what is unknown is left out."""
+    parts = []
+    if hw.get("cpu_pct") is not None:
+        parts.append(f"CPU {hw['cpu_pct']:.0f}%")
+    if hw.get("ram_total_mb"):
+        parts.append(f"RAM {hw['ram_used_mb'] / 1024:.1f}/{hw['ram_total_mb'] / 1024:.1f} GB")
+    for gpu in hw.get("gpus") or ():
+        words = [f"GPU{gpu['index']} {gpu['name']}"]
+        if gpu.get("utilization_pct") is not None:
+            words.append(f"{gpu['utilization_pct']:.0f}%")
+        if gpu.get("vram_total_mb"):
+            words.append(f"{(gpu.get('vram_used_mb') or 0) / 1024:.1f}/{gpu['vram_total_mb'] / 1024:.1f} GB")
+        if gpu.get("temperature_c") is not None:
+            words.append(f"{gpu['temperature_c']:.0f}°C")
+        parts.append(" ".join(words))
+    return "hardware: " + (" · ".join(parts) or "unknown")
 
 
 def _speculation(shown: dict[str, Any] | None) -> str:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,11 @@ def cached_path(file: HubFile, hub: Hub) -> Path | None:
 
 
 def ensure_files(files: Sequence[HubFile], *, hub: Hub, title: str, progress: ProgressSink = SILENT,
-                 allow_download: bool = True, peers: PeerSource | None = None) -> tuple[Path, ...]:
-    """The paths of `files` in the cache, in order, fetching the missing ones (see the module docstring)."""
+                 allow_download: bool = True, peers: PeerSource | None = None,
+                 received: Callable[[int], None] | None = None) -> tuple[Path, ...]:
+    """The paths of `files` in the cache, in order, fetching the missing ones (see the module docstring).
+    `received(n)` hears of every `n` bytes that came from the hub over plain HTTP (a node's download counter:
+    the progress also advances for bytes already on disk, so it cannot count them)."""
     paths = [cached_path(f, hub) for f in files]
     missing = [f for f, p in zip(files, paths, strict=True) if p is None]
     if not missing:
@@ -84,7 +87,7 @@ def ensure_files(files: Sequence[HubFile], *, hub: Hub, title: str, progress: Pr
         for remote in remotes:
             if len(remotes) > 1:
                 progress.update(stage=remote.file.filename)
-            fetch_blob(remote, hub, progress, peers)
+            fetch_blob(remote, hub, progress, peers, received)
     except BaseException:
         progress.end(stage="stopped", keep=True)
         raise
@@ -142,7 +145,8 @@ def check_disk(remotes: Sequence[RemoteFile], hub: Hub, title: str) -> None:
             hint="free some space there, or point HF_HOME (or HF_HUB_CACHE) at a disk with room")
 
 
-def fetch_blob(remote: RemoteFile, hub: Hub, progress: ProgressSink, peers: PeerSource | None) -> None:
+def fetch_blob(remote: RemoteFile, hub: Hub, progress: ProgressSink, peers: PeerSource | None,
+               received: Callable[[int], None] | None = None) -> None:
     """Put the file's checked bytes at `blobs/<etag>` (resuming `blobs/<etag>.incomplete`), unless already there."""
     blob = _blob(remote, hub)
     if remote.size_bytes > constants.MAX_HTTP_DOWNLOAD_SIZE:
@@ -164,7 +168,7 @@ def fetch_blob(remote: RemoteFile, hub: Hub, progress: ProgressSink, peers: Peer
         partial = _incomplete(blob)
         if partial.is_file() and partial.stat().st_size > remote.size_bytes:
             partial.unlink()  # longer than the file: not a prefix of it
-        digest = _http_download(remote, hub, partial, progress)
+        digest = _http_download(remote, hub, partial, progress, received)
         verify(partial, remote, progress, sha256=digest)
         partial.replace(blob)
 
@@ -235,15 +239,22 @@ def cached_listing(repo: str, revision: str, hub: Hub) -> list[str]:
     return sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
 
 
-def _http_download(remote: RemoteFile, hub: Hub, partial: Path, progress: ProgressSink) -> str:
+def _http_download(remote: RemoteFile, hub: Hub, partial: Path, progress: ProgressSink,
+                   received: Callable[[int], None] | None = None) -> str:
     """The bytes into `partial` (resumed), by http_fetch.py; returns their SHA-256."""
     resume = partial.stat().st_size if partial.is_file() else 0
     if resume:
         progress.update(advance=resume)
+
+    def arrived(n: int) -> None:
+        progress.update(advance=n)
+        if received is not None:
+            received(n)
+
     try:
         return fetch_to(remote.url, partial, size=remote.size_bytes, headers=build_hf_headers(),
                         timeout_s=constants.HF_HUB_DOWNLOAD_TIMEOUT, drop_auth_off=hub.url(),
-                        on_bytes=lambda n: progress.update(advance=n))
+                        on_bytes=arrived)
     except Exception as exc:
         raise hub_error(exc, remote.file, hub) from exc
 

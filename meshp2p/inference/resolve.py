@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from meshp2p.errors import FileNotInRepo, ModelNotFound
@@ -44,7 +45,10 @@ class Resolver:
     """The rules of the module docstring, with what they need: the catalog, the hub, whether to download."""
 
     def __init__(self, *, catalog: Catalog | None = None, hub: Hub | None = None, allow_download: bool = True,
-                 progress: ProgressSink = SILENT, peers: PeerSource | None = None) -> None:
+                 progress: ProgressSink = SILENT, peers: PeerSource | None = None,
+                 received: Callable[[int], None] | None = None) -> None:
+        #: Told of every n bytes downloaded from the hub (downloads.ensure_files): a node counts them.
+        self.received = received
         self.catalog = catalog if catalog is not None else load_catalog()
         self.hub = hub if hub is not None else Hub()
         self.allow_download = allow_download
@@ -108,12 +112,12 @@ class Resolver:
 
     def _fetch(self, files: tuple[HubFile, ...], title: str) -> tuple[Path, ...]:
         return ensure_files(files, hub=self.hub, title=title, progress=self.progress,
-                            allow_download=self.allow_download, peers=self.peers)
+                            allow_download=self.allow_download, peers=self.peers, received=self.received)
 
 
 def resolve_model(name: str, *, progress: ProgressSink = SILENT, allow_download: bool = True,
                   catalog: Catalog | None = None, hub: Hub | None = None,
-                  peers: PeerSource | None = None) -> ModelSpec:
+                  peers: PeerSource | None = None, received: Callable[[int], None] | None = None) -> ModelSpec:
     """Turn what the user typed into a ModelSpec (the module docstring's rules), or raise saying what would work."""
     return Resolver(catalog=catalog, hub=hub, allow_download=allow_download, progress=progress,
-                    peers=peers).resolve(name)
+                    peers=peers, received=received).resolve(name)

@@ -251,11 +251,13 @@ class PartialFetch:
 
 async def fetch_model_file(overlay: Overlay, content_id: ContentId, peers: Sequence[ID], target: Path, *,
                            on_progress: Callable[[int], None] = lambda done: None,
+                           on_bytes: Callable[[int], None] = lambda n: None,
                            chunk_timeout_s: float = CHUNK_TIMEOUT_S) -> FetchReport:
     """Fetch `content_id` from `peers` (members that offer it) into `target`, or raise FetchFailed.
 
-    `on_progress(bytes_done)` hears of every chunk that passed its check. The file appears at `target` only once
-    it is whole and matches the content id.
+    `on_progress(bytes_done)` hears of every chunk that passed its check (`bytes_done` counts what a former fetch
+    left too); `on_bytes(n)` of the `n` bytes each such chunk brought (a node's byte counter). The file appears at
+    `target` only once it is whole and matches the content id.
     """
     sessions: list[_Session] = []
     dropped: dict[str, str] = {}
@@ -275,7 +277,7 @@ async def fetch_model_file(overlay: Overlay, content_id: ContentId, peers: Seque
                               + (", ".join(f"{p[:12]}… {r}" for p, r in dropped.items()) or "nobody has it"),
                               hint="it is downloaded from Hugging Face instead")
         report = await _fetch_chunks(overlay, content_id, manifest, usable, target, dropped, on_progress,
-                                     chunk_timeout_s)
+                                     chunk_timeout_s, on_bytes)
         finished = True
         return report
     finally:
@@ -315,7 +317,7 @@ async def _open_session(overlay: Overlay, peer: ID, content_id: ContentId, sessi
 
 async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Manifest, sessions: list[_Session],
                         target: Path, dropped: dict[str, str], on_progress: Callable[[int], None],
-                        chunk_timeout_s: float) -> FetchReport:
+                        chunk_timeout_s: float, on_bytes: Callable[[int], None]) -> FetchReport:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = PartialFetch(target, content_id, manifest)
     done = partial.load()
@@ -324,6 +326,13 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
     if not resumed:
         await trio.to_thread.run_sync(_preallocate, partial.data, content_id.size)
     progress = [sum(mf.chunk_span(manifest.size, i)[1] for i in plan.done)]
+    told = [progress[0]]
+
+    def progressed(done: int) -> None:
+        on_bytes(done - told[0])
+        told[0] = done
+        on_progress(done)
+
     changed = [trio.Event()]
 
     def touch() -> None:
@@ -336,7 +345,7 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
     try:
         async with trio.open_nursery() as nursery:
             for session in sessions:
-                nursery.start_soon(_pull, overlay, session, plan, store, partial, progress, on_progress, touch,
+                nursery.start_soon(_pull, overlay, session, plan, store, partial, progress, progressed, touch,
                                    changed, chunk_timeout_s)
     finally:
         os.close(fd)

@@ -23,6 +23,7 @@ import httpx
 import openai
 import pytest
 from helpers.processes import BootstrapProcess, NodeProcess, TinyModels, start_bootstrap, start_node, stop_all, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from meshp2p.cli.main import main as meshp2p_main
 
@@ -143,6 +144,7 @@ def test_bearer_and_x_api_key_both_work(mesh: dict[str, Any]) -> None:
 
 def test_a_keys_rate_is_429_with_retry_after(mesh: dict[str, Any]) -> None:
     node = mesh["serving"]
+    refused_before = _refusals(node, "429", "rate_limited")
     slow = new_key(mesh, "--name", "slow", "--rate", "2")["key"]
     client = oai(node, slow)
     client.models.list()
@@ -155,6 +157,13 @@ def test_a_keys_rate_is_429_with_retry_after(mesh: dict[str, Any]) -> None:
         ask_anthropic(claude(node, slow))
     assert 1 <= int(anthropic_limited.value.response.headers["retry-after"]) <= 60
     assert ask_openai(oai(node, mesh["first"])).choices, "other keys are not limited by it"
+    assert _refusals(node, "429", "rate_limited") == refused_before + 2, "/metrics counts the gate's refusals"
+
+
+def _refusals(node: NodeProcess, status: str, code: str) -> float:
+    text = httpx.get(node.console_url + "/metrics", timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "meshp2p_api_refusals_total" and s.labels == {"status": status, "code": code})
 
 
 def _hold_a_request(node: NodeProcess, key: str) -> socket.socket:

@@ -24,6 +24,7 @@ import httpx
 import openai
 import pytest
 from helpers.processes import NODE_STOP_TIMEOUT_S, NodeProcess, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from meshp2p.mesh.routing import rendezvous_weight
 
@@ -230,6 +231,11 @@ def test_every_format_fails_over_mid_stream_ten_kills_in_a_row(node_factory, tin
               f"seen {time.monotonic() - t3:.1f} s")
     took = time.monotonic() - started
     print(f"{KILLS} kills mid-stream, each answer completed on the other server: {took:.1f} s")
+    # C's /metrics: each answer one request begun through a peer, and one move to the other server.
+    counted = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(
+        httpx.get(c.console_url + "/metrics", timeout=10).text) for s in family.samples}
+    assert counted[("meshp2p_failovers_total", (("model", MODEL),))] == KILLS
+    assert counted[("meshp2p_requests_total", (("model", MODEL), ("route", "peer"), ("status_class", "2xx")))] == KILLS
 
 
 ERRORS: dict[str, type[Exception]] = {"chat": openai.APIError, "responses": openai.APIError,

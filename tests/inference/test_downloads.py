@@ -308,3 +308,16 @@ def test_a_peer_source_is_asked_first_and_checked_like_the_hub(files, hub, home,
     liar = Peers({hashlib.sha256(files.wide).hexdigest(): files.dense})
     with pytest.raises(ChecksumMismatch):
         resolve_model(f"hf://{REPO_ID}/B-Q4_K_M.gguf", catalog=catalog(), hub=hub_for(hub, tmp_path), peers=liar)
+
+
+def test_received_hears_each_byte_from_the_hub_once_and_none_for_a_cached_model(files, hub, home, tmp_path):
+    hub.add_repo(REPO_ID, {"Wide-Q4_K_M.gguf": files.wide})
+    hub.cut_after(files.wide, CHUNK + CHUNK // 2)  # a resumed range counts only what it brought
+    received: list[int] = []
+    resolve_model(f"hf://{REPO_ID}/Wide-Q4_K_M.gguf", catalog=catalog(), hub=hub_for(hub, tmp_path),
+                  received=received.append)
+    assert sum(received) == len(files.wide)
+    again: list[int] = []
+    resolve_model(f"hf://{REPO_ID}/Wide-Q4_K_M.gguf", catalog=catalog(), hub=hub_for(hub, tmp_path),
+                  received=again.append)
+    assert again == []
