@@ -8,7 +8,8 @@ content id names only its first file (protocols/model-id.md).
 
 The look waits up to FIND_HOLDERS_S for the view to fill (a newcomer hears every member's status within about a
 second of joining: p2p/status_push.py); a fetch that fails (no holder left, a lying manifest) keeps what it got
-for the next try and leaves the model to the hub.
+for the next try and leaves the model to the hub. So does a fetch slower than the node's floor (`--min-fetch-mbps`,
+default DEFAULT_MIN_FETCH_MBPS): members on thin uplinks must not hold a model back for hours when the hub is there.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from meshp2p.wire.model_id import CONTENT_DIGEST_BYTES, ContentId
 log = logging.getLogger(__name__)
 
 FIND_HOLDERS_S = 5.0
+#: Megabits per second below which a fetch from members gives way to the hub (a slow home uplink's order).
+DEFAULT_MIN_FETCH_MBPS = 20.0
 LOOK_EVERY_S = 0.25
 
 
@@ -55,8 +58,13 @@ class MeshModelFetcher:
     """Fetch catalog models from members; `view` is the mesh's live view (this node's own entry included)."""
 
     def __init__(self, overlay: Overlay, view: Callable[[], MeshView], *, progress: ProgressSink = SILENT,
-                 store: Callable[[], Path] = models_dir, on_bytes: Callable[[int], None] = lambda n: None) -> None:
+                 store: Callable[[], Path] = models_dir, on_bytes: Callable[[int], None] = lambda n: None,
+                 min_bytes_per_s: float | None = None, hub_usable: Callable[[], bool] = lambda: True) -> None:
         self.overlay = overlay
+        #: A fetch slower than this gives way to the hub (p2p/throughput.py) — while the hub may be asked: offline
+        #: (HF_HUB_OFFLINE), a slow member is still the only source.
+        self.min_bytes_per_s = min_bytes_per_s
+        self.hub_usable = hub_usable
         #: Told of the bytes of every chunk that arrives (the node's `/metrics` counts them).
         self.on_bytes = on_bytes
         self.view = view
@@ -97,7 +105,8 @@ class MeshModelFetcher:
             report = await fetch_model_file(self.overlay, sources.content_id,
                                             [PeerID.from_base58(p) for p in sources.peers], target,
                                             on_progress=lambda done: self.progress.update(completed=done),
-                                            on_bytes=self.on_bytes)
+                                            on_bytes=self.on_bytes,
+                                            min_bytes_per_s=self.min_bytes_per_s if self.hub_usable() else None)
         except FetchFailed as exc:
             log.warning("%s: %s", entry.name, exc.message)
             return None

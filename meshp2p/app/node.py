@@ -50,7 +50,7 @@ from meshp2p.app.local import (
 )
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.app.metrics import NodeMetrics, Transfers, metered_tunnel_handler
-from meshp2p.app.model_fetcher import MeshModelFetcher
+from meshp2p.app.model_fetcher import DEFAULT_MIN_FETCH_MBPS, MeshModelFetcher
 from meshp2p.app.pipeline import PipelineWorker, SplitHost
 from meshp2p.app.promotion import PromotionService
 from meshp2p.app.status import LlamaCppStatus, ModelStatus, NodeStatus, NodeSummary
@@ -67,6 +67,7 @@ from meshp2p.inference.content_id import ModelFileIds
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.hardware import Hardware, detect_hardware
 from meshp2p.inference.hardware_usage import HardwareUsage, UsageSampler
+from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_parts
 from meshp2p.inference.progress import SILENT, ProgressSink
@@ -127,6 +128,8 @@ class NodeConfig:
     progress: ProgressSink = SILENT
     #: Cap on what this node uploads to members fetching model files (`--max-upload-mbps`); None: no cap.
     max_upload_mbps: float | None = None
+    #: A fetch from members slower than this (megabits per second) gives way to the hub; 0: never.
+    min_fetch_mbps: float = DEFAULT_MIN_FETCH_MBPS
     #: Rate limits per client address, for clients not on this machine (`--rate-limit`, `--max-concurrent`).
     address_limits: AddressLimits = field(default_factory=AddressLimits)
 
@@ -179,8 +182,10 @@ class MeshParts:
         self.file_server = ModelFileServer(
             self.overlay, is_member=self.service.is_member, files=partial(offered_file, local.offered, local.file_ids),
             max_upload_bytes_s=None if cfg.max_upload_mbps is None else cfg.max_upload_mbps * 1e6 / 8)
-        self.fetcher = MeshModelFetcher(self.overlay, lambda: self.service.view, progress=cfg.progress,
-                                        on_bytes=local.transfers.from_peers)
+        self.fetcher = MeshModelFetcher(
+            self.overlay, lambda: self.service.view, progress=cfg.progress, on_bytes=local.transfers.from_peers,
+            min_bytes_per_s=None if not cfg.min_fetch_mbps else cfg.min_fetch_mbps * 1e6 / 8,
+            hub_usable=lambda: not Hub().is_offline())
         self.local = local
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from meshp2p import __version__
 from meshp2p.access.gate import DEFAULT_ADDRESS_CONCURRENT, DEFAULT_ADDRESS_RPM
+from meshp2p.app.model_fetcher import DEFAULT_MIN_FETCH_MBPS
 from meshp2p.app.node import DEFAULT_API_PORT, DEFAULT_CONSOLE_PORT
 from meshp2p.cli.blackboard_parser import add_blackboard_parser
 from meshp2p.cli.logs import LOG_FORMATS, configure_logging
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--max-upload-mbps", type=float, default=None, metavar="MBPS",
                     help="cap on what this node uploads to mesh members fetching model files from it, in "
                     "megabits per second (default: no cap, right for a LAN; on a metered or shared uplink set one)")
+    up.add_argument("--min-fetch-mbps", type=float, default=DEFAULT_MIN_FETCH_MBPS, metavar="MBPS",
+                    help="a model fetched from mesh members slower than this, in megabits per second over 5 s, is "
+                    f"downloaded from Hugging Face instead, what arrived kept (default {DEFAULT_MIN_FETCH_MBPS:g}; "
+                    "0: never give up on members; ignored with HF_HUB_OFFLINE)")
     up.add_argument("--threads", "-t", type=int, default=None,
                     help="CPU threads per llama-server (default: llama.cpp's choice)")
     up.add_argument("--listen-all", action="store_true",

@@ -89,6 +89,8 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--split-workers N needs --split and N >= 1", hint="e.g. --split --split-workers 2")
     if args.standby and (args.client or args.solo):
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
+    if args.min_fetch_mbps < 0:
+        raise ConfigError("--min-fetch-mbps must be 0 or more", hint="e.g. --min-fetch-mbps 20; 0 turns it off")
     if args.max_upload_mbps is not None and args.max_upload_mbps <= 0:
         raise ConfigError("--max-upload-mbps must be positive", hint="e.g. --max-upload-mbps 100, or leave it out")
     for flag, value in (("--rate-limit", args.rate_limit), ("--max-concurrent", args.max_concurrent)):
@@ -139,6 +141,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         pending=tuple(pending),
         progress=TrackedProgress(),
         max_upload_mbps=args.max_upload_mbps,
+        min_fetch_mbps=args.min_fetch_mbps,
         address_limits=AddressLimits(rate_rpm=args.rate_limit or None, concurrent=args.max_concurrent or None),
     )
 

@@ -27,6 +27,7 @@ from libp2p.peer.id import ID
 from meshp2p.errors import MeshP2PError
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.p2p.streams import FramedStream, close_quietly, read_some, reset_quietly
+from meshp2p.p2p.throughput import ThroughputFloor
 from meshp2p.wire import model_fetch as mf
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.model_id import ContentId
@@ -252,12 +253,14 @@ class PartialFetch:
 async def fetch_model_file(overlay: Overlay, content_id: ContentId, peers: Sequence[ID], target: Path, *,
                            on_progress: Callable[[int], None] = lambda done: None,
                            on_bytes: Callable[[int], None] = lambda n: None,
-                           chunk_timeout_s: float = CHUNK_TIMEOUT_S) -> FetchReport:
+                           chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+                           min_bytes_per_s: float | None = None) -> FetchReport:
     """Fetch `content_id` from `peers` (members that offer it) into `target`, or raise FetchFailed.
 
     `on_progress(bytes_done)` hears of every chunk that passed its check (`bytes_done` counts what a former fetch
     left too); `on_bytes(n)` of the `n` bytes each such chunk brought (a node's byte counter). The file appears at
-    `target` only once it is whole and matches the content id.
+    `target` only once it is whole and matches the content id. With `min_bytes_per_s`, a fetch whose chunks come
+    slower than that (p2p/throughput.py) stops with FetchFailed, what it got kept for a later try.
     """
     sessions: list[_Session] = []
     dropped: dict[str, str] = {}
@@ -277,7 +280,7 @@ async def fetch_model_file(overlay: Overlay, content_id: ContentId, peers: Seque
                               + (", ".join(f"{p[:12]}… {r}" for p, r in dropped.items()) or "nobody has it"),
                               hint="it is downloaded from Hugging Face instead")
         report = await _fetch_chunks(overlay, content_id, manifest, usable, target, dropped, on_progress,
-                                     chunk_timeout_s, on_bytes)
+                                     chunk_timeout_s, on_bytes, min_bytes_per_s)
         finished = True
         return report
     finally:
@@ -317,7 +320,8 @@ async def _open_session(overlay: Overlay, peer: ID, content_id: ContentId, sessi
 
 async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Manifest, sessions: list[_Session],
                         target: Path, dropped: dict[str, str], on_progress: Callable[[int], None],
-                        chunk_timeout_s: float, on_bytes: Callable[[int], None]) -> FetchReport:
+                        chunk_timeout_s: float, on_bytes: Callable[[int], None],
+                        min_bytes_per_s: float | None) -> FetchReport:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = PartialFetch(target, content_id, manifest)
     done = partial.load()
@@ -327,6 +331,7 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
         await trio.to_thread.run_sync(_preallocate, partial.data, content_id.size)
     progress = [sum(mf.chunk_span(manifest.size, i)[1] for i in plan.done)]
     told = [progress[0]]
+    told_at_start = progress[0]
 
     def progressed(done: int) -> None:
         on_bytes(done - told[0])
@@ -342,15 +347,24 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
     fd = os.open(partial.data, os.O_WRONLY)
     # A resumed fetch hashes the whole file at the end: the chunks a former one left are on disk, not in memory.
     store = _ChunkStore(manifest, fd, digest=not resumed)
+    slow: list[float] = []
     try:
         async with trio.open_nursery() as nursery:
             for session in sessions:
                 nursery.start_soon(_pull, overlay, session, plan, store, partial, progress, progressed, touch,
                                    changed, chunk_timeout_s)
+            if min_bytes_per_s is not None:
+                nursery.start_soon(_watch_rate, ThroughputFloor(min_bytes_per_s, start=trio.current_time()),
+                                   lambda: progress[0] - told_at_start, slow, nursery.cancel_scope)
     finally:
         os.close(fd)
         partial.save(plan.done)
     dropped.update(plan.dropped)
+    if slow and min_bytes_per_s is not None and not plan.complete:
+        raise FetchFailed(f"the members holding {content_id.short} send it at {slow[0] / 1e6:.2f} MB/s, below "
+                          f"the {min_bytes_per_s / 1e6:.2f} MB/s a fetch must keep ({len(plan.done)} of "
+                          f"{manifest.count} chunks kept for a retry)",
+                          hint="it is downloaded from Hugging Face instead (--min-fetch-mbps sets the floor)")
     if not plan.complete:
         raise FetchFailed(f"the members holding {content_id.short} stopped before it was whole "
                           f"({len(plan.done)} of {manifest.count} chunks kept for a retry): "
@@ -370,6 +384,20 @@ async def _fetch_chunks(overlay: Overlay, content_id: ContentId, manifest: mf.Ma
     partial.data.replace(target)
     partial.state.unlink(missing_ok=True)
     return FetchReport(target, dict(plan.delivered), dropped, resumed)
+
+
+async def _watch_rate(floor: ThroughputFloor, fetched: Callable[[], int], slow: list[float],
+                      scope: trio.CancelScope) -> None:
+    """Stop the fetch (cancel `scope`, the rate in `slow`) the first time its rate falls below the floor."""
+    while True:
+        now = trio.current_time()
+        floor.observe(fetched(), now)
+        rate = floor.too_slow(now)
+        if rate is not None:
+            slow.append(rate)
+            scope.cancel()
+            return
+        await trio.sleep_until(floor.next_check_at(now))
 
 
 async def _pull(overlay: Overlay, session: _Session, plan: mf.ChunkPlan, store: _ChunkStore, partial: PartialFetch,

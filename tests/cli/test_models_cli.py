@@ -205,6 +205,28 @@ def test_a_member_fetches_a_catalog_model_from_the_mesh_not_the_hub(setup, node_
     assert answer.status_code == 200, answer.text
 
 
+def test_a_member_too_slow_to_fetch_from_gives_way_to_the_hub(setup, node_factory, bootstrap, llama_binaries,
+                                                               tmp_path):
+    """A serves tiny-wide (15+ MiB) with its uploads capped at 2 Mbit/s; B must fetch at 16 Mbit/s or more: it
+    starts from A, gives up once the floor's window has passed, downloads from the hub, and serves the model."""
+    mesh = ("--mesh-name", f"slow-{os.urandom(3).hex()}", "--bootstrap", bootstrap.addr, "--threads", "1",
+            "--ctx-size", "2048")
+    env = {k: v for k, v in setup.env.items() if k != "MESHP2P_HOME"}
+    a = node_factory("--model", "tiny-wide", "--max-upload-mbps", "2", *mesh, env=env, name="a")
+    wait_model(a, "tiny-wide")
+    wide = setup.files["Tiny-Wide-Q4_K_M.gguf"]
+    gets_before = len(setup.hub.made("cdn", "GET"))
+
+    b = node_factory("--model", "tiny-wide", "--min-fetch-mbps", "16", *mesh,
+                     env={**env, "HF_HOME": str(tmp_path / "b-hf")}, name="b")
+    b_model = next(iter(wait_model(b, "tiny-wide")))
+    assert Path(b_model["path"]).read_bytes() == wide
+    assert len(setup.hub.made("cdn", "GET")) == gets_before + 1, "B downloaded the file from the hub"
+    said = " ".join(b.output().split())
+    assert "below the 2.00 MB/s a fetch must keep" in said, said[-2000:]
+    assert (b.home / "models" / "Tiny-Wide-Q4_K_M.gguf.partial").exists(), "what came from A is kept"
+
+
 def wait_model(node, model_id: str) -> list[dict[str, Any]]:
     """The node's entry for `model_id` once that model is ready (it may come after the node itself is)."""
     node.wait_ready()

@@ -213,3 +213,26 @@ def test_the_chunk_store_digests_chunks_stored_in_any_order(tmp_path: Path, monk
     assert target.read_bytes() == data
     expected = hashlib.sha256(data).digest() if ahead_bytes > SIZE else None
     assert store.digest() == expected
+
+
+async def test_a_fetch_slower_than_its_floor_stops_and_keeps_what_arrived(model, tmp_path: Path):
+    """A holder capped at 0.4 MB/s, a fetch that must keep 2 MB/s: it stops once the floor's window has passed
+    (about 5 s; a whole 10 MiB would take 25 s), says how fast it went, and a later fetch resumes from its chunks."""
+    path, data, cid = model
+    target = tmp_path / "x.gguf"
+    members: set[str] = set()
+    async with network() as net:
+        slow = await net.start_overlay()
+        server = ModelFileServer(slow.overlay, is_member=lambda p: str(p) in members, files={cid: path}.get,
+                                 max_upload_bytes_s=400_000)
+        server.install()
+        b = await _fetcher(net, [slow])
+        members.add(b.peer_id)
+        started = trio.current_time()
+        with pytest.raises(FetchFailed, match=r"send it at 0\.[0-9]+ MB/s, below the 2\.00 MB/s"):
+            await fetch_model_file(b.overlay, cid, [slow.overlay.peer_id], target, min_bytes_per_s=2e6)
+        assert trio.current_time() - started < 15, "the floor stops a crawl long before it ends"
+        assert not target.exists() and (tmp_path / "x.gguf.partial").exists()
+        server.cap.bytes_per_s = None  # the holder's uplink frees up: no floor is missed now
+        report = await fetch_model_file(b.overlay, cid, [slow.overlay.peer_id], target, min_bytes_per_s=2e6)
+        assert report.path.read_bytes() == data and report.resumed_chunks >= 1
