@@ -181,7 +181,8 @@ class MeshParts:
         #: Model files for members that lack them (protocols/model-fetch.md), and the fetch of ours from them.
         self.file_server = ModelFileServer(
             self.overlay, is_member=self.service.is_member, files=partial(offered_file, local.offered, local.file_ids),
-            max_upload_bytes_s=None if cfg.max_upload_mbps is None else cfg.max_upload_mbps * 1e6 / 8)
+            max_upload_bytes_s=None if cfg.max_upload_mbps is None else cfg.max_upload_mbps * 1e6 / 8,
+            yield_to=lambda: local.load.in_flight > 0)
         self.fetcher = MeshModelFetcher(
             self.overlay, lambda: self.service.view, progress=cfg.progress, on_bytes=local.transfers.from_peers,
             min_bytes_per_s=None if not cfg.min_fetch_mbps else cfg.min_fetch_mbps * 1e6 / 8,

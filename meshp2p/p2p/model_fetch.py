@@ -57,24 +57,45 @@ class FetchFailed(MeshP2PError):
 # -- serving -----------------------------------------------------------------------------------------------------
 
 
-class UploadCap:
-    """A token bucket over all uploads: at most `bytes_per_s` on average, bursts of one second's worth."""
+#: What uploads may use while this node answers inference requests (`UploadCap.yield_to`): 40 Mbit/s, above the
+#: 20 Mbit/s a fetching member's floor asks by default (app/model_fetcher.py), so fetches go on, slowly, instead of
+#: giving way to the hub; tools/bench/model_fetch.py --inference measures what a fetch costs a stream.
+BUSY_UPLOAD_BYTES_S = 5e6
 
-    def __init__(self, bytes_per_s: float | None, clock: Callable[[], float] = trio.current_time) -> None:
+
+class UploadCap:
+    """A token bucket over all uploads: at most `bytes_per_s` on average, bursts of one second's worth; and while
+    `yield_to()` says this node's own inference is running, at most `busy_bytes_per_s` (a fetch must never slow the
+    node's streams: its Noise encryption and disk reads take the CPU they need)."""
+
+    def __init__(self, bytes_per_s: float | None, clock: Callable[[], float] = trio.current_time, *,
+                 yield_to: Callable[[], bool] = lambda: False,
+                 busy_bytes_per_s: float = BUSY_UPLOAD_BYTES_S) -> None:
         self.bytes_per_s = bytes_per_s
+        self.yield_to = yield_to
+        self.busy_bytes_per_s = busy_bytes_per_s
         self._clock = clock
-        self._tokens = bytes_per_s or 0.0
+        self._tokens = 0.0
         self._at: float | None = None
+
+    def rate_now(self) -> float | None:
+        """The cap in force: None for none."""
+        if self.yield_to():
+            return self.busy_bytes_per_s if self.bytes_per_s is None else min(self.bytes_per_s,
+                                                                                self.busy_bytes_per_s)
+        return self.bytes_per_s
 
     def delay_for(self, n: int, now: float) -> float:
         """Take `n` bytes' worth; how long to wait before sending them (0 when under the cap)."""
-        if self.bytes_per_s is None:
+        rate = self.rate_now()
+        if rate is None:
+            self._at = None
             return 0.0
-        if self._at is not None:
-            self._tokens = min(self.bytes_per_s, self._tokens + (now - self._at) * self.bytes_per_s)
+        # A cap that starts (or restarts after a spell without one) starts with a full second's worth.
+        self._tokens = rate if self._at is None else min(rate, self._tokens + (now - self._at) * rate)
         self._at = now
         self._tokens -= n
-        return max(0.0, -self._tokens / self.bytes_per_s)
+        return max(0.0, -self._tokens / rate)
 
     async def take(self, n: int) -> None:
         delay = self.delay_for(n, self._clock())
@@ -93,11 +114,12 @@ class ModelFileServer:
     """Answers fetches of the files `files` offers (content id -> path, None when not offered) to members."""
 
     def __init__(self, overlay: Overlay, *, is_member: Callable[[ID], bool],
-                 files: Callable[[ContentId], Path | None], max_upload_bytes_s: float | None = None) -> None:
+                 files: Callable[[ContentId], Path | None], max_upload_bytes_s: float | None = None,
+                 yield_to: Callable[[], bool] = lambda: False) -> None:
         self.overlay = overlay
         self.is_member = is_member
         self.files = files
-        self.cap = UploadCap(max_upload_bytes_s)
+        self.cap = UploadCap(max_upload_bytes_s, yield_to=yield_to)
         self.stats = UploadStats()
         self._manifests: dict[ContentId, mf.Manifest] = {}
         self._cutting: dict[ContentId, trio.Event] = {}

@@ -73,9 +73,11 @@ def write_file(path: Path, size: int) -> str:
 # ---------------------------------------------------------------- the holder (a helper process)
 
 
-def _holder_main(path: str, content_id: str, profile: str) -> None:
+def _holder_main(path: str, content_id: str, profile: str, yield_file: str = "") -> None:
     """An Overlay offering `path` as `content_id` to anyone, and a TCP listener that sends the file to whoever
-    connects. Prints its multiaddr and TCP port, then runs until SIGINT."""
+    connects. Prints its multiaddr and TCP port, then runs until SIGINT. With `yield_file`, its uploads yield to
+    inference (the busy cap) while that file exists: what a node does while it answers requests
+    (tools/bench/fetch_vs_stream.py)."""
     import trio
 
     from meshp2p.p2p.model_fetch import ModelFileServer
@@ -102,7 +104,8 @@ def _holder_main(path: str, content_id: str, profile: str) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(overlay.run)
             ModelFileServer(overlay, is_member=lambda _peer: True,
-                            files=lambda c: offered if c == cid else None).install()
+                            files=lambda c: offered if c == cid else None,
+                            yield_to=(lambda: os.path.exists(yield_file)) if yield_file else lambda: False).install()
             listeners = await nursery.start(trio.serve_tcp, send_file, 0)
             port = listeners[0].socket.getsockname()[1]
             with trio.open_signal_receiver(signal.SIGINT) as signals:
@@ -129,9 +132,10 @@ class Holder:
     port: int
 
 
-def start_holder(path: Path, content_id: str, profile: str, started: list[subprocess.Popen[Any]]) -> Holder:
+def start_holder(path: Path, content_id: str, profile: str, started: list[subprocess.Popen[Any]],
+                 yield_file: str = "") -> Holder:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))}
-    proc = subprocess.Popen([sys.executable, __file__, "--holder", str(path), content_id, profile],
+    proc = subprocess.Popen([sys.executable, __file__, "--holder", str(path), content_id, profile, yield_file],
                             stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
     started.append(proc)
     assert proc.stdout is not None
@@ -245,7 +249,8 @@ async def _fetcher(holders: list[Holder], content_id: str, size: int, out: Path,
 
 def main() -> int:
     if sys.argv[1:2] == ["--holder"]:
-        _holder_main(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
+        _holder_main(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "",
+                     sys.argv[5] if len(sys.argv) > 5 else "")
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=256, help="file size in MiB (default 256; documented: 1024)")
