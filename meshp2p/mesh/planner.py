@@ -64,10 +64,13 @@ looks the way it does; every answer is here):
    takes minutes of downtime; only losing a worker, or the chance to stop splitting, pays for that.
    The host's own departure is not checked here: the host is the caller, and nodes that route to a remote host
    see it leave through the mesh view.
+6. `recruits`: when no plan is possible with the members that hold the file, the peers that would make one if they
+   held it (its docstring): the host names them in its status and they fetch the file (app/recruitment.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -422,6 +425,36 @@ def plan(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts], *, for
         if elsewhere is not None:
             return _solo(model, elsewhere)
     return _pipeline(model, local, others, force_split=force_split, force_workers=force_workers)
+
+
+def recruits(model: ModelFacts, local: PeerFacts, peers: Sequence[PeerFacts]) -> list[str]:
+    """Rule 6: the peers to ask to fetch this model's file so that a split becomes possible, or [] when none is
+    needed (`plan` succeeds) or none would do.
+
+    When the members that hold the file fall short (rule 2's PlanError), peers that could be workers but for the
+    file (a serving role, capacity, a known RTT <= MAX_RTT_MS; no copy of this file, or another file under the
+    name) are added in rule 2's ranking order, after every holder, until the capacity suffices. They fetch the
+    file from the members that hold it (protocols/model-fetch.md) and, once they offer it, rule 2 takes them as
+    workers: weights still never cross the network at load, they came before, once, checked against the content id.
+    No content id on this node's side yet: nobody is recruited (there is no file to name).
+    """
+    if model.content_id is None:
+        return []
+    try:
+        plan(model, local, peers)
+        return []
+    except PlanError:
+        pass
+    others = list({p.peer_id: p for p in peers if p.peer_id != local.peer_id}.values())
+    total = max(0, local.capacity_mb) + sum(p.capacity_mb for p in rank_workers(others, model.content_id))
+    chosen: list[str] = []
+    for peer in rank_workers([dataclasses.replace(p, has_model=True, content_id=model.content_id)
+                              for p in others if not has_same_file(p, model.content_id)], model.content_id):
+        if total >= needed_mb(model.size_mb):
+            break
+        chosen.append(peer.peer_id)
+        total += peer.capacity_mb
+    return chosen if total >= needed_mb(model.size_mb) else []
 
 
 def replan_needed(old: Plan, peers_now: Mapping[str, PeerFacts]) -> bool:

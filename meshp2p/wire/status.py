@@ -34,6 +34,9 @@ MAX_PORT = 65535
 MAX_STATUS_ADDRS = 16
 #: Relayed multiaddrs (`.../p2p-circuit/...`) run to ~180 characters.
 MAX_ADDR_CHARS = 256
+#: Splits a host asks workers for at once, and peers asked per split.
+MAX_RECRUITS = 8
+MAX_RECRUIT_PEERS = 16
 
 
 class Role(StrEnum):
@@ -73,6 +76,17 @@ class StatusBody:
     #: Content id of the file behind each model id offered (available or loaded) and hashed so far, so that peers
     #: match files, not names (protocols/model-id.md). Added within v1, optional to readers.
     files: dict[str, ContentId] = field(default_factory=dict)
+    #: Splits this node would host but cannot with the members that hold the file: model id -> the file and the
+    #: peers asked to fetch it so they can be workers (mesh/planner.py rule 6). Added within v1, optional to readers.
+    recruit: dict[str, Recruit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recruit:
+    """A host's call: `peers`, fetch `file` from the members that hold it, and you can be my split's workers."""
+
+    file: ContentId
+    peers: tuple[str, ...]
 
 
 def status_to_body(status: StatusBody) -> dict[str, Any]:
@@ -93,6 +107,7 @@ def status_to_body(status: StatusBody) -> dict[str, Any]:
         "addrs": list(status.addrs),
         "loading": list(status.loading),
         "files": {model: cid.text for model, cid in status.files.items()},
+        "recruit": {model: {"file": call.file.text, "peers": list(call.peers)} for model, call in status.recruit.items()},
     }
 
 
@@ -108,6 +123,9 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
     files = get_map(body, "files") if "files" in body else {}
     if len(files) > MAX_LIST_ITEMS:
         raise WireError("malformed", f"files has {len(files)} entries > {MAX_LIST_ITEMS}")
+    recruit = get_map(body, "recruit") if "recruit" in body else {}
+    if len(recruit) > MAX_RECRUITS:
+        raise WireError("malformed", f"recruit has {len(recruit)} entries > {MAX_RECRUITS}")
     return StatusBody(
         role=role,
         ram_mb=get_int(body, "ram_mb"),
@@ -131,7 +149,16 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
             check_text(model, "files", min_chars=1, max_chars=MAX_TEXT_CHARS): parse_content_id(cid)
             for model, cid in files.items()
         },
+        recruit={check_text(model, "recruit", min_chars=1, max_chars=MAX_TEXT_CHARS): _recruit(call)
+                 for model, call in recruit.items()},
     )
+
+
+def _recruit(value: object) -> Recruit:
+    if type(value) is not dict:
+        raise WireError("malformed", "a recruit entry is not a map")
+    return Recruit(file=parse_content_id(get_text(value, "file", max_chars=MAX_TEXT_CHARS)),
+                   peers=get_text_list(value, "peers", max_items=MAX_RECRUIT_PEERS, max_chars=MAX_TEXT_CHARS))
 
 
 def _role(text: str) -> Role:
@@ -142,6 +169,6 @@ def _role(text: str) -> Role:
 
 
 #: Keys every status body must carry; those added later within v1 are optional.
-_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files"})
+_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files", "recruit"})
 _STATUS_KEYS = frozenset(status_to_body(StatusBody(Role.HOST, 0, 0, None, (), (), 0.0, None, "", None, {}))) - (
     _OPTIONAL_STATUS_KEYS)

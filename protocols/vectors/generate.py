@@ -360,6 +360,10 @@ STATUS_BODY: dict[str, Any] = {
         "unsloth/gemma-3-270m-it-GGUF:Q4_K_M": "sha256_128:a5fd3b6200112233445566778899aabb:253113024",
         "Qwen/Qwen3-8B-GGUF:Q4_K_M": "sha256_128:0123456789abcdef0123456789abcdef:5027783488",
     },
+    "recruit": {
+        "Qwen/Qwen3-8B-GGUF:Q4_K_M": {"file": "sha256_128:0123456789abcdef0123456789abcdef:5027783488",
+                                      "peers": [B.peer_id]},
+    },
 }
 DEMAND_BODY: dict[str, Any] = {"rates": {"unsloth/gemma-3-270m-it-GGUF:Q4_K_M": 0.5}, "ttl_s": 60}
 SEQ = 1_749_999_990_000
@@ -507,6 +511,13 @@ def gossip_vectors() -> dict[str, Any]:
         ("file_id_as_int", {"files": {"m": 16}}),
         ("file_empty_model_id", {"files": {"": "sha256_128:a5fd3b6200112233445566778899aabb:253113024"}}),
         ("too_many_files", {"files": {f"m{i}": f"sha256_128:{i:032x}:{i}" for i in range(65)}}),
+        ("recruit_not_a_map", {"recruit": ["m"]}),
+        ("recruit_entry_not_a_map", {"recruit": {"m": "sha256_128:a5fd3b6200112233445566778899aabb:253113024"}}),
+        ("recruit_bad_file", {"recruit": {"m": {"file": "sha256_128:a5fd3b62:253113024", "peers": []}}}),
+        ("recruit_peers_not_text", {"recruit": {"m": {"file": "sha256_128:a5fd3b6200112233445566778899aabb:253113024",
+                                                      "peers": [7]}}}),
+        ("too_many_recruits", {"recruit": {f"m{i}": {"file": f"sha256_128:{i:032x}:{i}", "peers": []}
+                                           for i in range(9)}}),
     ):
         body = {k: v for k, v in {**STATUS_BODY, **changes}.items() if v is not None or k in ("gpu", "region")}
         expect("malformed", lambda body=body: status_from_body(body), name)

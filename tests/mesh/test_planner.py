@@ -24,6 +24,7 @@ from meshp2p.mesh.planner import (
     needed_mb,
     plan,
     rank_workers,
+    recruits,
     replan_needed,
     skip_reason,
     split_layers,
@@ -533,3 +534,25 @@ def test_a_moe_model_is_planned_by_its_bytes() -> None:
     assert ranges(plan(dense, me(6_000), [peer("w1", 6_000)])) == [("me", 0, 3), ("w1", 4, 7)]
     with pytest.raises(ValueError, match="block sizes"):
         plan(dataclasses.replace(moe, layer_bytes=(1,) * 3), me(6_000), [peer("w1", 6_000)])
+
+
+# -- rule 6: recruits ---------------------------------------------------------------------------------------
+
+
+def test_no_recruit_when_a_plan_is_possible_or_nothing_would_do() -> None:
+    assert recruits(MODEL, me(12_000), []) == []  # fits here
+    assert recruits(MODEL, me(6_000), [peer("w1", 6_000)]) == []  # holders suffice
+    assert recruits(MODEL, me(6_000), [peer("x", 1_000, has_model=False)]) == [], "not enough even with it"
+    assert recruits(dataclasses.replace(MODEL, content_id=None), me(6_000),
+                    [peer("x", 6_000, has_model=False)]) == [], "no file to name yet"
+
+
+def test_recruits_come_after_every_holder_in_rank_order_until_the_capacity_suffices() -> None:
+    peers = [peer("holder", 3_000), peer("far", 9_000, 200.0, has_model=False),
+             peer("near-small", 1_000, 5.0, has_model=False), peer("near-big", 4_000, 5.0, has_model=False),
+             peer("client", 9_000, 1.0, has_model=False, role="client"),
+             peer("other-file", 4_000, 20.0, file=OTHER_FILE)]
+    # Need 11 000: me 4 000 + holder 3 000, then near-big 4 000 (ties on RTT go to the bigger) = 11 000.
+    assert recruits(MODEL, me(4_000), peers) == ["near-big"]
+    # With less here: near-big, near-small, then the one with another file (20 ms), never the far one or a client.
+    assert recruits(MODEL, me(2_000), peers) == ["near-big", "near-small", "other-file"]

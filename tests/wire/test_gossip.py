@@ -35,6 +35,7 @@ from meshp2p.wire.gossip import (
 )
 from meshp2p.wire.identity import sign_object
 from meshp2p.wire.model_id import parse_content_id
+from meshp2p.wire.status import Recruit
 
 V = load_vectors("gossip.json")
 A = identity(V, "A")
@@ -60,6 +61,8 @@ def decode_case(case: dict[str, Any], data: bytes | None = None, **changes: Any)
 def status(body: dict[str, Any]) -> StatusBody:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in body.items()}
     fields["files"] = {model: parse_content_id(text) for model, text in body.get("files", {}).items()}
+    fields["recruit"] = {model: Recruit(parse_content_id(call["file"]), tuple(call["peers"]))
+                         for model, call in body.get("recruit", {}).items()}
     return StatusBody(**fields)
 
 
@@ -118,8 +121,9 @@ def test_status_body_round_trip() -> None:
     whole = status({**body, "load": 2, "rtt_ms": {B.peer_id: 3}})
     assert status_from_body(status_to_body(whole)).load == 2.0
     # `addrs`, `loading` and `files` were added within v1: a body from a node that does not send them is still read.
-    older = status_from_body({k: v for k, v in body.items() if k not in ("addrs", "loading", "files")})
-    assert (older.addrs, older.loading, older.files) == ((), (), {})
+    older = status_from_body({k: v for k, v in body.items() if k not in ("addrs", "loading", "files", "recruit")})
+    assert (older.addrs, older.loading, older.files, older.recruit) == ((), (), {}, {})
+    assert status_from_body(body).recruit["Qwen/Qwen3-8B-GGUF:Q4_K_M"].peers == (B.peer_id,)
     assert status_from_body(body).files["Qwen/Qwen3-8B-GGUF:Q4_K_M"].size == 5_027_783_488
 
 
