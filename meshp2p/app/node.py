@@ -300,8 +300,9 @@ class Node:
             guard_api(openai_app, self.access.gate, self.access.keys, self.access.usage)
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
-                console_app = create_console_app(self.report.to_json, self.dropper.drop,
-                                                 None if self.mesh is None else self.mesh.blackboard)
+                console_app = create_console_app(
+                    self.report.to_json, self.dropper.drop, None if self.mesh is None else self.mesh.blackboard,
+                    None if self.mesh is None else partial(_private_invite, self.mesh.service))
                 guard_console_writes(console_app, self.access.keys, lambda: self.access.console_token)
                 await nursery.start(
                     partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
@@ -359,6 +360,11 @@ class StatusReport:
             embeddings=s.model.embeddings, pid=s.pid, port=s.port, restarts=s.restarts,
             requests=self.local.load.served[s.model.id], load_progress=round(s.load_progress, 3),
             last_error=s.last_error, log=str(s.log_path), speculation=s.speculation_json())
+
+
+def _private_invite(service: MeshService, ttl_s: int | None) -> str | None:
+    """An invite token for the console's page; None on a named mesh, which is joined by its name."""
+    return service.invite_token(ttl_s=ttl_s) if service.settings.private else None
 
 
 def _nothing() -> None:

@@ -1,0 +1,120 @@
+// The mesh as a map (this node in the middle, members around it, RTT on the links) and as a list of node cards.
+
+import { $, contentSize, fill, h, megabytes, s, shortId } from "./dom.js";
+
+/** Every node to draw: the view's members, or this node alone outside a mesh. */
+export function nodesOf(state) {
+  const peers = state.view?.peers;
+  if (peers?.length) return peers;
+  if (!state.node) return [];
+  const ready = state.models.filter((m) => m.state === "ready").map((m) => m.id);
+  return [{
+    peer_id: "this node", self: true, role: state.node.role, region: null, ram_mb: 0, vram_mb: 0, gpu: null,
+    loaded: ready, loading: state.models.filter((m) => m.state !== "ready").map((m) => m.id), available: [],
+    files: {}, load: 0, rtt_ms: null,
+  }];
+}
+
+/** Memory the node's models take against what it offers, in MB. */
+function memory(peer, state) {
+  const offered = peer.vram_mb > 0 ? peer.vram_mb : peer.ram_mb;
+  const running = new Set([...(peer.loaded || []), ...(peer.loading || [])]);
+  let used = 0;
+  if (peer.self && state.models.length) {
+    for (const m of state.models) used += m.size_bytes || 0;
+  } else {
+    for (const id of running) used += contentSize(peer.files?.[id]);
+  }
+  return { used: used / 2 ** 20, offered };
+}
+
+/** The first number whose key matches `pattern` (the hardware part's spelling is its helper's). */
+function pick(obj, pattern) {
+  for (const [key, value] of Object.entries(obj || {})) if (pattern.test(key) && typeof value === "number") return value;
+  return null;
+}
+
+/** "GPU 43% · 61 °C" per GPU, when the status carries hardware readings. */
+function gpuReadings(hardware) {
+  if (!hardware || typeof hardware !== "object") return [];
+  const gpus = Array.isArray(hardware) ? hardware : Array.isArray(hardware.gpus) ? hardware.gpus : [hardware];
+  return gpus.map((gpu) => {
+    const util = pick(gpu, /util/i);
+    const temp = pick(gpu, /temp/i);
+    const parts = [];
+    const fraction = Object.keys(gpu).some((key) => /util.*(fraction|ratio)/i.test(key));
+    if (util !== null) parts.push(`${Math.round(fraction ? util * 100 : util)}%`);
+    if (temp !== null) parts.push(`${Math.round(temp)} °C`);
+    return parts.length ? `${gpu.name ? `${gpu.name} ` : "GPU "}${parts.join(" · ")}` : null;
+  }).filter(Boolean);
+}
+
+function chips(models, kind) {
+  return models.map((id) => h("li", { class: `chip ${kind}`, title: `${id}: ${kind}` }, id));
+}
+
+function card(peer, state) {
+  const { used, offered } = memory(peer, state);
+  const loading = peer.loading || [];
+  const served = peer.loaded || [];
+  const offeredOnly = (peer.available || []).filter((m) => !served.includes(m) && !loading.includes(m));
+  const hardware = peer.hardware ?? (peer.self ? state.node?.hardware ?? state.view?.hardware : null);
+  const inFlight = Math.round(peer.load || 0);
+  const name = peer.self ? "this node" : shortId(peer.peer_id);
+  const facts = [
+    peer.region && h("span", { class: "fact" }, `region ${peer.region}`),
+    !peer.self && h("span", { class: "fact" }, peer.rtt_ms == null ? "RTT –" : `RTT ${peer.rtt_ms.toFixed(1)} ms`),
+    h("span", { class: "fact", data: { inflight: inFlight } }, `${inFlight} in flight`),
+    peer.gpu && h("span", { class: "fact" }, peer.gpu),
+    ...gpuReadings(hardware).map((text) => h("span", { class: "fact gpu" }, text)),
+  ];
+  const share = offered > 0 ? Math.min(1, used / offered) : 0;
+  return h("li", { class: `node role-${peer.role}`, data: { peer: peer.peer_id, role: peer.role }, "aria-label": `node ${name}` },
+    h("div", { class: "node-head" },
+      h("span", { class: "dot", "aria-hidden": "true" }),
+      h("strong", { class: "mono", title: peer.peer_id }, name),
+      peer.self && peer.peer_id !== "this node" && h("span", { class: "badge" }, "you"),
+      h("span", { class: "role" }, peer.role)),
+    h("div", { class: "node-facts" }, facts),
+    (served.length || loading.length || offeredOnly.length)
+      ? h("ul", { class: "chips", "aria-label": `models of ${name}` },
+        chips(served, "served"), chips(loading, "loading"), chips(offeredOnly, "offered"))
+      : h("p", { class: "muted small" }, peer.role === "client" ? "uses the mesh, serves nothing" : "no models"),
+    offered > 0 && h("div", { class: "capacity" },
+      h("div", { class: "bar", role: "meter", "aria-label": `memory of ${name}`, "aria-valuemin": 0,
+        "aria-valuemax": Math.round(offered), "aria-valuenow": Math.round(used) },
+      h("span", { class: "fill", data: { share: share.toFixed(3) } })),
+      h("span", { class: "muted small" }, `${megabytes(used)} of ${megabytes(offered)}`)));
+}
+
+function map(svg, nodes) {
+  const cx = 200, cy = 110;
+  const self = nodes.find((n) => n.self) || nodes[0];
+  const others = nodes.filter((n) => n !== self);
+  const spots = others.map((n, i) => {
+    const angle = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(1, others.length);
+    return { n, x: cx + 150 * Math.cos(angle), y: cy + 78 * Math.sin(angle) };
+  });
+  const dot = (n, x, y) => s("g", { class: `spot role-${n.role}`, transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})` },
+    s("title", {}, `${n.peer_id} (${n.role})`),
+    s("circle", { r: n === self ? 16 : 12 }),
+    s("text", { y: n === self ? 30 : 25, "text-anchor": "middle" }, n === self ? "you" : shortId(n.peer_id)));
+  fill(svg, [
+    ...spots.map(({ n, x, y }) => s("g", { class: "link" },
+      s("line", { x1: cx, y1: cy, x2: x.toFixed(1), y2: y.toFixed(1) }),
+      n.rtt_ms != null && s("text", { x: ((cx + x) / 2).toFixed(1), y: ((cy + y) / 2 - 4).toFixed(1), "text-anchor": "middle" },
+        `${n.rtt_ms.toFixed(0)} ms`))),
+    ...(self ? [dot(self, cx, cy)] : []),
+    ...spots.map(({ n, x, y }) => dot(n, x, y)),
+  ]);
+}
+
+export function renderTopology(state) {
+  const nodes = nodesOf(state);
+  $("topology-count").textContent = nodes.length ? `· ${nodes.length} node${nodes.length === 1 ? "" : "s"}` : "";
+  map($("topology-map"), nodes);
+  const list = $("topology");
+  fill(list, nodes.map((peer) => card(peer, state)));
+  // Widths from data attributes: the page's CSP allows no inline style attributes.
+  for (const bar of list.querySelectorAll(".fill")) bar.style.width = `${Number(bar.dataset.share) * 100}%`;
+}
