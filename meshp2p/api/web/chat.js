@@ -44,6 +44,7 @@ export function initChat(current) {
   const send = $("chat-send"), stop = $("chat-stop"), rate = $("chat-rate");
   let messages = [];
   let controller = null;
+  const maxTokens = () => Math.max(1, Math.round(Number($("chat-max").value) || 512));
 
   const busy = (on) => {
     send.disabled = on;
@@ -96,7 +97,7 @@ export function initChat(current) {
       const response = await fetch(`${apiBase(state.node)}/chat/completions`, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...authHeaders() },
-        body: JSON.stringify({ model, messages, stream: true }),
+        body: JSON.stringify({ model, messages, stream: true, max_tokens: maxTokens() }),
         signal: controller.signal,
       });
       if (!response.ok) throw await failure(response);

@@ -45,7 +45,7 @@ function gpuReadings(hardware) {
     const fraction = Object.keys(gpu).some((key) => /util.*(fraction|ratio)/i.test(key));
     if (util !== null) parts.push(`${Math.round(fraction ? util * 100 : util)}%`);
     if (temp !== null) parts.push(`${Math.round(temp)} °C`);
-    return parts.length ? `${gpu.name ? `${gpu.name} ` : "GPU "}${parts.join(" · ")}` : null;
+    return parts.length ? `GPU ${parts.join(" · ")}` : null;
   }).filter(Boolean);
 }
 
@@ -91,19 +91,23 @@ function map(svg, nodes) {
   const cx = 200, cy = 110;
   const self = nodes.find((n) => n.self) || nodes[0];
   const others = nodes.filter((n) => n !== self);
+  // Two peers sit left and right of this node, three in a triangle, and so on round the ellipse.
+  const start = others.length === 1 ? 0 : -Math.PI / 2 + Math.PI / others.length;
   const spots = others.map((n, i) => {
-    const angle = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(1, others.length);
-    return { n, x: cx + 150 * Math.cos(angle), y: cy + 78 * Math.sin(angle) };
+    const angle = start + (2 * Math.PI * i) / others.length;
+    return { n, x: cx + 150 * Math.cos(angle), y: cy + 72 * Math.sin(angle) };
   });
-  const dot = (n, x, y) => s("g", { class: `spot role-${n.role}`, transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})` },
-    s("title", {}, `${n.peer_id} (${n.role})`),
-    s("circle", { r: n === self ? 16 : 12 }),
-    s("text", { y: n === self ? 30 : 25, "text-anchor": "middle" }, n === self ? "you" : shortId(n.peer_id)));
+  const dot = (n, x, y) => s("g", { class: `spot role-${n.role}${n === self ? " self" : ""}`,
+    transform: `translate(${x.toFixed(1)} ${y.toFixed(1)})` },
+  s("title", {}, `${n.peer_id} (${n.role})`),
+  s("circle", { r: n === self ? 18 : 12 }),
+  n === self ? s("text", { y: 4, "text-anchor": "middle", class: "inside" }, "you")
+    : s("text", { y: 26, "text-anchor": "middle" }, shortId(n.peer_id)));
   fill(svg, [
     ...spots.map(({ n, x, y }) => s("g", { class: "link" },
       s("line", { x1: cx, y1: cy, x2: x.toFixed(1), y2: y.toFixed(1) }),
-      n.rtt_ms != null && s("text", { x: ((cx + x) / 2).toFixed(1), y: ((cy + y) / 2 - 4).toFixed(1), "text-anchor": "middle" },
-        `${n.rtt_ms.toFixed(0)} ms`))),
+      n.rtt_ms != null && s("text", { x: (cx + (x - cx) * 0.55).toFixed(1), y: (cy + (y - cy) * 0.55 - 5).toFixed(1),
+        "text-anchor": "middle" }, `${n.rtt_ms.toFixed(n.rtt_ms < 10 ? 1 : 0)} ms`))),
     ...(self ? [dot(self, cx, cy)] : []),
     ...spots.map(({ n, x, y }) => dot(n, x, y)),
   ]);
