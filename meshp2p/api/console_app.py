@@ -17,6 +17,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from meshp2p.api.blackboard_routes import Blackboard, add_blackboard_routes
+from meshp2p.api.console_events import EventFeed, add_event_routes
 from meshp2p.api.errors import NOT_FOUND, PERMISSION, ApiError
 from meshp2p.api.responses import answer_errors, json_response
 
@@ -29,10 +30,12 @@ def _from_this_machine() -> bool:
 
 
 def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str], Awaitable[bool]],
-                       blackboard: Blackboard | None = None) -> QuartTrio:
+                       blackboard: Blackboard | None = None, events: EventFeed | None = None) -> QuartTrio:
     app = QuartTrio("meshp2p.api.console")
     answer_errors(app)
     add_blackboard_routes(app, blackboard, local_only=_from_this_machine)
+    if events is not None:  # `/api/events`, `/api/logs` (api/console_events.py)
+        add_event_routes(app, events, local_only=_from_this_machine)
 
     @app.get("/api/status")
     async def get_status() -> Response:
