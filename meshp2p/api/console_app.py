@@ -19,6 +19,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from meshp2p.api.blackboard_routes import Blackboard, add_blackboard_routes
+from meshp2p.api.console_events import EventFeed, add_event_routes
 from meshp2p.api.console_page import add_page_routes
 from meshp2p.api.errors import INVALID_REQUEST, NOT_FOUND, PERMISSION, ApiError
 from meshp2p.api.responses import answer_errors, json_response
@@ -36,12 +37,14 @@ MAX_INVITE_TTL_HOURS = 24 * 365
 
 
 def create_console_app(status: Callable[[], dict[str, Any]], drop: Callable[[str], Awaitable[bool]],
-                       blackboard: Blackboard | None = None,
+                       blackboard: Blackboard | None = None, events: EventFeed | None = None,
                        invite: Callable[[int | None], str | None] | None = None) -> QuartTrio:
     """`invite(ttl_s)` mints a token for this node's private mesh, or returns None on a named one; None: no mesh."""
     app = QuartTrio("meshp2p.api.console")
     answer_errors(app)
     add_blackboard_routes(app, blackboard, local_only=_from_this_machine)
+    if events is not None:  # `/api/events`, `/api/logs` (api/console_events.py)
+        add_event_routes(app, events, local_only=_from_this_machine)
     add_page_routes(app, status)
 
     @app.post("/api/invite")

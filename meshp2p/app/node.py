@@ -32,10 +32,12 @@ from meshp2p.api.console_app import create_console_app
 from meshp2p.api.errors import render as render_error
 from meshp2p.api.model_ids import RequestLoad, Router
 from meshp2p.api.openai_app import create_openai_app
+from meshp2p.api.origins import allow_console_origins, console_origins, refuse_foreign_writes
 from meshp2p.api.serve import serve_app
 from meshp2p.app.access import AccessService
 from meshp2p.app.blackboard_service import BlackboardService, store_path
 from meshp2p.app.config import BlackboardConfig
+from meshp2p.app.console_events import ConsoleEvents
 from meshp2p.app.local import (
     LocalDemand,
     LocalStatus,
@@ -72,6 +74,7 @@ from meshp2p.p2p.model_fetch import ModelFileServer
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.p2p.rpc_tunnel import RpcTunnelClient
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
+from meshp2p.wire.console_events import boot_id
 from meshp2p.wire.identity import Identity
 
 if TYPE_CHECKING:
@@ -269,6 +272,10 @@ class Node:
         self.dropper = ModelDropper(local.offered, fleet, upstream, self.announce)
         self.report = StatusReport(local, self.mesh, started_at=time.time(), api_url=self.api_url,
                                    console_url=self.console_url, keys_on=self.access.keys_on)
+        #: `/api/events` and `/api/logs` (app/console_events.py): a fresh boot id per run, as the spec says.
+        self.events = ConsoleEvents(self.report.to_json, boot=boot_id(os.urandom(4)), servers=fleet.servers)
+        if self.mesh is not None:
+            self.mesh.blackboard.listen(self.events.post_stored)
 
     @property
     def api_url(self) -> str:
@@ -291,6 +298,8 @@ class Node:
     async def _run(self, task_status: TaskStatus[None]) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
+            if cfg.console_port is not None:
+                await nursery.start(self.events.run)  # first: it keeps the start-up's log lines
             await nursery.start(self.file_ids.run, self.local.offered.specs(), self.announce)
             await nursery.start(self.fleet.run)
             if self.mesh is not None:
@@ -298,11 +307,15 @@ class Node:
             await nursery.start(self.access.run)
             openai_app = create_openai_app(self.router)
             guard_api(openai_app, self.access.gate, self.access.keys, self.access.usage)
+            if cfg.console_port is not None:  # the console's page may call the API (api/origins.py)
+                allow_console_origins(openai_app, console_origins(cfg.host, cfg.console_port))
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
+                invite = None if self.mesh is None else partial(_private_invite, self.mesh.service)
                 console_app = create_console_app(
                     self.report.to_json, self.dropper.drop, None if self.mesh is None else self.mesh.blackboard,
-                    None if self.mesh is None else partial(_private_invite, self.mesh.service))
+                    events=self.events, invite=invite)
+                refuse_foreign_writes(console_app, console_origins(cfg.host, cfg.console_port))
                 guard_console_writes(console_app, self.access.keys, lambda: self.access.console_token)
                 await nursery.start(
                     partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
