@@ -81,7 +81,10 @@ def allow_console_origins(app: QuartTrio, origins: frozenset[str]) -> None:
 
         async def with_cors(message: ASGISendEvent) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *added]}
+                # Ours replace any the answer brought along (llama-server's own, passed through by a backend):
+                # a browser refuses an answer with two Access-Control-Allow-Origin values.
+                kept = [(k, v) for k, v in message.get("headers", ()) if not k.lower().startswith(b"access-control-")]
+                message = {**message, "headers": [*kept, *added]}
             await send(message)
 
         await inner(scope, receive, with_cors)
