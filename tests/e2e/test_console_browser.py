@@ -234,7 +234,7 @@ def test_every_control_has_a_name_and_the_page_fits_a_phone_and_a_desktop(
         page.screenshot(path=str(shots[name]), full_page=name == "desktop")
     if os.environ.get("MESHP2P_DOCS_SCREENSHOTS"):
         DOCS.mkdir(exist_ok=True)
-        for name, shot in shots.items():
+        for shot in shots.values():
             shutil.copyfile(shot, DOCS / shot.name)
 
 

@@ -111,6 +111,13 @@ function map(svg, nodes) {
     ...(self ? [dot(self, cx, cy)] : []),
     ...spots.map(({ n, x, y }) => dot(n, x, y)),
   ]);
+  // Frame the drawing (one peer or twenty) at its natural size: no empty half, no giant dots.
+  const xs = [cx, ...spots.map((p) => p.x)], ys = [cy, ...spots.map((p) => p.y)];
+  const left = Math.min(...xs) - 60, top = Math.min(...ys) - 30;
+  const width = Math.max(...xs) + 60 - left, height = Math.max(...ys) + 42 - top;
+  svg.setAttribute("viewBox", `${left.toFixed(0)} ${top.toFixed(0)} ${width.toFixed(0)} ${height.toFixed(0)}`);
+  svg.setAttribute("width", (width * 1.25).toFixed(0));
+  svg.setAttribute("height", (height * 1.25).toFixed(0));
 }
 
 export function renderTopology(state) {
