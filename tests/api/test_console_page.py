@@ -23,7 +23,7 @@ async def _no_drop(model_id: str) -> bool:
 
 
 def _app(invite: Any = None) -> Any:
-    return create_console_app(_status, _no_drop, None, invite).test_client()
+    return create_console_app(_status, _no_drop, None, invite=invite).test_client()
 
 
 async def test_the_page_and_its_modules_are_served_from_the_package() -> None:

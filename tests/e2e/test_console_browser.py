@@ -5,7 +5,8 @@ A serves tiny-dense with API keys on; B joined with A's invite token and serves 
 mesh and run in order; the last one kills B.
 
 - the page asks for a key, keeps it, and then shows the invite token; the topology shows both nodes and their models;
-- a chat message streams an answer into the page (tokens appear, tokens/s shown); an API error is shown as one;
+- a chat message streams an answer into the page (tokens appear, tokens/s shown); Stop ends a stream; an API
+  error is shown as one, with the API's message;
 - a post made on A with the CLI appears on B's console without a reload; a post made on B's page is found by search;
 - every control has an accessible name; the page at phone and desktop width (screenshots in the test's tmp dir,
   and in docs/ with MESHP2P_DOCS_SCREENSHOTS=1);
@@ -186,6 +187,24 @@ def test_a_chat_streams_an_answer_with_its_rate(mesh: dict[str, Any], open_page:
     expect(page.get_by_role("button", name="Send")).to_be_enabled(timeout=CHAT_TIMEOUT_S * 1000)
     expect(page.locator("#chat-rate")).to_have_text(re.compile(r"^\d+ tokens? · \d+(\.\d)? tok/s · first token"))
     expect(page.locator("#chat-log li.assistant.failed")).to_have_count(0)
+
+    # Stop ends a stream the user no longer wants: on a throttled network (a few hundred bytes a second) a long
+    # answer is still streaming when the first token is shown, so the click lands mid-stream.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": 400,
+                                                  "uploadThroughput": -1})
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_role("spinbutton", name="Max tokens").fill("1500")
+    page.get_by_role("textbox", name="Message").fill("Tell me everything.")
+    page.get_by_role("button", name="Send").click()
+    expect(answer).not_to_be_empty(timeout=CHAT_TIMEOUT_S * 1000)
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#chat-log li.assistant.stopped")).to_have_count(1, timeout=SHOWN_TIMEOUT_S * 1000)
+    expect(page.locator("#chat-rate")).to_contain_text("stopped")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})
 
     # An error answer shows the API's own message: ask for a model nobody serves.
     page.evaluate("""() => { const o = document.createElement('option'); o.value = o.textContent = 'no-such-model';

@@ -1,11 +1,16 @@
 // The node's live state from `GET /api/events` (protocols/console-events.md): a snapshot, then one event per
 // change. The browser reconnects by itself (with Last-Event-ID); a `reset` means: forget what you knew.
 
-export const STATE_TYPES = ["node", "view", "demand", "models", "splits"];
+// `hardware` (the status's readings of this machine) is followed when the stream carries it; until then the page
+// reads it once from `/api/status` (`seed`), and shows when it was sampled.
+export const STATE_TYPES = ["node", "view", "demand", "models", "splits", "hardware"];
 
 /** What the page knows of the node; each field is the last value of its event type (null: not yet known). */
 export function emptyState() {
-  return { node: null, view: null, demand: { demand: {}, wanted: [] }, models: [], splits: { splits: [], rpc_worker: null } };
+  return {
+    node: null, view: null, demand: { demand: {}, wanted: [] }, models: [], splits: { splits: [], rpc_worker: null },
+    hardware: null,
+  };
 }
 
 /**
@@ -47,5 +52,12 @@ export function follow(on, url = "/api/events") {
   source.addEventListener("error", () => {
     on.connection?.(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
   });
-  return { source, current: () => state };
+  /** Fill what no event has told yet (the hardware readings of a node whose stream does not carry them). */
+  function seed(values) {
+    const missing = Object.entries(values).filter(([type, value]) => value != null && state[type] == null);
+    if (!missing.length) return;
+    state = { ...state, ...Object.fromEntries(missing) };
+    on.change(state, "seed");
+  }
+  return { source, current: () => state, seed };
 }

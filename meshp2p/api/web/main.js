@@ -1,6 +1,6 @@
 // The console page: follows the node's events and hands each change to the module that shows it.
 
-import { apiKey } from "./api.js";
+import { apiKey, getJSON } from "./api.js";
 import { initBlackboard } from "./blackboard.js";
 import { initChat } from "./chat.js";
 import { $ } from "./dom.js";
@@ -81,3 +81,4 @@ stream = follow({
 renderPicker = initChat(stream.current);
 board.loadFeed();
 logs.load();
+getJSON("/api/status").then((status) => stream.seed({ hardware: status.hardware }), () => {});

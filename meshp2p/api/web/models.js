@@ -46,7 +46,7 @@ function split(item) {
     plan.length ? h("ol", { class: "layers", "aria-label": `layers of ${item.model}` },
       plan.map((shard) => h("li", {
         data: { share: ((shard.last_layer - shard.first_layer + 1) / total).toFixed(4) },
-        title: shard.peer_id,
+        title: `${shard.peer_id}: layers ${shard.first_layer}–${shard.last_layer}`,
       }, `${shortId(shard.peer_id)} · layers ${shard.first_layer}–${shard.last_layer}`))) : null,
     item.last_error && h("p", { class: "error small" }, item.last_error));
 }

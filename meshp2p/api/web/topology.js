@@ -1,6 +1,6 @@
 // The mesh as a map (this node in the middle, members around it, RTT on the links) and as a list of node cards.
 
-import { $, contentSize, fill, h, megabytes, s, shortId } from "./dom.js";
+import { $, clock, contentSize, fill, h, megabytes, s, shortId } from "./dom.js";
 
 /** Every node to draw: the view's members, or this node alone outside a mesh. */
 export function nodesOf(state) {
@@ -28,25 +28,23 @@ function memory(peer, state) {
   return { used: used / 2 ** 20, offered };
 }
 
-/** The first number whose key matches `pattern` (the hardware part's spelling is its helper's). */
-function pick(obj, pattern) {
-  for (const [key, value] of Object.entries(obj || {})) if (pattern.test(key) && typeof value === "number") return value;
-  return null;
-}
-
-/** "GPU 43% · 61 °C" per GPU, when the status carries hardware readings. */
-function gpuReadings(hardware) {
+/** What `/api/status`'s `hardware` reads now (this node only: peers do not gossip it), as short facts. */
+function readings(hardware) {
   if (!hardware || typeof hardware !== "object") return [];
-  const gpus = Array.isArray(hardware) ? hardware : Array.isArray(hardware.gpus) ? hardware.gpus : [hardware];
-  return gpus.map((gpu) => {
-    const util = pick(gpu, /util/i);
-    const temp = pick(gpu, /temp/i);
+  const number = (v) => typeof v === "number";
+  const facts = (hardware.gpus || []).map((gpu) => {
     const parts = [];
-    const fraction = Object.keys(gpu).some((key) => /util.*(fraction|ratio)/i.test(key));
-    if (util !== null) parts.push(`${Math.round(fraction ? util * 100 : util)}%`);
-    if (temp !== null) parts.push(`${Math.round(temp)} °C`);
-    return parts.length ? `GPU ${parts.join(" · ")}` : null;
-  }).filter(Boolean);
+    if (number(gpu.utilization_pct)) parts.push(`${Math.round(gpu.utilization_pct)}%`);
+    if (number(gpu.temperature_c)) parts.push(`${Math.round(gpu.temperature_c)} °C`);
+    if (number(gpu.vram_used_mb) && number(gpu.vram_total_mb)) {
+      parts.push(`${megabytes(gpu.vram_used_mb)} / ${megabytes(gpu.vram_total_mb)}`);
+    }
+    return parts.length ? `GPU${(hardware.gpus.length > 1) ? ` ${gpu.index}` : ""} ${parts.join(" · ")}` : null;
+  });
+  if (number(hardware.cpu_pct)) facts.push(`CPU ${Math.round(hardware.cpu_pct)}%`);
+  const shown = facts.filter(Boolean);
+  if (shown.length && number(hardware.sampled_at)) shown.push(`read ${clock(hardware.sampled_at)}`);
+  return shown;
 }
 
 function chips(models, kind) {
@@ -58,7 +56,7 @@ function card(peer, state) {
   const loading = peer.loading || [];
   const served = peer.loaded || [];
   const offeredOnly = (peer.available || []).filter((m) => !served.includes(m) && !loading.includes(m));
-  const hardware = peer.hardware ?? (peer.self ? state.node?.hardware ?? state.view?.hardware : null);
+  const hardware = peer.hardware ?? (peer.self ? state.hardware : null);
   const inFlight = Math.round(peer.load || 0);
   const name = peer.self ? "this node" : shortId(peer.peer_id);
   const facts = [
@@ -66,7 +64,7 @@ function card(peer, state) {
     !peer.self && h("span", { class: "fact" }, peer.rtt_ms == null ? "RTT –" : `RTT ${peer.rtt_ms.toFixed(1)} ms`),
     h("span", { class: "fact", data: { inflight: inFlight } }, `${inFlight} in flight`),
     peer.gpu && h("span", { class: "fact" }, peer.gpu),
-    ...gpuReadings(hardware).map((text) => h("span", { class: "fact gpu" }, text)),
+    ...readings(hardware).map((text) => h("span", { class: "fact gpu", data: { hardware: "" } }, text)),
   ];
   const share = offered > 0 ? Math.min(1, used / offered) : 0;
   return h("li", { class: `node role-${peer.role}`, data: { peer: peer.peer_id, role: peer.role }, "aria-label": `node ${name}` },
