@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.browser import chromium_path
 from helpers.processes import (
     NODE_STOP_TIMEOUT_S,
     REPO,
@@ -58,14 +59,6 @@ CHAT_TIMEOUT_S = 60.0
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 DOCS = REPO / "docs"
-
-
-def chromium_path() -> str:
-    found = os.environ.get("MESHP2P_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.fail("no chromium on PATH: the console's browser tests drive Debian's chromium "
-                    "(tools/setup.sh --test installs it; or set MESHP2P_CHROMIUM)")
-    return found
 
 
 def meshp2p(home: Path, *args: str) -> str:
