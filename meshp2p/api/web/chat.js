@@ -133,7 +133,8 @@ export function initChat(current) {
       } else {
         messages.pop();
         answer.classList.add("failed");
-        const message = error instanceof ApiError ? error.message : `could not reach the model API: ${error.message}`;
+        const message = error instanceof ApiError ? error.message
+          : `could not reach the model API at ${apiBase(state.node)} (${error.message})`;
         answer.append(h("p", { class: "error", role: "alert" }, message));
         rate.textContent = "";
       }
