@@ -8,7 +8,8 @@ node does no status work at all. While one is, a diff runs when a change point p
 - a log line at INFO or above (peers joining and leaving the view, models started and stopped, splits planned,
   promotions: the node logs its state changes), through `LogBuffer`, which also keeps the last `LOG_LINES`;
 - a llama-server changing state (starting, loading, ready, restarting, stopped), watched with its own
-  `wait_state`, so a model turning ready is on the console at once, whether or not anything logged it.
+  `wait_state`, so a model turning ready is on the console at once, whether or not anything logged it;
+- a member's status or demand arriving by gossip (`poke`, given to the mesh service as its `on_change`).
 
 History is kept whether or not a console is open, at the cost of appending one event to the ring as it happens
 (no diff, no document): every blackboard post stored (`post_stored`, from the blackboard's listener) and every log
@@ -40,8 +41,9 @@ log = logging.getLogger(__name__)
 LOG_LINES = 200
 #: While a stream is open, the status is diffed at least this often, for changes no poke announces.
 SAFETY_POLL_S = 1.0
-#: Pokes closer together than this share one diff (a burst of log lines costs one document).
-DIFF_GAP_S = 0.02
+#: Pokes closer together than this share one diff (a burst of log lines or of gossip costs one document, and a
+#: busy mesh at most 20 documents a second while a console is open).
+DIFF_GAP_S = 0.05
 
 
 class LogBuffer(logging.Handler):
