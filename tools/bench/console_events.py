@@ -10,8 +10,13 @@ read off the stream by a client on loopback:
   arrives (the status path: the drop's log line and the server's state change poke a diff of the status document).
   A node serves --models-per-node tiny models at once (each a llama-server), so --drops takes several nodes in turn.
 
-Prints p50 / p95 / p99 / max of each. Target: p99 <= 200 ms for both (protocols/console-events.md: "A status change
-is delivered within 200 ms"). Runtime: ~1-3 min with the defaults (most of it starting llama-servers).
+Changes are made back to back (the next as soon as the last one's event arrived), so each drop lands inside the
+50 ms that diffs are kept apart by (DIFF_GAP_S in app/console_events.py): the drop figures are that worst case; an
+isolated change is diffed at once. Prints p50 / p95 / p99 / max of each.
+
+Target: p99 <= 200 ms for both (protocols/console-events.md: "A status change is delivered within 200 ms").
+Runtime: ~1-3 min with the defaults (most of it starting llama-servers).
+Here (2 cores, shared): posts p50 3.6 ms, p99 6.6 ms; drops p50 48.9 ms, p99 55.2 ms.
 
 usage: python tools/bench/console_events.py [--posts 50] [--drops 50] [--models-per-node 10]
 """
