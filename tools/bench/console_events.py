@@ -225,7 +225,7 @@ def bench_drops(root: Path, drops: int, per_node: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[1])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--posts", type=int, default=50, help="posts timed, one at a time (0: none)")
     parser.add_argument("--drops", type=int, default=50, help="models dropped, one at a time (0: none)")
     parser.add_argument("--models-per-node", type=int, default=10, help="tiny models one node serves at once")
