@@ -142,6 +142,9 @@ class ConsoleEvents:
         #: Set while at least one stream is open (a new Event once the last closes).
         self._watched = trio.Event()
         self._poked = trio.Event()
+        #: True while the status document is built: a line it logs (an unreadable keys file) must not poke
+        #: another diff, which would log it again, 20 times a second.
+        self._diffing = False
 
     # -- what the console's routes call -----------------------------------------------------------
 
@@ -155,7 +158,7 @@ class ConsoleEvents:
 
     def subscribe(self, last_event_id: str | None) -> Subscription:
         """A new stream: the replay it asked for, or (reset and) a snapshot of the node now."""
-        opened = self.log.open(last_event_id, self.status())
+        opened = self.log.open(last_event_id, self._status())
         self._fan_out()  # what changed since the last diff went into the ring for the other streams too
         sub = Subscription(self, opened)
         self._streams.add(sub)
@@ -181,15 +184,23 @@ class ConsoleEvents:
 
     def refresh(self) -> list[Event]:
         """Diff the status now; returns the events it appended."""
-        events = self.log.observe_status(self.status())
+        events = self.log.observe_status(self._status())
         if events:
             self._fan_out()
         return events
 
+    def _status(self) -> dict[str, Any]:
+        self._diffing = True
+        try:
+            return self.status()
+        finally:
+            self._diffing = False
+
     def _on_log_line(self, line: dict[str, Any]) -> None:
         self.log.record("log", line)
         self._fan_out()
-        self.poke()
+        if not self._diffing:
+            self.poke()
 
     def _fan_out(self) -> None:
         for sub in list(self._streams):

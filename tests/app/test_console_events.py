@@ -154,3 +154,22 @@ async def test_a_stream_that_falls_behind_is_cut_and_resumes(autojump_clock: tri
         assert [json.loads(e.data)["message"] for e in back.first] == [f"line {i}" for i in range(MAX_BACKLOG + 1)]
         back.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_line_logged_while_the_status_is_built_pokes_no_other_diff(
+        autojump_clock: trio.testing.MockClock) -> None:
+    node = Node()
+
+    def complaining() -> dict[str, Any]:
+        LOG.error("cannot stat the API keys file")  # what KeysFile.current() says of an unreadable file
+        return node.status()
+
+    events = ConsoleEvents(complaining, boot="00000007")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(events.run)
+        sub = events.subscribe(None)
+        await trio.sleep(5 * SAFETY_POLL_S)
+        assert node.builds <= 7  # the subscribe, then the safety net about once a second: no storm
+        assert len(events.recent_logs(LOG_LINES)) == node.builds
+        sub.close()
+        nursery.cancel_scope.cancel()
