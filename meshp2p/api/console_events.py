@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -44,6 +44,8 @@ EVENTS_PATH = "/api/events"
 #: The most `/api/logs` gives (what the node keeps).
 MAX_LOG_LIMIT = 200
 DEFAULT_LOG_LIMIT = 100
+#: How long a cut stream's end may take to send before the request gives up on the client.
+END_GRACE_S = 1.0
 
 
 class EventStream(Protocol):
@@ -153,7 +155,11 @@ async def _next_events(stream: EventStream, deadline: float) -> list[Event]:
 
 def _hold_event_streams(app: QuartTrio) -> None:
     """Run each `/api/events` request inside a cancel scope the feed can cancel (a cut), and close its subscription
-    when the request ends, however it ends (the client went away, the node stops, the cut)."""
+    when the request ends, however it ends (the client went away, the node stops, the cut).
+
+    After a cut the body is ended here (hypercorn leaves a response the app abandoned open, and the client would
+    wait for ever): the browser sees the stream end and reconnects. A client cut while a send to it was blocked
+    (it stopped reading) is given `END_GRACE_S` to take that end, then left to its TCP connection's fate."""
     inner = app.asgi_app
 
     async def held(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -161,10 +167,23 @@ def _hold_event_streams(app: QuartTrio) -> None:
             await inner(scope, receive, send)
             return
         slot = _Slot(trio.CancelScope())
+        started = ended = False
+
+        async def tracked(message: ASGISendEvent) -> None:
+            nonlocal started, ended
+            await send(message)
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                ended = True
+
         token = _SLOT.set(slot)
         try:
             with slot.scope:
-                await inner(scope, receive, send)
+                await inner(scope, receive, tracked)
+            if slot.scope.cancelled_caught and started and not ended:
+                with trio.move_on_after(END_GRACE_S):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             _SLOT.reset(token)
             if slot.stream is not None:

@@ -10,7 +10,8 @@ A browser attaches `Origin` to cross-site requests, and any page the user visits
 - the model API (:9337) lets the console's page call it, so a page on :3131 streams chat from :9337
   (`allow_console_origins`): CORS preflights from a console origin are answered before the key check (a browser
   never sends credentials on a preflight) and its answers carry `Access-Control-Allow-Origin` for that origin
-  only. Every other origin gets no CORS header, so the browser keeps the answer from the page.
+  only. Every other origin gets no CORS header, so the browser keeps the answer from the page (a backend's own
+  CORS headers, which llama-server sends and the proxy passes on, are removed from every answer).
 
 The console's origins are `http://localhost:PORT`, `http://127.0.0.1:PORT`, `http://[::1]:PORT` and the host the
 node was told to listen on (`--host`), unless that is the all-addresses host.
@@ -73,16 +74,12 @@ def allow_console_origins(app: QuartTrio, origins: frozenset[str]) -> None:
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             await _preflight(send, scope["path"], origin if allowed else None)
             return
-        if not allowed:
-            await inner(scope, receive, send)
-            return
-        assert origin is not None
-        added = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+        added = [] if not allowed or origin is None else [
+            (b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
 
         async def with_cors(message: ASGISendEvent) -> None:
             if message["type"] == "http.response.start":
-                # Ours replace any the answer brought along (llama-server's own, passed through by a backend):
-                # a browser refuses an answer with two Access-Control-Allow-Origin values.
+                # A backend's own CORS headers (llama-server sends some) are not the API's answer: only ours go out.
                 kept = [(k, v) for k, v in message.get("headers", ()) if not k.lower().startswith(b"access-control-")]
                 message = {**message, "headers": [*kept, *added]}
             await send(message)

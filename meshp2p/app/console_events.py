@@ -8,7 +8,8 @@ node does no status work at all. While one is, a diff runs when a change point p
 - a log line at INFO or above (peers joining and leaving the view, models started and stopped, splits planned,
   promotions: the node logs its state changes), through `LogBuffer`, which also keeps the last `LOG_LINES`;
 - a llama-server changing state (starting, loading, ready, restarting, stopped), watched with its own
-  `wait_state`, so a model turning ready is on the console at once, whether or not anything logged it.
+  `wait_state`, so a model turning ready is on the console at once, whether or not anything logged it;
+- a member's status or demand arriving by gossip (`poke`, given to the mesh service as its `on_change`).
 
 History is kept whether or not a console is open, at the cost of appending one event to the ring as it happens
 (no diff, no document): every blackboard post stored (`post_stored`, from the blackboard's listener) and every log
@@ -40,8 +41,9 @@ log = logging.getLogger(__name__)
 LOG_LINES = 200
 #: While a stream is open, the status is diffed at least this often, for changes no poke announces.
 SAFETY_POLL_S = 1.0
-#: Pokes closer together than this share one diff (a burst of log lines costs one document).
-DIFF_GAP_S = 0.02
+#: Pokes closer together than this share one diff (a burst of log lines or of gossip costs one document, and a
+#: busy mesh at most 20 documents a second while a console is open).
+DIFF_GAP_S = 0.05
 
 
 class LogBuffer(logging.Handler):
@@ -140,6 +142,9 @@ class ConsoleEvents:
         #: Set while at least one stream is open (a new Event once the last closes).
         self._watched = trio.Event()
         self._poked = trio.Event()
+        #: True while the status document is built: a line it logs (an unreadable keys file) must not poke
+        #: another diff, which would log it again, 20 times a second.
+        self._diffing = False
 
     # -- what the console's routes call -----------------------------------------------------------
 
@@ -153,7 +158,7 @@ class ConsoleEvents:
 
     def subscribe(self, last_event_id: str | None) -> Subscription:
         """A new stream: the replay it asked for, or (reset and) a snapshot of the node now."""
-        opened = self.log.open(last_event_id, self.status())
+        opened = self.log.open(last_event_id, self._status())
         self._fan_out()  # what changed since the last diff went into the ring for the other streams too
         sub = Subscription(self, opened)
         self._streams.add(sub)
@@ -179,15 +184,23 @@ class ConsoleEvents:
 
     def refresh(self) -> list[Event]:
         """Diff the status now; returns the events it appended."""
-        events = self.log.observe_status(self.status())
+        events = self.log.observe_status(self._status())
         if events:
             self._fan_out()
         return events
 
+    def _status(self) -> dict[str, Any]:
+        self._diffing = True
+        try:
+            return self.status()
+        finally:
+            self._diffing = False
+
     def _on_log_line(self, line: dict[str, Any]) -> None:
         self.log.record("log", line)
         self._fan_out()
-        self.poke()
+        if not self._diffing:
+            self.poke()
 
     def _fan_out(self) -> None:
         for sub in list(self._streams):

@@ -147,7 +147,9 @@ class LocalParts:
 class MeshParts:
     """Everything a node runs in its mesh, built in order; a `--solo` node has none."""
 
-    def __init__(self, mesh: MeshConfig, local: LocalParts, planned: list[ModelSpec]) -> None:
+    def __init__(self, mesh: MeshConfig, local: LocalParts, planned: list[ModelSpec], *,
+                 on_change: Callable[[], None]) -> None:
+        """`on_change`: told when a member's status or demand arrives (the console's event source)."""
         cfg, settings = local.config, mesh.settings
         self.overlay = Overlay(mesh.identity, mesh.overlay)
         status = LocalStatus(
@@ -155,7 +157,7 @@ class MeshParts:
             gpu=local.hardware.gpu_name if mesh.enumerate_host else None, api_port=cfg.api_port,
             region=settings.region, servers=local.fleet.servers, load=local.load, offered=local.offered,
             file_ids=local.file_ids, overlay=self.overlay)
-        self.service = MeshService(self.overlay, settings, status, LocalDemand(local.demand))
+        self.service = MeshService(self.overlay, settings, status, LocalDemand(local.demand), on_change=on_change)
         self.tunnel = TunnelClient(self.overlay)
         self.gateway = OverlayGateway(self.service.view, self.tunnel, local.demand, self.service.wanted_models,
                                       self.service.membership)
@@ -264,7 +266,11 @@ class Node:
         self.upstream = upstream
         #: Content ids of the offered models' files (hashed in the background): peers match files, not names.
         self.file_ids = local.file_ids
-        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned)
+        #: `/api/events` and `/api/logs` (app/console_events.py): a fresh boot id per run, as the spec says. The
+        #: report it diffs is built below; members' status and demand arriving poke it.
+        self.events = ConsoleEvents(lambda: self.report.to_json(), boot=boot_id(os.urandom(4)), servers=fleet.servers)
+        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned,
+                                                               on_change=self.events.poke)
         self.router = Router(fleet.servers, upstream, None if self.mesh is None else self.mesh.gateway, local.load)
         self.announce = _nothing if self.mesh is None else self.mesh.service.announce_now
         #: API keys, rate limits and key usage (app/access.py); the tunnel's requests never meet them.
@@ -272,8 +278,6 @@ class Node:
         self.dropper = ModelDropper(local.offered, fleet, upstream, self.announce)
         self.report = StatusReport(local, self.mesh, started_at=time.time(), api_url=self.api_url,
                                    console_url=self.console_url, keys_on=self.access.keys_on)
-        #: `/api/events` and `/api/logs` (app/console_events.py): a fresh boot id per run, as the spec says.
-        self.events = ConsoleEvents(self.report.to_json, boot=boot_id(os.urandom(4)), servers=fleet.servers)
         if self.mesh is not None:
             self.mesh.blackboard.listen(self.events.post_stored)
 
