@@ -19,20 +19,24 @@ function item(post) {
 
 export function initBlackboard() {
   const feed = $("board-feed"), mode = $("board-mode"), note = $("board-note");
-  const seen = new Set();
+  // Every post known, by id: the history and the live ones, whichever came first (a live post may arrive while
+  // the history is still loading).
+  const known = new Map();
   let searching = false;
 
   const show = (posts) => {
     feed.replaceChildren(...posts.map(item));
   };
+  const newest = () => [...known.values()].sort((a, b) => b.ts - a.ts).slice(0, FEED_LIMIT * 2);
 
   async function loadFeed() {
     searching = false;
     try {
       const { posts } = await getJSON(`/api/blackboard/feed?limit=${FEED_LIMIT}`);
-      posts.forEach((p) => seen.add(p.id));
-      show(posts);
-      mode.textContent = posts.length ? "" : "No posts yet.";
+      for (const post of posts) known.set(post.id, post);
+      if (searching) return;
+      show(newest());
+      mode.textContent = known.size ? "" : "No posts yet.";
     } catch (error) {
       mode.textContent = error.message;
     }
@@ -73,12 +77,11 @@ export function initBlackboard() {
 
   /** A post stored on the node (its own, or one from the mesh): newest first, each once. */
   function added(post) {
-    if (seen.has(post.id)) return;
-    seen.add(post.id);
+    if (known.has(post.id)) return;
+    known.set(post.id, post);
     if (searching) return;
     mode.textContent = "";
-    feed.prepend(item(post));
-    while (feed.children.length > FEED_LIMIT * 2) feed.lastElementChild.remove();
+    show(newest());
   }
 
   return { loadFeed, added };
