@@ -1,6 +1,6 @@
 // The mesh card: name (or "private"), region, counts, join addresses, members, and the invite token to share.
 
-import { postJSON } from "./api.js";
+import { apiKey, postJSON } from "./api.js";
 import { $, fill, h, megabytes, shortId } from "./dom.js";
 
 function facts(view, node) {
@@ -53,7 +53,8 @@ export function initMesh() {
     } catch (error) {
       asked = null;
       field.value = "";
-      note.textContent = error.status === 401 ? "Save an API key above to see the invite token." : error.message;
+      note.textContent = error.status === 401 && !apiKey.get() ? "Save an API key above to see the invite token."
+        : error.message;
     }
   }
 
