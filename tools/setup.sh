@@ -3,7 +3,9 @@
 #   1. libgmp-dev, which libp2p's fastecdsa compiles against (apt-get, as root or through sudo);
 #   2. a virtual environment in .venv with meshp2p installed editable (with --test: plus the test tools);
 #   3. with --test and npm present: the Node clients tests/node uses (npm ci, from its lock file);
-#   4. llama.cpp built once from the pinned release (vendor/llama.cpp/build.sh) into ~/.cache/meshp2p.
+#   4. with --test: Debian's chromium (apt-get), which the web console's browser tests drive headless through the
+#      playwright package (a test extra; playwright downloads no browser of its own);
+#   5. llama.cpp built once from the pinned release (vendor/llama.cpp/build.sh) into ~/.cache/meshp2p.
 # Safe to run again: each step is skipped when already done.
 # usage: tools/setup.sh [--test]
 set -euo pipefail
@@ -12,11 +14,16 @@ cd "$root"
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 python=${PYTHON:-python3}
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
 
 if ! printf '#include <gmp.h>\n' | cc -E -x c - >/dev/null 2>&1; then
   echo "== installing libgmp-dev (needed to build libp2p's fastecdsa)"
-  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgmp-dev
+fi
+
+if [ -n "$extras" ] && ! command -v chromium >/dev/null; then
+  echo "== installing chromium (the web console's browser tests drive it headless)"
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
 if [ ! -x .venv/bin/python ]; then

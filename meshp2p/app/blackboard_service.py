@@ -99,6 +99,7 @@ class BlackboardService:
         self.sync = BoardSync(overlay, store, horizon=self._horizon, accept=self._accept_synced,
                               is_member=is_member)
         self._watchers: set[trio.MemorySendChannel[Post]] = set()
+        self._listeners: list[Callable[[Post], None]] = []
         self._unflushed: dict[str, int] = {}
         #: The topic: a post is admitted in its validator (wire checks, then this node's policy), so one refused
         #: is never relayed; it is stored when gossipsub delivers it (`_receive`).
@@ -167,6 +168,12 @@ class BlackboardService:
         finally:
             self._watchers.discard(send)
             send.close()
+
+    def listen(self, listener: Callable[[Post], None]) -> None:
+        """Call `listener` with every post stored from now on, on the event loop, for the node's whole life: the
+        console's event ring keeps posts while no console is open (a watcher is a live feed, counted and cut off
+        when it falls behind; a listener is neither). `listener` must not block."""
+        self._listeners.append(listener)
 
     def snapshot(self) -> BlackboardStatus:
         """For /api/status (counts are read from memory: this runs on the event loop)."""
@@ -256,6 +263,8 @@ class BlackboardService:
         self._unflushed[reason] = self._unflushed.get(reason, 0) + 1
 
     def _deliver(self, post: Post) -> None:
+        for listener in self._listeners:
+            listener(post)
         for send in list(self._watchers):
             try:
                 send.send_nowait(post)

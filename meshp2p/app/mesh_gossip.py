@@ -60,6 +60,10 @@ def _status_key(status: StatusBody) -> StatusBody:
     return replace(status, rtt_ms={}, load=0.0)
 
 
+def _nothing() -> None:
+    """Nobody to tell of a change."""
+
+
 def _parse_status(msg: GossipMessage) -> StatusBody:
     return status_from_body(msg.body)
 
@@ -73,8 +77,10 @@ class MeshGossip:
 
     def __init__(self, overlay: Overlay, view: MeshView, demand: DemandMap, sequence: SequenceCounter, *,
                  mesh_id: bytes, secret: bytes | None, status: StatusSource, local_demand: DemandSource,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], on_change: Callable[[], None] = _nothing) -> None:
+        """`on_change`: called when a member's status or demand comes in (the console diffs its view then)."""
         self.overlay = overlay
+        self.on_change = on_change
         self.view = view
         self.demand = demand
         self.status = status
@@ -158,6 +164,7 @@ class MeshGossip:
             apply(sender, entry.value)
 
     def _apply_status(self, sender: str, status: StatusBody) -> None:
+        self.on_change()
         if self.view.update(sender, status, self.clock()):
             log.info("peer %s joined the mesh view", sender)
             self.welcome(sender)
@@ -185,6 +192,7 @@ class MeshGossip:
 
     def _apply_demand(self, sender: str, rates: dict[str, float]) -> None:
         self.demand.apply(sender, rates, self.clock())
+        self.on_change()
 
     # -- sending ---------------------------------------------------------------------------------------
 

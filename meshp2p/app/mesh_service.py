@@ -58,6 +58,10 @@ def _no_demand() -> Mapping[str, float]:
     return {}
 
 
+def _nobody_to_tell() -> None:
+    """No console follows this mesh service."""
+
+
 @dataclass(frozen=True)
 class MeshSettings:
     mesh_id: bytes
@@ -84,9 +88,10 @@ class MeshSettings:
 class MeshService:
     def __init__(self, overlay: Overlay, settings: MeshSettings, local_status: StatusSource,
                  local_demand: DemandSource = _no_demand, *, clock: Callable[[], float] = time.time,
-                 view: MeshView | None = None) -> None:
+                 view: MeshView | None = None, on_change: Callable[[], None] = _nobody_to_tell) -> None:
         """`local_status`: the node's own facts (the RTTs in it are replaced by those measured here);
-        `view`: a MeshView to keep (a benchmark's instrumented one), else a new one."""
+        `view`: a MeshView to keep (a benchmark's instrumented one), else a new one; `on_change`: called when a
+        member's status or demand arrives (the console's event source diffs then)."""
         self.overlay = overlay
         self.settings = settings
         self.clock = clock
@@ -104,7 +109,8 @@ class MeshService:
         self.join = MeshJoin(overlay, self.membership, self.listing_server, mesh_id=settings.mesh_id,
                              name=settings.name, join_addrs=settings.join_addrs, clock=clock)
         self.gossip = MeshGossip(overlay, self.view, self.demand, self.sequence, mesh_id=settings.mesh_id,
-                                 secret=secret, status=self.status, local_demand=local_demand, clock=clock)
+                                 secret=secret, status=self.status, local_demand=local_demand, clock=clock,
+                                 on_change=on_change)
         self.liveness = MeshLiveness(overlay, self.view, self.membership, returning=self.gossip, rtts=self.rtts,
                                      clock=clock)
         self.records = MeshRecords(overlay, self.view, self.demand, self.join, self.listing_server,

@@ -34,10 +34,12 @@ from meshp2p.api.errors import render as render_error
 from meshp2p.api.metrics import ApiMetrics
 from meshp2p.api.model_ids import RequestLoad, Router
 from meshp2p.api.openai_app import create_openai_app
+from meshp2p.api.origins import allow_console_origins, console_origins, refuse_foreign_writes
 from meshp2p.api.serve import serve_app
 from meshp2p.app.access import AccessService
 from meshp2p.app.blackboard_service import BlackboardService, store_path
 from meshp2p.app.config import BlackboardConfig
+from meshp2p.app.console_events import ConsoleEvents
 from meshp2p.app.local import (
     LocalDemand,
     LocalStatus,
@@ -77,6 +79,7 @@ from meshp2p.p2p.model_fetch import ModelFileServer
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.p2p.rpc_tunnel import RpcTunnelClient
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
+from meshp2p.wire.console_events import boot_id
 from meshp2p.wire.identity import Identity
 
 if TYPE_CHECKING:
@@ -154,7 +157,9 @@ class LocalParts:
 class MeshParts:
     """Everything a node runs in its mesh, built in order; a `--solo` node has none."""
 
-    def __init__(self, mesh: MeshConfig, local: LocalParts, planned: list[ModelSpec]) -> None:
+    def __init__(self, mesh: MeshConfig, local: LocalParts, planned: list[ModelSpec], *,
+                 on_change: Callable[[], None]) -> None:
+        """`on_change`: told when a member's status or demand arrives (the console's event source)."""
         cfg, settings = local.config, mesh.settings
         self.overlay = Overlay(mesh.identity, mesh.overlay)
         status = LocalStatus(
@@ -162,7 +167,7 @@ class MeshParts:
             gpu=local.hardware.gpu_name if mesh.enumerate_host else None, api_port=cfg.api_port,
             region=settings.region, servers=local.fleet.servers, load=local.load, offered=local.offered,
             file_ids=local.file_ids, overlay=self.overlay)
-        self.service = MeshService(self.overlay, settings, status, LocalDemand(local.demand))
+        self.service = MeshService(self.overlay, settings, status, LocalDemand(local.demand), on_change=on_change)
         self.tunnel = TunnelClient(self.overlay)
         self.gateway = OverlayGateway(self.service.view, self.tunnel, local.demand, self.service.wanted_models,
                                       self.service.membership)
@@ -277,7 +282,11 @@ class Node:
         self.upstream = upstream
         #: Content ids of the offered models' files (hashed in the background): peers match files, not names.
         self.file_ids = local.file_ids
-        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned)
+        #: `/api/events` and `/api/logs` (app/console_events.py): a fresh boot id per run, as the spec says. The
+        #: report it diffs is built below; members' status and demand arriving poke it.
+        self.events = ConsoleEvents(lambda: self.report.to_json(), boot=boot_id(os.urandom(4)), servers=fleet.servers)
+        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned,
+                                                               on_change=self.events.poke)
         self.router = Router(fleet.servers, upstream, None if self.mesh is None else self.mesh.gateway, local.load)
         self.announce = _nothing if self.mesh is None else self.mesh.service.announce_now
         #: API keys, rate limits and key usage (app/access.py); the tunnel's requests never meet them.
@@ -290,6 +299,8 @@ class Node:
                                    hardware=lambda: self.usage.latest)
         self.metrics = NodeMetrics(local.metrics, self.report.document, fleet.servers, self.usage, local.transfers,
                                    in_flight=lambda: local.load.in_flight, uploaded_bytes=self._uploaded_bytes)
+        if self.mesh is not None:
+            self.mesh.blackboard.listen(self.events.post_stored)
 
     def _uploaded_bytes(self) -> int:
         return 0 if self.mesh is None else self.mesh.file_server.stats.bytes_sent
@@ -315,6 +326,8 @@ class Node:
     async def _run(self, task_status: TaskStatus[None]) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
+            if cfg.console_port is not None:
+                await nursery.start(self.events.run)  # first: it keeps the start-up's log lines
             await nursery.start(self.file_ids.run, self.local.offered.specs(), self.announce)
             await nursery.start(self.fleet.run)
             if self.mesh is not None:
@@ -323,11 +336,15 @@ class Node:
             openai_app = create_openai_app(self.router, self.local.metrics)
             guard_api(openai_app, self.access.gate, self.access.keys, self.access.usage,
                       on_denied=lambda d: self.local.metrics.refusal(d.status, d.code))
+            if cfg.console_port is not None:  # the console's page may call the API (api/origins.py)
+                allow_console_origins(openai_app, console_origins(cfg.host, cfg.console_port))
             await nursery.start(partial(serve_app, openai_app, cfg.host, cfg.api_port, flag="--port"))
             if cfg.console_port is not None:
-                console_app = create_console_app(self.report.to_json, self.dropper.drop,
-                                                 None if self.mesh is None else self.mesh.blackboard,
-                                                 metrics=self.metrics.page, refresh=self.usage.read)
+                invite = None if self.mesh is None else partial(_private_invite, self.mesh.service)
+                console_app = create_console_app(
+                    self.report.to_json, self.dropper.drop, None if self.mesh is None else self.mesh.blackboard,
+                    events=self.events, invite=invite, metrics=self.metrics.page, refresh=self.usage.read)
+                refuse_foreign_writes(console_app, console_origins(cfg.host, cfg.console_port))
                 guard_console_writes(console_app, self.access.keys, lambda: self.access.console_token)
                 await nursery.start(
                     partial(serve_app, console_app, cfg.host, cfg.console_port, flag="--console"))
@@ -389,6 +406,11 @@ class StatusReport:
             requests=self.local.load.served[s.model.id], load_progress=round(s.load_progress, 3),
             last_error=s.last_error, log=str(s.log_path), speculation=s.speculation_json(),
             moe=None if s.model.layout is None else s.model.layout.to_json())
+
+
+def _private_invite(service: MeshService, ttl_s: int | None) -> str | None:
+    """An invite token for the console's page; None on a named mesh, which is joined by its name."""
+    return service.invite_token(ttl_s=ttl_s) if service.settings.private else None
 
 
 def _nothing() -> None:

@@ -82,6 +82,8 @@ class PeerStatus:
     last_seen_s: float
     #: Our measured round trip to it, as our own status gossips it; None when unmeasured.
     rtt_ms: float | None
+    #: Models it is loading now (starting, or promoted and not ready yet).
+    loading: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class PeerStatus:
             "version": self.version,
             "last_seen_s": self.last_seen_s,
             "rtt_ms": self.rtt_ms,
+            "loading": list(self.loading),
         }
 
 
@@ -137,7 +140,7 @@ class MeshStatus:
                 ram_mb=v.status.ram_mb, vram_mb=v.status.vram_mb, gpu=v.status.gpu, loaded=v.status.loaded,
                 available=v.status.available, files={model: cid.text for model, cid in v.status.files.items()},
                 load=v.status.load, version=v.status.version, last_seen_s=round(now - v.last_seen, 2),
-                rtt_ms=own.status.rtt_ms.get(v.peer_id) if own is not None else None,
+                rtt_ms=own.status.rtt_ms.get(v.peer_id) if own is not None else None, loading=v.status.loading,
             )
             for v in sorted(view.peers.values(), key=lambda v: v.peer_id)
         )

@@ -107,7 +107,8 @@ def status_to_body(status: StatusBody) -> dict[str, Any]:
         "addrs": list(status.addrs),
         "loading": list(status.loading),
         "files": {model: cid.text for model, cid in status.files.items()},
-        "recruit": {model: {"file": call.file.text, "peers": list(call.peers)} for model, call in status.recruit.items()},
+        "recruit": {model: {"file": call.file.text, "peers": list(call.peers)}
+                    for model, call in status.recruit.items()},
     }
 
 
