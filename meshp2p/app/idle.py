@@ -4,7 +4,7 @@ A new user types `meshp2p` and gets told what to run; the console at the same ad
 what this machine could run) instead of a 404, so the page a user bookmarks is the same before and after
 `meshp2p up`. Idle mode starts no libp2p host, no llama.cpp and writes nothing into MESHP2P_HOME: it is a look,
 not a node. Its status document has the shape of a node's (`/api/status`), with `node.role` "idle", no API,
-no mesh, no models, plus an `idle` part the page reads.
+no mesh, no models, and `node.next_steps`, which the page shows; `/api/events` follows it like a node's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import trio
 from meshp2p import __version__
 from meshp2p.api.console_app import create_console_app
 from meshp2p.api.serve import serve_app
+from meshp2p.app.console_events import ConsoleEvents
 from meshp2p.home import meshp2p_home
+from meshp2p.wire.console_events import boot_id
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -50,17 +52,20 @@ class IdleConsole:
         return {
             "node": {"version": __version__, "pid": os.getpid(), "started_at": started_at, "api_url": None,
                      "console_url": self.url, "home": str(meshp2p_home()), "llama_cpp": None, "max_vram_gb": None,
-                     "role": "idle", "api_keys": False},
+                     "role": "idle", "api_keys": False,
+                     # In the node part, so the console's `node` event carries it (protocols/console-events.md).
+                     "next_steps": [{"what": what, "command": command} for what, command in self.steps]},
             "mesh": None, "blackboard": None, "splits": [], "rpc_worker": None, "models": [],
-            "idle": {"message": "no node runs here yet", "next_steps": [
-                {"what": what, "command": command} for what, command in self.steps]},
         }
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; started once the port listens (PortInUse otherwise)."""
         started_at = time.time()
-        app = create_console_app(lambda: self.status(started_at), _refuse_drop)
-        await serve_app(app, self.host, self.port, flag="--console", task_status=task_status)
+        events = ConsoleEvents(lambda: self.status(started_at), boot=boot_id(os.urandom(4)))
+        app = create_console_app(lambda: self.status(started_at), _refuse_drop, events=events)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(events.run)
+            await serve_app(app, self.host, self.port, flag="--console", task_status=task_status)
 
 
 async def _refuse_drop(model_id: str) -> bool:

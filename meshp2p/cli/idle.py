@@ -1,7 +1,8 @@
 """`meshp2p` with no command: say what to run, and serve the read-only console until Ctrl-C (app/idle.py).
 
 When a node already runs with this MESHP2P_HOME, its console is the one to open: the command says where and
-exits instead of serving a second, emptier one.
+exits instead of serving a second, emptier one. The other way round, `meshp2p up` takes the console's port over
+from an idle console this user left running (`take_over_idle_console`): the open page then follows the new node.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import signal
+import time
 
 import trio
 from rich.console import Console
@@ -55,3 +57,32 @@ def _running_console() -> str | None:
         return None
     url = info.get("console_url")
     return str(url) if url else None
+
+
+#: How long `up` waits for an idle console it stopped to free the port.
+TAKE_OVER_TIMEOUT_S = 5.0
+
+
+def take_over_idle_console(port: int) -> bool:
+    """Stop the idle console on 127.0.0.1:`port`, if that is what holds it (and it is this user's): True once the
+    port is free. Anything else on the port is left alone (the node then says the port is in use)."""
+    import httpx
+
+    try:
+        node = httpx.get(f"http://{LOOPBACK_HOST}:{port}/api/status", timeout=1.0).json().get("node") or {}
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+    if node.get("role") != "idle" or not isinstance(node.get("pid"), int):
+        return False
+    try:
+        os.kill(node["pid"], signal.SIGTERM)
+    except OSError:  # another user's, or gone already
+        return False
+    deadline = time.monotonic() + TAKE_OVER_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://{LOOPBACK_HOST}:{port}/api/status", timeout=0.5)
+        except httpx.HTTPError:
+            return True
+        time.sleep(0.05)
+    return False

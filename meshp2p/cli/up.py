@@ -27,6 +27,7 @@ from meshp2p.app.config import load_config
 from meshp2p.app.discovery import discover_once
 from meshp2p.app.mesh_service import MeshSettings
 from meshp2p.app.node import MeshConfig, Node, NodeConfig
+from meshp2p.cli.idle import take_over_idle_console
 from meshp2p.cli.progress import RichProgress
 from meshp2p.errors import BinaryNotFound, ConfigError, MeshP2PError
 from meshp2p.home import models_dir
@@ -61,6 +62,8 @@ def run_up(args: argparse.Namespace, console: Console) -> int:
     config = node_config_from_args(args, console)
     # An earlier run of this MESHP2P_HOME that was killed may have left llama.cpp processes holding memory and ports.
     stop_leftovers()
+    if config.console_port is not None and take_over_idle_console(config.console_port):
+        log.info("stopped the idle console on port %d: this node's console takes its place", config.console_port)
     node = Node(config)
     if config.host == ALL_HOSTS and not node.access.keys_on():
         log.warning("--listen-all with no API key: anyone on the network can use this node's API "

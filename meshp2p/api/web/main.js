@@ -3,7 +3,7 @@
 import { apiKey, getJSON } from "./api.js";
 import { initBlackboard } from "./blackboard.js";
 import { initChat } from "./chat.js";
-import { $ } from "./dom.js";
+import { $, fill, h } from "./dom.js";
 import { follow } from "./events.js";
 import { initLogs, renderRejections } from "./logs.js";
 import { initMesh } from "./mesh.js";
@@ -27,6 +27,7 @@ function schedule() {
     const state = stream.current();
     if (!state.node) return;
     $("node-version").textContent = `v${state.node.version} · ${state.node.role}`;
+    renderIdle(state.node);
     keyBar(state.node.api_keys);
     mesh.render(state);
     renderTopology(state);
@@ -34,6 +35,15 @@ function schedule() {
     renderPicker(state);
     renderRejections(state.view);
   });
+}
+
+/** `meshp2p` with no command serves this page with no node behind it: say what to run instead. */
+function renderIdle(node) {
+  const idle = node.role === "idle";
+  $("idle").hidden = !idle;
+  if (!idle) return;
+  fill($("idle-steps"), (node.next_steps || []).map((step) =>
+    h("li", {}, h("code", { text: step.command }), h("span", { class: "muted", text: ` ${step.what}` }))));
 }
 
 function keyBar(keysOn) {

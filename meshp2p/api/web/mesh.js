@@ -4,7 +4,8 @@ import { apiKey, postJSON } from "./api.js";
 import { $, fill, h, megabytes, shortId } from "./dom.js";
 
 function facts(view, node) {
-  if (!view) return [["mesh", "none (--solo)"], ["API", node?.api_url ?? "–"]];
+  if (!view) return [["mesh", node?.role === "idle" ? "none: no node runs here" : "none (--solo)"],
+    ["API", node?.api_url ?? "–"]];
   return [
     ["mesh", view.name ?? "private"],
     ["mesh id", `${view.mesh_id.slice(0, 12)}…`],
