@@ -55,6 +55,7 @@ from meshp2p.app.metrics import NodeMetrics, Transfers, metered_tunnel_handler
 from meshp2p.app.model_fetcher import DEFAULT_MIN_FETCH_MBPS, MeshModelFetcher
 from meshp2p.app.pipeline import PipelineWorker, SplitHost
 from meshp2p.app.promotion import PromotionService
+from meshp2p.app.recruitment import Recruitment
 from meshp2p.app.status import LlamaCppStatus, ModelStatus, NodeStatus, NodeSummary
 from meshp2p.backends.http11 import UpstreamPool
 from meshp2p.backends.local import tunnel_handler
@@ -133,6 +134,8 @@ class NodeConfig:
     max_upload_mbps: float | None = None
     #: A fetch from members slower than this (megabits per second) gives way to the hub; 0: never.
     min_fetch_mbps: float = DEFAULT_MIN_FETCH_MBPS
+    #: Fetch the model files other members' splits ask this node to hold (`--no-split-fetch` turns it off).
+    split_fetch: bool = True
     #: Rate limits per client address, for clients not on this machine (`--rate-limit`, `--max-concurrent`).
     address_limits: AddressLimits = field(default_factory=AddressLimits)
 
@@ -166,7 +169,8 @@ class MeshParts:
             runs_llama=cfg.binaries is not None, memory_mb=offered_memory_mb(local.hardware, cfg.max_vram_gb),
             gpu=local.hardware.gpu_name if mesh.enumerate_host else None, api_port=cfg.api_port,
             region=settings.region, servers=local.fleet.servers, load=local.load, offered=local.offered,
-            file_ids=local.file_ids, overlay=self.overlay)
+            file_ids=local.file_ids, overlay=self.overlay,
+            recruit=lambda: {s.spec.id: s.recruiting for s in self.splits if s.recruiting is not None})
         self.service = MeshService(self.overlay, settings, status, LocalDemand(local.demand), on_change=on_change)
         self.tunnel = TunnelClient(self.overlay)
         self.gateway = OverlayGateway(self.service.view, self.tunnel, local.demand, self.service.wanted_models,
@@ -192,6 +196,9 @@ class MeshParts:
             self.overlay, lambda: self.service.view, progress=cfg.progress, on_bytes=local.transfers.from_peers,
             min_bytes_per_s=None if not cfg.min_fetch_mbps else cfg.min_fetch_mbps * 1e6 / 8,
             hub_usable=lambda: not Hub().is_offline())
+        #: Fetching the files other members' splits ask this node to hold (planner rule 6): workers only.
+        self.recruitment = None if self.worker is None or not cfg.split_fetch else Recruitment(
+            self.overlay, lambda: self.service.view, local.offered, local.file_ids, self.service.announce_now)
         self.local = local
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).
@@ -216,6 +223,8 @@ class MeshParts:
                 await self._host_split(nursery, spec)
             if self.promotion is not None:
                 await nursery.start(self.promotion.run)
+            if self.recruitment is not None:
+                await nursery.start(self.recruitment.run)
             if local.config.pending:
                 nursery.start_soon(self._obtain_all, nursery, local.config.pending)
             task_status.started()

@@ -33,13 +33,13 @@ from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
-from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, replan_needed
+from meshp2p.mesh.planner import ModelFacts, PeerFacts, Plan, PlanError, plan, recruits, replan_needed
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.p2p.rpc_tunnel import RpcTunnelClient, RpcTunnelServer
 from meshp2p.wire.model_id import ContentId
-from meshp2p.wire.status import StatusBody
+from meshp2p.wire.status import Recruit, StatusBody
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -111,6 +111,8 @@ class SplitHost:
         self.n_layers = read_gguf_header(spec.path).block_count or 0
         self.plan: Plan | None = None
         self.last_error: str | None = None
+        #: While the members holding the file fall short: the peers asked to fetch it (rule 6), gossiped.
+        self.recruiting: Recruit | None = None
         #: Peers that offer this model's name with another file (peer id -> its content id), left out of plans.
         self.other_files: dict[str, ContentId] = {}
 
@@ -154,14 +156,29 @@ class SplitHost:
             self.last_error = f"hashing {self.spec.path.name} before planning: peers are matched by file content"
             return None
         self._note_other_files(local.content_id, others)
+        facts = self.facts(local.content_id)
         try:
-            return plan(self.facts(local.content_id), local, others, force_split=self.force,
-                        force_workers=self.force_workers if self.force else None)
+            found = plan(facts, local, others, force_split=self.force,
+                         force_workers=self.force_workers if self.force else None)
         except PlanError as exc:
             if exc.message != self.last_error:
                 log.info("cannot split %s yet: %s", self.spec.id, exc.message)
             self.last_error = exc.message
+            self._recruit(None if self.force else recruits(facts, local, others), local.content_id)
             return None
+        self._recruit(None, local.content_id)
+        return found
+
+    def _recruit(self, peers: list[str] | None, content_id: ContentId) -> None:
+        """Ask `peers` (rule 6) to fetch the file, or stop asking (None or []); gossiped at once when it changes."""
+        wanted = Recruit(content_id, tuple(peers)) if peers else None
+        if wanted == self.recruiting:
+            return
+        if wanted is not None:
+            log.info("asking %d peer(s) to fetch %s so that it can be split: %s", len(wanted.peers), self.spec.id,
+                     ", ".join(p[-8:] for p in wanted.peers))
+        self.recruiting = wanted
+        self.announce()
 
     def _note_other_files(self, ours: ContentId, others: list[PeerFacts]) -> None:
         """Say once per peer and file why a peer that offers this model's name is not used."""

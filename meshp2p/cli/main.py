@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="serve the --model(s) split by layers over nearby peers (RTT <= 80 ms) that have the same "
                       "file, even when they fit here: for testing and benchmarks (models too big for any one node "
                       "are split without it)")
+    mesh.add_argument("--no-split-fetch", action="store_true",
+                      help="do not fetch the model files other members ask this node to hold so that it can be "
+                      "a worker of their split (default: a node that can be a worker fetches them, once, checked, "
+                      "into $MESHP2P_HOME/models, when its disk has room)")
     mesh.add_argument("--split-workers", type=int, metavar="N",
                       help="with --split: use exactly N workers (default: every eligible peer)")
     mesh.add_argument("--client", action="store_true",

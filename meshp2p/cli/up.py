@@ -145,6 +145,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         progress=TrackedProgress(),
         max_upload_mbps=args.max_upload_mbps,
         min_fetch_mbps=args.min_fetch_mbps,
+        split_fetch=not args.no_split_fetch,
         address_limits=AddressLimits(rate_rpm=args.rate_limit or None, concurrent=args.max_concurrent or None),
     )
 

@@ -156,3 +156,33 @@ def test_a_worker_killed_and_restarted_ten_times_is_planned_again(node_factory, 
         victim._start(victim.api_port, victim.console_port)
         victim.wait_ready()
         victim = other
+
+
+def test_a_worker_without_the_model_is_recruited_fetches_it_and_joins_the_split(node_factory, tiny_models,
+                                                                                bootstrap, tmp_path):
+    """Planner rule 6: the host and the one member holding the file fall short; the host asks a third node, which
+    holds only another model, to fetch it; that node fetches it from the members (checked against the content
+    id), offers it, and becomes a worker loading its layers from its own new copy. Solo's tokens."""
+    model = write_tiny_gguf(tmp_path / "wide.gguf", "dense", embd=512, ff=1024, heads=8, kv_heads=4, seed=5)
+    solo = node_factory("--solo", "--model", str(model), "--threads", "1", name="solo")
+    solo.wait_ready()
+    expected = complete(solo, "wide")
+    assert solo.stop() == 0, solo.output()
+    mesh = ("--mesh-name", "recruit-split", "--bootstrap", bootstrap.addr, "--threads", "1", "--max-vram", "0.02")
+    node_factory("--standby", "--model", str(model), *mesh, name="w1").wait_ready()
+    recruit = node_factory("--standby", "--model", str(tiny_models.dense), *mesh, name="w2")
+    recruit.wait_ready()
+    host = node_factory("--model", str(model), *mesh, name="host")
+    host.wait_ready()
+    wait_for(lambda: host.status()["models"] and host.status()["models"][0]["state"] == "ready",
+             SPLIT_TIMEOUT_S, "the host to serve the model split with the recruited worker")
+    plan = split_of(host)["plan"]
+    recruit_id = recruit.status()["mesh"]["peer_id"]
+    assert len(plan) == 3 and recruit_id in {s["peer_id"] for s in plan}
+    fetched = recruit.home / "models" / "wide.gguf"
+    assert fetched.read_bytes() == model.read_bytes()
+    said = " ".join(recruit.output().split())
+    assert "asks this node to be a worker of its wide split" in said and "offered to the mesh" in said
+    assert complete(host, "wide") == expected
+    worker = recruit.status()["rpc_worker"]
+    assert worker["connections"] >= 1 and worker["bytes_to_rpc"] < model.stat().st_size // 6, worker
