@@ -97,7 +97,7 @@ def add_event_routes(app: QuartTrio, feed: EventFeed, *, local_only: Callable[[]
             raise ApiError(503, f"this node already serves {max_streams} event streams", type=UNAVAILABLE,
                            code="too_many_streams", headers={"Retry-After": "5"},
                            hint="close another console tab, or follow /api/status instead")
-        private = local_only()
+        this_machine = local_only()
         stream = feed.subscribe(request.headers.get("Last-Event-ID") or None)
         slot = _SLOT.get()
         if slot is not None:
@@ -105,7 +105,7 @@ def add_event_routes(app: QuartTrio, feed: EventFeed, *, local_only: Callable[[]
             stream.on_cut(slot.scope.cancel)
 
         def frame(events: Sequence[Event]) -> bytes:
-            return format_events(events if private else [e for e in events if e.type not in HISTORY_TYPES])
+            return format_events(events if this_machine else [e for e in events if e.type not in HISTORY_TYPES])
 
         async def body() -> AsyncIterator[bytes]:
             try:

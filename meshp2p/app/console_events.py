@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Log lines `GET /api/logs` can give.
 LOG_LINES = 200
+#: A longer message is cut to this (the ring keeps 512 events: a few huge lines must not hold megabytes).
+MAX_LOG_MESSAGE_CHARS = 4000
 #: While a stream is open, the status is diffed at least this often, for changes no poke announces.
 SAFETY_POLL_S = 1.0
 #: Pokes closer together than this share one diff (a burst of log lines or of gossip costs one document, and a
@@ -67,8 +69,11 @@ class LogBuffer(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            message = record.getMessage()
+            if len(message) > MAX_LOG_MESSAGE_CHARS:
+                message = message[:MAX_LOG_MESSAGE_CHARS] + "…"
             line = {"time": round(record.created, 3), "level": record.levelname, "logger": record.name,
-                    "message": record.getMessage()}
+                    "message": message}
         except Exception:  # a record whose arguments do not fit its format: logging's own way out
             self.handleError(record)
             return

@@ -241,9 +241,9 @@ class EventLog:
         reason = None
         if last_event_id:
             reason = self.ring.resume_reason(last_event_id)
-            if reason is None:
-                seq = int(last_event_id.rsplit(".", 1)[1])
-                return Opened(tuple(self.ring.replay(seq)), self.ring.last_seq, replay=True)
+            parsed = parse_event_id(last_event_id)
+            if reason is None and parsed is not None:
+                return Opened(tuple(self.ring.replay(parsed[1])), self.ring.last_seq, replay=True)
         parts = status_parts(status)
         events = self.ring.append_snapshot([(t, parts[t]) for t in STATUS_TYPES], reset=reason)
         return Opened(tuple(events), self.ring.last_seq, reason)

@@ -12,7 +12,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from meshp2p.app.console_events import DIFF_GAP_S, LOG_LINES, SAFETY_POLL_S, ConsoleEvents
+from meshp2p.app.console_events import DIFF_GAP_S, LOG_LINES, MAX_LOG_MESSAGE_CHARS, SAFETY_POLL_S, ConsoleEvents
 from meshp2p.inference.llama_server import BackendState
 from meshp2p.wire.console_events import MAX_BACKLOG
 
@@ -172,4 +172,13 @@ async def test_a_line_logged_while_the_status_is_built_pokes_no_other_diff(
         assert node.builds <= 7  # the subscribe, then the safety net about once a second: no storm
         assert len(events.recent_logs(LOG_LINES)) == node.builds
         sub.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_huge_log_message_is_cut() -> None:
+    events = ConsoleEvents(Node().status, boot="00000008")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(events.run)
+        LOG.info("%s", "x" * (MAX_LOG_MESSAGE_CHARS * 3))
+        assert events.recent_logs(1)[0]["message"] == "x" * MAX_LOG_MESSAGE_CHARS + "…"
         nursery.cancel_scope.cancel()

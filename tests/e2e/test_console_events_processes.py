@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers.processes import NodeProcess, TinyModels, start_node, stop_all, wait_for
+from helpers.processes import NodeProcess, TinyModels, clean_environ, start_node, stop_all, wait_for
 
 from meshp2p.inference.binaries import LlamaBinaries
 
@@ -84,6 +86,10 @@ class EventReader:
         self.thread.join(10)
         self.client.close()
         assert not self.thread.is_alive(), "the event reader did not stop"
+
+
+def peers_of(view_event: dict[str, Any]) -> set[str]:
+    return {p["peer_id"] for p in view_event["data"]["peers"]}
 
 
 def seq(event_id: str) -> int:
@@ -171,6 +177,25 @@ def test_a_foreign_boot_id_gets_reset_then_a_snapshot(node: NodeProcess) -> None
         assert seq(got[1]["id"]) == seq(got[0]["id"]) + 1
     finally:
         reader.close()
+
+
+def test_a_member_joining_and_leaving_is_a_view_event(node: NodeProcess, tmp_path: Path) -> None:
+    token = subprocess.run([sys.executable, "-m", "meshp2p", "invite"], capture_output=True, text=True, timeout=60,
+                           env={**clean_environ(), "MESHP2P_HOME": str(node.home)}).stdout.strip()
+    assert token.startswith("mp1"), token
+    reader = EventReader(node)
+    other = start_node(tmp_path / "member", "--client", "--join", token)
+    try:
+        other.wait_ready()
+        member = other.status()["mesh"]["peer_id"]
+        joined = reader.wait("a view event with the new member", lambda ev: any(
+            e["event"] == "view" and member in peers_of(e) for e in ev))
+        other.stop()
+        reader.wait("a later view event without it", lambda ev: any(
+            e["event"] == "view" and member not in peers_of(e) for e in ev[len(joined):]))
+    finally:
+        reader.close()
+        stop_all([other])
 
 
 def test_logs_endpoint_gives_the_newest_lines_last(node: NodeProcess) -> None:
