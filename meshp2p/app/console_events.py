@@ -22,7 +22,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -46,6 +46,8 @@ SAFETY_POLL_S = 1.0
 #: Pokes closer together than this share one diff (a burst of log lines or of gossip costs one document, and a
 #: busy mesh at most 20 documents a second while a console is open).
 DIFF_GAP_S = 0.05
+#: While a stream is open, the hardware is sampled this often (the sampler's own cache is as long).
+SAMPLE_EVERY_S = 2.0
 
 
 class LogBuffer(logging.Handler):
@@ -136,13 +138,17 @@ class ConsoleEvents:
     """The node's event ring and its change points; the console's routes call `subscribe`, `recent_logs`."""
 
     def __init__(self, status: Callable[[], dict[str, Any]], *, boot: str,
-                 servers: Mapping[str, LlamaServer] | None = None, safety_poll_s: float = SAFETY_POLL_S) -> None:
+                 servers: Mapping[str, LlamaServer] | None = None, safety_poll_s: float = SAFETY_POLL_S,
+                 sample: Callable[[], Awaitable[object]] | None = None) -> None:
         """`status`: the `/api/status` document, built on each call; `servers`: the fleet's live mapping."""
         self.status = status
         self.log = EventLog(boot)
         self.logs = LogBuffer(self._on_log_line)
         self.servers: Mapping[str, LlamaServer] = servers if servers is not None else {}
         self.safety_poll_s = safety_poll_s
+        #: Takes a fresh hardware sample (inference/hardware_usage.py, at most every SAMPLE_EVERY_S): run while
+        #: watched, so the console's CPU, RAM and GPU readings move; never while no console is open.
+        self.sample = sample
         self._streams: set[Subscription] = set()
         #: Set while at least one stream is open (a new Event once the last closes).
         self._watched = trio.Event()
@@ -227,6 +233,8 @@ class ConsoleEvents:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._diff_while_watched)
                 nursery.start_soon(self._watch_models)
+                if self.sample is not None:
+                    nursery.start_soon(self._sample_while_watched, self.sample)
                 task_status.started()
         finally:
             root.removeHandler(self.logs)
@@ -242,6 +250,15 @@ class ConsoleEvents:
             if self._streams:
                 self.refresh()
             await trio.sleep(DIFF_GAP_S)
+
+    async def _sample_while_watched(self, sample: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            if not self._streams:
+                await self._watched.wait()
+                continue
+            await sample()
+            self.poke()
+            await trio.sleep(SAMPLE_EVERY_S)
 
     async def _watch_models(self) -> None:
         """While watched, poke on any llama-server's change of state (the set of servers is looked at again at

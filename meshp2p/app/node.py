@@ -293,7 +293,8 @@ class Node:
         self.file_ids = local.file_ids
         #: `/api/events` and `/api/logs` (app/console_events.py): a fresh boot id per run, as the spec says. The
         #: report it diffs is built below; members' status and demand arriving poke it.
-        self.events = ConsoleEvents(lambda: self.report.to_json(), boot=boot_id(os.urandom(4)), servers=fleet.servers)
+        self.events = ConsoleEvents(lambda: self.report.to_json(), boot=boot_id(os.urandom(4)), servers=fleet.servers,
+                                    sample=lambda: self.usage.read())
         self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned,
                                                                on_change=self.events.poke)
         self.router = Router(fleet.servers, upstream, None if self.mesh is None else self.mesh.gateway, local.load)

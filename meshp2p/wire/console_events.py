@@ -37,10 +37,13 @@ MAX_BACKLOG = 256
 
 #: The parts of `/api/status` each followed by an event type, in the order a snapshot sends them.
 STATUS_TYPES = ("node", "view", "demand", "models", "splits")
+#: Parts of `/api/status` followed like the others but in no snapshot: readings that change all the time, which a
+#: page reads once from `/api/status` and then follows (the hardware sample, every 2 s while a stream is open).
+LIVE_TYPES = ("hardware",)
 #: History: sent as it happens and replayed on resume, never part of a snapshot.
 HISTORY_TYPES = ("blackboard", "log")
 RESET = "reset"
-EVENT_TYPES = (*STATUS_TYPES, *HISTORY_TYPES, RESET)
+EVENT_TYPES = (*STATUS_TYPES, *LIVE_TYPES, *HISTORY_TYPES, RESET)
 #: Why a resume could not be served: the id is not one this run gave (another run's, malformed, or in the
 #: future), or events after it have left the ring.
 UNKNOWN_BOOT = "unknown_boot"
@@ -110,6 +113,8 @@ def status_parts(status: Mapping[str, Any]) -> dict[str, Any]:
         "demand": {"demand": {} if mesh is None else mesh["demand"], "wanted": [] if mesh is None else mesh["wanted"]},
         "models": status["models"],
         "splits": {"splits": status["splits"], "rpc_worker": status["rpc_worker"]},
+        # Absent from a document without a sampler (idle mode's): null.
+        "hardware": status.get("hardware"),
     }
 
 
@@ -129,8 +134,9 @@ class StatusDiffer:
         self._last: dict[str, str] = {}
 
     def changes(self, status: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        """(type, data) of each part that differs from the last one seen, in `STATUS_TYPES` order. The first
-        document only primes the differ: a stream opened before it starts with a snapshot, never with changes."""
+        """(type, data) of each part that differs from the last one seen, in `STATUS_TYPES` then `LIVE_TYPES`
+        order. The first document only primes the differ: a stream opened before it starts with a snapshot, never
+        with changes."""
         changed = []
         for event_type, value in status_parts(status).items():
             key = comparison_key(event_type, value)

@@ -12,7 +12,14 @@ from typing import Any
 import trio
 import trio.testing
 
-from meshp2p.app.console_events import DIFF_GAP_S, LOG_LINES, MAX_LOG_MESSAGE_CHARS, SAFETY_POLL_S, ConsoleEvents
+from meshp2p.app.console_events import (
+    DIFF_GAP_S,
+    LOG_LINES,
+    MAX_LOG_MESSAGE_CHARS,
+    SAFETY_POLL_S,
+    SAMPLE_EVERY_S,
+    ConsoleEvents,
+)
 from meshp2p.inference.llama_server import BackendState
 from meshp2p.wire.console_events import MAX_BACKLOG
 
@@ -181,4 +188,35 @@ async def test_a_huge_log_message_is_cut() -> None:
         await nursery.start(events.run)
         LOG.info("%s", "x" * (MAX_LOG_MESSAGE_CHARS * 3))
         assert events.recent_logs(1)[0]["message"] == "x" * MAX_LOG_MESSAGE_CHARS + "…"
+        nursery.cancel_scope.cancel()
+
+
+async def test_hardware_is_sampled_only_while_a_stream_is_open_and_followed_live(autojump_clock: Any) -> None:
+    """The sampler runs while a console watches (every SAMPLE_EVERY_S) and a changed reading is a `hardware`
+    event; with no stream open it is never called. The hardware part is in no snapshot."""
+    readings = [0]
+    document: dict[str, Any] = {"node": {"role": "host"}, "mesh": None, "splits": [], "rpc_worker": None,
+                                "models": [], "hardware": {"cpu_percent": 0}}
+
+    async def sample() -> object:
+        readings[0] += 1
+        document["hardware"] = {"cpu_percent": readings[0]}
+        return document["hardware"]
+
+    events = ConsoleEvents(lambda: document, boot="0a0b0c0d", sample=sample)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(events.run)
+        await trio.sleep(10 * SAMPLE_EVERY_S)
+        assert readings[0] == 0, "no console open: no sampling"
+        stream = events.subscribe(None)
+        assert "hardware" not in [e.type for e in stream.first]
+        got: list[Any] = []
+        with trio.move_on_after(3 * SAMPLE_EVERY_S):
+            while len(got) < 2:
+                got += [e for e in await stream.next_events() if e.type == "hardware"]
+        assert len(got) >= 2 and readings[0] >= 2
+        stream.close()
+        sampled = readings[0]
+        await trio.sleep(10 * SAMPLE_EVERY_S)
+        assert readings[0] <= sampled + 1, "the last stream closed: sampling stops"
         nursery.cancel_scope.cancel()

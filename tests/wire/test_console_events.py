@@ -25,7 +25,7 @@ def test_constants() -> None:
     k = V["constants"]
     assert (k["ring"], k["keepalive_s"], k["retry_ms"]) == (512, 15.0, 1000)
     assert (k["max_streams"], k["max_backlog"]) == (32, 256)
-    assert k["event_types"] == ["node", "view", "demand", "models", "splits", "blackboard", "log", "reset"]
+    assert k["event_types"] == ["node", "view", "demand", "models", "splits", "hardware", "blackboard", "log", "reset"]
     assert tuple(k["snapshot_types"]) == c.STATUS_TYPES
 
 
