@@ -29,7 +29,7 @@ from meshp2p.wire.records import (
     provider_key,
     select_record,
 )
-from meshp2p.wire.status import Role, StatusBody, status_from_body, status_to_body
+from meshp2p.wire.status import Role, ShardOffer, StatusBody, status_from_body, status_to_body
 from meshp2p.wire.token import InviteToken, decode_token, encode_token
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "provider_key",
     "rejection",
     "select_record",
+    "ShardOffer",
     "status_from_body",
     "status_to_body",
     "topic_name",

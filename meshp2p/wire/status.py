@@ -73,6 +73,18 @@ class StatusBody:
     #: Content id of the file behind each model id offered (available or loaded) and hashed so far, so that peers
     #: match files, not names (protocols/model-id.md). Added within v1, optional to readers.
     files: dict[str, ContentId] = field(default_factory=dict)
+    #: Files this node serves as a member of a `--moe shard` group (content id -> what it plans with).
+    #: Added within v1, optional to readers.
+    moe_shards: dict[ContentId, ShardOffer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShardOffer:
+    """A shard-mode member's part of the group's inputs: its memory for the shard and the expert usage it plans
+    with (`<source>:<16 hex digest>`, inference/calibration.py); members plan only with members of equal usage."""
+
+    capacity_bytes: int
+    usage: str
 
 
 def status_to_body(status: StatusBody) -> dict[str, Any]:
@@ -93,6 +105,8 @@ def status_to_body(status: StatusBody) -> dict[str, Any]:
         "addrs": list(status.addrs),
         "loading": list(status.loading),
         "files": {model: cid.text for model, cid in status.files.items()},
+        "moe_shards": {cid.text: {"cap_bytes": offer.capacity_bytes, "usage": offer.usage}
+                       for cid, offer in status.moe_shards.items()},
     }
 
 
@@ -108,6 +122,9 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
     files = get_map(body, "files") if "files" in body else {}
     if len(files) > MAX_LIST_ITEMS:
         raise WireError("malformed", f"files has {len(files)} entries > {MAX_LIST_ITEMS}")
+    shards = get_map(body, "moe_shards") if "moe_shards" in body else {}
+    if len(shards) > MAX_LIST_ITEMS:
+        raise WireError("malformed", f"moe_shards has {len(shards)} entries > {MAX_LIST_ITEMS}")
     return StatusBody(
         role=role,
         ram_mb=get_int(body, "ram_mb"),
@@ -131,7 +148,15 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
             check_text(model, "files", min_chars=1, max_chars=MAX_TEXT_CHARS): parse_content_id(cid)
             for model, cid in files.items()
         },
+        moe_shards={parse_content_id(cid): _shard_offer(offer) for cid, offer in shards.items()},
     )
+
+
+def _shard_offer(value: object) -> ShardOffer:
+    if type(value) is not dict:
+        raise WireError("malformed", "a moe_shards entry is not a map")
+    return ShardOffer(capacity_bytes=get_int(value, "cap_bytes"),
+                      usage=get_text(value, "usage", min_chars=1, max_chars=MAX_TEXT_CHARS))
 
 
 def _role(text: str) -> Role:
@@ -142,6 +167,6 @@ def _role(text: str) -> Role:
 
 
 #: Keys every status body must carry; those added later within v1 are optional.
-_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files"})
+_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files", "moe_shards"})
 _STATUS_KEYS = frozenset(status_to_body(StatusBody(Role.HOST, 0, 0, None, (), (), 0.0, None, "", None, {}))) - (
     _OPTIONAL_STATUS_KEYS)

@@ -360,6 +360,10 @@ STATUS_BODY: dict[str, Any] = {
         "unsloth/gemma-3-270m-it-GGUF:Q4_K_M": "sha256_128:a5fd3b6200112233445566778899aabb:253113024",
         "Qwen/Qwen3-8B-GGUF:Q4_K_M": "sha256_128:0123456789abcdef0123456789abcdef:5027783488",
     },
+    "moe_shards": {
+        "sha256_128:fedcba9876543210fedcba9876543210:17285969920": {"cap_bytes": 12000000000,
+                                                                   "usage": "imatrix:7b3b0550ad696aa6"},
+    },
 }
 DEMAND_BODY: dict[str, Any] = {"rates": {"unsloth/gemma-3-270m-it-GGUF:Q4_K_M": 0.5}, "ttl_s": 60}
 SEQ = 1_749_999_990_000
@@ -507,6 +511,12 @@ def gossip_vectors() -> dict[str, Any]:
         ("file_id_as_int", {"files": {"m": 16}}),
         ("file_empty_model_id", {"files": {"": "sha256_128:a5fd3b6200112233445566778899aabb:253113024"}}),
         ("too_many_files", {"files": {f"m{i}": f"sha256_128:{i:032x}:{i}" for i in range(65)}}),
+        ("moe_shards_not_a_map", {"moe_shards": ["imatrix:7b3b0550ad696aa6"]}),
+        ("moe_shard_bad_content_id", {"moe_shards": {"m": {"cap_bytes": 1, "usage": "imatrix:00"}}}),
+        ("moe_shard_cap_negative", {"moe_shards": {
+            "sha256_128:fedcba9876543210fedcba9876543210:17285969920": {"cap_bytes": -1, "usage": "imatrix:00"}}}),
+        ("moe_shard_usage_empty", {"moe_shards": {
+            "sha256_128:fedcba9876543210fedcba9876543210:17285969920": {"cap_bytes": 1, "usage": ""}}}),
     ):
         body = {k: v for k, v in {**STATUS_BODY, **changes}.items() if v is not None or k in ("gpu", "region")}
         expect("malformed", lambda body=body: status_from_body(body), name)
