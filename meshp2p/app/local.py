@@ -24,7 +24,7 @@ from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.model_id import ContentId
-from meshp2p.wire.status import MAX_LIST_ITEMS, MAX_STATUS_ADDRS, Role, StatusBody
+from meshp2p.wire.status import MAX_LIST_ITEMS, MAX_STATUS_ADDRS, Role, ShardOffer, StatusBody
 
 
 def offered_memory_mb(hardware: Hardware, max_vram_gb: float | None) -> tuple[int, int]:
@@ -135,7 +135,8 @@ class LocalStatus:
 
     def __init__(self, *, runs_llama: bool, memory_mb: tuple[int, int], gpu: str | None, api_port: int,
                  region: str | None, servers: Mapping[str, LlamaServer], load: RequestLoad,
-                 offered: OfferedModels, file_ids: ModelFileIds, overlay: Overlay) -> None:
+                 offered: OfferedModels, file_ids: ModelFileIds, overlay: Overlay,
+                 shard_offers: Mapping[ContentId, ShardOffer] | None = None) -> None:
         """`gpu`: the GPU's name when the node shares it (`--enumerate-host`); `servers`: the fleet's, live."""
         self.runs_llama = runs_llama
         self.memory_mb = memory_mb
@@ -147,6 +148,8 @@ class LocalStatus:
         self.offered = offered
         self.file_ids = file_ids
         self.overlay = overlay
+        #: This node's `--moe shard` group memberships (app/moe_shards.py fills it).
+        self.shard_offers = shard_offers if shard_offers is not None else {}
 
     def __call__(self) -> StatusBody:
         ram_mb, vram_mb = self.memory_mb
@@ -158,7 +161,7 @@ class LocalStatus:
             loading=tuple(s.model.id for s in servers if not s.is_ready),
             available=offered, load=float(self.load.in_flight), api_port=self.api_port, version=__version__,
             region=self.region, rtt_ms={}, addrs=tuple(self.overlay.addrs()[:MAX_STATUS_ADDRS]),
-            files=files_to_gossip(self.file_ids.ids, offered),
+            files=files_to_gossip(self.file_ids.ids, offered), moe_shards=dict(self.shard_offers),
         )
 
 

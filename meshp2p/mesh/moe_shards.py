@@ -121,17 +121,19 @@ def plan_shards(model: ShardModel, members: Sequence[ShardMember], *,
             f"the group's {len(keep)} shard(s) hold {slots} expert slots per layer; covering all {n} experts needs "
             f"{n}", hint="add nodes in --moe shard mode or memory, or serve the model with the exact layer split")
     peers = list(keep)
+    order = {p: i for i, p in enumerate(peers)}
     c = min(keep.values()) if len(peers) == 1 else min(min(keep.values()), (slots - n) // (len(peers) - 1))
     kept: dict[str, list[list[int]]] = {p: [] for p in peers}
     cores: list[tuple[int, ...]] = []
     for layer in range(layers):
-        ranked = sorted(range(n), key=lambda e, row=model.usage[layer]: (-row[e], e))
+        row = model.usage[layer]
+        ranked = sorted(range(n), key=lambda e: (-row[e], e))
         core, rest = ranked[:c], ranked[c:]
         cores.append(tuple(core))
         chosen = {p: set(core) for p in peers}
         free = {p: keep[p] - c for p in peers}
         for expert in rest:
-            target = max(peers, key=lambda p: (free[p], -peers.index(p)))
+            target = max(peers, key=lambda p: (free[p], -order[p]))
             chosen[target].add(expert)
             free[target] -= 1
         for p in peers:
