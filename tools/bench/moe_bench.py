@@ -275,14 +275,20 @@ def quality(perplexity: Path, whole: Path, shards: Sequence[Path], work: Path) -
                    check=True, capture_output=True, timeout=3600)
     out = []
     for shard in shards:
-        done = subprocess.run([str(perplexity), "-m", str(shard), *common, "--kl-divergence-base", str(base),
-                               "--kl-divergence"], check=True, capture_output=True, text=True, timeout=3600)
-        log = done.stdout + done.stderr
-        ratio = _number(r"Mean PPL\(Q\)/PPL\(base\)\s*:\s*([0-9.]+)", log)
-        same = _number(r"Same top p:\s*([0-9.]+)", log)
-        out.append({"ppl_ratio": ratio, "top1_agreement": None if same is None else same / 100,
-                    "kld": _number(r"Mean\s+KLD:\s*([0-9.]+)", log),
-                    "flagged": ratio is None or ratio > PPL_FLAG_RATIO})
+        for _attempt in range(2):  # a rare run prints no summary: run it once more before giving up
+            done = subprocess.run([str(perplexity), "-m", str(shard), *common, "--kl-divergence-base", str(base),
+                                   "--kl-divergence"], capture_output=True, text=True, timeout=3600, check=False)
+            log = done.stdout + done.stderr
+            ratio = _number(r"Mean PPL\(Q\)/PPL\(base\)\s*:\s*([0-9.]+)", log)
+            same = _number(r"Same top p:\s*([0-9.]+)", log)
+            if ratio is not None and same is not None:
+                break
+        entry: dict[str, Any] = {
+            "ppl_ratio": ratio, "top1_agreement": None if same is None else same / 100,
+            "kld": _number(r"Mean\s+KLD:\s*([0-9.]+)", log), "flagged": ratio is None or ratio > PPL_FLAG_RATIO}
+        if ratio is None or same is None:
+            entry["error"] = f"exit {done.returncode}: " + " | ".join(log.strip().splitlines()[-3:])
+        out.append(entry)
     return out
 
 
@@ -415,6 +421,10 @@ def bench_model(model: Path, bins: LlamaBinaries, args: argparse.Namespace, work
     return result
 
 
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def print_table(r: dict[str, Any]) -> None:
     print(f"\n== {Path(r['model']).name}: {r['experts']} experts / {r['experts_used']} used, {r['layers']} layers, "
           f"{r['size_bytes'] / 1e6:.1f} MB; calibration {r['calibration']['source']} "
@@ -432,11 +442,11 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"quality     {r['quality']}")
         return
     for q in r["quality"]:
-        print(f"quality     {q['shard']}: top-1 agreement {q['top1_agreement']:.3f}, PPL ratio {q['ppl_ratio']:.3f}"
-              f"{'  FLAGGED (> 1.1x)' if q['flagged'] else ''}")
+        print(f"quality     {q['shard']}: top-1 agreement {_f(q['top1_agreement'])}, PPL ratio {_f(q['ppl_ratio'])}"
+              f"{'  FLAGGED (> 1.1x)' if q['flagged'] else ''}{'  ' + q['error'] if 'error' in q else ''}")
     for q in r["quality_curve_top_k"]:
-        print(f"top-k curve {q['experts']:>3} experts ({q['fraction']:.0%}): top-1 {q['top1_agreement']:.3f}, "
-              f"PPL ratio {q['ppl_ratio']:.3f}{'  FLAGGED' if q['flagged'] else ''}")
+        print(f"top-k curve {q['experts']:>3} experts ({q['fraction']:.0%}): top-1 {_f(q['top1_agreement'])}, "
+              f"PPL ratio {_f(q['ppl_ratio'])}{'  FLAGGED' if q['flagged'] else ''}")
 
 
 def main() -> None:
