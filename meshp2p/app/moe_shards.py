@@ -91,6 +91,9 @@ def shard_model(spec: ModelSpec, usage: ExpertUsage) -> ShardModel:
     layout = spec.layout
     if layout is None or not layout.is_moe or not layout.experts:
         raise PlanError(f"{spec.id} is not a Mixture-of-Experts model", hint="--moe shard is for MoE models only")
+    if len(spec.files) > 1:
+        raise PlanError(f"{spec.id} is a split GGUF ({len(spec.files)} files); shards are cut from one file",
+                        hint="merge it with `llama-gguf-split --merge`, or serve it with the exact layer split")
     n_layers = len(layout.layer_bytes)
     per_expert = layout.expert_bytes // (layout.experts * n_layers) if n_layers else 0
     return ShardModel(n_expert=layout.experts, experts_used=layout.experts_used or 1,
@@ -201,15 +204,18 @@ class ShardGroupMember:
             self.announce()
         if experts is None:
             return
-        path = shard_path(cid, experts)
+        n_expert = (self.spec.layout.experts if self.spec.layout else None) or 0
+        whole = all(layer == tuple(range(n_expert)) for layer in experts)
+        # A shard of every expert is the original file: served as it is, no copy.
+        path = self.spec.path if whole else shard_path(cid, experts)
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             report = await trio.to_thread.run_sync(write_expert_shard, self.spec.path, path, experts)
             log.info("%s: wrote its shard (%d experts per layer, %.1f MB) to %s", self.spec.id,
                      report.experts_kept, report.bytes_written / 1e6, path)
-        shard = dataclasses.replace(self.spec, path=path, size_bytes=path.stat().st_size, files=())
+        shard = self.spec if whole else dataclasses.replace(self.spec, path=path, size_bytes=path.stat().st_size,
+                                                            files=())
         await self.fleet.start(shard)
         self.serving = experts
-        log.info("%s: serving a shard with %d of %d experts per layer", self.spec.id, len(experts[0]),
-                 self.spec.layout.experts if self.spec.layout else 0)
+        log.info("%s: serving a shard with %d of %d experts per layer", self.spec.id, len(experts[0]), n_expert)
         self.announce()

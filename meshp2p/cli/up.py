@@ -361,7 +361,9 @@ def _describe(server: LlamaServer) -> str:
 
 def _summary(node: Node) -> Panel:
     default = node.router.default_id()
-    served = ", ".join(s.model.id for s in node.router.servers) or "nothing (API client)"
+    shards = [] if node.mesh is None else node.mesh.shards
+    served = ", ".join(s.model.id for s in node.router.servers) or (
+        "no model yet" if shards else "nothing (API client)")
     if node.config.pending:
         served += "; fetching " + ", ".join(e.name for e in node.config.pending) + " (from the mesh, else the hub)"
     lines = [f"[bold green]serving[/] {served}",
@@ -381,7 +383,6 @@ def _summary(node: Node) -> Panel:
             lines.append("invite      printed below; others join with: meshp2p up --join <invite>")
     else:
         lines.append("mesh        none (--solo)")
-    shards = [] if node.mesh is None else node.mesh.shards
     if shards:
         lines.append(f"moe shards  {', '.join(m.spec.id for m in shards)}: one shard each of a --moe shard group "
                      f"(at least {shards[0].min_fraction:.0%} of the experts; placement: /api/status moe_shards)")
