@@ -24,7 +24,7 @@ from meshp2p.mesh.demand import DemandCounter
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.overlay import Overlay
 from meshp2p.wire.model_id import ContentId
-from meshp2p.wire.status import MAX_LIST_ITEMS, MAX_RECRUITS, MAX_STATUS_ADDRS, Recruit, Role, StatusBody
+from meshp2p.wire.status import MAX_LIST_ITEMS, MAX_RECRUITS, MAX_STATUS_ADDRS, Recruit, Role, ShardOffer, StatusBody
 
 
 def offered_memory_mb(hardware: Hardware, max_vram_gb: float | None) -> tuple[int, int]:
@@ -136,7 +136,8 @@ class LocalStatus:
     def __init__(self, *, runs_llama: bool, memory_mb: tuple[int, int], gpu: str | None, api_port: int,
                  region: str | None, servers: Mapping[str, LlamaServer], load: RequestLoad,
                  offered: OfferedModels, file_ids: ModelFileIds, overlay: Overlay,
-                 recruit: Callable[[], dict[str, Recruit]] = dict) -> None:
+                 recruit: Callable[[], dict[str, Recruit]] = dict,
+                 shard_offers: Mapping[ContentId, ShardOffer] | None = None) -> None:
         """`gpu`: the GPU's name when the node shares it (`--enumerate-host`); `servers`: the fleet's, live;
         `recruit`: the calls of the splits this node hosts for workers (app/pipeline.py, planner rule 6)."""
         self.runs_llama = runs_llama
@@ -150,6 +151,8 @@ class LocalStatus:
         self.file_ids = file_ids
         self.overlay = overlay
         self.recruit = recruit
+        #: This node's `--moe shard` group memberships (app/moe_shards.py fills it).
+        self.shard_offers = shard_offers if shard_offers is not None else {}
 
     def __call__(self) -> StatusBody:
         ram_mb, vram_mb = self.memory_mb
@@ -162,7 +165,7 @@ class LocalStatus:
             available=offered, load=float(self.load.in_flight), api_port=self.api_port, version=__version__,
             region=self.region, rtt_ms={}, addrs=tuple(self.overlay.addrs()[:MAX_STATUS_ADDRS]),
             files=files_to_gossip(self.file_ids.ids, offered),
-            recruit=dict(list(self.recruit().items())[:MAX_RECRUITS]),
+            recruit=dict(list(self.recruit().items())[:MAX_RECRUITS]), moe_shards=dict(self.shard_offers),
         )
 
 

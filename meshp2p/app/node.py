@@ -53,6 +53,7 @@ from meshp2p.app.local import (
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.app.metrics import NodeMetrics, Transfers, metered_tunnel_handler
 from meshp2p.app.model_fetcher import DEFAULT_MIN_FETCH_MBPS, MeshModelFetcher
+from meshp2p.app.moe_shards import MoeShardConfig, ShardGroupMember, is_moe, shard_capacity_bytes
 from meshp2p.app.pipeline import PipelineWorker, SplitHost
 from meshp2p.app.promotion import PromotionService
 from meshp2p.app.recruitment import Recruitment
@@ -82,6 +83,8 @@ from meshp2p.p2p.rpc_tunnel import RpcTunnelClient
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
 from meshp2p.wire.console_events import boot_id
 from meshp2p.wire.identity import Identity
+from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.status import ShardOffer
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) ships stubs that shadow trio's own types; they name it here.
@@ -138,6 +141,8 @@ class NodeConfig:
     split_fetch: bool = True
     #: Rate limits per client address, for clients not on this machine (`--rate-limit`, `--max-concurrent`).
     address_limits: AddressLimits = field(default_factory=AddressLimits)
+    #: `--moe shard`: MoE models are served as shards of a group (app/moe_shards.py); None: the layer split.
+    moe_shard: MoeShardConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -160,16 +165,17 @@ class LocalParts:
 class MeshParts:
     """Everything a node runs in its mesh, built in order; a `--solo` node has none."""
 
-    def __init__(self, mesh: MeshConfig, local: LocalParts, planned: list[ModelSpec], *,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(self, mesh: MeshConfig, local: LocalParts, planned: list[ModelSpec],
+                 sharded: list[ModelSpec] | None = None, *, on_change: Callable[[], None]) -> None:
         """`on_change`: told when a member's status or demand arrives (the console's event source)."""
         cfg, settings = local.config, mesh.settings
         self.overlay = Overlay(mesh.identity, mesh.overlay)
+        self.shard_offers: dict[ContentId, ShardOffer] = {}
         status = LocalStatus(
             runs_llama=cfg.binaries is not None, memory_mb=offered_memory_mb(local.hardware, cfg.max_vram_gb),
             gpu=local.hardware.gpu_name if mesh.enumerate_host else None, api_port=cfg.api_port,
             region=settings.region, servers=local.fleet.servers, load=local.load, offered=local.offered,
-            file_ids=local.file_ids, overlay=self.overlay,
+            file_ids=local.file_ids, overlay=self.overlay, shard_offers=self.shard_offers,
             recruit=lambda: {s.spec.id: s.recruiting for s in self.splits if s.recruiting is not None})
         self.service = MeshService(self.overlay, settings, status, LocalDemand(local.demand), on_change=on_change)
         self.tunnel = TunnelClient(self.overlay)
@@ -203,6 +209,13 @@ class MeshParts:
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).
         self.splits: list[SplitHost] = []
+        shard_cfg = cfg.moe_shard or MoeShardConfig()
+        #: `--moe shard` group memberships, one per MoE model.
+        self.shards = [ShardGroupMember(
+            spec, local.fleet, self.service.view, content_id=partial(local.file_ids.ids.get, spec.id),
+            offers=self.shard_offers, imatrix=None if binaries is None else binaries.imatrix,
+            capacity_bytes=shard_capacity_bytes(shard_cfg, self.service_memory()),
+            min_fraction=shard_cfg.min_fraction, announce=self.service.announce_now) for spec in sharded or ()]
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Started means: the overlay listens, the tunnel (and worker) answer, and the mesh was joined or created."""
@@ -221,6 +234,8 @@ class MeshParts:
             await nursery.start(self.blackboard.run)
             for spec in self.planned:
                 await self._host_split(nursery, spec)
+            for member in self.shards:
+                await nursery.start(member.run)
             if self.promotion is not None:
                 await nursery.start(self.promotion.run)
             if self.recruitment is not None:
@@ -281,8 +296,11 @@ class Node:
                             on_port_retired=partial(upstream.discard, LOOPBACK_HOST))
         local = LocalParts(config, hardware, fleet, upstream, RequestLoad(), OfferedModels(config.models),
                            ModelFileIds(), DemandCounter())
-        solo, planned = serving_plan(config.models, standby=config.standby, meshed=config.mesh is not None,
-                                     force_split=config.split,
+        # `--moe shard` takes a mesh node's MoE models out of solo serving and the layer split.
+        sharded = [] if config.moe_shard is None or config.mesh is None or config.standby else [
+            m for m in config.models if is_moe(m)]
+        solo, planned = serving_plan([m for m in config.models if m not in sharded], standby=config.standby,
+                                     meshed=config.mesh is not None, force_split=config.split,
                                      memory_mb=offered_memory_mb(hardware, config.max_vram_gb))
         for model in solo:
             fleet.add(model)
@@ -295,7 +313,7 @@ class Node:
         #: report it diffs is built below; members' status and demand arriving poke it.
         self.events = ConsoleEvents(lambda: self.report.to_json(), boot=boot_id(os.urandom(4)), servers=fleet.servers,
                                     sample=lambda: self.usage.read())
-        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned,
+        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned, sharded,
                                                                on_change=self.events.poke)
         self.router = Router(fleet.servers, upstream, None if self.mesh is None else self.mesh.gateway, local.load)
         self.announce = _nothing if self.mesh is None else self.mesh.service.announce_now
@@ -401,6 +419,7 @@ class StatusReport:
             rpc_worker=None if mesh is None or mesh.worker is None else mesh.worker.snapshot(),
             models=tuple(self._model(s) for s in list(local.fleet.servers.values())),
             hardware=self.hardware(),
+            moe_shards=() if mesh is None else tuple(member.snapshot() for member in mesh.shards),
         )
 
     def to_json(self) -> dict[str, Any]:

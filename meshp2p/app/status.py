@@ -223,6 +223,44 @@ class SplitStatus:
 
 
 @dataclass(frozen=True)
+class MoeShardMemberStatus:
+    peer_id: str
+    experts_per_layer: int
+    experts: tuple[tuple[int, ...], ...]
+    traffic_share: float
+    shard_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"peer_id": self.peer_id, "experts_per_layer": self.experts_per_layer,
+                "experts": [list(layer) for layer in self.experts], "traffic_share": self.traffic_share,
+                "shard_bytes": self.shard_bytes}
+
+
+@dataclass(frozen=True)
+class MoeShardStatus:
+    """One model served as a `--moe shard` group member: the group's plan, the calibration, this node's part."""
+
+    model: str
+    content_id: str | None
+    #: `imatrix` (measured router statistics) or `weight-norm` (the estimate); None while calibrating.
+    calibration: str | None
+    usage: str | None
+    min_fraction: float
+    core: tuple[tuple[int, ...], ...]
+    members: tuple[MoeShardMemberStatus, ...]
+    refused: tuple[tuple[str, str], ...]
+    serving: bool
+    last_error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "content_id": self.content_id, "calibration": self.calibration,
+                "usage": self.usage, "min_fraction": self.min_fraction, "core": [list(c) for c in self.core],
+                "members": [m.to_json() for m in self.members],
+                "refused": [{"peer_id": peer, "reason": why} for peer, why in self.refused],
+                "serving": self.serving, "last_error": self.last_error}
+
+
+@dataclass(frozen=True)
 class RpcWorkerStatus:
     """This node as a pipeline worker: its rpc-server and the tunnel to it."""
 
@@ -299,6 +337,8 @@ class NodeStatus:
     #: How busy the machine is (inference/hardware_usage.py), sampled at most every 2 s; None before the first
     #: sample (the console samples before it answers, so its readers always see one).
     hardware: HardwareUsage | None = None
+    #: MoE models served as a member of a `--moe shard` group (app/moe_shards.py).
+    moe_shards: tuple[MoeShardStatus, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -309,4 +349,5 @@ class NodeStatus:
             "rpc_worker": None if self.rpc_worker is None else self.rpc_worker.to_json(),
             "models": [model.to_json() for model in self.models],
             "hardware": None if self.hardware is None else self.hardware.to_json(),
+            "moe_shards": [group.to_json() for group in self.moe_shards],
         }

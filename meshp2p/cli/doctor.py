@@ -59,6 +59,9 @@ def llama_checks() -> list[Check]:
         Check("rpc server", binaries.rpc_server is not None, str(binaries.rpc_server or "not found"),
               "" if binaries.rpc_server else BUILD_COMMAND + " (needed to split models across nodes)",
               required=False),
+        Check("llama-imatrix", binaries.imatrix is not None, str(binaries.imatrix or "not found"),
+              "" if binaries.imatrix else BUILD_COMMAND + " (router statistics for --moe shard; without it shards "
+              "are planned from a weight-norm estimate)", required=False),
     ]
 
 

@@ -160,6 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
                       "into $MESHP2P_HOME/models, when its disk has room)")
     mesh.add_argument("--split-workers", type=int, metavar="N",
                       help="with --split: use exactly N workers (default: every eligible peer)")
+    mesh.add_argument("--moe", choices=("exact", "shard"), default="exact",
+                      help="how a Mixture-of-Experts model is served over the mesh: `exact` (default) splits it "
+                      "by layers when it does not fit (solo's tokens); `shard` makes this node one shard of a group "
+                      "of `--moe shard` nodes with the same file: the whole trunk, the most-used experts and a share "
+                      "of the rest, no traffic between nodes, quality measured by tools/bench/moe_bench.py")
+    mesh.add_argument("--moe-min-experts", type=float, default=None, metavar="FRACTION",
+                      help="with --moe shard: refuse a shard holding fewer than this fraction of each layer's "
+                      "experts (default 0.5)")
+    mesh.add_argument("--moe-shard-mb", type=float, default=None, metavar="MB",
+                      help="with --moe shard: memory this node gives its shard, in MB (default: what it offers "
+                      "for models, less 10%% headroom)")
     mesh.add_argument("--client", action="store_true",
                       help="join as an API-only node: run no model, answer the API for the mesh")
     mesh.add_argument("--bootstrap", action="append", metavar="MULTIADDR",

@@ -26,6 +26,7 @@ from meshp2p.access.gate import AddressLimits
 from meshp2p.app.config import load_config
 from meshp2p.app.discovery import discover_once
 from meshp2p.app.mesh_service import MeshSettings
+from meshp2p.app.moe_shards import MoeShardConfig
 from meshp2p.app.node import MeshConfig, Node, NodeConfig
 from meshp2p.cli.idle import take_over_idle_console
 from meshp2p.cli.progress import RichProgress
@@ -45,6 +46,7 @@ from meshp2p.inference.processes import stop_leftovers
 from meshp2p.inference.progress import TrackedProgress
 from meshp2p.inference.resolve import Resolver
 from meshp2p.mesh.discovery import rank
+from meshp2p.mesh.moe_shards import DEFAULT_MIN_EXPERT_FRACTION
 from meshp2p.mesh.planner import FIT_HEADROOM
 from meshp2p.p2p.bootstrap_peers import bootstrap_peers
 from meshp2p.p2p.identity_store import load_or_create_identity, load_or_create_mesh_secret
@@ -90,6 +92,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         raise ConfigError("--split serves the --model(s) across peers", hint="drop --client/--solo/--standby")
     if args.split_workers is not None and (not args.split or args.split_workers < 1):
         raise ConfigError("--split-workers N needs --split and N >= 1", hint="e.g. --split --split-workers 2")
+    moe_shard = moe_shard_from_args(args)
     if args.standby and (args.client or args.solo):
         raise ConfigError("--standby offers models to a mesh", hint="drop --client/--solo, or drop --standby")
     if args.min_fetch_mbps < 0:
@@ -147,7 +150,27 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         min_fetch_mbps=args.min_fetch_mbps,
         split_fetch=not args.no_split_fetch,
         address_limits=AddressLimits(rate_rpm=args.rate_limit or None, concurrent=args.max_concurrent or None),
+        moe_shard=moe_shard,
     )
+
+
+def moe_shard_from_args(args: argparse.Namespace) -> MoeShardConfig | None:
+    """`--moe shard` and its two knobs, checked; None for the default (the exact layer split)."""
+    mode = getattr(args, "moe", "exact")
+    min_experts, shard_mb = getattr(args, "moe_min_experts", None), getattr(args, "moe_shard_mb", None)
+    if mode != "shard":
+        if min_experts is not None or shard_mb is not None:
+            raise ConfigError("--moe-min-experts and --moe-shard-mb apply to --moe shard", hint="add --moe shard")
+        return None
+    if args.client or args.solo or args.standby or args.split:
+        raise ConfigError("--moe shard serves the --model(s) as shards of a mesh group",
+                          hint="drop --client/--solo/--standby/--split")
+    if min_experts is not None and not 0 < min_experts <= 1:
+        raise ConfigError("--moe-min-experts is a fraction of each layer's experts", hint="e.g. 0.5 (the default)")
+    if shard_mb is not None and shard_mb <= 0:
+        raise ConfigError("--moe-shard-mb must be positive", hint="e.g. --moe-shard-mb 20000, or leave it out")
+    return MoeShardConfig(min_fraction=DEFAULT_MIN_EXPERT_FRACTION if min_experts is None else min_experts,
+                          capacity_bytes=None if shard_mb is None else int(shard_mb * 1e6))
 
 
 def standby_models(named: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
@@ -345,7 +368,9 @@ def _describe(server: LlamaServer) -> str:
 
 def _summary(node: Node) -> Panel:
     default = node.router.default_id()
-    served = ", ".join(s.model.id for s in node.router.servers) or "nothing (API client)"
+    shards = [] if node.mesh is None else node.mesh.shards
+    served = ", ".join(s.model.id for s in node.router.servers) or (
+        "no model yet" if shards else "nothing (API client)")
     if node.config.pending:
         served += "; fetching " + ", ".join(e.name for e in node.config.pending) + " (from the mesh, else the hub)"
     lines = [f"[bold green]serving[/] {served}",
@@ -365,6 +390,9 @@ def _summary(node: Node) -> Panel:
             lines.append("invite      printed below; others join with: meshp2p up --join <invite>")
     else:
         lines.append("mesh        none (--solo)")
+    if shards:
+        lines.append(f"moe shards  {', '.join(m.spec.id for m in shards)}: one shard each of a --moe shard group "
+                     f"(at least {shards[0].min_fraction:.0%} of the experts; placement: /api/status moe_shards)")
     if node.access.keys_on():
         lines.append("API keys    on (`meshp2p keys list`)")
     elif node.config.host == ALL_HOSTS:

@@ -24,6 +24,9 @@ SERVER_NAME = "llama-server"
 #: The RPC server is `ggml-rpc-server` since ~b6000; older trees (and some distributions) call it `rpc-server`.
 RPC_SERVER_NAMES = ("ggml-rpc-server", "rpc-server")
 GGUF_SPLIT_NAME = "llama-gguf-split"
+#: Router statistics for `--moe shard` (inference/calibration.py); builds before it lack it, which only costs the
+#: calibration (a weight-norm estimate is used instead).
+IMATRIX_NAME = "llama-imatrix"
 #: Preference among cached builds: an accelerator build beats the CPU build when both exist.
 BACKEND_PREFERENCE = ("cuda", "metal", "vulkan", "")
 
@@ -38,6 +41,8 @@ class LlamaBinaries:
     #: Where they were found: "MESHP2P_LLAMA_DIR", "cache" or "PATH".
     source: str
     directory: Path
+    #: None in builds made before `--moe shard` existed: `meshp2p llama build` again adds it.
+    imatrix: Path | None = None
 
 
 def build_cache_root() -> Path:
@@ -60,7 +65,9 @@ def _in_dir(directory: Path, source: str) -> LlamaBinaries | None:
         return None
     rpc = next((directory / n for n in RPC_SERVER_NAMES if _is_executable(directory / n)), None)
     split = directory / GGUF_SPLIT_NAME
-    return LlamaBinaries(server, rpc, split if _is_executable(split) else None, source, directory)
+    imatrix = directory / IMATRIX_NAME
+    return LlamaBinaries(server, rpc, split if _is_executable(split) else None, source, directory,
+                         imatrix if _is_executable(imatrix) else None)
 
 
 def _is_executable(path: Path) -> bool:

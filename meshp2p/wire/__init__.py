@@ -29,7 +29,7 @@ from meshp2p.wire.records import (
     provider_key,
     select_record,
 )
-from meshp2p.wire.status import Role, StatusBody, status_from_body, status_to_body
+from meshp2p.wire.status import Role, ShardOffer, StatusBody, status_from_body, status_to_body
 from meshp2p.wire.token import InviteToken, decode_token, encode_token
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "ReplayGuard",
     "Role",
     "SequenceCounter",
+    "ShardOffer",
     "SignedRecord",
     "StatusBody",
     "WireError",

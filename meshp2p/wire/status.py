@@ -79,6 +79,9 @@ class StatusBody:
     #: Splits this node would host but cannot with the members that hold the file: model id -> the file and the
     #: peers asked to fetch it so they can be workers (mesh/planner.py rule 6). Added within v1, optional to readers.
     recruit: dict[str, Recruit] = field(default_factory=dict)
+    #: Files this node serves as a member of a `--moe shard` group (content id -> what it plans with).
+    #: Added within v1, optional to readers.
+    moe_shards: dict[ContentId, ShardOffer] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,15 @@ class Recruit:
 
     file: ContentId
     peers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShardOffer:
+    """A shard-mode member's part of the group's inputs: its memory for the shard and the expert usage it plans
+    with (`<source>:<16 hex digest>`, inference/calibration.py); members plan only with members of equal usage."""
+
+    capacity_bytes: int
+    usage: str
 
 
 def status_to_body(status: StatusBody) -> dict[str, Any]:
@@ -109,6 +121,8 @@ def status_to_body(status: StatusBody) -> dict[str, Any]:
         "files": {model: cid.text for model, cid in status.files.items()},
         "recruit": {model: {"file": call.file.text, "peers": list(call.peers)}
                     for model, call in status.recruit.items()},
+        "moe_shards": {cid.text: {"cap_bytes": offer.capacity_bytes, "usage": offer.usage}
+                       for cid, offer in status.moe_shards.items()},
     }
 
 
@@ -127,6 +141,9 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
     recruit = get_map(body, "recruit") if "recruit" in body else {}
     if len(recruit) > MAX_RECRUITS:
         raise WireError("malformed", f"recruit has {len(recruit)} entries > {MAX_RECRUITS}")
+    shards = get_map(body, "moe_shards") if "moe_shards" in body else {}
+    if len(shards) > MAX_LIST_ITEMS:
+        raise WireError("malformed", f"moe_shards has {len(shards)} entries > {MAX_LIST_ITEMS}")
     return StatusBody(
         role=role,
         ram_mb=get_int(body, "ram_mb"),
@@ -152,6 +169,7 @@ def status_from_body(body: dict[str, Any]) -> StatusBody:
         },
         recruit={check_text(model, "recruit", min_chars=1, max_chars=MAX_TEXT_CHARS): _recruit(call)
                  for model, call in recruit.items()},
+        moe_shards={parse_content_id(cid): _shard_offer(offer) for cid, offer in shards.items()},
     )
 
 
@@ -162,6 +180,13 @@ def _recruit(value: object) -> Recruit:
                    peers=get_text_list(value, "peers", max_items=MAX_RECRUIT_PEERS, max_chars=MAX_TEXT_CHARS))
 
 
+def _shard_offer(value: object) -> ShardOffer:
+    if type(value) is not dict:
+        raise WireError("malformed", "a moe_shards entry is not a map")
+    return ShardOffer(capacity_bytes=get_int(value, "cap_bytes"),
+                      usage=get_text(value, "usage", min_chars=1, max_chars=MAX_TEXT_CHARS))
+
+
 def _role(text: str) -> Role:
     try:
         return Role(text)
@@ -170,6 +195,6 @@ def _role(text: str) -> Role:
 
 
 #: Keys every status body must carry; those added later within v1 are optional.
-_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files", "recruit"})
+_OPTIONAL_STATUS_KEYS = frozenset({"addrs", "loading", "files", "recruit", "moe_shards"})
 _STATUS_KEYS = frozenset(status_to_body(StatusBody(Role.HOST, 0, 0, None, (), (), 0.0, None, "", None, {}))) - (
     _OPTIONAL_STATUS_KEYS)

@@ -364,6 +364,10 @@ STATUS_BODY: dict[str, Any] = {
         "Qwen/Qwen3-8B-GGUF:Q4_K_M": {"file": "sha256_128:0123456789abcdef0123456789abcdef:5027783488",
                                       "peers": [B.peer_id]},
     },
+    "moe_shards": {
+        "sha256_128:fedcba9876543210fedcba9876543210:17285969920": {"cap_bytes": 12000000000,
+                                                                   "usage": "imatrix:7b3b0550ad696aa6"},
+    },
 }
 DEMAND_BODY: dict[str, Any] = {"rates": {"unsloth/gemma-3-270m-it-GGUF:Q4_K_M": 0.5}, "ttl_s": 60}
 SEQ = 1_749_999_990_000
@@ -518,6 +522,12 @@ def gossip_vectors() -> dict[str, Any]:
                                                       "peers": [7]}}}),
         ("too_many_recruits", {"recruit": {f"m{i}": {"file": f"sha256_128:{i:032x}:{i}", "peers": []}
                                            for i in range(9)}}),
+        ("moe_shards_not_a_map", {"moe_shards": ["imatrix:7b3b0550ad696aa6"]}),
+        ("moe_shard_bad_content_id", {"moe_shards": {"m": {"cap_bytes": 1, "usage": "imatrix:00"}}}),
+        ("moe_shard_cap_negative", {"moe_shards": {
+            "sha256_128:fedcba9876543210fedcba9876543210:17285969920": {"cap_bytes": -1, "usage": "imatrix:00"}}}),
+        ("moe_shard_usage_empty", {"moe_shards": {
+            "sha256_128:fedcba9876543210fedcba9876543210:17285969920": {"cap_bytes": 1, "usage": ""}}}),
     ):
         body = {k: v for k, v in {**STATUS_BODY, **changes}.items() if v is not None or k in ("gpu", "region")}
         expect("malformed", lambda body=body: status_from_body(body), name)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from meshp2p.wire import (
     ReplayGuard,
     SequenceCounter,
+    ShardOffer,
     StatusBody,
     WireError,
     decode_gossip,
@@ -63,6 +64,8 @@ def status(body: dict[str, Any]) -> StatusBody:
     fields["files"] = {model: parse_content_id(text) for model, text in body.get("files", {}).items()}
     fields["recruit"] = {model: Recruit(parse_content_id(call["file"]), tuple(call["peers"]))
                          for model, call in body.get("recruit", {}).items()}
+    fields["moe_shards"] = {parse_content_id(cid): ShardOffer(offer["cap_bytes"], offer["usage"])
+                            for cid, offer in body.get("moe_shards", {}).items()}
     return StatusBody(**fields)
 
 
@@ -121,8 +124,9 @@ def test_status_body_round_trip() -> None:
     whole = status({**body, "load": 2, "rtt_ms": {B.peer_id: 3}})
     assert status_from_body(status_to_body(whole)).load == 2.0
     # `addrs`, `loading` and `files` were added within v1: a body from a node that does not send them is still read.
-    older = status_from_body({k: v for k, v in body.items() if k not in ("addrs", "loading", "files", "recruit")})
-    assert (older.addrs, older.loading, older.files, older.recruit) == ((), (), {}, {})
+    older = status_from_body({k: v for k, v in body.items()
+                              if k not in ("addrs", "loading", "files", "recruit", "moe_shards")})
+    assert (older.addrs, older.loading, older.files, older.recruit, older.moe_shards) == ((), (), {}, {}, {})
     assert status_from_body(body).recruit["Qwen/Qwen3-8B-GGUF:Q4_K_M"].peers == (B.peer_id,)
     assert status_from_body(body).files["Qwen/Qwen3-8B-GGUF:Q4_K_M"].size == 5_027_783_488
 

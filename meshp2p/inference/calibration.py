@@ -1,0 +1,185 @@
+"""How much router traffic each expert of a Mixture-of-Experts model gets: the input of `--moe shard` planning.
+
+Calibration runs llama.cpp's `llama-imatrix` over a small built-in text (`data/calibration.txt`: ~4 KB of prose,
+code, maths, dialogue, several languages) and reads its GGUF output: for each layer, the tensor
+`blk.N.ffn_{gate,up,down}_exps.weight.counts` holds how many (token, slot) pairs the router sent to each expert.
+Those counts rank the experts: the most used form the shared core every shard keeps (mesh/moe_shards.py).
+
+The run is deterministic (the same file, the same text, one thread, fixed context and chunk count, the pinned
+llama.cpp build), so members of a shard group that calibrate the same file get the same counts; the result is
+cached per content id under `$MESHP2P_HOME/moe/`, and its digest travels in status gossip so members check that
+they plan from the same numbers (app/moe_shards.py).
+
+When `llama-imatrix` is missing (a build made before shard mode) or fails, the estimate is the L2 norm of each
+expert's router row (`ffn_gate_inp`, one row of n_embd weights per expert): the router's logit for an expert is
+that row's dot product with the hidden state, so a row with a larger norm wins more often for typical inputs.
+It is a weak proxy (it ignores the direction of the hidden states), said as such in logs and /api/status as
+`source: weight-norm`. Norms are stored as integers (micro-units) so the digest does not depend on float printing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from meshp2p.home import meshp2p_home
+from meshp2p.inference.gguf_header import GGUFHeader, read_gguf_header
+from meshp2p.wire.model_id import ContentId
+
+log = logging.getLogger(__name__)
+
+SOURCE_IMATRIX = "imatrix"
+SOURCE_WEIGHT_NORM = "weight-norm"
+#: llama-imatrix's context per chunk and the most chunks read from the text (the text decides if fewer).
+CALIBRATION_CTX_TOKENS = 128
+CALIBRATION_MAX_CHUNKS = 32
+CALIBRATION_TIMEOUT_S = 1800.0
+_PROJECTIONS = ("ffn_gate_exps", "ffn_up_exps", "ffn_gate_up_exps", "ffn_down_exps")
+_GGML_F32, _GGML_F16 = 0, 1
+
+
+@dataclass(frozen=True)
+class ExpertUsage:
+    """Router traffic per layer per expert (integers: routed token slots, or micro-norms for the estimate)."""
+
+    source: str
+    counts: tuple[tuple[int, ...], ...]
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits over the source and every count: equal digests, equal plans."""
+        text = json.dumps([self.source, [list(layer) for layer in self.counts]], separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def tag(self) -> str:
+        """`<source>:<digest>`, the form gossiped in status (protocols/gossip.md `moe_shards`)."""
+        return f"{self.source}:{self.digest}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"source": self.source, "counts": [list(layer) for layer in self.counts]}
+
+
+def calibration_text() -> Path:
+    """The built-in calibration text (a package data file)."""
+    return Path(str(resources.files("meshp2p.inference") / "data" / "calibration.txt"))
+
+
+def usage_cache_file(content_id: ContentId) -> Path:
+    return meshp2p_home() / "moe" / f"{content_id.digest.hex()}-{content_id.size}.usage.json"
+
+
+def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None) -> ExpertUsage:
+    """The model's expert usage: cached, else measured with `imatrix`, else estimated (blocking: run in a thread)."""
+    header = read_gguf_header(model)
+    n_layers, n_expert = header.block_count or 0, header.expert_count or 0
+    cache = None if content_id is None else usage_cache_file(content_id)
+    if cache is not None:
+        cached = _read_cache(cache, n_layers, n_expert)
+        # An estimate is measured again once llama-imatrix is there.
+        if cached is not None and (cached.source == SOURCE_IMATRIX or imatrix is None):
+            return cached
+    usage: ExpertUsage | None = None
+    if imatrix is None:
+        log.warning("llama-imatrix is not in this llama.cpp build: expert usage of %s is estimated from router "
+                    "weight norms (run `meshp2p llama build` for measured router statistics)", model.name)
+    else:
+        try:
+            usage = run_imatrix(imatrix, model, n_layers, n_expert)
+        except CalibrationFailed as exc:
+            log.warning("calibrating %s with llama-imatrix failed (%s): using the router weight-norm estimate",
+                        model.name, exc)
+    if usage is None:
+        usage = weight_norm_usage(model, header)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(usage.to_json()))
+        tmp.replace(cache)
+    return usage
+
+
+class CalibrationFailed(Exception):
+    """llama-imatrix did not give counts; the caller falls back to the estimate (never raised past this module)."""
+
+
+def run_imatrix(imatrix: Path, model: Path, n_layers: int, n_expert: int, *,
+                text: Path | None = None) -> ExpertUsage:
+    """Run llama-imatrix on `model` over the calibration text and read its per-expert counts."""
+    with tempfile.TemporaryDirectory(prefix="meshp2p-imatrix-") as tmp:
+        out = Path(tmp) / "imatrix.gguf"
+        argv = [str(imatrix), "-m", str(model), "-f", str(text or calibration_text()), "-o", str(out),
+                "-c", str(CALIBRATION_CTX_TOKENS), "--chunks", str(CALIBRATION_MAX_CHUNKS), "-t", "1",
+                "--no-ppl", "--output-frequency", "100000"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=CALIBRATION_TIMEOUT_S,
+                                  check=False, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CalibrationFailed(str(exc)) from exc
+        if done.returncode != 0 or not out.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise CalibrationFailed(f"exit {done.returncode}: {tail[0][:200]}")
+        return ExpertUsage(SOURCE_IMATRIX, imatrix_counts(out, n_layers, n_expert))
+
+
+def imatrix_counts(path: Path, n_layers: int, n_expert: int) -> tuple[tuple[int, ...], ...]:
+    """Per layer, per expert: the token slots routed to it, from an imatrix GGUF (F32 `*.counts` tensors)."""
+    header = read_gguf_header(path)
+    by_name = {t.name: t for t in header.tensors}
+    layers: list[tuple[int, ...]] = []
+    with open(path, "rb") as f:
+        for layer in range(n_layers):
+            tensor = next((by_name[name] for p in _PROJECTIONS
+                           if (name := f"blk.{layer}.{p}.weight.counts") in by_name), None)
+            if tensor is None or tensor.ggml_type != _GGML_F32 or math.prod(tensor.shape) != n_expert:
+                raise CalibrationFailed(f"the imatrix output has no per-expert counts for layer {layer}")
+            f.seek(header.data_offset + tensor.offset)
+            values = struct.unpack(f"<{n_expert}f", f.read(4 * n_expert))
+            layers.append(tuple(round(v) for v in values))
+    return tuple(layers)
+
+
+def weight_norm_usage(model: Path, header: GGUFHeader | None = None) -> ExpertUsage:
+    """The estimate: each expert's router-row L2 norm (micro-units); equal for every expert where the router's
+    type is not F32/F16 (then the planner's order alone decides)."""
+    header = header or read_gguf_header(model)
+    n_layers, n_expert = header.block_count or 0, header.expert_count or 0
+    by_name = {t.name: t for t in header.tensors}
+    layers: list[tuple[int, ...]] = []
+    fd = os.open(model, os.O_RDONLY)
+    try:
+        for layer in range(n_layers):
+            tensor = by_name.get(f"blk.{layer}.ffn_gate_inp.weight")
+            if tensor is None or tensor.ggml_type not in (_GGML_F32, _GGML_F16) or not tensor.shape:
+                layers.append((1,) * n_expert)
+                continue
+            width = 4 if tensor.ggml_type == _GGML_F32 else 2
+            n_embd = tensor.shape[0]
+            raw = os.pread(fd, n_embd * n_expert * width, header.data_offset + tensor.offset)
+            row_values = struct.unpack(f"<{n_embd * n_expert}{'f' if width == 4 else 'e'}", raw)
+            layers.append(tuple(
+                round(1e6 * math.sqrt(sum(v * v for v in row_values[e * n_embd:(e + 1) * n_embd])))
+                for e in range(n_expert)))
+    finally:
+        os.close(fd)
+    return ExpertUsage(SOURCE_WEIGHT_NORM, tuple(layers))
+
+
+def _read_cache(path: Path, n_layers: int, n_expert: int) -> ExpertUsage | None:
+    try:
+        data = json.loads(path.read_text())
+        usage = ExpertUsage(str(data["source"]), tuple(tuple(int(c) for c in layer) for layer in data["counts"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if len(usage.counts) != n_layers or any(len(layer) != n_expert for layer in usage.counts):
+        return None
+    return usage

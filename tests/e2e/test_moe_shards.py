@@ -1,0 +1,180 @@
+"""`--moe shard` end to end: real `meshp2p up` processes on loopback, the tiny MoE models (8 experts, 2 used).
+
+2- and 3-way groups each calibrate (llama-imatrix), plan the same placement, write and serve their shards under
+the model's one id; every expert is on some shard; a session sticks to one shard and moves when that shard's node
+is killed (repeated); a 3-way group that loses a member re-plans so every expert is covered again; the quality
+guard refuses a shard that would hold too few experts, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers.processes import NodeProcess, pid_alive, wait_for
+from make_tiny_gguf import write_tiny_gguf
+
+from meshp2p.inference.gguf_header import read_gguf_header
+from meshp2p.inference.moe import model_layout
+from meshp2p.mesh.routing import rendezvous_weight
+
+GROUP_TIMEOUT_S = 90.0
+KILLS = 3
+PROMPT = {"prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "cache_prompt": False}
+
+
+def shard_mb(model: Path, experts: int) -> str:
+    """The --moe-shard-mb that holds exactly `experts` experts per layer of `model` next to its trunk."""
+    layout = model_layout(read_gguf_header(model))
+    assert layout.experts
+    per_expert = layout.expert_bytes // layout.experts
+    return f"{(layout.trunk_bytes + experts * per_expert + per_expert // 2) / 1e6:.6f}"
+
+
+def group(node: NodeProcess) -> dict[str, Any]:
+    groups = node.status()["moe_shards"]
+    assert len(groups) == 1
+    return dict(groups[0])
+
+
+def serving(node: NodeProcess, members: int) -> bool:
+    try:
+        g = group(node)
+        models = node.status()["models"]
+    except httpx.HTTPError:
+        return False
+    return g["serving"] and len(g["members"]) == members and bool(models) and models[0]["state"] == "ready"
+
+
+def complete(node: NodeProcess, model: str, session: str | None = None) -> str:
+    headers = {"x-session-id": session} if session else {}
+    r = httpx.post(node.base_url + "/completions", json={"model": model, **PROMPT}, headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    return str(r.json()["choices"][0]["text"])
+
+
+def requests_served(node: NodeProcess) -> int:
+    try:
+        models = node.status()["models"]
+    except httpx.HTTPError:
+        return -1
+    return int(models[0]["requests"]) if models else 0
+
+
+def covered(plan_members: list[dict[str, Any]], layers: int) -> bool:
+    return all({e for m in plan_members for e in m["experts"][layer]} == set(range(8)) for layer in range(layers))
+
+
+def start_group(node_factory, bootstrap, model: Path, mesh: str, count: int, experts: int) -> list[NodeProcess]:
+    args = ("--moe", "shard", "--moe-shard-mb", shard_mb(model, experts), "--model", str(model),
+            "--mesh-name", mesh, "--bootstrap", bootstrap.addr, "--threads", "1")
+    nodes = [node_factory(*args, name=f"s{i}") for i in range(count)]
+    for node in nodes:
+        node.wait_ready()
+    for node in nodes:
+        wait_for(lambda node=node: serving(node, count), GROUP_TIMEOUT_S, f"a {count}-way shard group on {mesh}")
+    return nodes
+
+
+def check_group(nodes: list[NodeProcess], layers: int, experts: int) -> None:
+    plans = [group(n) for n in nodes]
+    assert all(p["members"] == plans[0]["members"] and p["usage"] == plans[0]["usage"] for p in plans), plans
+    assert plans[0]["calibration"] == "imatrix"
+    assert [m["experts_per_layer"] for m in plans[0]["members"]] == [experts] * len(nodes)
+    assert covered(plans[0]["members"], layers)
+    for m in plans[0]["members"]:
+        assert 0 < m["traffic_share"] < 1
+        for layer in range(layers):  # the core (the most-used experts) is on every shard
+            assert set(plans[0]["core"][layer]) <= set(m["experts"][layer])
+
+
+@pytest.mark.parametrize("variant", ["moe", "qwen3moe"])
+def test_two_shards_answer_and_sessions_stick_and_move(node_factory, bootstrap, tmp_path: Path,
+                                                       variant: str) -> None:
+    model = write_tiny_gguf(tmp_path / f"tiny-{variant}.gguf", variant, layers=4, seed=11)
+    name = model.stem
+    nodes = start_group(node_factory, bootstrap, model, f"shards2-{variant}", 2, 5)
+    check_group(nodes, 4, 5)
+    for node in nodes:  # each shard loads and answers on its own (no session: local first)
+        before = requests_served(node)
+        assert complete(node, name)
+        assert requests_served(node) == before + 1
+    client = node_factory("--client", "--mesh-name", f"shards2-{variant}", "--bootstrap", bootstrap.addr,
+                          name="client")
+    client.wait_ready()
+    wait_for(lambda: len(httpx.get(client.base_url + "/models", timeout=10).json()["data"][0]["meshp2p"]["nodes"])
+             == 2, GROUP_TIMEOUT_S, "the client to see both shards as servers of one model id")
+    ids = [m["id"] for m in httpx.get(client.base_url + "/models", timeout=10).json()["data"]]
+    assert ids == [name]
+
+    peer_of = {n.status()["mesh"]["peer_id"]: n for n in nodes}
+    for kill in range(KILLS):
+        session = f"conversation-{kill}"
+        first = peer_of[max(peer_of, key=lambda p: rendezvous_weight(session, p))]
+        other = next(n for n in nodes if n is not first)
+        # A node just restarted may be reached a moment after the client lists it (its new connection proves
+        # membership again): wait until the session reaches its shard, then count.
+        answered_by_first = requests_served(first)
+        wait_for(lambda first=first, session=session, seen=answered_by_first: bool(complete(client, name, session))
+                 and requests_served(first) > seen, GROUP_TIMEOUT_S, f"session {session} to reach its shard")
+        before = {n: requests_served(n) for n in nodes}
+        for _ in range(3):
+            complete(client, name, session)
+        assert requests_served(first) - before[first] == 3 and requests_served(other) == before[other], (
+            f"session {session} did not stick to its shard")
+        # The shard's machine dies: the node and its llama-server, without a word.
+        backend = first.status()["models"][0]["pid"]
+        first.process.send_signal(signal.SIGKILL)
+        os.kill(backend, signal.SIGKILL)
+        moved_from = requests_served(other)
+        complete(client, name, session)
+        assert requests_served(other) == moved_from + 1, "the session did not move to the remaining shard"
+        assert not pid_alive(backend)
+        # Once the dead node leaves its view, the survivor keeps serving its shard (alone it cannot cover every
+        # expert) and says so.
+        wait_for(lambda other=other: "covering all 8" in (group(other)["last_error"] or ""), GROUP_TIMEOUT_S,
+                 "the survivor to notice its group shrank")
+        assert group(other)["serving"]
+        # The node comes back (same home, same peer id, cached calibration and shard): the group heals.
+        first._start(first.api_port, first.console_port)
+        first.wait_ready()
+        for node in nodes:
+            wait_for(lambda node=node: serving(node, 2), GROUP_TIMEOUT_S, "the group to heal")
+        wait_for(lambda: len(httpx.get(client.base_url + "/models", timeout=10).json()["data"][0]["meshp2p"]
+                             ["nodes"]) == 2, GROUP_TIMEOUT_S, "the client to see the returned shard")
+        check_group(nodes, 4, 5)
+
+
+def test_three_shards_replan_for_coverage_when_one_leaves(node_factory, bootstrap, tmp_path: Path) -> None:
+    model = write_tiny_gguf(tmp_path / "tiny-moe3.gguf", "moe", layers=4, seed=12)
+    name = model.stem
+    nodes = start_group(node_factory, bootstrap, model, "shards3", 3, 4)
+    check_group(nodes, 4, 4)
+    for node in nodes:
+        assert complete(node, name)
+    victim, survivors = nodes[0], nodes[1:]
+    backend = victim.status()["models"][0]["pid"]
+    victim.process.send_signal(signal.SIGKILL)
+    os.kill(backend, signal.SIGKILL)
+    for node in survivors:
+        wait_for(lambda node=node: serving(node, 2), GROUP_TIMEOUT_S, "the two survivors to re-plan")
+    check_group(survivors, 4, 4)  # 2 x 4 slots: the core shrinks to nothing and every expert is covered again
+    for node in survivors:
+        assert complete(node, name)
+
+
+def test_guard_refuses_a_shard_with_too_few_experts(node_factory, bootstrap, tmp_path: Path) -> None:
+    model = write_tiny_gguf(tmp_path / "tiny-moe-small.gguf", "moe", layers=4, seed=13)
+    node = node_factory("--moe", "shard", "--moe-shard-mb", shard_mb(model, 3), "--model", str(model),
+                        "--mesh-name", "shards-guard", "--bootstrap", bootstrap.addr, "--threads", "1")
+    node.wait_ready()
+    wait_for(lambda: "--moe-min-experts" in (group(node)["last_error"] or ""), GROUP_TIMEOUT_S,
+             "the guard to refuse the shard")
+    g = group(node)
+    assert not g["serving"] and node.status()["models"] == []
+    assert "3 of 8 experts" in g["last_error"] and "at least 4" in g["last_error"]
+    assert "layer split" in g["last_error"]
