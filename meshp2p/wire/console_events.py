@@ -112,7 +112,8 @@ def status_parts(status: Mapping[str, Any]) -> dict[str, Any]:
         "view": view,
         "demand": {"demand": {} if mesh is None else mesh["demand"], "wanted": [] if mesh is None else mesh["wanted"]},
         "models": status["models"],
-        "splits": {"splits": status["splits"], "rpc_worker": status["rpc_worker"]},
+        "splits": {"splits": status["splits"], "rpc_worker": status["rpc_worker"],
+                   "moe_shards": status.get("moe_shards", [])},
         # Absent from a document without a sampler (idle mode's): null.
         "hardware": status.get("hardware"),
     }

@@ -50,7 +50,13 @@ MODELS = [{"id": "small-model", "state": "ready", "size_bytes": 2 ** 31, "load_p
 SPLITS = {"splits": [{"model": "big-model", "content_id": None, "other_files": {}, "last_error": None,
                       "plan": [{"peer_id": SELF, "first_layer": 0, "last_layer": 19},
                                {"peer_id": WORKER, "first_layer": 20, "last_layer": 31}],
-                      "bytes_to_workers": 0, "bytes_from_workers": 0}], "rpc_worker": None}
+                      "bytes_to_workers": 0, "bytes_from_workers": 0}], "rpc_worker": None,
+          "moe_shards": [{"model": "qwen3-30b-a3b", "content_id": None, "calibration": "imatrix", "usage": "imatrix:00",
+                          "min_fraction": 0.5, "core": [], "refused": [], "serving": True, "last_error": None,
+                          "members": [{"peer_id": SELF, "experts_per_layer": 96, "experts": [],
+                                       "traffic_share": 0.62, "shard_bytes": 1},
+                                      {"peer_id": WORKER, "experts_per_layer": 80, "experts": [],
+                                       "traffic_share": 0.38, "shard_bytes": 1}]}]}
 HARDWARE = {"sampled_at": time.time(), "cpu_pct": 12.0, "ram_used_mb": 3000.0, "ram_total_mb": 16000.0,
             "gpu_tool": "nvidia-smi", "gpus": [{"index": 0, "name": "RTX 3090", "utilization_pct": 43.0,
                                                 "vram_used_mb": 10240.0, "vram_total_mb": 24576.0,
@@ -127,6 +133,9 @@ def test_a_split_gpu_readings_demand_and_refusals_are_shown(browser: Browser) ->
 
         layers = page.get_by_role("list", name="layers of big-model").get_by_role("listitem")
         expect(layers).to_have_text(["…AAAA1111 · layers 0–19", "…BBBB2222 · layers 20–31"])
+        shards = page.get_by_role("list", name="expert shards of qwen3-30b-a3b").get_by_role("listitem")
+        expect(shards).to_have_text(["…AAAA1111 · 96 experts · 62%", "…BBBB2222 · 80 experts · 38%"])
+        expect(page.locator("#splits")).to_contain_text("in 2 expert shards · usage by imatrix")
         wanted = page.locator('#models li[data-model="wanted-model"]')
         expect(wanted).to_have_attribute("data-status", "wanted")
         expect(wanted).to_contain_text("3.0 req/min")

@@ -96,7 +96,7 @@ def test_snapshot_is_the_status_now_and_reaches_no_live_stream() -> None:
     doc = {"node": {"role": "host"}, "mesh": None, "splits": [], "rpc_worker": None, "models": []}
     first = log.open(None, doc)
     assert [json.loads(e.data) for e in first.events] == [
-        {"role": "host"}, None, {"demand": {}, "wanted": []}, [], {"splits": [], "rpc_worker": None}]
+        {"role": "host"}, None, {"demand": {}, "wanted": []}, [], {"splits": [], "rpc_worker": None, "moe_shards": []}]
     second = log.open(None, doc)
     assert log.pending(first.cursor) == [] and second.cursor == log.last_seq == 10
     assert log.backlog(first.cursor) == 5

@@ -51,11 +51,30 @@ function split(item) {
     item.last_error && h("p", { class: "error small" }, item.last_error));
 }
 
+/** A `--moe shard` group: each member's experts per layer and its share of the router's traffic. */
+function shardGroup(group) {
+  const members = group.members || [];
+  return h("div", { class: "split", data: { model: group.model } },
+    h("p", {}, h("strong", {}, group.model),
+      h("span", { class: "muted small" }, ` in ${members.length} expert shard${members.length === 1 ? "" : "s"}` +
+        (group.calibration ? ` · usage by ${group.calibration}` : " · calibrating"))),
+    members.length ? h("ol", { class: "layers", "aria-label": `expert shards of ${group.model}` },
+      members.map((m) => h("li", {
+        data: { share: Math.max(0.05, m.traffic_share || 0).toFixed(4) },
+        title: `${m.peer_id}: ${m.experts_per_layer} experts a layer, ${Math.round((m.traffic_share || 0) * 100)}% of router traffic`,
+      }, `${shortId(m.peer_id)} · ${m.experts_per_layer} experts · ${Math.round((m.traffic_share || 0) * 100)}%`))) : null,
+    group.last_error && h("p", { class: "error small" }, group.last_error));
+}
+
 export function renderModels(state) {
   const nodes = nodesOf(state);
   const ids = modelIds(state);
   fill($("models"), ids.length ? ids.map((id) => row(id, state, nodes)) : [h("li", { class: "muted" }, "no models in the mesh yet")]);
   const splits = state.splits.splits || [];
-  fill($("splits"), splits.length ? [h("h3", {}, "Splits"), ...splits.map(split)] : []);
+  const shards = state.splits.moe_shards || [];
+  fill($("splits"), [
+    ...(splits.length ? [h("h3", {}, "Splits"), ...splits.map(split)] : []),
+    ...(shards.length ? [h("h3", {}, "Expert shards"), ...shards.map(shardGroup)] : []),
+  ]);
   for (const li of $("splits").querySelectorAll(".layers li")) li.style.flexGrow = li.dataset.share;
 }
