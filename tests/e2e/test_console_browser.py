@@ -237,12 +237,14 @@ def test_every_control_has_a_name_and_the_page_fits_a_phone_and_a_desktop(
         page = open_page(mesh["a"], viewport=viewport, key=mesh["key"], scheme=scheme)
         expect(node_card(page, mesh["b_id"])).to_contain_text("tiny-other", timeout=SHOWN_TIMEOUT_S * 1000)
         expect(page.get_by_label("Invite token")).to_have_value(re.compile("^mp1"), timeout=SHOWN_TIMEOUT_S * 1000)
+        expect(page.locator("#idle")).to_be_hidden()  # a node runs: no "what to run" card
         for role in ("button", "textbox", "combobox", "searchbox", "spinbutton", "meter"):
             for control in page.get_by_role(role).all():
                 expect(control).to_have_accessible_name(re.compile(r"\S"))
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name}: the page is {overflow} px wider than the window"
         columns = page.evaluate("new Set([...document.querySelectorAll('main > .card')]"
+                                ".filter(c => c.getClientRects().length)"  # shown cards only (idle's is hidden)
                                 ".map(c => Math.round(c.getBoundingClientRect().left))).size")
         assert (columns == 1) == (name == "phone"), f"{name}: cards in {columns} columns"
         shots[name] = tmp_path / f"console-{name}.png"
