@@ -41,13 +41,16 @@ log = logging.getLogger(__name__)
 LOG_LINES = 200
 #: A longer message is cut to this (the ring keeps 512 events: a few huge lines must not hold megabytes).
 MAX_LOG_MESSAGE_CHARS = 4000
-#: While a stream is open, the status is diffed at least this often, for changes no poke announces.
-SAFETY_POLL_S = 1.0
+#: While a stream is open, the status is diffed at least this often, for changes no poke announces. 3 s, not 1:
+#: each diff builds the whole document, and one open tab must not cost a node more than half its idle CPU again
+#: (tools/bench/idle_node.py --console-tab: 2.1x at 1 s with the hardware sampled and diffed every 2 s).
+SAFETY_POLL_S = 3.0
 #: Pokes closer together than this share one diff (a burst of log lines or of gossip costs one document, and a
 #: busy mesh at most 20 documents a second while a console is open).
 DIFF_GAP_S = 0.05
-#: While a stream is open, the hardware is sampled this often (the sampler's own cache is as long).
-SAMPLE_EVERY_S = 2.0
+#: While a stream is open, the hardware is sampled this often; the safety-net diff then carries the new readings
+#: (a sample pokes no diff of its own: it would double the documents built).
+SAMPLE_EVERY_S = SAFETY_POLL_S
 
 
 class LogBuffer(logging.Handler):
@@ -257,7 +260,6 @@ class ConsoleEvents:
                 await self._watched.wait()
                 continue
             await sample()
-            self.poke()
             await trio.sleep(SAMPLE_EVERY_S)
 
     async def _watch_models(self) -> None:

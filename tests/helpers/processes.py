@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,38 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
     return time.monotonic() - start
+
+
+#: How long a bare llama-server on a tiny model may take to answer /health.
+LLAMA_READY_TIMEOUT_S = 60.0
+
+
+@contextmanager
+def llama_server(binary: Path, model: Path, log_path: Path, *args: str) -> Iterator[str]:
+    """A bare llama-server on `model` (no meshp2p in between) on a free loopback port: its base URL while the
+    block runs, stopped (SIGTERM, then SIGKILL) after. A server that exits while loading fails the test with its
+    log."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+                                    "-t", "1", "--no-webui", *args],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"llama-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(base + "/health", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, LLAMA_READY_TIMEOUT_S, f"llama-server to load {model.name}", interval_s=0.05)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(NODE_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(NODE_STOP_TIMEOUT_S)

@@ -8,7 +8,6 @@ answer.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import gguf
 import httpx
 import pytest
-from helpers.processes import NODE_STOP_TIMEOUT_S, free_port, wait_for
+from helpers.processes import llama_server as run_llama_server
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.inference.binaries import LlamaBinaries
@@ -27,7 +26,6 @@ VARIANTS = ("moe", "qwen3moe")
 EXPERTS = 8
 PERMUTED = [5, 2, 7, 0, 3, 6, 1, 4]
 PROMPT = "The quick brown fox"
-READY_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -91,31 +89,8 @@ def test_per_layer_expert_lists_and_refusals(model: Path, tmp_path: Path) -> Non
 
 @contextmanager
 def llama_server(binaries: LlamaBinaries, path: Path) -> Iterator[str]:
-    port = free_port()
-    log_path = path.with_suffix(".log")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([str(binaries.server), "-m", str(path), "--host", "127.0.0.1", "--port", str(port),
-                                    "-t", "1", "--no-repack", "--no-webui", "-c", "512"],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def healthy() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"llama-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                return httpx.get(base + "/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, READY_TIMEOUT_S, f"llama-server to load {path.name}", interval_s=0.05)
+    with run_llama_server(binaries.server, path, path.with_suffix(".log"), "--no-repack", "-c", "512") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(NODE_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(NODE_STOP_TIMEOUT_S)
 
 
 def greedy_tokens(base: str, n: int = 24) -> list[int]:

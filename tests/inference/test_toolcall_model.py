@@ -8,14 +8,12 @@ The official `openai` client against llama-server's own OpenAI API.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
-from helpers.processes import NODE_STOP_TIMEOUT_S, TinyModels, free_port, wait_for
+from helpers.processes import TinyModels, llama_server
 from make_tiny_gguf import (
     TOOLCALL_JSON_ANSWER,
     TOOLCALL_PLAIN_ANSWER,
@@ -28,7 +26,6 @@ from make_tiny_gguf import (
 
 from meshp2p.inference.binaries import LlamaBinaries
 
-SERVER_READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 60.0
 
 WEATHER = {"type": "function", "function": {
@@ -44,31 +41,9 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels, llama_binaries: LlamaBinaries
            ) -> Iterator[str]:
     """llama-server on the toolcall model, as meshp2p starts it (the GGUF's own template, jinja on by default)."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("toolcall-server") / "llama-server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(llama_binaries.server), "-m", str(tiny_models.toolcall), "--host", "127.0.0.1", "--port", str(port),
-             "-t", "1", "--no-webui"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def healthy() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"llama-server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                return httpx.get(base + "/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, SERVER_READY_TIMEOUT_S, "llama-server to load the toolcall model", interval_s=0.05)
+    with llama_server(llama_binaries.server, tiny_models.toolcall, log_path) as base:
         yield base + "/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(NODE_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(NODE_STOP_TIMEOUT_S)
 
 
 @pytest.fixture
