@@ -267,3 +267,20 @@ def test_a_killed_node_leaves_the_topology(mesh: dict[str, Any], open_page: Any)
     expect(node_card(page, mesh["a_id"])).to_be_visible()
     # Its llama-server gets SIGKILL from the kernel with its parent (PR_SET_PDEATHSIG).
     wait_for(lambda: not any(pid_alive(pid) for pid in children), 10, "B's llama-server to die with B")
+
+
+def test_dropping_a_model_from_the_page_stops_it_here(mesh: dict[str, Any], open_page: Any) -> None:
+    """The last test of the module: A stops serving its model. The page asks first (a dismissed dialog drops
+    nothing), then the console's drop endpoint stops the llama-server and the page shows the model gone."""
+    a = mesh["a"]
+    page = open_page(a, key=mesh["key"])
+    drop = page.get_by_role("button", name="Drop tiny-dense from this node")
+    expect(drop).to_be_visible(timeout=SHOWN_TIMEOUT_S * 1000)
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    drop.click()
+    assert [m["id"] for m in a.status()["models"]] == ["tiny-dense"], "a dismissed dialog drops nothing"
+    page.once("dialog", lambda dialog: dialog.accept())
+    drop.click()
+    expect(drop).to_have_count(0, timeout=SHOWN_TIMEOUT_S * 1000)  # no longer this node's to drop
+    assert a.status()["models"] == []
+    expect(page.locator(f'#topology li[data-peer="{mesh["a_id"]}"] .chip.served')).to_have_count(0)

@@ -1,5 +1,6 @@
 // Models: what the mesh serves and wants, the demand for each, who serves it, and splits by their layer ranges.
 
+import { postJSON } from "./api.js";
 import { $, fill, h, shortId } from "./dom.js";
 import { nodesOf } from "./topology.js";
 
@@ -30,12 +31,27 @@ function row(id, state, nodes) {
     h("div", { class: "model-head" },
       h("strong", {}, id),
       h("span", { class: `chip ${status}` }, status),
-      rate != null && h("span", { class: "muted small" }, `${rate.toFixed(rate < 10 ? 1 : 0)} req/min`)),
+      rate != null && h("span", { class: "muted small" }, `${rate.toFixed(rate < 10 ? 1 : 0)} req/min`),
+      own && h("button", { type: "button", class: "ghost small drop", "aria-label": `Drop ${id} from this node`,
+        onclick: (event) => drop(id, event.currentTarget) }, "Drop")),
     h("p", { class: "muted small" },
       servers.length ? `served by ${servers.map(who).join(", ")}` : wanted ? "asked for; nobody serves it yet" : "",
       loading.length ? ` · loading on ${loading.map(who).join(", ")}` : "",
       own && own.state !== "ready" && own.load_progress ? ` · ${Math.round(own.load_progress * 100)}% loaded` : "",
       own?.last_error ? h("span", { class: "error" }, ` · ${own.last_error}`) : ""));
+}
+
+/** Stop serving a model here (the console's POST /api/models/ID/drop: this machine only, with a key when keys are
+ * on). The `models` event that follows redraws the list; a refusal is shown in the row. */
+async function drop(id, button) {
+  if (!confirm(`Stop serving ${id} on this node? Its llama-server is stopped; the mesh routes to other nodes.`)) return;
+  button.disabled = true;
+  try {
+    await postJSON(`/api/models/${encodeURIComponent(id)}/drop`);
+  } catch (error) {
+    button.disabled = false;
+    button.after(h("span", { class: "error small", role: "alert" }, ` ${error.message}`));
+  }
 }
 
 function split(item) {
