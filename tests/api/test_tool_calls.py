@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 from helpers.processes import (
+    NODE_STOP_TIMEOUT_S,
     BootstrapProcess,
     NodeProcess,
     TinyModels,
@@ -319,7 +320,7 @@ def test_a_tool_call_cut_mid_stream_is_never_replayed(failover_mesh: FailoverMes
     servers = list(failover_mesh.servers.values())
     before = {n.home.name: requests_served(n) for n in servers}
     expected_prefix = '{"text": "' + TOOLCALL_RECITE_PIECE * RECITE_MAX_TOKENS
-    arguments, starts, victim_backend = "", [], None
+    arguments, starts, victim_backend, victim = "", [], None, None
     error = openai.APIError if stream_format != "anthropic" else anthropic.APIError
     with pytest.raises(error) as err:
         for kind, text in recite_events(stream_format, failover_mesh.client):
@@ -336,7 +337,11 @@ def test_a_tool_call_cut_mid_stream_is_never_replayed(failover_mesh: FailoverMes
                 # The whole machine dies: the node and its llama-server, without a word.
                 serving[0].process.send_signal(signal.SIGKILL)
                 os.kill(victim_backend, signal.SIGKILL)
+                victim = serving[0]
     assert victim_backend is not None, "the stream ended before the kill"
+    # Reaped before the next test looks: a SIGKILLed process can still poll as running for a moment, and the next
+    # test would then wait on it instead of starting it again.
+    victim.process.wait(NODE_STOP_TIMEOUT_S)
     assert not pid_alive(victim_backend)
     assert starts == [TOOLCALL_RECITE_TOOL]
     assert arguments.count(TOOLCALL_RECITE_PIECE) < RECITE_MAX_TOKENS - 1, "the call was finished elsewhere"
