@@ -31,6 +31,7 @@ from meshp2p.app.local import OfferedModels
 from meshp2p.home import models_dir
 from meshp2p.inference.content_id import ModelFileIds
 from meshp2p.inference.models import spec_from_gguf
+from meshp2p.mesh.sources import file_holders
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
 from meshp2p.p2p.model_fetch import FetchFailed, fetch_model_file
@@ -93,8 +94,7 @@ class Recruitment:
             for model_id, call in peer.status.recruit.items():
                 if view.self_id not in call.peers or call.file in have or self._not_before.get(call.file, 0) > now:
                     continue
-                holders = tuple(p.peer_id for p in view.peers.values()
-                                if p.peer_id != view.self_id and call.file in p.status.files.values())
+                holders = file_holders(view.peers.values(), call.file, self_id=view.self_id)
                 if holders:
                     return model_id, call.file, peer.peer_id, holders
         return None

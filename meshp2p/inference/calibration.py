@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from meshp2p.errors import MeshP2PError
 from meshp2p.home import meshp2p_home
 from meshp2p.inference.gguf_header import GGUFHeader, read_gguf_header
 from meshp2p.wire.model_id import ContentId
@@ -108,7 +109,7 @@ def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None
     return usage
 
 
-class CalibrationFailed(Exception):
+class CalibrationFailed(MeshP2PError):
     """llama-imatrix did not give counts; the caller falls back to the estimate (never raised past this module)."""
 
 

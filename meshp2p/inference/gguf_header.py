@@ -1,6 +1,7 @@
 """Read a GGUF file's metadata and tensor table in milliseconds.
 
-(~410 lines: one format, its value types and its bounds checks; split further it would only scatter them.)
+(~430 lines: one format, its value types, its bounds checks and the byte positions a rewrite needs; split further
+it would only scatter them.)
 
 `gguf.GGUFReader` turns every array element into a numpy object: 8 s and ~1 GB of memory for a 262k-token
 vocabulary. Choosing a model, planning a split or checking a download needs only the scalars and the tensor

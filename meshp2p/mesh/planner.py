@@ -1,5 +1,7 @@
 """How one model is served: on one node (solo), or split by layers over several (pipeline).
 
+(~470 lines, most of them the numbered rules below and their error messages: one rule book, read in one place.)
+
 The planner runs on the node that wants to serve the model (`local`), over its view of the other peers. It takes
 plain facts and returns a `Plan`; it starts nothing. This node is taken to have the model and to serve (the
 caller plans only models it has); its own role and RTT are not checked. Rules, in order (users will ask why a plan

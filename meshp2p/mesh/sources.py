@@ -38,3 +38,11 @@ def file_sources(peers: Iterable[PeerView], model_id: str, *, self_id: str,
     if chosen is None or not holders:
         return None
     return FileSources(chosen, tuple(p.peer_id for p in holders))
+
+
+def file_holders(peers: Iterable[PeerView], content_id: ContentId, *, self_id: str) -> tuple[str, ...]:
+    """The other members whose status offers this very file, under any name (a worker recruited for a split
+    fetches the host's file, whatever each holder calls it), most recently heard from first."""
+    holders = sorted((p for p in peers if p.peer_id != self_id and content_id in p.status.files.values()),
+                     key=lambda p: -p.last_seen)
+    return tuple(p.peer_id for p in holders)

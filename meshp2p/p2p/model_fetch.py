@@ -4,8 +4,9 @@ members, and fetch one from several members at once, chunk by checked chunk, res
 The rules are wire/model_fetch.py's; this module moves bytes and touches the disk. Disk reads, writes and hashing
 run in worker threads so neither side holds the node's event loop while its inference streams wait.
 
-Both sides of the protocol live here (a little over 400 lines) because they are one session read from its two
-ends: the listener's chunk sending and the dialer's chunk plan change together whenever the spec does.
+Both sides of the protocol live here (~520 lines, with the upload cap and the dialer's rate floor watch) because
+they are one session read from its two ends: the listener's chunk sending and the dialer's chunk plan change
+together whenever the spec does.
 """
 
 from __future__ import annotations

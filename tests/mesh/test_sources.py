@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshp2p.mesh.sources import FileSources, file_sources
+from meshp2p.mesh.sources import FileSources, file_holders, file_sources
 from meshp2p.mesh.view import PeerView
 from meshp2p.wire.model_id import ContentId
 from meshp2p.wire.status import Role, StatusBody
@@ -42,3 +42,10 @@ def test_nobody_offering_it_means_no_sources() -> None:
     peers = [_peer("a", 1.0, {"m": A_FILE}, available=()), _peer("me", 1.0, {"m": A_FILE}),
              _peer("b", 1.0, {"other": A_FILE})]
     assert file_sources(peers, "m", self_id="me") is None
+
+
+def test_file_holders_are_matched_by_content_under_any_name_freshest_first() -> None:
+    peers = [_peer("a", 1.0, {"m": A_FILE}), _peer("b", 3.0, {"copy-of-m": A_FILE}), _peer("c", 2.0, {"m": B_FILE}),
+             _peer("me", 9.0, {"m": A_FILE})]
+    assert file_holders(peers, A_FILE, self_id="me") == ("b", "a")
+    assert file_holders(peers, ContentId(bytes(16), 5), self_id="me") == ()
