@@ -33,19 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_fetch import start_holder, write_file  # noqa: E402  (a sibling script: the holder process)
+from streaming import free_port  # noqa: E402  (a sibling module)
 from tunnel_bench import processes  # noqa: E402
 
 TOKENS = 128
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_llama_server(started: list[subprocess.Popen[bytes]], log: Path) -> str:
