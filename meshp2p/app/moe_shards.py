@@ -7,14 +7,17 @@ routing's rendezvous hash of its session key (mesh/routing.py), moving to its se
 1. Calibrate: the expert usage of the file (inference/calibration.py: llama-imatrix, else the weight-norm
    estimate), cached per content id.
 2. Join: announce `moe_shards[content id] = {cap_bytes, usage}` in status (protocols/gossip.md). The group is the
-   members that announce the same content id with the same usage tag. Why the tag and not "the lowest peer id's
-   counts": the counts of a 30B model are too big for status gossip, and calibration is deterministic (same file,
-   same built-in text, one thread, pinned llama.cpp), so members compute equal counts themselves; the tag lets
-   each check it, and a member whose numbers differ (another build, or the estimate where imatrix is missing)
-   forms its own group rather than a plan that misses experts.
-3. Plan (mesh/moe_shards.py) from the group's entries, the same on every member; write this node's shard with
+   members that announce the same content id with the same usage tag. The tag, not the counts: the counts of a
+   30B model are too big for status gossip, and calibration is deterministic (same file, same built-in text, one
+   thread, pinned llama.cpp), so members mostly compute equal counts themselves and the tag lets each check it.
+3. Share: a member whose numbers are not the group's measured ones (the estimate, where llama-imatrix is missing
+   or failed; or counts from another build) asks a peer for them over `/meshp2p/moe-usage/1.0.0`
+   (protocols/moe-usage.md; whom, by mesh/moe_usage.py: the lowest peer id's measured tag wins), checks them
+   against its own file, caches them and announces their tag: the group forms on one set of numbers, and the
+   estimate is used only when no member has measured counts. Every member answers such asks (app/node.py).
+4. Plan (mesh/moe_shards.py) from the group's entries, the same on every member; write this node's shard with
    write_expert_shard into `$MESHP2P_HOME/moe/` (keyed by content id and expert set, reused) and serve it.
-4. Watch the view: when the group changes, plan again; the shard is rewritten and restarted only if this node's
+5. Watch the view: when the group changes, plan again; the shard is rewritten and restarted only if this node's
    experts change. When the group can no longer cover every expert (a 2-way group lost a member), the remaining
    shards keep serving what they hold (degraded coverage, said in /api/status) rather than nothing.
 """
@@ -24,16 +27,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from meshp2p.app.status import MoeShardMemberStatus, MoeShardStatus
 from meshp2p.home import meshp2p_home
-from meshp2p.inference.calibration import SOURCE_WEIGHT_NORM, ExpertUsage, expert_usage
+from meshp2p.inference.calibration import (
+    SOURCE_IMATRIX,
+    SOURCE_WEIGHT_NORM,
+    ExpertUsage,
+    cached_usage,
+    expert_usage,
+    store_usage,
+)
+from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.moe_shard import write_expert_shard
@@ -44,9 +55,11 @@ from meshp2p.mesh.moe_shards import (
     ShardPlan,
     plan_shards,
 )
+from meshp2p.mesh.moe_usage import AskBackoff, usage_to_ask
 from meshp2p.mesh.planner import FIT_HEADROOM, PlanError
 from meshp2p.mesh.view import MeshView
 from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.moe_usage import Counts, UsageAnswer
 from meshp2p.wire.status import ShardOffer
 
 if TYPE_CHECKING:
@@ -74,6 +87,14 @@ def shard_capacity_bytes(config: MoeShardConfig, memory_mb: tuple[int, int]) -> 
         return config.capacity_bytes
     ram_mb, vram_mb = memory_mb
     return int((vram_mb or ram_mb) * 2**20 / SHARD_HEADROOM)
+
+
+class AskUsage(Protocol):
+    """How a member asks a peer for its measured usage of a file, checked against this node's file's shape and,
+    when given, the digest the peer gossiped (p2p/moe_usage.py's `ask_usage` over the node's overlay)."""
+
+    async def __call__(self, peer_id: str, content_id: ContentId, *, n_layers: int, n_expert: int,
+                       digest: str | None) -> UsageAnswer | None: ...
 
 
 def is_moe(spec: ModelSpec) -> bool:
@@ -106,7 +127,8 @@ class ShardGroupMember:
     def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, *,
                  content_id: Callable[[], ContentId | None], offers: dict[ContentId, ShardOffer],
                  imatrix: Path | None, capacity_bytes: int, min_fraction: float = DEFAULT_MIN_EXPERT_FRACTION,
-                 announce: Callable[[], None] = lambda: None) -> None:
+                 announce: Callable[[], None] = lambda: None, ask: AskUsage | None = None) -> None:
+        """`ask`: how to get a peer's measured usage (step 3); None: this member plans with its own numbers."""
         self.spec = spec
         self.fleet = fleet
         self.view = view
@@ -116,6 +138,11 @@ class ShardGroupMember:
         self.capacity_bytes = capacity_bytes
         self.min_fraction = min_fraction
         self.announce = announce
+        self.ask = ask
+        self.backoff = AskBackoff()
+        #: The file's content id once hashed, and its (layers, experts) from its GGUF header.
+        self.cid: ContentId | None = None
+        self.shape = (0, 0)
         self.usage: ExpertUsage | None = None
         self.plan: ShardPlan | None = None
         self.serving: tuple[tuple[int, ...], ...] | None = None
@@ -126,7 +153,8 @@ class ShardGroupMember:
         plan, cid = self.plan, self.content_id()
         return MoeShardStatus(
             model=self.spec.id, content_id=None if cid is None else cid.text,
-            calibration=None if self.usage is None else self.usage.source,
+            calibration=None if self.usage is None else self.usage.described,
+            calibration_from=None if self.usage is None else self.usage.origin,
             usage=None if self.usage is None else self.usage.tag, min_fraction=self.min_fraction,
             core=() if plan is None else plan.core,
             members=() if plan is None else tuple(
@@ -138,23 +166,62 @@ class ShardGroupMember:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        cid = await self._content_id()
-        self.usage = usage = await trio.to_thread.run_sync(expert_usage, self.spec.path, cid, self.imatrix)
+        self.cid = cid = await self._content_id()
+        header = await trio.to_thread.run_sync(read_gguf_header, self.spec.path)
+        self.shape = (header.block_count or 0, header.expert_count or 0)
+        usage = await trio.to_thread.run_sync(expert_usage, self.spec.path, cid, self.imatrix)
         if usage.source == SOURCE_WEIGHT_NORM:
-            log.warning("%s: shards planned from the router weight-norm estimate, not measured router statistics",
+            log.warning("%s: router weight-norm estimate only, until a member gives measured router statistics",
                         self.spec.id)
-        log.info("%s: expert usage from %s (%s); joining its shard group with %.1f MB", self.spec.id,
-                 usage.source, usage.tag, self.capacity_bytes / 1e6)
-        self.offers[cid] = ShardOffer(self.capacity_bytes, usage.tag)
-        self.announce()
+        self._join(cid, usage)
         try:
             while True:
-                await self._step(cid, usage)
+                await self._adopt(cid)
+                await self._step(cid, self._usage())
                 await trio.sleep(REPLAN_CHECK_S)
         finally:
             self.offers.pop(cid, None)
             if self.serving is not None:
                 self.fleet.stop(self.spec.id)
+
+    def _join(self, cid: ContentId, usage: ExpertUsage) -> None:
+        """Plan with `usage` from now on, and announce its tag: the group is whoever announces the same."""
+        self.usage = usage
+        log.info("%s: expert usage from %s (%s); joining its shard group with %.1f MB", self.spec.id,
+                 usage.described, usage.tag, self.capacity_bytes / 1e6)
+        self.offers[cid] = ShardOffer(self.capacity_bytes, usage.tag)
+        self.announce()
+
+    def _usage(self) -> ExpertUsage:
+        assert self.usage is not None  # set before the loop that calls this starts
+        return self.usage
+
+    async def _adopt(self, cid: ContentId) -> None:
+        """Step 3: when mesh/moe_usage.py names peers whose measured usage this member should plan with, ask
+        them in turn; the first that answers with counts that pass every check is cached and joined with."""
+        usage = self._usage()
+        if self.ask is None:
+            return
+        announced = {peer.peer_id: offer.usage for peer in self.view.peers.values()
+                     if (offer := peer.status.moe_shards.get(cid)) is not None}
+        holders = [peer.peer_id for peer in self.view.peers.values() if cid in peer.status.files.values()]
+        wanted = usage_to_ask(self.view.self_id, usage.tag, announced, holders)
+        if wanted is None:
+            return
+        n_layers, n_expert = self.shape
+        for peer in wanted.peers:
+            if not self.backoff.ready(peer, trio.current_time()):
+                continue
+            answer = await self.ask(peer, cid, n_layers=n_layers, n_expert=n_expert, digest=wanted.digest)
+            if answer is None:
+                self.backoff.failed(peer, trio.current_time(), wanted.retry_s)
+                continue
+            shared = ExpertUsage(answer.source, answer.counts, origin=peer)
+            await trio.to_thread.run_sync(store_usage, cid, shared)
+            log.info("%s: %s gave its measured expert usage (%s), replacing this node's %s", self.spec.id,
+                     peer[-8:], shared.tag, usage.described)
+            self._join(cid, shared)
+            return
 
     async def _content_id(self) -> ContentId:
         """Members are matched by file: wait until ours is hashed (polled: the hasher signals nothing)."""
@@ -219,3 +286,17 @@ class ShardGroupMember:
         self.serving = experts
         log.info("%s: serving a shard with %d of %d experts per layer", self.spec.id, len(experts[0]), n_expert)
         self.announce()
+
+
+async def measured_usage(members: Sequence[ShardGroupMember], offered: Callable[[ContentId], Path | None],
+                         cid: ContentId) -> tuple[str, Counts] | None:
+    """What this node answers a peer's ask for `cid` with (p2p/moe_usage.py): a shard member's measured usage, else
+    the measured usage cached for a file it offers (calibrated once, served another way now), else None."""
+    for member in members:
+        if member.cid == cid and member.usage is not None and member.usage.source == SOURCE_IMATRIX:
+            return member.usage.source, member.usage.counts
+    path = offered(cid)
+    if path is None:
+        return None
+    cached = await trio.to_thread.run_sync(cached_usage, path, cid)
+    return None if cached is None else (cached.source, cached.counts)

@@ -55,7 +55,13 @@ from meshp2p.app.local import (
 from meshp2p.app.mesh_service import MeshService, MeshSettings
 from meshp2p.app.metrics import NodeMetrics, Transfers, metered_tunnel_handler
 from meshp2p.app.model_fetcher import DEFAULT_MIN_FETCH_MBPS, MeshModelFetcher
-from meshp2p.app.moe_shards import MoeShardConfig, ShardGroupMember, is_moe, shard_capacity_bytes
+from meshp2p.app.moe_shards import (
+    MoeShardConfig,
+    ShardGroupMember,
+    is_moe,
+    measured_usage,
+    shard_capacity_bytes,
+)
 from meshp2p.app.pipeline import PipelineWorker, SplitHost
 from meshp2p.app.promotion import PromotionService
 from meshp2p.app.recruitment import Recruitment
@@ -80,6 +86,7 @@ from meshp2p.inference.progress import SILENT, ProgressSink
 from meshp2p.inference.resolve import resolve_model
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.p2p.model_fetch import ModelFileServer
+from meshp2p.p2p.moe_usage import UsageServer, ask_usage
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
 from meshp2p.p2p.rpc_tunnel import RpcTunnelClient
 from meshp2p.p2p.tunnel import TunnelClient, TunnelServer
@@ -217,7 +224,12 @@ class MeshParts:
             spec, local.fleet, self.service.view, content_id=partial(local.file_ids.ids.get, spec.id),
             offers=self.shard_offers, imatrix=None if binaries is None else binaries.imatrix,
             capacity_bytes=shard_capacity_bytes(shard_cfg, self.service_memory()),
-            min_fraction=shard_cfg.min_fraction, announce=self.service.announce_now) for spec in sharded or ()]
+            min_fraction=shard_cfg.min_fraction, announce=self.service.announce_now,
+            ask=partial(ask_usage, self.overlay)) for spec in sharded or ()]
+        #: Measured expert usage for members that could not measure it (protocols/moe-usage.md): every member
+        #: answers, from its shard groups or the calibration cache of a file it offers.
+        self.usage_server = UsageServer(self.overlay, is_member=self.service.is_member, lookup=partial(
+            measured_usage, self.shards, partial(offered_file, local.offered, local.file_ids)))
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Started means: the overlay listens, the tunnel (and worker) answer, and the mesh was joined or created."""
@@ -230,6 +242,7 @@ class MeshParts:
             handler = metered_tunnel_handler(handler, local.metrics, local.fleet.servers)
             TunnelServer(self.overlay, is_member=self.service.is_member, handler=handler).install()
             self.file_server.install()
+            self.usage_server.install()
             if self.worker is not None:
                 await nursery.start(self.worker.run)
             await nursery.start(self.service.run)

@@ -242,7 +242,8 @@ class MoeShardStatus:
 
     model: str
     content_id: str | None
-    #: `imatrix` (measured router statistics) or `weight-norm` (the estimate); None while calibrating.
+    #: `imatrix` (measured router statistics) or `weight-norm` (the estimate), with `(from <peer's last 8
+    #: characters>)` when a member gave the counts (protocols/moe-usage.md); None while calibrating.
     calibration: str | None
     usage: str | None
     min_fraction: float
@@ -251,9 +252,12 @@ class MoeShardStatus:
     refused: tuple[tuple[str, str], ...]
     serving: bool
     last_error: str | None
+    #: The peer id the counts came from; None: measured or estimated here.
+    calibration_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "content_id": self.content_id, "calibration": self.calibration,
+                "calibration_from": self.calibration_from,
                 "usage": self.usage, "min_fraction": self.min_fraction, "core": [list(c) for c in self.core],
                 "members": [m.to_json() for m in self.members],
                 "refused": [{"peer_id": peer, "reason": why} for peer, why in self.refused],

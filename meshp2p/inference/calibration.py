@@ -15,11 +15,14 @@ expert's router row (`ffn_gate_inp`, one row of n_embd weights per expert): the 
 that row's dot product with the hidden state, so a row with a larger norm wins more often for typical inputs.
 It is a weak proxy (it ignores the direction of the hidden states), said as such in logs and /api/status as
 `source: weight-norm`. Norms are stored as integers (micro-units) so the digest does not depend on float printing.
+
+A member that only has the estimate is given measured counts by a member that has them
+(`/meshp2p/moe-usage/1.0.0`, protocols/moe-usage.md; app/moe_shards.py asks): they go into the same cache, with
+the peer they came from (`from`, not part of the digest), and are used as if measured here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,19 +30,20 @@ import os
 import struct
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from meshp2p.errors import MeshP2PError
 from meshp2p.home import meshp2p_home
-from meshp2p.inference.gguf_header import GGUFHeader, read_gguf_header
+from meshp2p.inference.gguf_header import GGUFFormatError, GGUFHeader, read_gguf_header
 from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.moe_usage import SOURCE_IMATRIX as SOURCE_IMATRIX
+from meshp2p.wire.moe_usage import SOURCE_WEIGHT_NORM as SOURCE_WEIGHT_NORM
+from meshp2p.wire.moe_usage import usage_digest, usage_tag
 
 log = logging.getLogger(__name__)
 
-SOURCE_IMATRIX = "imatrix"
-SOURCE_WEIGHT_NORM = "weight-norm"
 #: llama-imatrix's context per chunk and the most chunks read from the text (the text decides if fewer).
 CALIBRATION_CTX_TOKENS = 128
 CALIBRATION_MAX_CHUNKS = 32
@@ -54,20 +58,30 @@ class ExpertUsage:
 
     source: str
     counts: tuple[tuple[int, ...], ...]
+    #: The peer these counts were received from (protocols/moe-usage.md); None: measured or estimated here.
+    #: Not in the digest: the same counts are the same plan wherever they were measured.
+    origin: str | None = field(default=None, compare=False)
 
     @property
     def digest(self) -> str:
-        """16 hex digits over the source and every count: equal digests, equal plans."""
-        text = json.dumps([self.source, [list(layer) for layer in self.counts]], separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """16 hex digits over the source and every count: equal digests, equal plans (wire/moe_usage.py)."""
+        return usage_digest(self.source, self.counts)
 
     @property
     def tag(self) -> str:
         """`<source>:<digest>`, the form gossiped in status (protocols/gossip.md `moe_shards`)."""
-        return f"{self.source}:{self.digest}"
+        return usage_tag(self.source, self.digest)
+
+    @property
+    def described(self) -> str:
+        """For logs and /api/status: the source, and the peer it came from (its last 8 characters) if not here."""
+        return self.source if self.origin is None else f"{self.source} (from {self.origin[-8:]})"
 
     def to_json(self) -> dict[str, object]:
-        return {"source": self.source, "counts": [list(layer) for layer in self.counts]}
+        data: dict[str, object] = {"source": self.source, "counts": [list(layer) for layer in self.counts]}
+        if self.origin is not None:
+            data["from"] = self.origin
+        return data
 
 
 def calibration_text() -> Path:
@@ -101,12 +115,28 @@ def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None
                         model.name, exc)
     if usage is None:
         usage = weight_norm_usage(model, header)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(usage.to_json()))
-        tmp.replace(cache)
+    if content_id is not None:
+        store_usage(content_id, usage)
     return usage
+
+
+def store_usage(content_id: ContentId, usage: ExpertUsage) -> None:
+    """Cache `usage` as the file's (replacing what was there): measured here, estimated, or a peer's."""
+    cache = usage_cache_file(content_id)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(usage.to_json()))
+    tmp.replace(cache)
+
+
+def cached_usage(model: Path, content_id: ContentId) -> ExpertUsage | None:
+    """The measured usage cached for this file, if any and if it fits the file's header (blocking: a thread)."""
+    try:
+        header = read_gguf_header(model)
+    except (OSError, GGUFFormatError):  # the file changed or went since it was offered: nothing to give
+        return None
+    cached = _read_cache(usage_cache_file(content_id), header.block_count or 0, header.expert_count or 0)
+    return cached if cached is not None and cached.source == SOURCE_IMATRIX else None
 
 
 class CalibrationFailed(MeshP2PError):
@@ -178,7 +208,9 @@ def weight_norm_usage(model: Path, header: GGUFHeader | None = None) -> ExpertUs
 def _read_cache(path: Path, n_layers: int, n_expert: int) -> ExpertUsage | None:
     try:
         data = json.loads(path.read_text())
-        usage = ExpertUsage(str(data["source"]), tuple(tuple(int(c) for c in layer) for layer in data["counts"]))
+        origin = data.get("from")
+        usage = ExpertUsage(str(data["source"]), tuple(tuple(int(c) for c in layer) for layer in data["counts"]),
+                            origin=origin if isinstance(origin, str) else None)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if len(usage.counts) != n_layers or any(len(layer) != n_expert for layer in usage.counts):

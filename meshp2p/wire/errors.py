@@ -30,6 +30,8 @@ WireReason = Literal[
     "bad_manifest",
     "bad_chunk",
     "content_mismatch",
+    "bad_digest",
+    "shape_mismatch",
 ]
 
 #: Every reason a `WireError` can carry, for metrics that pre-register their labels.
