@@ -44,8 +44,8 @@ from meshp2p.inference.calibration import (
     expert_usage,
     store_usage,
 )
-from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.fleet import ServerFleet
+from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.moe_shard import write_expert_shard
 from meshp2p.mesh.moe_shards import (
