@@ -3,11 +3,13 @@
 2- and 3-way groups each calibrate (llama-imatrix), plan the same placement, write and serve their shards under
 the model's one id; every expert is on some shard; a session sticks to one shard and moves when that shard's node
 is killed (repeated); a 3-way group that loses a member re-plans so every expert is covered again; the quality
-guard refuses a shard that would hold too few experts, saying why.
+guard refuses a shard that would hold too few experts, saying why. A member whose llama.cpp has no llama-imatrix
+plans with the counts a member measured, given over `/meshp2p/moe-usage/1.0.0`, and the two form one group.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from helpers.processes import NodeProcess, pid_alive, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
+from meshp2p.inference.binaries import IMATRIX_NAME, LLAMA_DIR_ENV, LlamaBinaries
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.moe import model_layout
 from meshp2p.mesh.routing import rendezvous_weight
@@ -178,3 +181,41 @@ def test_guard_refuses_a_shard_with_too_few_experts(node_factory, bootstrap, tmp
     assert not g["serving"] and node.status()["models"] == []
     assert "3 of 8 experts" in g["last_error"] and "at least 4" in g["last_error"]
     assert "layer split" in g["last_error"]
+
+
+def test_a_member_without_llama_imatrix_plans_with_a_peers_measured_counts(
+        node_factory, bootstrap, tmp_path: Path, llama_binaries: LlamaBinaries) -> None:
+    """One of two members runs a llama.cpp build without llama-imatrix (the build's own folder, less that binary,
+    through MESHP2P_LLAMA_DIR): it starts from the weight-norm estimate, asks the other for its measured counts,
+    and joins its group with them: one usage tag, one plan, the source shown as the peer's."""
+    model = write_tiny_gguf(tmp_path / "tiny-moe-shared.gguf", "moe", layers=4, seed=14)
+    name = model.stem
+    no_imatrix = tmp_path / "llama-without-imatrix"
+    no_imatrix.mkdir()
+    for binary in llama_binaries.directory.iterdir():
+        if binary.name != IMATRIX_NAME:
+            (no_imatrix / binary.name).symlink_to(binary)
+    args = ("--moe", "shard", "--moe-shard-mb", shard_mb(model, 5), "--model", str(model), "--mesh-name",
+            "shares-usage", "--bootstrap", bootstrap.addr, "--threads", "1")
+    measured = node_factory(*args, name="measured")
+    estimated = node_factory(*args, name="estimated", env={LLAMA_DIR_ENV: str(no_imatrix)})
+    for node in (measured, estimated):
+        node.wait_ready()
+    for node in (measured, estimated):
+        wait_for(lambda node=node: serving(node, 2), GROUP_TIMEOUT_S, "one 2-way group on the measured counts")
+    measured_id = measured.status()["mesh"]["peer_id"]
+    mine, theirs = group(measured), group(estimated)
+    assert (mine["calibration"], mine["calibration_from"]) == ("imatrix", None)
+    assert theirs["calibration"] == f"imatrix (from {measured_id[-8:]})"
+    assert theirs["calibration_from"] == measured_id
+    assert theirs["usage"] == mine["usage"] and mine["usage"].startswith("imatrix:")
+    assert theirs["members"] == mine["members"] and covered(mine["members"], 4)
+    log = estimated.output()
+    assert "weight-norm estimate only" in log and f"{measured_id[-8:]} gave its measured expert usage" in log
+    assert "gave the expert usage" in measured.output()
+    # Cached with where they came from: a restart plans with them without asking again.
+    (cache,) = (estimated.home / "moe").glob("*.usage.json")
+    cached = json.loads(cache.read_text())
+    assert (cached["source"], cached["from"]) == ("imatrix", measured_id)
+    for node in (measured, estimated):
+        assert complete(node, name)
