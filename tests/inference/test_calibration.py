@@ -13,9 +13,12 @@ from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.calibration import (
     SOURCE_IMATRIX,
     SOURCE_WEIGHT_NORM,
+    ExpertUsage,
+    cached_usage,
     calibration_text,
     expert_usage,
     run_imatrix,
+    store_usage,
     usage_cache_file,
     weight_norm_usage,
 )
@@ -71,6 +74,25 @@ def test_a_failing_imatrix_falls_back_to_the_estimate(tmp_path: Path, monkeypatc
     broken.write_text("#!/bin/sh\necho 'boom' >&2\nexit 3\n")
     broken.chmod(0o755)
     assert expert_usage(model, None, broken).source == SOURCE_WEIGHT_NORM
+
+
+def test_counts_a_peer_gave_are_cached_with_where_they_came_from(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member without llama-imatrix caches a peer's measured counts (app/moe_shards.py): it then plans with
+    them without asking again, and can give them on (`cached_usage` is what it answers from)."""
+    monkeypatch.setenv("MESHP2P_HOME", str(tmp_path / "home"))
+    model = write_tiny_gguf(tmp_path / "moe.gguf", "moe", layers=3, seed=6)
+    cid = hash_file(model)
+    assert expert_usage(model, cid, None).source == SOURCE_WEIGHT_NORM
+    assert cached_usage(model, cid) is None  # the estimate is never given to others
+    shared = ExpertUsage(SOURCE_IMATRIX, tuple(tuple(range(8)) for _ in range(3)), origin="12D3KooWsomepeer")
+    store_usage(cid, shared)
+    again = expert_usage(model, cid, None)
+    assert again == shared and again.origin == "12D3KooWsomepeer" and again.tag == shared.tag
+    assert again.described == "imatrix (from somepeer)"  # the peer id's last 8 characters
+    assert cached_usage(model, cid) == shared
+    store_usage(cid, ExpertUsage(SOURCE_IMATRIX, ((1,) * 8,) * 2))  # another file's shape: not this file's usage
+    assert cached_usage(model, cid) is None
 
 
 def test_calibration_text_ships_with_the_package() -> None:

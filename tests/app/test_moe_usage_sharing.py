@@ -1,0 +1,137 @@
+"""A shard member's step 3 (app/moe_shards.py): whom it asks for measured usage, what it does with an answer or
+none, and what it answers others with; over a real view and tiny MoE files, with the ask itself stood in for
+(the exchange is tests/p2p/test_moe_usage.py's, the whole path tests/e2e/test_moe_shards.py's)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.network import status
+from make_tiny_gguf import write_tiny_gguf
+
+from meshp2p.app.moe_shards import ShardGroupMember, measured_usage
+from meshp2p.inference.calibration import (
+    SOURCE_IMATRIX,
+    ExpertUsage,
+    expert_usage,
+    store_usage,
+    usage_cache_file,
+    weight_norm_usage,
+)
+from meshp2p.inference.content_id import hash_file
+from meshp2p.inference.models import spec_from_parts
+from meshp2p.mesh.view import MeshView
+from meshp2p.wire.model_id import ContentId
+from meshp2p.wire.moe_usage import UsageAnswer, usage_digest
+from meshp2p.wire.status import ShardOffer
+
+LOW, SELF, HIGH = "12D3KooWAAAA", "12D3KooWMMMM", "12D3KooWZZZZ"
+COUNTS = tuple(tuple((7 * layer + e) % 8 for e in range(8)) for layer in range(3))
+OTHER = tuple(tuple(e for e in range(8)) for _ in range(3))
+
+
+@pytest.fixture
+def model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, ContentId]:
+    monkeypatch.setenv("MESHP2P_HOME", str(tmp_path / "home"))
+    path = write_tiny_gguf(tmp_path / "moe.gguf", "moe", layers=3, seed=7)
+    return path, hash_file(path)
+
+
+class Peers:
+    """Stands in for p2p/moe_usage.ask_usage: each peer's answer (None: no counts, refused, or a bad answer)."""
+
+    def __init__(self, answers: dict[str, UsageAnswer | None]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, str | None, int, int]] = []
+
+    async def __call__(self, peer_id: str, content_id: ContentId, *, n_layers: int, n_expert: int,
+                       digest: str | None) -> UsageAnswer | None:
+        self.asked.append((peer_id, digest, n_layers, n_expert))
+        return self.answers.get(peer_id)
+
+
+def _member(path: Path, cid: ContentId, usage: ExpertUsage, peers: Peers,
+            announced: dict[str, str]) -> ShardGroupMember:
+    view = MeshView(bytes(16), SELF)
+    for peer, tag in announced.items():
+        view.update(peer, dataclasses.replace(status(), moe_shards={cid: ShardOffer(10**6, tag)}), 0.0)
+    spec = spec_from_parts((path,))
+    fleet: Any = None  # _adopt never serves
+    member = ShardGroupMember(spec, fleet, view, content_id=lambda: cid, offers={}, imatrix=None,
+                              capacity_bytes=10**6, ask=peers)
+    member.cid, member.shape, member.usage = cid, (3, 8), usage
+    return member
+
+
+def _answer(counts: tuple[tuple[int, ...], ...]) -> UsageAnswer:
+    return UsageAnswer(SOURCE_IMATRIX, counts, usage_digest(SOURCE_IMATRIX, counts))
+
+
+async def test_an_estimating_member_takes_the_measured_counts_caches_them_and_announces_their_tag(model) -> None:
+    path, cid = model
+    estimate = expert_usage(path, cid, None)
+    given = _answer(COUNTS)
+    peers = Peers({HIGH: given})
+    member = _member(path, cid, estimate, peers, {HIGH: given.tag})
+    await member._adopt(cid)
+    assert peers.asked == [(HIGH, given.digest, 3, 8)]
+    assert member.usage == ExpertUsage(SOURCE_IMATRIX, COUNTS) and member.usage.origin == HIGH
+    assert member.offers[cid].usage == given.tag
+    assert member.snapshot().calibration == f"imatrix (from {HIGH[-8:]})"
+    assert member.snapshot().calibration_from == HIGH
+    assert expert_usage(path, cid, None).origin == HIGH  # cached: a restart starts from them
+    await member._adopt(cid)
+    assert len(peers.asked) == 1, "once it plans with the group's counts it asks nobody"
+
+
+async def test_a_member_with_other_measured_counts_takes_the_lowest_peer_ids(model) -> None:
+    path, cid = model
+    own = ExpertUsage(SOURCE_IMATRIX, OTHER)
+    low = _answer(COUNTS)
+    peers = Peers({LOW: low})
+    member = _member(path, cid, own, peers, {LOW: low.tag, HIGH: own.tag})
+    await member._adopt(cid)
+    assert member.usage is not None and member.usage.tag == low.tag and member.usage.origin == LOW
+    # The lowest peer id keeps its own counts whatever the others measured.
+    lowest = _member(path, cid, own, Peers({}), {HIGH: low.tag})
+    lowest.view.self_id = "12D3KooW0000"
+    await lowest._adopt(cid)
+    assert lowest.usage == own and lowest.usage.origin is None
+
+
+async def test_a_peer_without_good_counts_is_skipped_and_left_alone_until_its_retry_time(model) -> None:
+    path, cid = model
+    given = _answer(COUNTS)
+    peers = Peers({LOW: None, HIGH: given})
+    member = _member(path, cid, weight_norm_usage(path), peers, {LOW: given.tag, HIGH: given.tag})
+    await member._adopt(cid)
+    assert [p for p, *_ in peers.asked] == [LOW, HIGH] and member.usage is not None
+    assert member.usage.origin == HIGH
+    # Nobody answers: the member keeps its estimate and asks each peer once per retry time.
+    peers = Peers({})
+    member = _member(path, cid, weight_norm_usage(path), peers, {LOW: given.tag, HIGH: given.tag})
+    await member._adopt(cid)
+    await member._adopt(cid)
+    assert [p for p, *_ in peers.asked] == [LOW, HIGH]
+    assert member.usage is not None and member.usage.source == "weight-norm"
+
+
+async def test_what_a_node_answers_with(model) -> None:
+    path, cid = model
+    other = ContentId(bytes(16), 5)
+    measured = ExpertUsage(SOURCE_IMATRIX, COUNTS)
+    member = _member(path, cid, measured, Peers({}), {})
+    assert await measured_usage([member], lambda c: None, cid) == (SOURCE_IMATRIX, COUNTS)
+    assert await measured_usage([member], lambda c: None, other) is None
+    member.usage = weight_norm_usage(path)  # the estimate is never given
+    assert await measured_usage([member], lambda c: None, cid) is None
+    # A file it offers but serves another way: from the calibration cache, measured counts only.
+    store_usage(cid, measured)
+    assert await measured_usage([], {cid: path}.get, cid) == (SOURCE_IMATRIX, COUNTS)
+    store_usage(cid, weight_norm_usage(path))
+    assert await measured_usage([], {cid: path}.get, cid) is None
+    usage_cache_file(cid).unlink()
+    assert await measured_usage([], {cid: path}.get, cid) is None
