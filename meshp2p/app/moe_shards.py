@@ -122,7 +122,8 @@ def shard_model(spec: ModelSpec, usage: ExpertUsage) -> ShardModel:
 
 
 class ShardGroupMember:
-    """This node's part of one model's shard group: calibrate, join, plan, write and serve, re-plan."""
+    """This node's part of one model's shard group: calibrate, join, take the group's measured usage from a peer
+    when its own is not it, plan, write and serve, re-plan."""
 
     def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, *,
                  content_id: Callable[[], ContentId | None], offers: dict[ContentId, ShardOffer],
