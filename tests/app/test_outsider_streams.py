@@ -12,20 +12,24 @@ from pathlib import Path
 import pytest
 import trio
 from helpers.network import Network, Node, network, read_until_eof, status
+from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from meshp2p.app.blackboard_sync import SYNC_PROTOCOL, BoardSync
 from meshp2p.blackboard.store import BlackboardStore
 from meshp2p.p2p.listing import LISTING_PROTOCOL
+from meshp2p.p2p.moe_usage import UsageServer, ask_usage
 from meshp2p.p2p.rpc_tunnel import RPC_PROTOCOL, RpcTunnelServer
 from meshp2p.p2p.rtt import PING_BYTES, PING_PROTOCOL
 from meshp2p.p2p.status_push import STATUS_PUSH_PROTOCOL
 from meshp2p.p2p.tunnel import TUNNEL_PROTOCOL, TunnelAnswer, TunnelServer
+from meshp2p.wire import moe_usage as mu
 from meshp2p.wire.blackboard import encode_digest, make_digest
 from meshp2p.wire.framing import frame_bytes
 from meshp2p.wire.gossip import MAX_GOSSIP_BYTES, encode_gossip, topic_name
 from meshp2p.wire.mesh_id import new_mesh_secret
+from meshp2p.wire.model_id import ContentId
 from meshp2p.wire.rpc_tunnel import RpcHello, encode_hello, refuse
 from meshp2p.wire.status import status_to_body
 from meshp2p.wire.tunnel import RequestHead, TunnelErrorFrame, encode_body, encode_error, encode_request_head
@@ -156,3 +160,24 @@ async def test_blackboard_sync_closes_on_an_outsider_unread(tmp_path: Path) -> N
             assert _rejects(first, "blackboard_sync") == {"blackboard_sync:not_member": 1} and accepted == []
         finally:
             store.close()
+
+
+async def test_moe_usage_is_given_to_a_member_and_refused_to_an_outsider_unlooked_up() -> None:
+    cid = ContentId(bytes(range(16)), 4096)
+    counts = ((3, 1, 0, 2), (0, 2, 2, 1))
+    looked_up: list[ContentId] = []
+
+    async def lookup(asked: ContentId) -> tuple[str, mu.Counts] | None:
+        looked_up.append(asked)
+        return mu.SOURCE_IMATRIX, counts
+
+    async with network() as net:
+        first, second = await start_private_mesh(net, new_mesh_secret())
+        UsageServer(first.overlay, is_member=first.service.is_member, lookup=lookup).install()
+        got = await ask_usage(second.overlay, first.peer_id, cid, n_layers=2, n_expert=4, digest=None)
+        assert got is not None and got.counts == counts, "a member is given the counts"
+        outsider = await _outsider(net, first)
+        stream = await outsider.overlay.host.new_stream(first.overlay.peer_id, [TProtocol(mu.MOE_USAGE_PROTOCOL_ID)])
+        await stream.write(mu.encode_request(cid))
+        assert await read_until_eof(stream) == mu.encode_refused("not_member")
+        assert _rejects(first, "moe_usage") == {"moe_usage:not_member": 1} and looked_up == [cid]
