@@ -7,6 +7,7 @@ sans-IO state machine plus a pool of idle connections is all this needs.
 
 from __future__ import annotations
 
+import select
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,10 +33,21 @@ class _Connection:
     protocol: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
     reused: bool = False
 
-    async def send(self, event: h11.Request | h11.Data | h11.EndOfMessage) -> None:
-        data = self.protocol.send(event)
+    async def send(self, *events: h11.Request | h11.Data | h11.EndOfMessage) -> None:
+        """One socket write for all `events`: each write that wakes the backend costs a scheduler wake-up there
+        (on a VM, an inter-processor interrupt: ~0.1 ms measured here), so a request goes out in one piece."""
+        data = b"".join(self.protocol.send(event) or b"" for event in events)
         if data:
             await self.stream.send_all(data)
+
+    def closed_while_idle(self) -> bool:
+        """Whether the backend closed (or wrote to) this idle connection: readable while idle means EOF or bytes
+        no request asked for. llama-server closes idle connections after its keep-alive timeout (5 s)."""
+        try:
+            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     async def next_event(self) -> object:
         while True:
@@ -94,16 +106,16 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """Send a request and return once the response head arrived; raise UpstreamError if that fails.
 
-        A pooled connection the backend closed while idle is detected on first use and replaced once.
+        A pooled connection the backend closed while idle is left out before use when that shows (its socket is
+        readable); one that fails on first use anyway is replaced once.
         """
         key = (host, port)
         headers = [("Host", f"{host}:{port}"), ("Content-Type", content_type), ("Content-Length", str(len(body)))]
         while True:
             conn = await self._acquire(key)
             try:
-                await conn.send(h11.Request(method=method, target=path, headers=headers))
-                await conn.send(h11.Data(data=body))
-                await conn.send(h11.EndOfMessage())
+                await conn.send(h11.Request(method=method, target=path, headers=headers), h11.Data(data=body),
+                                h11.EndOfMessage())
                 event = await conn.next_event()
                 if not isinstance(event, h11.Response):
                     raise h11.RemoteProtocolError(f"expected a response, got {type(event).__name__}")
@@ -130,16 +142,21 @@ class UpstreamPool:
 
     async def _acquire(self, key: tuple[str, int]) -> _Connection:
         idle = self._idle[key]
-        if idle:
+        while idle:
             conn = idle.pop()
+            if conn.closed_while_idle():
+                await _close(conn)
+                continue
             conn.reused = True
             return conn
+        return _Connection(await self._open(key))
+
+    async def _open(self, key: tuple[str, int]) -> trio.SocketStream:
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                stream = await trio.open_tcp_stream(*key)
+                return await trio.open_tcp_stream(*key)
         except (OSError, trio.TooSlowError) as exc:
             raise UpstreamError(f"cannot connect to the backend at {key[0]}:{key[1]}: {exc}") from exc
-        return _Connection(stream)
 
     def _release(self, key: tuple[str, int], conn: _Connection) -> None:
         idle = self._idle[key]
