@@ -101,10 +101,6 @@ class AskUsage(Protocol):
                        digest: str | None) -> UsageAnswer | None: ...
 
 
-def is_moe(spec: ModelSpec) -> bool:
-    return spec.layout is not None and spec.layout.is_moe
-
-
 def shard_path(content_id: ContentId, experts: tuple[tuple[int, ...], ...]) -> Path:
     """Where this expert set of this file is cached: one file per (content id, expert set)."""
     digest = hashlib.sha256(repr(experts).encode()).hexdigest()[:16]
