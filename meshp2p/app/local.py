@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshp2p import __version__
@@ -44,20 +45,39 @@ def fits_alone(spec: ModelSpec, memory_mb: tuple[int, int]) -> bool:
     return (vram_mb or ram_mb) * 1024 * 1024 >= FIT_HEADROOM * spec.size_bytes
 
 
-def serving_plan(models: Iterable[ModelSpec], *, standby: bool, meshed: bool, force_split: bool,
-                 memory_mb: tuple[int, int]) -> tuple[list[ModelSpec], list[ModelSpec]]:
-    """(models this node serves alone from the start, models it serves through the planner: app/pipeline.py).
+@dataclass(frozen=True)
+class ServingPlan:
+    """How this node serves the models it was given: each model is in one list, or none (standby)."""
 
-    A standby node starts none (it only offers them). With a mesh, a model goes to the planner when the split is
-    forced (`--split`) or it is too big for this node alone; without one, every model is served here.
+    #: Served alone, here.
+    solo: list[ModelSpec] = field(default_factory=list)
+    #: Served through the planner (app/pipeline.py): split by layers when too big for this node.
+    planned: list[ModelSpec] = field(default_factory=list)
+    #: Served as this node's shard of a `--moe shard` group (app/moe_shards.py).
+    sharded: list[ModelSpec] = field(default_factory=list)
+
+
+def serving_plan(models: Iterable[ModelSpec], *, standby: bool, meshed: bool, force_split: bool,
+                 memory_mb: tuple[int, int], moe_shard: bool = False) -> ServingPlan:
+    """The one decision of how a model is served, for the models given at start and for those obtained later
+    (fetched from members or downloaded: app/node.py), so a model is served the same way however it arrived.
+
+    A standby node starts none (it only offers them). With a mesh and `--moe shard` (`moe_shard`), a
+    Mixture-of-Experts model joins its shard group, whatever its size (a member that holds every expert serves the
+    file itself). Otherwise, with a mesh, a model goes to the planner when the split is forced (`--split`) or it is
+    too big for this node alone; without one, every model is served here.
     """
+    plan = ServingPlan()
     if standby:
-        return [], []
-    solo: list[ModelSpec] = []
-    planned: list[ModelSpec] = []
+        return plan
     for model in models:
-        (planned if meshed and (force_split or not fits_alone(model, memory_mb)) else solo).append(model)
-    return solo, planned
+        if meshed and moe_shard and model.layout is not None and model.layout.is_moe:
+            plan.sharded.append(model)
+        elif meshed and (force_split or not fits_alone(model, memory_mb)):
+            plan.planned.append(model)
+        else:
+            plan.solo.append(model)
+    return plan
 
 
 def node_role(runs_llama: bool, servers: Mapping[str, LlamaServer]) -> Role:

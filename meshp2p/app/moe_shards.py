@@ -14,9 +14,12 @@ routing's rendezvous hash of its session key (mesh/routing.py), moving to its se
    or failed; or counts from another build) asks a peer for them over `/meshp2p/moe-usage/1.0.0`
    (protocols/moe-usage.md; whom, by mesh/moe_usage.py: the lowest peer id's measured tag wins), checks them
    against its own file, caches them and announces their tag: the group forms on one set of numbers, and the
-   estimate is used only when no member has measured counts. Every member answers such asks (app/node.py).
-4. Plan (mesh/moe_shards.py) from the group's entries, the same on every member; write this node's shard with
-   write_expert_shard into `$MESHP2P_HOME/moe/` (keyed by content id and expert set, reused) and serve it.
+   estimate is used only when no member has measured counts. Every member answers such asks (app/node.py). The
+   asking runs in a task of its own beside the plan loop: a peer that does not answer holds up only the asking.
+4. Plan (mesh/moe_shards.py) from the group's entries, the same on every member, once the group has settled
+   (mesh/moe_settle.py: unchanged for a few seconds, so members starting together plan once, not at each
+   arrival); write this node's shard with write_expert_shard into `$MESHP2P_HOME/moe/` (keyed by content id and
+   expert set, reused) and serve it.
 5. Watch the view: when the group changes, plan again; the shard is rewritten and restarted only if this node's
    experts change. When the group can no longer cover every expert (a 2-way group lost a member), the remaining
    shards keep serving what they hold (degraded coverage, said in /api/status) rather than nothing.
@@ -48,6 +51,7 @@ from meshp2p.inference.fleet import ServerFleet
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.models import ModelSpec
 from meshp2p.inference.moe_shard import write_expert_shard
+from meshp2p.mesh.moe_settle import GroupSettle
 from meshp2p.mesh.moe_shards import (
     DEFAULT_MIN_EXPERT_FRACTION,
     ShardMember,
@@ -97,10 +101,6 @@ class AskUsage(Protocol):
                        digest: str | None) -> UsageAnswer | None: ...
 
 
-def is_moe(spec: ModelSpec) -> bool:
-    return spec.layout is not None and spec.layout.is_moe
-
-
 def shard_path(content_id: ContentId, experts: tuple[tuple[int, ...], ...]) -> Path:
     """Where this expert set of this file is cached: one file per (content id, expert set)."""
     digest = hashlib.sha256(repr(experts).encode()).hexdigest()[:16]
@@ -128,8 +128,10 @@ class ShardGroupMember:
     def __init__(self, spec: ModelSpec, fleet: ServerFleet, view: MeshView, *,
                  content_id: Callable[[], ContentId | None], offers: dict[ContentId, ShardOffer],
                  imatrix: Path | None, capacity_bytes: int, min_fraction: float = DEFAULT_MIN_EXPERT_FRACTION,
-                 announce: Callable[[], None] = lambda: None, ask: AskUsage | None = None) -> None:
-        """`ask`: how to get a peer's measured usage (step 3); None: this member plans with its own numbers."""
+                 announce: Callable[[], None] = lambda: None, ask: AskUsage | None = None,
+                 settle: GroupSettle | None = None) -> None:
+        """`ask`: how to get a peer's measured usage (step 3); None: this member plans with its own numbers.
+        `settle`: when the group is formed enough for a first plan (mesh/moe_settle.py; tests pass a shorter one)."""
         self.spec = spec
         self.fleet = fleet
         self.view = view
@@ -141,6 +143,7 @@ class ShardGroupMember:
         self.announce = announce
         self.ask = ask
         self.backoff = AskBackoff()
+        self.settle = settle if settle is not None else GroupSettle()
         #: The file's content id once hashed, and its (layers, experts) from its GGUF header.
         self.cid: ContentId | None = None
         self.shape = (0, 0)
@@ -176,14 +179,29 @@ class ShardGroupMember:
                         self.spec.id)
         self._join(cid, usage)
         try:
-            while True:
-                await self._adopt(cid)
-                await self._step(cid, self._usage())
-                await trio.sleep(REPLAN_CHECK_S)
+            async with trio.open_nursery() as nursery:
+                if self.ask is not None:
+                    nursery.start_soon(self._keep_asking, cid)
+                while True:
+                    await self._step(cid, self._usage())
+                    await trio.sleep_until(self._next_look(trio.current_time()))
         finally:
             self.offers.pop(cid, None)
             if self.serving is not None:
                 self.fleet.stop(self.spec.id)
+
+    def _next_look(self, now: float) -> float:
+        """The next REPLAN_CHECK_S, or sooner when the group settles before it."""
+        settles_at = self.settle.next_at()
+        return now + REPLAN_CHECK_S if settles_at is None else min(now + REPLAN_CHECK_S, max(now, settles_at))
+
+    async def _keep_asking(self, cid: ContentId) -> None:
+        """Step 3 in a task of its own: an ask may wait 30 s (p2p/moe_usage.py) on a peer that does not answer, and
+        the plan loop must go on watching the group meanwhile (a member leaving is acted on at once). Counts that
+        arrive are joined with here; the loop plans with them at its next look."""
+        while True:
+            await self._adopt(cid)
+            await trio.sleep(REPLAN_CHECK_S)
 
     def _join(self, cid: ContentId, usage: ExpertUsage) -> None:
         """Plan with `usage` from now on, and announce its tag: the group is whoever announces the same."""
@@ -243,8 +261,12 @@ class ShardGroupMember:
         return members
 
     async def _step(self, cid: ContentId, usage: ExpertUsage) -> None:
+        members = self.group(cid, usage)
+        if not self.settle.observe((usage.tag, frozenset(members)), trio.current_time()):
+            self.last_error = f"waiting for the group to settle ({len(members)} member(s) so far)"
+            return
         try:
-            plan = plan_shards(shard_model(self.spec, usage), self.group(cid, usage), min_fraction=self.min_fraction)
+            plan = plan_shards(shard_model(self.spec, usage), members, min_fraction=self.min_fraction)
         except PlanError as exc:
             if exc.message != self.last_error:
                 log.warning("%s: no shard plan (%s)%s", self.spec.id, exc.message,

@@ -58,7 +58,6 @@ from meshp2p.app.model_fetcher import DEFAULT_MIN_FETCH_MBPS, MeshModelFetcher
 from meshp2p.app.moe_shards import (
     MoeShardConfig,
     ShardGroupMember,
-    is_moe,
     measured_usage,
     shard_capacity_bytes,
 )
@@ -218,14 +217,8 @@ class MeshParts:
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).
         self.splits: list[SplitHost] = []
-        shard_cfg = cfg.moe_shard or MoeShardConfig()
-        #: `--moe shard` group memberships, one per MoE model.
-        self.shards = [ShardGroupMember(
-            spec, local.fleet, self.service.view, content_id=partial(local.file_ids.ids.get, spec.id),
-            offers=self.shard_offers, imatrix=None if binaries is None else binaries.imatrix,
-            capacity_bytes=shard_capacity_bytes(shard_cfg, self.service_memory()),
-            min_fraction=shard_cfg.min_fraction, announce=self.service.announce_now,
-            ask=partial(ask_usage, self.overlay)) for spec in sharded or ()]
+        #: `--moe shard` group memberships, one per MoE model (models obtained later add theirs).
+        self.shards = [self._shard_member(spec) for spec in sharded or ()]
         #: Measured expert usage for members that could not measure it (protocols/moe-usage.md): every member
         #: answers, from its shard groups or the calibration cache of a file it offers.
         self.usage_server = UsageServer(self.overlay, is_member=self.service.is_member, lookup=partial(
@@ -259,6 +252,17 @@ class MeshParts:
                 nursery.start_soon(self._obtain_all, nursery, local.config.pending)
             task_status.started()
 
+    def _shard_member(self, spec: ModelSpec) -> ShardGroupMember:
+        """This node's membership of `spec`'s shard group (started by the caller)."""
+        local, binaries = self.local, self.local.config.binaries
+        shard_cfg = local.config.moe_shard or MoeShardConfig()
+        return ShardGroupMember(
+            spec, local.fleet, self.service.view, content_id=partial(local.file_ids.ids.get, spec.id),
+            offers=self.shard_offers, imatrix=None if binaries is None else binaries.imatrix,
+            capacity_bytes=shard_capacity_bytes(shard_cfg, self.service_memory()),
+            min_fraction=shard_cfg.min_fraction, announce=self.service.announce_now,
+            ask=partial(ask_usage, self.overlay))
+
     async def _host_split(self, nursery: trio.Nursery, spec: ModelSpec) -> None:
         cfg = self.local.config
         split = SplitHost(spec, self.local.fleet, self.service.view, RpcTunnelClient(self.overlay,
@@ -274,7 +278,8 @@ class MeshParts:
             await self._obtain(nursery, entry)
 
     async def _obtain(self, nursery: trio.Nursery, entry: CatalogEntry) -> None:
-        """A pending catalog model: from members, else from the hub; then offered and served (or split)."""
+        """A pending catalog model: from members, else from the hub; then offered and served as a model given at
+        start would be (the same `serving_plan`: alone, split, or as a shard of its `--moe shard` group)."""
         local = self.local
         fetched = await self.fetcher.fetch(entry)
         if fetched is not None:
@@ -290,12 +295,16 @@ class MeshParts:
                 return
             nursery.start_soon(partial(local.file_ids.run, [spec], self.service.announce_now))
         local.offered.add(spec)
-        solo, planned = serving_plan([spec], standby=local.config.standby, meshed=True,
-                                     force_split=local.config.split, memory_mb=self.service_memory())
-        if solo:
-            await local.fleet.start(spec)
-        for model in planned:
+        plan = serving_plan([spec], standby=local.config.standby, meshed=True, force_split=local.config.split,
+                            memory_mb=self.service_memory(), moe_shard=local.config.moe_shard is not None)
+        for model in plan.solo:
+            await local.fleet.start(model)
+        for model in plan.planned:
             await self._host_split(nursery, model)
+        for model in plan.sharded:
+            member = self._shard_member(model)
+            self.shards.append(member)  # the list the status report and the usage server read
+            await nursery.start(member.run)
         self.service.announce_now()
 
     def service_memory(self) -> tuple[int, int]:
@@ -311,13 +320,10 @@ class Node:
                             on_port_retired=partial(upstream.discard, LOOPBACK_HOST))
         local = LocalParts(config, hardware, fleet, upstream, RequestLoad(), OfferedModels(config.models),
                            ModelFileIds(), DemandCounter())
-        # `--moe shard` takes a mesh node's MoE models out of solo serving and the layer split.
-        sharded = [] if config.moe_shard is None or config.mesh is None or config.standby else [
-            m for m in config.models if is_moe(m)]
-        solo, planned = serving_plan([m for m in config.models if m not in sharded], standby=config.standby,
-                                     meshed=config.mesh is not None, force_split=config.split,
-                                     memory_mb=offered_memory_mb(hardware, config.max_vram_gb))
-        for model in solo:
+        plan = serving_plan(config.models, standby=config.standby, meshed=config.mesh is not None,
+                            force_split=config.split, memory_mb=offered_memory_mb(hardware, config.max_vram_gb),
+                            moe_shard=config.moe_shard is not None)
+        for model in plan.solo:
             fleet.add(model)
         self.local = local
         self.fleet = fleet
@@ -328,7 +334,7 @@ class Node:
         #: report it diffs is built below; members' status and demand arriving poke it.
         self.events = ConsoleEvents(lambda: self.report.to_json(), boot=boot_id(os.urandom(4)), servers=fleet.servers,
                                     sample=lambda: self.usage.read())
-        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, planned, sharded,
+        self.mesh = None if config.mesh is None else MeshParts(config.mesh, local, plan.planned, plan.sharded,
                                                                on_change=self.events.poke)
         self.router = Router(fleet.servers, upstream, None if self.mesh is None else self.mesh.gateway, local.load)
         self.announce = _nothing if self.mesh is None else self.mesh.service.announce_now

@@ -1,15 +1,18 @@
 """A shard member's step 3 (app/moe_shards.py): whom it asks for measured usage, what it does with an answer or
 none, and what it answers others with; over a real view and tiny MoE files, with the ask itself stood in for
-(the exchange is tests/p2p/test_moe_usage.py's, the whole path tests/e2e/test_moe_shards.py's)."""
+(the exchange is tests/p2p/test_moe_usage.py's, the whole path tests/e2e/test_moe_shards.py's). And that asking
+never holds up the plan loop: a peer over a real overlay that takes the ask and never answers."""
 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.network import status
+import trio
+from helpers.network import network, status, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.app.moe_shards import ShardGroupMember, measured_usage
@@ -22,10 +25,12 @@ from meshp2p.inference.calibration import (
     weight_norm_usage,
 )
 from meshp2p.inference.content_id import hash_file
-from meshp2p.inference.models import spec_from_parts
+from meshp2p.inference.models import ModelSpec, spec_from_parts
+from meshp2p.mesh.moe_settle import GroupSettle
 from meshp2p.mesh.view import MeshView
+from meshp2p.p2p.moe_usage import ASK_TIMEOUT_S, ask_usage
 from meshp2p.wire.model_id import ContentId
-from meshp2p.wire.moe_usage import UsageAnswer, usage_digest
+from meshp2p.wire.moe_usage import MOE_USAGE_PROTOCOL_ID, UsageAnswer, usage_digest
 from meshp2p.wire.status import ShardOffer
 
 LOW, SELF, HIGH = "12D3KooWAAAA", "12D3KooWMMMM", "12D3KooWZZZZ"
@@ -135,3 +140,71 @@ async def test_what_a_node_answers_with(model) -> None:
     assert await measured_usage([], {cid: path}.get, cid) is None
     usage_cache_file(cid).unlink()
     assert await measured_usage([], {cid: path}.get, cid) is None
+
+
+class Fleet:
+    """Stands in for the ServerFleet: what the member started and stopped."""
+
+    def __init__(self) -> None:
+        self.started: list[ModelSpec] = []
+        self.stopped: list[str] = []
+
+    async def start(self, spec: ModelSpec) -> None:
+        self.started.append(spec)
+
+    def stop(self, model_id: str) -> bool:
+        self.stopped.append(model_id)
+        return True
+
+
+async def test_a_peer_that_takes_the_ask_and_never_answers_does_not_hold_up_replanning(model) -> None:
+    """The member plans, and re-plans when a member leaves, while its ask waits on a peer that never answers."""
+    path, cid = model
+    measured = _answer(COUNTS)
+    release = trio.Event()
+    asked = trio.Event()
+
+    async def never_answers(stream: Any) -> None:
+        asked.set()
+        await release.wait()
+
+    async with network() as net:
+        silent = await net.start_overlay()
+        silent.overlay.serve(MOE_USAGE_PROTOCOL_ID, never_answers)
+        node = await net.start_overlay(bootstrap=(silent.overlay.addrs()[0],))
+        view = MeshView(bytes(16), node.peer_id)
+        estimate = expert_usage(path, cid, None)  # what the member computes too (cached): its group's tag
+        # The silent peer measured the counts (so it is the one to ask); HIGH plans with the estimate, as we do.
+        for peer, tag in ((silent.peer_id, measured.tag), (HIGH, estimate.tag)):
+            view.update(peer, dataclasses.replace(status(), moe_shards={cid: ShardOffer(10**9, tag)}), 0.0)
+        fleet = Fleet()
+        member = ShardGroupMember(spec_from_parts((path,)), fleet, view,  # type: ignore[arg-type]
+                                  content_id=lambda: cid, offers={}, imatrix=None, capacity_bytes=10**9,
+                                  ask=partial(ask_usage, node.overlay), settle=GroupSettle(settle_s=0.0))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(member.run)
+            started = trio.current_time()
+            await wait_for(asked.is_set, "the member to ask the silent peer")
+            await wait_for(lambda: member.plan is not None and len(member.plan.shards) == 2,
+                           "a plan for the member and HIGH while the ask waits")
+            assert [s.id for s in fleet.started] == [member.spec.id]  # holds every expert: the file itself
+            view.remove(HIGH)
+            await wait_for(lambda: member.plan is not None and len(member.plan.shards) == 1,
+                           "a new plan once HIGH left, while the ask still waits")
+            assert trio.current_time() - started < ASK_TIMEOUT_S
+            assert member.usage is not None and member.usage.tag == estimate.tag
+            release.set()
+            nursery.cancel_scope.cancel()
+        assert fleet.stopped == [member.spec.id]  # the group's task ended: its shard is stopped
+
+
+async def test_the_first_plan_waits_for_the_group_to_settle(model) -> None:
+    path, cid = model
+    usage = expert_usage(path, cid, None)
+    member = _member(path, cid, usage, Peers({}), {HIGH: usage.tag})
+    member.capacity_bytes, member.fleet, member.settle = 10**9, Fleet(), GroupSettle(settle_s=0.3)
+    await member._step(cid, usage)
+    assert member.plan is None and member.last_error == "waiting for the group to settle (2 member(s) so far)"
+    await trio.sleep(0.3)
+    await member._step(cid, usage)
+    assert member.plan is not None and member.plan.shard_of(SELF) is not None and member.last_error is None

@@ -2,9 +2,11 @@
 
 2- and 3-way groups each calibrate (llama-imatrix), plan the same placement, write and serve their shards under
 the model's one id; every expert is on some shard; a session sticks to one shard and moves when that shard's node
-is killed (repeated); a 3-way group that loses a member re-plans so every expert is covered again; the quality
-guard refuses a shard that would hold too few experts, saying why. A member whose llama.cpp has no llama-imatrix
-plans with the counts a member measured, given over `/meshp2p/moe-usage/1.0.0`, and the two form one group.
+is killed (repeated); a 3-way group started together plans once, and when it loses a member re-plans so every
+expert is covered again; the quality guard refuses a shard that would hold too few experts, saying why. A member
+whose llama.cpp has no llama-imatrix plans with the counts a member measured, given over `/meshp2p/moe-usage/1.0.0`,
+and the two form one group. A member that names the model from the catalog without having it obtains it after
+start and joins the same group.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers.processes import NodeProcess, pid_alive, wait_for
+from helpers.hub_server import local_hub
+from helpers.processes import NodeProcess, clean_environ, pid_alive, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.inference.binaries import IMATRIX_NAME, LLAMA_DIR_ENV, LlamaBinaries
@@ -157,6 +160,10 @@ def test_three_shards_replan_for_coverage_when_one_leaves(node_factory, bootstra
     name = model.stem
     nodes = start_group(node_factory, bootstrap, model, "shards3", 3, 4)
     check_group(nodes, 4, 4)
+    # Any two of the three can cover every expert, so without the settle rule (mesh/moe_settle.py) the first two
+    # to meet would write and load a shard for a 2-way group, then another once the third appeared.
+    for node in nodes:
+        assert node.output().count("serving a shard with") == 1, node.output()
     for node in nodes:
         assert complete(node, name)
     victim, survivors = nodes[0], nodes[1:]
@@ -219,3 +226,33 @@ def test_a_member_without_llama_imatrix_plans_with_a_peers_measured_counts(
     assert (cached["source"], cached["from"]) == ("imatrix", measured_id)
     for node in (measured, estimated):
         assert complete(node, name)
+
+
+def test_a_catalog_model_obtained_after_start_is_served_as_a_shard(node_factory, bootstrap, tmp_path: Path) -> None:
+    """One member has the file on disk; the other names it from the catalog (a local hub) without having it, so it
+    obtains it after start (from the member, else the hub) and serves it as its shard of one 2-way group, as a
+    model given at start would be, not alone."""
+    model = write_tiny_gguf(tmp_path / "tiny-moe-cat.gguf", "moe", layers=4, seed=15)
+    name = model.stem
+    with local_hub() as hub:
+        hub.add_repo("tiny-org/Tiny-Moe-GGUF", {model.name: model.read_bytes()})
+        catalog = tmp_path / "catalog.json"
+        catalog.write_text(json.dumps({"version": 1, "models": [{
+            "name": name, "aliases": [], "source": "hub", "repo": "tiny-org/Tiny-Moe-GGUF", "revision": "main",
+            "quant": "Q4_K_M", "files": [{"name": model.name, "sha256": None}], "size_bytes": model.stat().st_size,
+            "architecture": "llama", "experts": 8, "experts_used": 2, "context_length": 2048, "draft": None}]}))
+        env = {k: v for k, v in clean_environ().items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE")}
+        env.update({"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.endpoint, "MESHP2P_CATALOG": str(catalog)})
+        args = ("--moe", "shard", "--moe-shard-mb", shard_mb(model, 5), "--mesh-name", "shards-later",
+                "--bootstrap", bootstrap.addr, "--threads", "1")
+        on_disk = node_factory(*args, "--model", str(model), name="on-disk", env=env)
+        later = node_factory(*args, "--model", name, name="later", env=env)
+        for node in (on_disk, later):
+            node.wait_ready()
+        for node in (on_disk, later):
+            wait_for(lambda node=node: serving(node, 2), GROUP_TIMEOUT_S, "one 2-way group with the later model")
+    check_group([on_disk, later], 4, 5)
+    assert group(later)["model"] == name
+    for node in (on_disk, later):
+        assert complete(node, name)
+        assert node.output().count("serving a shard with") == 1, node.output()
