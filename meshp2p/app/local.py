@@ -83,8 +83,9 @@ class OfferedModels:
         return list(self._specs.values())
 
     def paths(self) -> list[Path]:
-        """The GGUF files behind the offer, which a pipeline worker loads its share of weights from."""
-        return [m.path for m in self._specs.values()]
+        """The GGUF files behind the offer (every part of a split GGUF), which a pipeline worker loads its share of
+        weights from."""
+        return [path for m in self._specs.values() for path in (m.files or (m.path,))]
 
     def add(self, spec: ModelSpec) -> None:
         """Offer one more model (one fetched or downloaded after the node started)."""

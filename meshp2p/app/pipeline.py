@@ -229,7 +229,10 @@ class PipelineWorker:
 
     def __init__(self, binaries: LlamaBinaries, overlay: Overlay, *, is_member: Callable[[PeerID], bool],
                  gguf_paths: Callable[[], Iterable[Path]], threads: int | None, log_dir: Path) -> None:
-        self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=log_dir, threads=threads, gguf_paths=gguf_paths))
+        # A file offered after the RPC server started (a recruited worker's fetch) restarts it at the next
+        # connection that finds none open (inference/rpc_server.py), so its weights are read from disk too.
+        self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=log_dir, threads=threads, gguf_paths=gguf_paths),
+                                     busy=lambda: self.bridge.active > 0)
         self.bridge = RpcTunnelServer(overlay, is_member=is_member, rpc_port=self.rpc.port)
 
     def snapshot(self) -> RpcWorkerStatus:
