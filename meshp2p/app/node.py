@@ -76,8 +76,9 @@ from meshp2p.inference.hardware_usage import HardwareUsage, UsageSampler
 from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_parts
+from meshp2p.inference.pairing import SpeculationRules
 from meshp2p.inference.progress import SILENT, ProgressSink
-from meshp2p.inference.resolve import resolve_model
+from meshp2p.inference.resolve import Resolver, resolve_model
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.p2p.model_fetch import ModelFileServer
 from meshp2p.p2p.overlay import Overlay, OverlayConfig
@@ -145,6 +146,9 @@ class NodeConfig:
     address_limits: AddressLimits = field(default_factory=AddressLimits)
     #: `--moe shard`: MoE models are served as shards of a group (app/moe_shards.py); None: the layer split.
     moe_shard: MoeShardConfig | None = None
+    #: `--spec ngram` / `--no-draft`, for the models this node gets after the start (pending ones, recruited ones):
+    #: they speculate by the same rules as those given at the start (inference/pairing.py).
+    speculation: SpeculationRules = field(default_factory=SpeculationRules)
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,8 @@ class MeshParts:
             hub_usable=lambda: not Hub().is_offline())
         #: Fetching the files other members' splits ask this node to hold (planner rule 6): workers only.
         self.recruitment = None if self.worker is None or not cfg.split_fetch else Recruitment(
-            self.overlay, lambda: self.service.view, local.offered, local.file_ids, self.service.announce_now)
+            self.overlay, lambda: self.service.view, local.offered, local.file_ids, self.service.announce_now,
+            pair=self.paired)
         self.local = local
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).
@@ -246,6 +251,10 @@ class MeshParts:
                 nursery.start_soon(self._obtain_all, nursery, local.config.pending)
             task_status.started()
 
+    def paired(self, typed: str, spec: ModelSpec) -> ModelSpec:
+        """A model got after the start, with the speculation the start's rules give it (blocking: GGUF headers)."""
+        return self.local.config.speculation.apply(typed, spec, Resolver(allow_download=False))
+
     async def _host_split(self, nursery: trio.Nursery, spec: ModelSpec) -> None:
         cfg = self.local.config
         split = SplitHost(spec, self.local.fleet, self.service.view, RpcTunnelClient(self.overlay,
@@ -276,6 +285,7 @@ class MeshParts:
                           f" ({exc.hint})" if exc.hint else "")
                 return
             nursery.start_soon(partial(local.file_ids.run, [spec], self.service.announce_now))
+        spec = await trio.to_thread.run_sync(self.paired, entry.name, spec)
         local.offered.add(spec)
         solo, planned = serving_plan([spec], standby=local.config.standby, meshed=True,
                                      force_split=local.config.split, memory_mb=self.service_memory())

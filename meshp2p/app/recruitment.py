@@ -11,9 +11,9 @@ the split, never at load.
 One fetch at a time (they share the uplink and the disk), each file once: a failed fetch keeps its chunks and is
 tried again while the host still asks, after RETRY_S. A file that would not fit the disk (with DISK_HEADROOM) is
 refused with a log line, once. The view has no change event, so the service looks at it every LOOK_EVERY_S (a scan
-of a dict). Limit: an rpc-server already running indexes the files it was started with; a file fetched after that
-reaches it at its next start (a split that loads before then sends those weights over the tunnel, as stock
-llama.cpp does).
+of a dict). An rpc-server already running indexes only the files it was started with: the worker restarts it with
+the new file at the next split connection that finds it idle (inference/rpc_server.py), so the recruiting host's
+load sends no weights either way.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import trio
 from meshp2p.app.local import OfferedModels
 from meshp2p.home import models_dir
 from meshp2p.inference.content_id import ModelFileIds
-from meshp2p.inference.models import spec_from_gguf
+from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.mesh.sources import file_holders
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p import PeerID
@@ -63,8 +63,12 @@ class Recruitment:
 
     def __init__(self, overlay: Overlay, view: Callable[[], MeshView], offered: OfferedModels,
                  file_ids: ModelFileIds, announce: Callable[[], None], *,
-                 store: Callable[[], Path] = models_dir) -> None:
+                 store: Callable[[], Path] = models_dir,
+                 pair: Callable[[str, ModelSpec], ModelSpec] = lambda typed, spec: spec) -> None:
+        """`pair(model id, spec)`: the speculation a model got after the start takes (the node's start rules:
+        inference/pairing.py), should it be promoted here later; blocking, run in a worker thread."""
         self.overlay = overlay
+        self.pair = pair
         self.view = view
         self.offered = offered
         self.file_ids = file_ids
@@ -118,7 +122,8 @@ class Recruitment:
             log.warning("%s for %s's split: %s", model_id, host[-8:], exc.message)
             self._not_before[content_id] = trio.current_time() + RETRY_S
             return
-        spec = await trio.to_thread.run_sync(lambda: spec_from_gguf(report.path, model_id=model_id))
+        spec = await trio.to_thread.run_sync(lambda: self.pair(model_id, spec_from_gguf(report.path,
+                                                                                       model_id=model_id)))
         self.file_ids.ids[model_id] = content_id  # checked against it whole: no need to hash it again
         self.offered.add(spec)
         self.fetched[model_id] = report.path

@@ -45,7 +45,7 @@ from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_gguf
 from meshp2p.inference.on_disk import cached_entry_paths
-from meshp2p.inference.pairing import with_speculation
+from meshp2p.inference.pairing import SpeculationRules, with_speculation
 from meshp2p.inference.processes import stop_leftovers
 from meshp2p.inference.progress import TrackedProgress
 from meshp2p.inference.resolve import Resolver
@@ -112,7 +112,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
     # A catalog model not on disk is fetched once the mesh is joined (from the members holding it, else from the
     # hub: app/model_fetcher.py); without a mesh it is downloaded here, before anything starts, as is a --draft, and
     # every draft's vocabulary is checked against its model's (inference/pairing.py). A --client node has none to
-    # fetch. Models fetched after the start serve without speculation.
+    # fetch. Models fetched after the start speculate by the same rules (`--spec ngram`, the catalog's pairing).
     resolver = Resolver(progress=RichProgress(console))
     pending: list[CatalogEntry] = []
     resolved: list[tuple[str, ModelSpec]] = []
@@ -124,7 +124,8 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
             resolved.append((name, resolver.resolve(name)))
     named = with_speculation(resolved, drafts=args.draft or (), ngram=args.spec == "ngram",
                              pairing=not args.no_draft, resolver=resolver)
-    models = () if args.client else standby_models(named) if args.standby else named
+    rules = SpeculationRules(ngram=args.spec == "ngram", pairing=not args.no_draft)
+    models = () if args.client else standby_models(named, rules, resolver) if args.standby else named
     if args.standby and not models and not pending:
         raise ConfigError("--standby has no model to offer",
                           hint=f"pass --model NAME|PATH or put GGUF files in {models_dir()}")
@@ -155,6 +156,7 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         split_fetch=not args.no_split_fetch,
         address_limits=AddressLimits(rate_rpm=args.rate_limit or None, concurrent=args.max_concurrent or None),
         moe_shard=moe_shard,
+        speculation=rules,
     )
 
 
@@ -177,17 +179,17 @@ def moe_shard_from_args(args: argparse.Namespace) -> MoeShardConfig | None:
                           capacity_bytes=None if shard_mb is None else int(shard_mb * 1e6))
 
 
-def standby_models(named: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+def standby_models(named: tuple[ModelSpec, ...], rules: SpeculationRules, resolver: Resolver) -> tuple[ModelSpec, ...]:
     """What a standby node offers: its --model files (already resolved, downloaded when named and missing) plus every
-    GGUF in the model store."""
+    GGUF in the model store (speculating by `rules` when promoted, as the --model files do)."""
     specs = {m.id: m for m in named}
     for path in sorted(models_dir().glob("*.gguf")):
         try:
             spec = spec_from_gguf(path)
+            if spec.id not in specs:
+                specs[spec.id] = rules.apply(str(path), spec, resolver)
         except MeshP2PError as exc:
             log.warning("skipping %s: %s", path, exc.message)
-            continue
-        specs.setdefault(spec.id, spec)
     return tuple(specs.values())
 
 

@@ -182,7 +182,9 @@ def test_up_downloads_a_model_by_name_then_serves_it(setup, node_factory, llama_
 def test_a_member_fetches_a_catalog_model_from_the_mesh_not_the_hub(setup, node_factory, bootstrap, llama_binaries,
                                                                     tmp_path):
     """A downloads tiny-chat from the hub and serves it; B, offline with an empty Hugging Face cache, asks for the
-    same catalog name in the same mesh and gets the file from A over /meshp2p/model/1.0.0, then serves it."""
+    same catalog name in the same mesh and gets the file from A over /meshp2p/model/1.0.0, then serves it. B holds
+    the catalog's draft for tiny-chat (tiny-draft) already: the model that came after the start is paired with it
+    exactly as one on disk at the start would be (inference/pairing.py), and llama-server gets the draft."""
     mesh = ("--mesh-name", f"fetch-{os.urandom(3).hex()}", "--bootstrap", bootstrap.addr, "--threads", "1",
             "--ctx-size", "2048")
     env = {k: v for k, v in setup.env.items() if k != "MESHP2P_HOME"}
@@ -191,9 +193,17 @@ def test_a_member_fetches_a_catalog_model_from_the_mesh_not_the_hub(setup, node_
     hub_requests = len(setup.hub.made())
 
     offline = {**env, "HF_HOME": str(tmp_path / "b-hf"), "HF_HUB_OFFLINE": "1"}
+    draft = tmp_path / "b" / "models" / "Tiny-Draft-Q4_K_M.gguf"  # B's model store, under the catalog's file name
+    draft.parent.mkdir(parents=True)
+    draft.write_bytes(setup.files["Tiny-Draft-Q4_K_M.gguf"])
     b = node_factory("--model", "tiny-chat", *mesh, env=offline, name="b")
     b_model = next(iter(wait_model(b, "tiny-chat")))
+    assert b.home == draft.parent.parent
     assert Path(b_model["path"]) == b.home / "models" / "Tiny-Chat-Q4_K_M.gguf"
+    assert b_model["speculation"] is not None and b_model["speculation"]["draft"] == "tiny-draft", b_model
+    args = Path(f"/proc/{b_model['pid']}/cmdline").read_bytes().decode().split("\0")
+    assert args[args.index("--spec-draft-model") + 1] == str(draft)
+    assert "tiny-chat speculates with the draft model tiny-draft" in b.output()
     assert Path(b_model["path"]).read_bytes() == setup.files["Tiny-Chat-Q4_K_M.gguf"]
     assert b_model["content_id"] == a_model["content_id"] is not None
     assert len(setup.hub.made()) == hub_requests, "B asked the hub"
