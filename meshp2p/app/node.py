@@ -50,6 +50,7 @@ from meshp2p.app.local import (
     node_role,
     offered_file,
     offered_memory_mb,
+    offered_parts,
     serving_plan,
 )
 from meshp2p.app.mesh_service import MeshService, MeshSettings
@@ -203,11 +204,11 @@ class MeshParts:
         self.file_server = ModelFileServer(
             self.overlay, is_member=self.service.is_member, files=partial(offered_file, local.offered, local.file_ids),
             max_upload_bytes_s=None if cfg.max_upload_mbps is None else cfg.max_upload_mbps * 1e6 / 8,
-            yield_to=lambda: local.load.in_flight > 0)
+            yield_to=lambda: local.load.in_flight > 0, parts=partial(offered_parts, local.offered, local.file_ids))
         self.fetcher = MeshModelFetcher(
             self.overlay, lambda: self.service.view, progress=cfg.progress, on_bytes=local.transfers.from_peers,
             min_bytes_per_s=None if not cfg.min_fetch_mbps else cfg.min_fetch_mbps * 1e6 / 8,
-            hub_usable=lambda: not Hub().is_offline())
+            hub_usable=lambda: not Hub().is_offline(), on_hub_bytes=local.transfers.from_hub)
         #: Fetching the files other members' splits ask this node to hold (planner rule 6): workers only.
         self.recruitment = None if self.worker is None or not cfg.split_fetch else Recruitment(
             self.overlay, lambda: self.service.view, local.offered, local.file_ids, self.service.announce_now,
@@ -275,6 +276,8 @@ class MeshParts:
         fetched = await self.fetcher.fetch(entry)
         if fetched is not None:
             spec = spec_from_parts(fetched.paths, model_id=entry.name)
+            if fetched.parts:
+                local.file_ids.parts[entry.name] = fetched.parts
             local.file_ids.ids[entry.name] = fetched.content_id
         else:
             try:

@@ -41,9 +41,10 @@ from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.build import build_llama_cpp
 from meshp2p.inference.catalog import CatalogEntry, load_catalog
 from meshp2p.inference.embedded import DEFAULT_MODEL_ID
+from meshp2p.inference.gguf_names import all_parts, model_stem, split_parts
 from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
-from meshp2p.inference.models import ModelSpec, spec_from_gguf
+from meshp2p.inference.models import ModelSpec, spec_from_parts
 from meshp2p.inference.on_disk import cached_entry_paths
 from meshp2p.inference.pairing import SpeculationRules, with_speculation
 from meshp2p.inference.processes import stop_leftovers
@@ -184,8 +185,12 @@ def standby_models(named: tuple[ModelSpec, ...], rules: SpeculationRules, resolv
     GGUF in the model store (speculating by `rules` when promoted, as the --model files do)."""
     specs = {m.id: m for m in named}
     for path in sorted(models_dir().glob("*.gguf")):
+        split = split_parts(path.name)
+        if split is not None and split[1] != 1:
+            continue  # a split model (fetched from members: app/model_fetcher.py) is offered once, by its first file
         try:
-            spec = spec_from_gguf(path)
+            parts = tuple(path.with_name(name) for name in all_parts(path.name))
+            spec = spec_from_parts(parts, model_id=model_stem(path.name))
             if spec.id not in specs:
                 specs[spec.id] = rules.apply(str(path), spec, resolver)
         except MeshP2PError as exc:

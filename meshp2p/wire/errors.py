@@ -30,6 +30,7 @@ WireReason = Literal[
     "bad_manifest",
     "bad_chunk",
     "content_mismatch",
+    "bad_parts",
 ]
 
 #: Every reason a `WireError` can carry, for metrics that pre-register their labels.
