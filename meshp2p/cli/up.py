@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
@@ -116,13 +117,16 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
     # fetch. Models fetched after the start speculate by the same rules (`--spec ngram`, the catalog's pairing).
     resolver = Resolver(progress=RichProgress(console))
     pending: list[CatalogEntry] = []
+    later: dict[str, CatalogEntry] = {}  # what was typed for each pending model, and its name
     resolved: list[tuple[str, ModelSpec]] = []
     for name in [] if args.client else args.model or ([] if args.standby else [DEFAULT_MODEL_ID]):
         entry = missing_catalog_model(name) if mesh is not None else None
         if entry is not None:
             pending.append(entry)
+            later[name] = later[entry.name] = entry
         else:
             resolved.append((name, resolver.resolve(name)))
+    refuse_drafts_for_pending(args.draft or (), args.model or [], later)
     named = with_speculation(resolved, drafts=args.draft or (), ngram=args.spec == "ngram",
                              pairing=not args.no_draft, resolver=resolver)
     rules = SpeculationRules(ngram=args.spec == "ngram", pairing=not args.no_draft)
@@ -159,6 +163,23 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         moe_shard=moe_shard,
         speculation=rules,
     )
+
+
+def refuse_drafts_for_pending(drafts: Sequence[str], typed: Sequence[str], later: Mapping[str, CatalogEntry]) -> None:
+    """A `--draft` for a model fetched after the start (`later`: what was typed for it, and its name) is an error,
+    not a draft paired with another model: a draft is checked against its model before anything starts
+    (inference/pairing.py), and that model is not here yet. (Its catalog pairing still applies once it arrives.)"""
+    for value in drafts:
+        if "=" in value and not Path(value).expanduser().is_file():
+            target = value.split("=", 1)[0]
+        else:
+            target = typed[0] if typed else ""
+        entry = later.get(target)
+        if entry is not None:
+            raise ConfigError(f"--draft {value}: {entry.name} is not on disk, so it is fetched once the mesh is "
+                              "joined, after the drafts are checked against their models",
+                              hint=f"download it first (`meshp2p download {entry.name}`), or drop --draft: the "
+                              "catalog's pairing applies to it once it arrives, when its draft is on disk")
 
 
 def moe_shard_from_args(args: argparse.Namespace) -> MoeShardConfig | None:
