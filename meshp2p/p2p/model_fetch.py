@@ -5,7 +5,7 @@ make a split model (`list_parts`), each then fetched as a file of its own.
 The rules are wire/model_fetch.py's; this module moves bytes and touches the disk. Disk reads, writes and hashing
 run in worker threads so neither side holds the node's event loop while its inference streams wait.
 
-Both sides of the protocol live here (~520 lines, with the upload cap and the dialer's rate floor watch) because
+Both sides of the protocol live here (~600 lines, with the upload cap, the dialer's rate floor watch and `list`) because
 they are one session read from its two ends: the listener's chunk sending and the dialer's chunk plan change
 together whenever the spec does.
 """
