@@ -103,8 +103,9 @@ class OfferedModels:
         return list(self._specs.values())
 
     def paths(self) -> list[Path]:
-        """The GGUF files behind the offer, which a pipeline worker loads its share of weights from."""
-        return [m.path for m in self._specs.values()]
+        """The GGUF files behind the offer (every part of a split GGUF), which a pipeline worker loads its share of
+        weights from."""
+        return [path for m in self._specs.values() for path in (m.files or (m.path,))]
 
     def add(self, spec: ModelSpec) -> None:
         """Offer one more model (one fetched or downloaded after the node started)."""
@@ -115,14 +116,36 @@ class OfferedModels:
         return self._specs.pop(model_id, None) is not None
 
 
-def offered_file(offered: OfferedModels, file_ids: ModelFileIds, content_id: ContentId) -> Path | None:
-    """The file this node offers under `content_id` (for members fetching it), if it is still that file on disk."""
+def offered_parts(offered: OfferedModels, file_ids: ModelFileIds,
+                  content_id: ContentId) -> tuple[ContentId, ...] | None:
+    """The content ids of every file of the model this node offers whose first file is `content_id` (one for a
+    whole file), for members fetching it; None when no offered model starts with that file, or a split model's
+    parts are not all hashed."""
     for model_id, known in file_ids.ids.items():
         spec = offered.get(model_id)
-        if known == content_id and spec is not None:
+        if known != content_id or spec is None:
+            continue
+        if len(spec.files) <= 1:
+            return (known,)
+        parts = file_ids.parts.get(model_id)
+        if parts is not None and len(parts) == len(spec.files):
+            return parts
+    return None
+
+
+def offered_file(offered: OfferedModels, file_ids: ModelFileIds, content_id: ContentId) -> Path | None:
+    """The file this node offers under `content_id` (for members fetching it: a whole model file or one part of a
+    split one), if it is still that file on disk."""
+    for model_id, known in file_ids.ids.items():
+        spec = offered.get(model_id)
+        if spec is None:
+            continue
+        files = spec.files if len(spec.files) > 1 else (spec.path,)
+        for path, cid in zip(files, file_ids.parts.get(model_id, (known,)), strict=False):
+            if cid != content_id:
+                continue
             try:
-                if spec.path.stat().st_size == content_id.size:
-                    return spec.path
+                return path if path.stat().st_size == content_id.size else None
             except OSError:
                 return None
     return None

@@ -2,7 +2,7 @@
 
 `Node` builds its services in the order they need each other, and `Node.run` starts them in that order with
 `nursery.start`, so readiness is explicit; everything it started is stopped (children reaped, ports closed) when it
-returns, however it returns. It decides nothing itself: the rules live in the services and in mesh/. (~460 lines:
+returns, however it returns. It decides nothing itself: the rules live in the services and in mesh/. (~480 lines:
 the config, the mesh parts and the status report are the three things every service is wired through; apart,
 the build order would have to be read across files.)
 
@@ -50,6 +50,7 @@ from meshp2p.app.local import (
     node_role,
     offered_file,
     offered_memory_mb,
+    offered_parts,
     serving_plan,
 )
 from meshp2p.app.mesh_service import MeshService, MeshSettings
@@ -81,8 +82,9 @@ from meshp2p.inference.hardware_usage import HardwareUsage, UsageSampler
 from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, spec_from_parts
+from meshp2p.inference.pairing import SpeculationRules
 from meshp2p.inference.progress import SILENT, ProgressSink
-from meshp2p.inference.resolve import resolve_model
+from meshp2p.inference.resolve import Resolver, resolve_model
 from meshp2p.mesh.demand import DemandCounter
 from meshp2p.p2p.model_fetch import ModelFileServer
 from meshp2p.p2p.moe_usage import UsageServer, ask_usage
@@ -151,6 +153,9 @@ class NodeConfig:
     address_limits: AddressLimits = field(default_factory=AddressLimits)
     #: `--moe shard`: MoE models are served as shards of a group (app/moe_shards.py); None: the layer split.
     moe_shard: MoeShardConfig | None = None
+    #: `--spec ngram` / `--no-draft`, for the models this node gets after the start (pending ones, recruited ones):
+    #: they speculate by the same rules as those given at the start (inference/pairing.py).
+    speculation: SpeculationRules = field(default_factory=SpeculationRules)
 
 
 @dataclass(frozen=True)
@@ -205,14 +210,15 @@ class MeshParts:
         self.file_server = ModelFileServer(
             self.overlay, is_member=self.service.is_member, files=partial(offered_file, local.offered, local.file_ids),
             max_upload_bytes_s=None if cfg.max_upload_mbps is None else cfg.max_upload_mbps * 1e6 / 8,
-            yield_to=lambda: local.load.in_flight > 0)
+            yield_to=lambda: local.load.in_flight > 0, parts=partial(offered_parts, local.offered, local.file_ids))
         self.fetcher = MeshModelFetcher(
             self.overlay, lambda: self.service.view, progress=cfg.progress, on_bytes=local.transfers.from_peers,
             min_bytes_per_s=None if not cfg.min_fetch_mbps else cfg.min_fetch_mbps * 1e6 / 8,
-            hub_usable=lambda: not Hub().is_offline())
+            hub_usable=lambda: not Hub().is_offline(), on_hub_bytes=local.transfers.from_hub)
         #: Fetching the files other members' splits ask this node to hold (planner rule 6): workers only.
         self.recruitment = None if self.worker is None or not cfg.split_fetch else Recruitment(
-            self.overlay, lambda: self.service.view, local.offered, local.file_ids, self.service.announce_now)
+            self.overlay, lambda: self.service.view, local.offered, local.file_ids, self.service.announce_now,
+            pair=self.paired)
         self.local = local
         self.planned = planned
         #: The pipelines this node hosts, one per planned model (built when started: each reads its GGUF header).
@@ -263,6 +269,10 @@ class MeshParts:
             min_fraction=shard_cfg.min_fraction, announce=self.service.announce_now,
             ask=partial(ask_usage, self.overlay))
 
+    def paired(self, typed: str, spec: ModelSpec) -> ModelSpec:
+        """A model got after the start, with the speculation the start's rules give it (blocking: GGUF headers)."""
+        return self.local.config.speculation.apply(typed, spec, Resolver(allow_download=False))
+
     async def _host_split(self, nursery: trio.Nursery, spec: ModelSpec) -> None:
         cfg = self.local.config
         split = SplitHost(spec, self.local.fleet, self.service.view, RpcTunnelClient(self.overlay,
@@ -284,6 +294,8 @@ class MeshParts:
         fetched = await self.fetcher.fetch(entry)
         if fetched is not None:
             spec = spec_from_parts(fetched.paths, model_id=entry.name)
+            if fetched.parts:
+                local.file_ids.parts[entry.name] = fetched.parts
             local.file_ids.ids[entry.name] = fetched.content_id
         else:
             try:
@@ -294,6 +306,7 @@ class MeshParts:
                           f" ({exc.hint})" if exc.hint else "")
                 return
             nursery.start_soon(partial(local.file_ids.run, [spec], self.service.announce_now))
+        spec = await trio.to_thread.run_sync(self.paired, entry.name, spec)
         local.offered.add(spec)
         plan = serving_plan([spec], standby=local.config.standby, meshed=True, force_split=local.config.split,
                             memory_mb=self.service_memory(), moe_shard=local.config.moe_shard is not None)

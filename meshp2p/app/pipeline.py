@@ -82,12 +82,19 @@ def pipeline_args(plan_: Plan, ports: list[int], n_layers: int) -> tuple[str, ..
     llama.cpp offloads the *last* `-ngl` "layers", counting the output head as layer n_layers, to its devices
     (RPC devices come first in its device list): `-ngl worker_layers + 1`, with the output head and the token
     embeddings pinned back to the host's CPU by `-ot`, leaves the host exactly its first layers plus the head.
-    `--tensor-split` shares the offloaded layers among the RPC devices in plan order.
+    `--tensor-split` shares the offloaded layers among the RPC devices in plan order. llama.cpp cuts those
+    `-ngl` positions, the output head's included, by the split's running shares (layer j of them goes to the first
+    device whose running share exceeds j / ngl), so the shares are each worker's block count, the output head
+    counted on the last worker, as whole numbers: the boundaries then fall exactly after each worker's last block
+    (fractions of the blocks alone would shift every boundary, and leave the last worker of a three-way split only
+    the head, which `-ot` keeps on the host).
     """
     host_layers = plan_.shards[0].layer_count
     worker_shards = plan_.shards[1:]
     offloaded = n_layers - host_layers
-    split = ",".join(f"{s.layer_count / offloaded:.6f}" for s in worker_shards)
+    shares = [s.layer_count for s in worker_shards]
+    shares[-1] += 1  # the output head's position
+    split = ",".join(str(share) for share in shares)
     return ("--rpc", ",".join(f"127.0.0.1:{p}" for p in ports), "-ngl", str(offloaded + 1),
             # Anchored: llama.cpp matches -ot patterns anywhere in a name, and `output\.weight` alone would also pin
             # every `blk.N.attn_output.weight` to the host.
@@ -229,7 +236,10 @@ class PipelineWorker:
 
     def __init__(self, binaries: LlamaBinaries, overlay: Overlay, *, is_member: Callable[[PeerID], bool],
                  gguf_paths: Callable[[], Iterable[Path]], threads: int | None, log_dir: Path) -> None:
-        self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=log_dir, threads=threads, gguf_paths=gguf_paths))
+        # A file offered after the RPC server started (a recruited worker's fetch) restarts it at the next
+        # connection that finds none open (inference/rpc_server.py), so its weights are read from disk too.
+        self.rpc = OnDemandRpcServer(RpcServer(binaries, log_dir=log_dir, threads=threads, gguf_paths=gguf_paths),
+                                     busy=lambda: self.bridge.active > 0)
         self.bridge = RpcTunnelServer(overlay, is_member=is_member, rpc_port=self.rpc.port)
 
     def snapshot(self) -> RpcWorkerStatus:

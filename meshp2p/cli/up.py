@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
@@ -41,11 +42,12 @@ from meshp2p.inference.binaries import LlamaBinaries, find_llama_binaries
 from meshp2p.inference.build import build_llama_cpp
 from meshp2p.inference.catalog import CatalogEntry, load_catalog
 from meshp2p.inference.embedded import DEFAULT_MODEL_ID
+from meshp2p.inference.gguf_names import all_parts, model_stem, split_parts
 from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import BackendState, LlamaServer, ServerOptions
-from meshp2p.inference.models import ModelSpec, spec_from_gguf
+from meshp2p.inference.models import ModelSpec, spec_from_parts
 from meshp2p.inference.on_disk import cached_entry_paths
-from meshp2p.inference.pairing import with_speculation
+from meshp2p.inference.pairing import SpeculationRules, with_speculation
 from meshp2p.inference.processes import stop_leftovers
 from meshp2p.inference.progress import TrackedProgress
 from meshp2p.inference.resolve import Resolver
@@ -112,19 +114,23 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
     # A catalog model not on disk is fetched once the mesh is joined (from the members holding it, else from the
     # hub: app/model_fetcher.py); without a mesh it is downloaded here, before anything starts, as is a --draft, and
     # every draft's vocabulary is checked against its model's (inference/pairing.py). A --client node has none to
-    # fetch. Models fetched after the start serve without speculation.
+    # fetch. Models fetched after the start speculate by the same rules (`--spec ngram`, the catalog's pairing).
     resolver = Resolver(progress=RichProgress(console))
     pending: list[CatalogEntry] = []
+    later: dict[str, CatalogEntry] = {}  # what was typed for each pending model, and its name
     resolved: list[tuple[str, ModelSpec]] = []
     for name in [] if args.client else args.model or ([] if args.standby else [DEFAULT_MODEL_ID]):
         entry = missing_catalog_model(name) if mesh is not None else None
         if entry is not None:
             pending.append(entry)
+            later[name] = later[entry.name] = entry
         else:
             resolved.append((name, resolver.resolve(name)))
+    refuse_drafts_for_pending(args.draft or (), args.model or [], later)
     named = with_speculation(resolved, drafts=args.draft or (), ngram=args.spec == "ngram",
                              pairing=not args.no_draft, resolver=resolver)
-    models = () if args.client else standby_models(named) if args.standby else named
+    rules = SpeculationRules(ngram=args.spec == "ngram", pairing=not args.no_draft)
+    models = () if args.client else standby_models(named, rules, resolver) if args.standby else named
     if args.standby and not models and not pending:
         raise ConfigError("--standby has no model to offer",
                           hint=f"pass --model NAME|PATH or put GGUF files in {models_dir()}")
@@ -155,7 +161,25 @@ def node_config_from_args(args: argparse.Namespace, console: Console) -> NodeCon
         split_fetch=not args.no_split_fetch,
         address_limits=AddressLimits(rate_rpm=args.rate_limit or None, concurrent=args.max_concurrent or None),
         moe_shard=moe_shard,
+        speculation=rules,
     )
+
+
+def refuse_drafts_for_pending(drafts: Sequence[str], typed: Sequence[str], later: Mapping[str, CatalogEntry]) -> None:
+    """A `--draft` for a model fetched after the start (`later`: what was typed for it, and its name) is an error,
+    not a draft paired with another model: a draft is checked against its model before anything starts
+    (inference/pairing.py), and that model is not here yet. (Its catalog pairing still applies once it arrives.)"""
+    for value in drafts:
+        if "=" in value and not Path(value).expanduser().is_file():
+            target = value.split("=", 1)[0]
+        else:
+            target = typed[0] if typed else ""
+        entry = later.get(target)
+        if entry is not None:
+            raise ConfigError(f"--draft {value}: {entry.name} is not on disk, so it is fetched once the mesh is "
+                              "joined, after the drafts are checked against their models",
+                              hint=f"download it first (`meshp2p download {entry.name}`), or drop --draft: the "
+                              "catalog's pairing applies to it once it arrives, when its draft is on disk")
 
 
 def moe_shard_from_args(args: argparse.Namespace) -> MoeShardConfig | None:
@@ -177,17 +201,21 @@ def moe_shard_from_args(args: argparse.Namespace) -> MoeShardConfig | None:
                           capacity_bytes=None if shard_mb is None else int(shard_mb * 1e6))
 
 
-def standby_models(named: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+def standby_models(named: tuple[ModelSpec, ...], rules: SpeculationRules, resolver: Resolver) -> tuple[ModelSpec, ...]:
     """What a standby node offers: its --model files (already resolved, downloaded when named and missing) plus every
-    GGUF in the model store."""
+    GGUF in the model store (speculating by `rules` when promoted, as the --model files do)."""
     specs = {m.id: m for m in named}
     for path in sorted(models_dir().glob("*.gguf")):
+        split = split_parts(path.name)
+        if split is not None and split[1] != 1:
+            continue  # a split model (fetched from members: app/model_fetcher.py) is offered once, by its first file
         try:
-            spec = spec_from_gguf(path)
+            parts = tuple(path.with_name(name) for name in all_parts(path.name))
+            spec = spec_from_parts(parts, model_id=model_stem(path.name))
+            if spec.id not in specs:
+                specs[spec.id] = rules.apply(str(path), spec, resolver)
         except MeshP2PError as exc:
             log.warning("skipping %s: %s", path, exc.message)
-            continue
-        specs.setdefault(spec.id, spec)
     return tuple(specs.values())
 
 

@@ -197,13 +197,16 @@ async def content_id(path: Path, *, cache_file: Path | None = None,
 class ModelFileIds:
     """The content ids of the models this node offers, filled in one by one in the background (`run`).
 
-    `ids` is what status gossip carries; `hashing` is (bytes done, total) per model while a large file is being
-    hashed, for the progress bars of `meshp2p up`.
+    `ids` is what status gossip carries (a split GGUF's first file: protocols/model-id.md); `parts` the id of every
+    file of a split model, in order, which members fetching it ask for (protocols/model-fetch.md); a split model
+    gets its entry in `ids` only once all its files are hashed. `hashing` is (bytes done, total) per model while a
+    large file is being hashed, for the progress bars of `meshp2p up`.
     """
 
     def __init__(self, *, cache_file: Path | None = None) -> None:
         self.cache_file = cache_file
         self.ids: dict[str, ContentId] = {}
+        self.parts: dict[str, tuple[ContentId, ...]] = {}
         self.hashing: dict[str, tuple[int, int]] = {}
         self.errors: dict[str, str] = {}
         self.done = trio.Event()
@@ -217,12 +220,22 @@ class ModelFileIds:
                 self.hashing[spec.id] = (0, spec.size_bytes)
         task_status.started()
         for spec in todo:
-            def progress(done: int, model_id: str = spec.id, total: int = spec.size_bytes) -> None:
+            files = spec.files or (spec.path,)
+            before = [0]  # bytes of the model's files hashed before this one
+
+            def progress(done: int, model_id: str = spec.id, total: int = spec.size_bytes,
+                         before: list[int] = before) -> None:
                 if model_id in self.hashing:
-                    self.hashing[model_id] = (done, total)
+                    self.hashing[model_id] = (before[0] + done, total)
 
             try:
-                self.ids[spec.id] = await content_id(spec.path, cache_file=self.cache_file, on_progress=progress)
+                ids = []
+                for path in files:
+                    ids.append(await content_id(path, cache_file=self.cache_file, on_progress=progress))
+                    before[0] += ids[-1].size
+                if len(ids) > 1:
+                    self.parts[spec.id] = tuple(ids)
+                self.ids[spec.id] = ids[0]
             except OSError as exc:
                 # Without an id the model is still served here; peers just will not pick this node as a worker.
                 self.errors[spec.id] = str(exc)

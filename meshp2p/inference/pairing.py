@@ -13,13 +13,17 @@ The rules, in order:
 Every draft's vocabulary is checked against its main model's before anything starts (inference/vocab.py): a draft
 given with `--draft` that does not match is an error (DraftMismatch); a catalog pairing that does not match is
 logged and left out, so a catalog mistake never stops a node. Embedding models never speculate.
+
+A model this node gets after the start (fetched from members or downloaded once the mesh is joined, fetched for a
+split it was recruited to, found in the store by a standby node) goes through the same rules 1 and 3, with the
+start's choices (`SpeculationRules`, kept in the node's config): `SpeculationRules.apply`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from meshp2p.errors import ConfigError, DraftMismatch
@@ -68,24 +72,43 @@ def with_speculation(models: Sequence[tuple[str, ModelSpec]], *, drafts: Sequenc
         raise ConfigError("--no-draft turns speculative decoding with a draft off, but --draft was given",
                           hint="drop one of them")
     explicit = draft_flags(drafts, models)
-    out = []
-    for index, (typed, spec) in enumerate(models):
-        speculation = None
-        if spec.embeddings:
-            if index in explicit:
-                raise ConfigError(f"{spec.id} is an embedding model: it generates no tokens to speculate on",
-                                  hint="drop its --draft")
-        elif ngram:
-            speculation = Speculation("ngram")
-        elif index in explicit:
-            speculation = _draft(spec, resolver.resolve(explicit[index]))
-        elif pairing:
-            speculation = _catalog_pairing(typed, spec, resolver)
-        if speculation is not None:
-            log.info("%s speculates with %s", spec.id,
-                     f"the draft model {speculation.draft_id}" if speculation.mode == "draft" else "n-gram lookup")
-        out.append(spec if speculation is None else replace(spec, speculation=speculation))
-    return tuple(out)
+    return tuple(_with_speculation(typed, spec, explicit.get(index), ngram=ngram, pairing=pairing, resolver=resolver)
+                 for index, (typed, spec) in enumerate(models))
+
+
+@dataclass(frozen=True)
+class SpeculationRules:
+    """The start's choices (`--spec ngram`, `--no-draft`), for the models a node gets after it started."""
+
+    ngram: bool = False
+    pairing: bool = True
+
+    def apply(self, typed: str, spec: ModelSpec, resolver: Resolver) -> ModelSpec:
+        """`spec` (named `typed`: a catalog name, a model id, a path) with the speculation rules 1 and 3 give it,
+        exactly as at the start. Reads GGUF headers (the vocabulary check): call it off the event loop."""
+        if spec.speculation is not None:
+            return spec
+        return _with_speculation(typed, spec, None, ngram=self.ngram, pairing=self.pairing, resolver=resolver)
+
+
+def _with_speculation(typed: str, spec: ModelSpec, explicit: str | None, *, ngram: bool, pairing: bool,
+                      resolver: Resolver) -> ModelSpec:
+    """One model with its speculation chosen by the module docstring's rules (`explicit`: its --draft)."""
+    speculation = None
+    if spec.embeddings:
+        if explicit is not None:
+            raise ConfigError(f"{spec.id} is an embedding model: it generates no tokens to speculate on",
+                              hint="drop its --draft")
+    elif ngram:
+        speculation = Speculation("ngram")
+    elif explicit is not None:
+        speculation = _draft(spec, resolver.resolve(explicit))
+    elif pairing:
+        speculation = _catalog_pairing(typed, spec, resolver)
+    if speculation is not None:
+        log.info("%s speculates with %s", spec.id,
+                 f"the draft model {speculation.draft_id}" if speculation.mode == "draft" else "n-gram lookup")
+    return spec if speculation is None else replace(spec, speculation=speculation)
 
 
 def _draft(main: ModelSpec, draft: ModelSpec) -> Speculation:

@@ -7,6 +7,14 @@ and run arbitrary graphs: the server therefore binds 127.0.0.1 only, and peers r
 Same life cycle as `LlamaServer`: `run()` lives in a nursery, reports started once the port accepts TCP
 connections, restarts the process with backoff when it dies, and stops and reaps it whatever ends `run()`.
 `OnDemandRpcServer` starts it the first time a split asks for it.
+
+The patched server (vendor/llama.cpp/patches/0001-rpc-local-gguf.patch) indexes the `--gguf` files it was started
+with, once; it has no way to take another file while it runs. A model file that arrives later (fetched for a
+split this node was recruited to: app/recruitment.py) is therefore given to it by a restart: the next connection
+that finds no other connection open and the server's files out of date restarts it with the current files first
+(each connection is its own RPC session, so nobody loses state; with `-c` the files already indexed are read back
+from the cache). While a split is connected the restart waits for its end, and that split's weights for the new
+file cross the tunnel as stock llama.cpp sends them.
 """
 
 from __future__ import annotations
@@ -107,6 +115,10 @@ class RpcServer:
         self.pid: int | None = None
         self.restarts = 0
         self.last_error: str | None = None
+        #: The `--gguf` files the running process was started with (what it indexed).
+        self.started_with: tuple[str, ...] = ()
+        self._process: trio.Process | None = None
+        self._restart_asked = False
         self._changed = trio.Event()
 
     @property
@@ -114,10 +126,13 @@ class RpcServer:
         """`host:port` as llama-server's `--rpc` takes it (only meaningful on this machine)."""
         return f"{LOOPBACK_HOST}:{self.port}"
 
+    def _wanted_ggufs(self) -> list[str]:
+        return list(dict.fromkeys(str(p) for p in (self.gguf_paths() if callable(self.gguf_paths)
+                                                   else self.gguf_paths)))
+
     def local_ggufs(self) -> list[str]:
         """The model files to pass as `--gguf` (once each, in order); none if the binary cannot take them."""
-        paths = list(dict.fromkeys(str(p) for p in (self.gguf_paths() if callable(self.gguf_paths)
-                                                    else self.gguf_paths)))
+        paths = self._wanted_ggufs()
         if paths and not supports_local_gguf(self.binary):
             log.warning("%s has no %s (built without meshp2p's patches?): workers will receive weights over the "
                         "network; rebuild with `%s`", self.binary, GGUF_OPTION, BUILD_COMMAND)
@@ -135,6 +150,23 @@ class RpcServer:
         for path in self.local_ggufs():
             args += [GGUF_OPTION, path]
         return args
+
+    def stale(self) -> bool:
+        """Whether the running server lacks model files this node has now (it indexes its files only at start)."""
+        if self._process is None or self.state is not BackendState.READY:
+            return False
+        wanted = self._wanted_ggufs()
+        return bool(wanted) and tuple(wanted) != self.started_with and supports_local_gguf(self.binary)
+
+    async def restart(self) -> int:
+        """Restart the running server at once (no backoff, not counted in `restarts`) so that it starts with the
+        current `gguf_paths`; the new port once it accepts connections."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            self._restart_asked = True
+            self._set_state(BackendState.RESTARTING)
+            process.terminate()
+        return await self.wait_ready()
 
     def environment(self) -> dict[str, str]:
         return {**os.environ, LLAMA_CACHE_ENV: str(self.cache_dir)}
@@ -168,6 +200,9 @@ class RpcServer:
                 if await self._run_once(task_status):
                     task_status = trio.TASK_STATUS_IGNORED
                     ever_ready = True
+                if self._restart_asked:  # restart(): with the files it has now, at once
+                    self._restart_asked = False
+                    continue
                 if trio.current_time() - started >= STABLE_RUN_S:
                     failures = 0
                 failures += 1
@@ -188,6 +223,7 @@ class RpcServer:
         """Start one process, wait until its port accepts connections, return when it exits. True if it was up."""
         port = free_loopback_port()
         command = self.command(port)
+        ggufs = tuple(command[i + 1] for i, arg in enumerate(command) if arg == GGUF_OPTION)
         ready = False
         with self.log_path.open("ab") as log:
             log.write(f"\n===== meshp2p starts: {' '.join(command)}\n".encode())
@@ -195,7 +231,7 @@ class RpcServer:
             process = await spawn(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.environment()
             )
-            self.port, self.pid = port, process.pid
+            self.port, self.pid, self._process, self.started_with = port, process.pid, process, ggufs
             try:
                 if await self._wait_listening(process, port):
                     ready = True
@@ -203,11 +239,12 @@ class RpcServer:
                     self._set_state(BackendState.READY)
                     task_status.started(port)
                 await process.wait()
-                last_words = last_log_line(self.log_path)
-                self.last_error = f"ggml-rpc-server exited with code {process.returncode}: {last_words}"
+                if not self._restart_asked:
+                    last_words = last_log_line(self.log_path)
+                    self.last_error = f"ggml-rpc-server exited with code {process.returncode}: {last_words}"
             finally:
                 await stop_process(process)
-                self.pid = None
+                self.pid, self._process = None, None
         return ready
 
     async def _wait_listening(self, process: trio.Process, port: int) -> bool:
@@ -238,11 +275,13 @@ class OnDemandRpcServer:
     """Starts an RpcServer the first time `port()` is awaited: a worker runs one only when a split needs it.
 
     `run()` holds the nursery the server lives in (start it in the node's nursery); `port` is the callable
-    `RpcTunnelServer` takes.
+    `RpcTunnelServer` takes, asked once per connection. `busy()` says whether a connection is open (the tunnel's
+    count): a server whose files are out of date is restarted by `port` only when none is (module docstring).
     """
 
-    def __init__(self, server: RpcServer) -> None:
+    def __init__(self, server: RpcServer, *, busy: Callable[[], bool] = lambda: False) -> None:
         self.server = server
+        self.busy = busy
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
         self._started = False
@@ -264,4 +303,9 @@ class OnDemandRpcServer:
                 port: int = await self._nursery.start(self.server.run)
                 self._started = True
                 return port
+            if self.server.stale() and not self.busy():
+                log.info("restarting ggml-rpc-server: model files arrived since it started (%s), so that it "
+                         "loads their weights from disk", ", ".join(Path(p).name for p in self.server.local_ggufs()
+                                                                   if p not in self.server.started_with))
+                return await self.server.restart()
         return await self.server.wait_ready()

@@ -1,10 +1,11 @@
 """`/meshp2p/model/1.0.0` over libp2p streams (protocols/model-fetch.md): serve the model files this node offers to
-members, and fetch one from several members at once, chunk by checked chunk, resumable.
+members, and fetch one from several members at once, chunk by checked chunk, resumable; and ask members which files
+make a split model (`list_parts`), each then fetched as a file of its own.
 
 The rules are wire/model_fetch.py's; this module moves bytes and touches the disk. Disk reads, writes and hashing
 run in worker threads so neither side holds the node's event loop while its inference streams wait.
 
-Both sides of the protocol live here (~520 lines, with the upload cap and the dialer's rate floor watch) because
+Both sides of the protocol live here (~600 lines, with the upload cap, the dialer's rate floor watch and `list`) because
 they are one session read from its two ends: the listener's chunk sending and the dialer's chunk plan change
 together whenever the spec does.
 """
@@ -48,6 +49,8 @@ SAVE_EVERY_CHUNKS = 32
 HASH_READ_BYTES = 4 * 2**20
 #: Checked chunks that may wait in memory for the whole-file digest to reach them (`_ChunkStore`).
 MAX_AHEAD_BYTES = 64 * 2**20
+#: The longest a dialer waits for a `parts` answer (the listener knows it: no hashing).
+PARTS_TIMEOUT_S = 30.0
 
 
 class FetchFailed(MeshP2PError):
@@ -112,14 +115,17 @@ class UploadStats:
 
 
 class ModelFileServer:
-    """Answers fetches of the files `files` offers (content id -> path, None when not offered) to members."""
+    """Answers fetches of the files `files` offers (content id -> path, None when not offered) to members, and
+    `list` questions with `parts` (the first file's content id -> every file's, in order; None when not offered)."""
 
     def __init__(self, overlay: Overlay, *, is_member: Callable[[ID], bool],
                  files: Callable[[ContentId], Path | None], max_upload_bytes_s: float | None = None,
-                 yield_to: Callable[[], bool] = lambda: False) -> None:
+                 yield_to: Callable[[], bool] = lambda: False,
+                 parts: Callable[[ContentId], tuple[ContentId, ...] | None] = lambda cid: None) -> None:
         self.overlay = overlay
         self.is_member = is_member
         self.files = files
+        self.parts = parts
         self.cap = UploadCap(max_upload_bytes_s, yield_to=yield_to)
         self.stats = UploadStats()
         self._manifests: dict[ContentId, mf.Manifest] = {}
@@ -134,7 +140,11 @@ class ModelFileServer:
         peer: ID = stream.muxed_conn.peer_id
         framed = FramedStream(stream, max_bytes=mf.MAX_FRAME_BYTES)
         with trio.fail_after(mf.IDLE_TIMEOUT_S):
-            opened: mf.Open = mf.expect(mf.decode_message(await framed.expect()), mf.Open)
+            first = mf.decode_message(await framed.expect())
+        if isinstance(first, mf.ListParts):
+            await self._list(stream, peer, first.content_id)
+            return
+        opened: mf.Open = mf.expect(first, mf.Open)
         refusal = self._refusal(peer, opened.content_id)
         path = self.files(opened.content_id)
         if refusal is not None or path is None:
@@ -162,6 +172,16 @@ class ModelFileServer:
                 os.close(fd)
         finally:
             self.stats.active -= 1
+
+    async def _list(self, stream: Any, peer: ID, content_id: ContentId) -> None:
+        """The files of the model whose first file is `content_id` (no upload slot: the answer is known)."""
+        ids = self.parts(content_id) if self.is_member(peer) else None
+        if ids is None:
+            refusal: mf.RefusalReason = "not_member" if not self.is_member(peer) else "not_found"
+            self.overlay.rejects.add("model_fetch", refusal)
+            await stream.write(mf.encode_refused(refusal))
+            return
+        await stream.write(mf.encode_parts(ids))
 
     def _refusal(self, peer: ID, content_id: ContentId) -> mf.RefusalReason | None:
         if not self.is_member(peer):
@@ -311,6 +331,60 @@ async def fetch_model_file(overlay: Overlay, content_id: ContentId, peers: Seque
         # ends at once instead of holding one of its few upload slots until its timeout.
         for session in sessions:
             await (close_quietly(session.stream) if finished else reset_quietly(session.stream))
+
+
+@dataclass(frozen=True)
+class PartsReport:
+    """What members said makes a model: every file's content id (None when no member answered, say older nodes that
+    do not know `list`), the members that sent that list, and why each other member was not used."""
+
+    ids: tuple[ContentId, ...] | None
+    holders: tuple[ID, ...]
+    dropped: dict[str, str]
+
+
+async def list_parts(overlay: Overlay, content_id: ContentId, peers: Sequence[ID]) -> PartsReport:
+    """Ask `peers` at once which files make the model whose first file is `content_id`; the list most of them
+    sent (protocols/model-fetch.md, "Split models")."""
+    answers: list[tuple[ID, tuple[ContentId, ...]]] = []
+    dropped: dict[str, str] = {}
+
+    async def ask(peer: ID) -> None:
+        try:
+            with trio.fail_after(OPEN_TIMEOUT_S):
+                stream = await overlay.open_stream(peer, mf.MODEL_FETCH_PROTOCOL_ID)
+        except Exception as exc:  # unreachable, or it does not speak the protocol (py-libp2p raises several types)
+            dropped[str(peer)] = "unreachable"
+            log.debug("model fetch: %s unreachable: %s", peer, exc)
+            return
+        try:
+            with trio.fail_after(PARTS_TIMEOUT_S):
+                await stream.write(mf.encode_list(content_id))
+                answer = mf.decode_message(await FramedStream(stream, max_bytes=mf.MAX_FRAME_BYTES).expect())
+            if isinstance(answer, mf.Refused):
+                dropped[str(peer)] = answer.reason
+            else:
+                answers.append((peer, mf.check_parts_for(content_id, mf.expect(answer, mf.Parts))))
+        except WireError as exc:
+            if exc.reason == "truncated":  # closed unanswered: what an older listener, which knows no `list`, does
+                dropped[str(peer)] = "no_list"
+            else:
+                overlay.rejects.add("model_fetch", exc.reason)
+                dropped[str(peer)] = exc.reason
+        except Exception as exc:  # broken or timed out
+            dropped[str(peer)] = "broken"
+            log.debug("model fetch: %s did not list the parts of %s: %s", peer, content_id.short, exc)
+        finally:
+            await close_quietly(stream)
+
+    async with trio.open_nursery() as nursery:
+        for peer in peers:
+            nursery.start_soon(ask, peer)
+    ids, dissenters = mf.majority_parts((str(p), a) for p, a in answers)
+    for dissenter in dissenters:
+        dropped[dissenter] = "bad_parts"
+        overlay.rejects.add("model_fetch", "bad_parts")
+    return PartsReport(ids, tuple(p for p, a in answers if a == ids), dropped)
 
 
 async def _open_session(overlay: Overlay, peer: ID, content_id: ContentId, sessions: list[_Session],

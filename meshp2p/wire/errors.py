@@ -32,6 +32,7 @@ WireReason = Literal[
     "content_mismatch",
     "bad_digest",
     "shape_mismatch",
+    "bad_parts",
 ]
 
 #: Every reason a `WireError` can carry, for metrics that pre-register their labels.

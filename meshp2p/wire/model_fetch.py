@@ -1,8 +1,9 @@
 """`/meshp2p/model/1.0.0` (protocols/model-fetch.md): a model file from the mesh members that hold it, in chunks.
 
 The spec's rules as pure code: the chunk rule (`chunk_bytes`, `chunk_count`), the manifest, the messages of a
-session (`open`, `manifest`, `refused`, `get`, `chunk`) and `ChunkPlan`, the dialer's bookkeeping of which chunk to
-ask which peer for, what is done and whom to blame. No I/O: p2p/model_fetch.py moves the bytes and touches the disk.
+session (`open`, `manifest`, `refused`, `get`, `chunk`; `list` and `parts` for the files of a split model) and
+`ChunkPlan`, the dialer's bookkeeping of which chunk to ask which peer for, what is done and whom to blame. No I/O:
+p2p/model_fetch.py moves the bytes and touches the disk.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ MAX_FRAME_BYTES = MAX_CHUNKS * HASH_BYTES + 256
 MAX_PIPELINED = 8
 MAX_UPLOADS = 2
 IDLE_TIMEOUT_S = 30.0
+#: Files in a `parts` answer: GGUF splits of even the largest models have a few dozen.
+MAX_PARTS = 512
 
 RefusalReason = Literal["not_member", "not_found", "busy"]
 REFUSAL_REASONS: frozenset[str] = frozenset({"not_member", "not_found", "busy"})
@@ -37,6 +40,8 @@ _KEYS = {
     "refused": frozenset({"v", "t", "reason"}),
     "get": frozenset({"v", "t", "index"}),
     "chunk": frozenset({"v", "t", "index"}),
+    "list": frozenset({"v", "t", "id"}),
+    "parts": frozenset({"v", "t", "ids"}),
 }
 
 
@@ -116,7 +121,21 @@ class ChunkHeader:
     index: int
 
 
-Message = Open | ManifestMessage | Refused | Get | ChunkHeader
+@dataclass(frozen=True)
+class ListParts:
+    """The dialer asks for the files of the model whose first file is `content_id` (instead of `open`)."""
+
+    content_id: ContentId
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The content ids of every file of a model, in order (one for a whole file; the parts of a split GGUF)."""
+
+    ids: tuple[ContentId, ...]
+
+
+Message = Open | ManifestMessage | Refused | Get | ChunkHeader | ListParts | Parts
 
 
 def _frame(m: dict[str, Any]) -> bytes:
@@ -130,6 +149,16 @@ def encode_open(content_id: ContentId) -> bytes:
 def encode_manifest(manifest: Manifest) -> bytes:
     return _frame({"t": "manifest", "size": manifest.size, "chunk": chunk_bytes(manifest.size),
                    "hashes": manifest.hashes})
+
+
+def encode_list(content_id: ContentId) -> bytes:
+    return _frame({"t": "list", "id": content_id.text})
+
+
+def encode_parts(ids: tuple[ContentId, ...]) -> bytes:
+    if not 1 <= len(ids) <= MAX_PARTS or len(set(ids)) != len(ids):
+        raise WireError("malformed", f"a parts list has 1 to {MAX_PARTS} distinct files, not {len(ids)}")
+    return _frame({"t": "parts", "ids": [cid.text for cid in ids]})
 
 
 def encode_refused(reason: RefusalReason) -> bytes:
@@ -162,6 +191,16 @@ def decode_message(payload: bytes) -> Message:
     check_keys(m, _KEYS[kind])
     if kind == "open":
         return Open(parse_content_id(m["id"]))
+    if kind == "list":
+        return ListParts(parse_content_id(m["id"]))
+    if kind == "parts":
+        texts = m["ids"]
+        if type(texts) is not list or not 1 <= len(texts) <= MAX_PARTS:
+            raise WireError("malformed", f"'ids' must be a list of 1 to {MAX_PARTS} content ids")
+        ids = tuple(parse_content_id(t) for t in texts)
+        if len(set(ids)) != len(ids):
+            raise WireError("malformed", "a file is listed twice")
+        return Parts(ids)
     if kind == "refused":
         reason = m["reason"]
         if type(reason) is not str or reason not in REFUSAL_REASONS:
@@ -195,6 +234,27 @@ def check_manifest_for(content_id: ContentId, message: ManifestMessage) -> Manif
     if message.manifest.size != content_id.size:
         raise WireError("bad_manifest", f"manifest of {message.manifest.size} bytes for a {content_id.size}-byte file")
     return message.manifest
+
+
+def check_parts_for(content_id: ContentId, message: Parts) -> tuple[ContentId, ...]:
+    """The dialer's check of a `parts` answer: its first file is the one asked about."""
+    if message.ids[0] != content_id:
+        raise WireError("bad_parts", f"the parts list starts with {message.ids[0].text}, not {content_id.text}")
+    return message.ids
+
+
+def majority_parts(answers: Iterable[tuple[str, tuple[ContentId, ...]]]) -> tuple[tuple[ContentId, ...] | None,
+                                                                                   list[str]]:
+    """The parts list most peers sent (ties: the first received) and the peers that sent another one."""
+    seen = list(answers)
+    if not seen:
+        return None, []
+    votes: dict[tuple[ContentId, ...], int] = {}
+    for _, ids in seen:
+        votes[ids] = votes.get(ids, 0) + 1
+    best = max(votes.values())
+    chosen = next(ids for _, ids in seen if votes[ids] == best)
+    return chosen, [peer for peer, ids in seen if ids != chosen]
 
 
 @dataclass(frozen=True)

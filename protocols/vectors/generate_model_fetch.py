@@ -26,6 +26,8 @@ from vectorfile import expect, write_or_check
 
 FILE_NAME = "model-fetch.json"
 FILE_SIZE = 3 * 2**20 + 5
+#: A split model's three files: the first is the `file` vector's, the others are that pattern's first bytes.
+PART_SIZES = [FILE_SIZE, 2**20, 7]
 RULE_SIZES = [0, 1, 2**20, 2**20 + 1, 64 * 2**30, 64 * 2**30 + 1, 200_000_000_000, 2**40]
 
 
@@ -60,6 +62,17 @@ def build() -> dict[str, dict[str, Any]]:
     def raw(m: dict[str, Any]) -> bytes:
         return dumps(m)
 
+    parts = tuple(content_id_of(file_bytes(n)) for n in PART_SIZES)
+    split = {
+        "files": [{"pattern": "byte i = (i * 7 + 3) % 251", "size": n, "content_id": c.text}
+                  for n, c in zip(PART_SIZES, parts, strict=True)],
+        "session": [
+            {"from": "dialer", "message": "list", "frame": mf.encode_list(parts[0]).hex()},
+            {"from": "listener", "message": "parts", "frame": mf.encode_parts(parts).hex()},
+        ],
+        "whole_file": {"from": "listener", "message": "parts", "frame": mf.encode_parts((cid,)).hex()},
+    }
+
     good = {"v": 1, "t": "manifest", "size": size, "chunk": mf.chunk_bytes(size), "hashes": manifest.hashes}
     cases: list[tuple[str, bytes, str]] = [
         ("empty payload", b"", "malformed"),
@@ -75,6 +88,13 @@ def build() -> dict[str, dict[str, Any]]:
         ("manifest hashes as text", raw({**good, "hashes": manifest.hashes.hex()}), "malformed"),
         ("manifest chunk size off the rule", raw({**good, "chunk": 2**21}), "bad_manifest"),
         ("manifest one hash short", raw({**good, "hashes": manifest.hashes[:-32]}), "bad_manifest"),
+        ("list with a malformed id", raw({"v": 1, "t": "list", "id": "sha256_128:00:1"}), "malformed"),
+        ("parts with no file", raw({"v": 1, "t": "parts", "ids": []}), "malformed"),
+        ("parts as one text", raw({"v": 1, "t": "parts", "ids": cid.text}), "malformed"),
+        ("parts listing a file twice", raw({"v": 1, "t": "parts", "ids": [cid.text, cid.text]}), "malformed"),
+        ("parts over the limit", raw({"v": 1, "t": "parts", "ids": [content_id_of(bytes([i % 256, i // 256])).text
+                                                                   for i in range(mf.MAX_PARTS + 1)]}),
+         "malformed"),
     ]
     invalid: list[dict[str, Any]] = [
         {"name": name, "payload": body.hex(), "reason": expect(reason, lambda b=body: mf.decode_message(b), name)}
@@ -100,6 +120,10 @@ def build() -> dict[str, dict[str, Any]]:
     flipped = bytes([chunks[1][0] ^ 1]) + chunks[1][1:]
     invalid.append({"name": "chunk 1 with its first byte flipped", "index": 1,
                     "reason": expect("bad_chunk", lambda: manifest.check_chunk(1, flipped), "bad chunk")})
+    reordered = mf.Parts((parts[1], parts[0], parts[2]))
+    invalid.append({"name": "parts whose first file is not the one asked about", "asked": parts[0].text,
+                    "payload": payload(mf.encode_parts(reordered.ids)).hex(),
+                    "reason": expect("bad_parts", lambda: mf.check_parts_for(parts[0], reordered), "bad parts")})
     other = file_bytes(size - 1) + b"\x00"
     invalid.append({"name": "an assembled file whose last byte differs", "asked": cid.text,
                     "reason": expect("content_mismatch", lambda: mf.check_content(
@@ -109,6 +133,7 @@ def build() -> dict[str, dict[str, Any]]:
                        for s in RULE_SIZES],
         "file": {"pattern": "byte i = (i * 7 + 3) % 251", "size": size, "content_id": cid.text,
                  "manifest": manifest.hashes.hex(), "session": session, "refusals": refusals},
+        "split": split,
         "invalid": invalid,
     }}
 

@@ -38,3 +38,36 @@ def test_peer_facts_plan_over_the_same_file_only() -> None:
     assert local.content_id == OURS
     p = plan(ModelFacts("llama", 10_000, 32, local.content_id), local, others)
     assert p.kind == "pipeline" and p.workers == ("same", "renamed") and p.content_id == OURS
+
+
+def _llama_cpp_devices(args: tuple[str, ...], n_layers: int) -> list[int | None]:
+    """The device llama.cpp (src/llama-model.cpp, load_tensors) puts each block on for these arguments, in float32
+    as it computes: None for the host's CPU, else the index of the RPC device."""
+    import numpy as np
+
+    ngl = int(args[args.index("-ngl") + 1])
+    splits = np.cumsum(np.array([float(v) for v in args[args.index("--tensor-split") + 1].split(",")],
+                                dtype=np.float32), dtype=np.float32)
+    splits = (splits / splits[-1]).astype(np.float32)
+    start, act = max(n_layers + 1 - ngl, 0), min(ngl, n_layers + 1)
+    return [None if il < start else int(np.searchsorted(splits, np.float32(il - start) / np.float32(act),
+                                                        side="right")) for il in range(n_layers)]
+
+
+def test_llama_cpp_puts_each_block_where_the_plan_says() -> None:
+    """`pipeline_args` reproduces the plan's ranges under llama.cpp's own rule for -ngl and --tensor-split: every
+    worker of a split over two, three or four nodes gets exactly its blocks (the last one too)."""
+    from meshp2p.app.pipeline import pipeline_args
+    from meshp2p.mesh.planner import Plan, Shard
+
+    for n_layers, counts in ((4, (2, 1, 1)), (6, (2, 2, 2)), (6, (1, 5)), (28, (10, 9, 9)), (32, (5, 7, 9, 11)),
+                             (7, (1, 1, 1, 4)), (80, (3, 1, 76))):
+        shards, first = [], 0
+        for i, count in enumerate(counts):
+            shards.append(Shard(f"p{i}", first, first + count - 1, count / n_layers))
+            first += count
+        plan_ = Plan(model_id="m", host="p0", kind="pipeline", shards=tuple(shards), model_size_mb=1)
+        devices = _llama_cpp_devices(pipeline_args(plan_, list(range(1, len(counts))), n_layers), n_layers)
+        expected = [None if s.peer_id == "p0" else i - 1 for i, s in enumerate(shards)
+                    for _ in range(s.layer_count)]
+        assert devices == expected, (n_layers, counts)

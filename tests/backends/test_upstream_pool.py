@@ -68,8 +68,8 @@ def test_a_connection_the_server_closed_while_idle_is_not_used(backend_port: int
             (conn,) = pool._idle[("127.0.0.1", backend_port)]
             conn.stream.socket.shutdown(1)  # half-close: llama-server closes its end, as after its idle timeout
             with trio.fail_after(10):
-                while not conn.closed_while_idle():
-                    await trio.sleep(0.01)
+                await trio.lowlevel.wait_readable(conn.stream.socket)  # llama-server's FIN
+            assert conn.closed_while_idle()
             sent_on_dead = 0
             original = conn.send
 

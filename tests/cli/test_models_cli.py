@@ -182,7 +182,9 @@ def test_up_downloads_a_model_by_name_then_serves_it(setup, node_factory, llama_
 def test_a_member_fetches_a_catalog_model_from_the_mesh_not_the_hub(setup, node_factory, bootstrap, llama_binaries,
                                                                     tmp_path):
     """A downloads tiny-chat from the hub and serves it; B, offline with an empty Hugging Face cache, asks for the
-    same catalog name in the same mesh and gets the file from A over /meshp2p/model/1.0.0, then serves it."""
+    same catalog name in the same mesh and gets the file from A over /meshp2p/model/1.0.0, then serves it. B holds
+    the catalog's draft for tiny-chat (tiny-draft) already: the model that came after the start is paired with it
+    exactly as one on disk at the start would be (inference/pairing.py), and llama-server gets the draft."""
     mesh = ("--mesh-name", f"fetch-{os.urandom(3).hex()}", "--bootstrap", bootstrap.addr, "--threads", "1",
             "--ctx-size", "2048")
     env = {k: v for k, v in setup.env.items() if k != "MESHP2P_HOME"}
@@ -191,9 +193,17 @@ def test_a_member_fetches_a_catalog_model_from_the_mesh_not_the_hub(setup, node_
     hub_requests = len(setup.hub.made())
 
     offline = {**env, "HF_HOME": str(tmp_path / "b-hf"), "HF_HUB_OFFLINE": "1"}
+    draft = tmp_path / "b" / "models" / "Tiny-Draft-Q4_K_M.gguf"  # B's model store, under the catalog's file name
+    draft.parent.mkdir(parents=True)
+    draft.write_bytes(setup.files["Tiny-Draft-Q4_K_M.gguf"])
     b = node_factory("--model", "tiny-chat", *mesh, env=offline, name="b")
     b_model = next(iter(wait_model(b, "tiny-chat")))
+    assert b.home == draft.parent.parent
     assert Path(b_model["path"]) == b.home / "models" / "Tiny-Chat-Q4_K_M.gguf"
+    assert b_model["speculation"] is not None and b_model["speculation"]["draft"] == "tiny-draft", b_model
+    args = Path(f"/proc/{b_model['pid']}/cmdline").read_bytes().decode().split("\0")
+    assert args[args.index("--spec-draft-model") + 1] == str(draft)
+    assert "tiny-chat speculates with the draft model tiny-draft" in b.output()
     assert Path(b_model["path"]).read_bytes() == setup.files["Tiny-Chat-Q4_K_M.gguf"]
     assert b_model["content_id"] == a_model["content_id"] is not None
     assert len(setup.hub.made()) == hub_requests, "B asked the hub"
@@ -203,6 +213,51 @@ def test_a_member_fetches_a_catalog_model_from_the_mesh_not_the_hub(setup, node_
                         json={"model": "tiny-chat", "max_tokens": 4, "temperature": 0,
                               "messages": [{"role": "user", "content": "hello"}]})
     assert answer.status_code == 200, answer.text
+
+
+def test_a_member_fetches_a_split_model_from_the_mesh_file_by_file(setup, node_factory, bootstrap, llama_binaries,
+                                                                   tmp_path):
+    """tiny-split is two GGUF files. A downloads it from the hub and serves it; B, offline with an empty Hugging
+    Face cache, asks A which files make it (`list`: their content ids), fetches each from A into its store under
+    the catalog's names, and serves it with A's tokens at temperature 0. C already holds the first file (an earlier
+    fetch stopped there): it fetches only the second."""
+    mesh = ("--mesh-name", f"split-{os.urandom(3).hex()}", "--bootstrap", bootstrap.addr, "--threads", "1",
+            "--ctx-size", "2048")
+    env = {k: v for k, v in setup.env.items() if k != "MESHP2P_HOME"}
+    a = node_factory("--model", "tiny-split", *mesh, env=env, name="a")
+    a_model = next(iter(wait_model(a, "tiny-split")))
+    hub_requests = len(setup.hub.made())
+    prompt = {"model": "tiny-split", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
+              "cache_prompt": False}
+
+    def complete(node) -> str:
+        answer = httpx.post(node.base_url + "/completions", timeout=60, json=prompt)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["choices"][0]["text"])
+
+    expected = complete(a)
+    offline = {**env, "HF_HOME": str(tmp_path / "b-hf"), "HF_HUB_OFFLINE": "1"}
+    b = node_factory("--model", "tiny-split", *mesh, env=offline, name="b")
+    b_model = next(iter(wait_model(b, "tiny-split")))
+    store = b.home / "models"
+    assert Path(b_model["path"]) == store / SPLIT[0]
+    for name in SPLIT:
+        assert (store / name).read_bytes() == setup.files[name], name
+    assert b_model["content_id"] == a_model["content_id"] is not None
+    assert b_model["size_bytes"] == a_model["size_bytes"] == sum(len(setup.files[n]) for n in SPLIT)
+    assert len(setup.hub.made()) == hub_requests, "B asked the hub"
+    assert "tiny-split fetched from 1 member(s): 2 files" in b.output()
+    assert complete(b) == expected
+
+    c_store = tmp_path / "c" / "models"
+    c_store.mkdir(parents=True)
+    (c_store / SPLIT[0]).write_bytes(setup.files[SPLIT[0]])
+    held = (c_store / SPLIT[0]).stat().st_ino
+    c = node_factory("--model", "tiny-split", *mesh, env={**offline, "HF_HOME": str(tmp_path / "c-hf")}, name="c")
+    wait_model(c, "tiny-split")
+    assert (c_store / SPLIT[1]).read_bytes() == setup.files[SPLIT[1]]
+    assert (c_store / SPLIT[0]).stat().st_ino == held, "the file C held was not fetched again"
+    assert complete(c) == expected
 
 
 def test_a_member_too_slow_to_fetch_from_gives_way_to_the_hub(setup, node_factory, bootstrap, llama_binaries,

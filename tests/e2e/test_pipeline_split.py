@@ -162,7 +162,9 @@ def test_a_worker_without_the_model_is_recruited_fetches_it_and_joins_the_split(
                                                                                 bootstrap, tmp_path):
     """Planner rule 6: the host and the one member holding the file fall short; the host asks a third node, which
     holds only another model, to fetch it; that node fetches it from the members (checked against the content
-    id), offers it, and becomes a worker loading its layers from its own new copy. Solo's tokens."""
+    id), offers it, and becomes a worker loading its layers from its own new copy. Solo's tokens. That node's
+    ggml-rpc-server already runs when it is asked (it was a worker of another split): it is restarted with the new
+    file at the split's first connection, so the load sends no weights still."""
     model = write_tiny_gguf(tmp_path / "wide.gguf", "dense", embd=512, ff=1024, heads=8, kv_heads=4, seed=5)
     solo = node_factory("--solo", "--model", str(model), "--threads", "1", name="solo")
     solo.wait_ready()
@@ -172,6 +174,14 @@ def test_a_worker_without_the_model_is_recruited_fetches_it_and_joins_the_split(
     node_factory("--standby", "--model", str(model), *mesh, name="w1").wait_ready()
     recruit = node_factory("--standby", "--model", str(tiny_models.dense), *mesh, name="w2")
     recruit.wait_ready()
+    other_host = node_factory("--split", "--model", str(tiny_models.dense), *mesh, name="h0")
+    other_host.wait_ready()
+    wait_for(lambda: other_host.status()["models"] and other_host.status()["models"][0]["state"] == "ready",
+             SPLIT_TIMEOUT_S, "a split of tiny-dense over h0 and w2")
+    assert len(split_of(other_host)["plan"]) == 2
+    assert other_host.stop() == 0, other_host.output()
+    before = recruit.status()["rpc_worker"]
+    assert before["pid"] and pid_alive(before["pid"]), before
     host = node_factory("--model", str(model), *mesh, name="host")
     host.wait_ready()
     wait_for(lambda: host.status()["models"] and host.status()["models"][0]["state"] == "ready",
@@ -185,4 +195,8 @@ def test_a_worker_without_the_model_is_recruited_fetches_it_and_joins_the_split(
     assert "asks this node to be a worker of its wide split" in said and "offered to the mesh" in said
     assert complete(host, "wide") == expected
     worker = recruit.status()["rpc_worker"]
-    assert worker["connections"] >= 1 and worker["bytes_to_rpc"] < model.stat().st_size // 6, worker
+    assert worker["pid"] != before["pid"] and not pid_alive(before["pid"]), "restarted with the fetched file"
+    assert "restarting ggml-rpc-server: model files arrived since it started (wide.gguf)" in said
+    loaded = worker["bytes_to_rpc"] - before["bytes_to_rpc"]
+    # Its block's weights are 9.4 MB (sent when the running server is not restarted); what is left is protocol.
+    assert worker["connections"] > before["connections"] and loaded < 1_000_000, (loaded, worker, before)

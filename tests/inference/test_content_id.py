@@ -137,3 +137,25 @@ async def test_model_file_ids_fills_in_every_model(tmp_path: Path, tiny_models) 
     assert ids.ids["tiny-dense"] == ids.ids["same-file-other-name"] == content_id_of(tiny_models.dense.read_bytes())
     assert ids.ids["tiny-other"] != ids.ids["tiny-dense"]
     assert len(changes) == 3 and len(changes[0]) == 1
+
+
+def _split_model(folder: Path) -> tuple[Path, ...]:
+    from make_tiny_gguf import write_tiny_gguf
+
+    first = write_tiny_gguf(folder / "split.gguf", "dense", seed=31, split_max_tensors=20)
+    paths = tuple(sorted(folder.glob("split-*-of-*.gguf")))
+    assert len(paths) >= 2 and paths[0] == first
+    return paths
+
+
+async def test_a_split_model_is_named_by_its_first_file_and_every_file_is_hashed(tmp_path: Path) -> None:
+    """Gossip names a split GGUF by its first file; members fetching it ask for all of them (`parts`)."""
+    from meshp2p.inference.models import spec_from_parts
+
+    paths = _split_model(tmp_path)
+    first = paths[0]
+    ids = ModelFileIds(cache_file=tmp_path / "ids.json")
+    await ids.run([spec_from_parts(paths, model_id="tiny-split"), spec_from_gguf(paths[0], model_id="whole")])
+    assert ids.parts["tiny-split"] == tuple(content_id_of(p.read_bytes()) for p in paths)
+    assert ids.ids["tiny-split"] == ids.ids["whole"] == content_id_of(first.read_bytes())
+    assert "whole" not in ids.parts

@@ -20,7 +20,7 @@ from meshp2p.inference.catalog import parse_catalog
 from meshp2p.inference.hub import Hub
 from meshp2p.inference.llama_server import LlamaServer, ServerOptions
 from meshp2p.inference.models import ModelSpec, Speculation, spec_from_gguf
-from meshp2p.inference.pairing import draft_flags, with_speculation
+from meshp2p.inference.pairing import SpeculationRules, draft_flags, with_speculation
 from meshp2p.inference.resolve import Resolver
 from meshp2p.inference.spec_metrics import SpeculationMeter, parse_spec_counters
 from meshp2p.inference.speculation import NGRAM_ARGS, speculation_args
@@ -233,3 +233,20 @@ def test_a_draft_given_is_resolved_like_a_model_and_checked(resolver: Resolver, 
         with_speculation([("tiny-chat", chat)], drafts=["tiny-draft"], ngram=True, resolver=resolver)
     with pytest.raises(ConfigError, match="--no-draft"):
         with_speculation([("tiny-chat", chat)], drafts=["tiny-draft"], pairing=False, resolver=resolver)
+
+
+def test_a_model_got_after_the_start_speculates_by_the_starts_rules(resolver: Resolver, tmp_path: Path) -> None:
+    """SpeculationRules.apply is rules 1 and 3 for one model (fetched, downloaded or recruited once the node runs):
+    the same answers as with_speculation at the start, and a model that already speculates keeps its choice."""
+    chat = resolver.resolve("tiny-chat")
+    assert SpeculationRules().apply("tiny-chat", chat, resolver).speculation is None, "its draft is not on disk"
+    draft = resolver.resolve("tiny-draft")
+    paired = SpeculationRules().apply("tiny-chat", chat, resolver)
+    (at_start,) = with_speculation([("tiny-chat", chat)], resolver=resolver)
+    assert paired.speculation == at_start.speculation == Speculation(
+        "draft", draft_id="tiny-draft", draft_path=draft.path, draft_size_bytes=draft.size_bytes)
+    assert SpeculationRules(pairing=False).apply("tiny-chat", chat, resolver).speculation is None
+    assert SpeculationRules(ngram=True).apply("tiny-chat", chat, resolver).speculation == Speculation("ngram")
+    assert SpeculationRules(ngram=True).apply("tiny-chat", paired, resolver) == paired
+    embed = spec_from_gguf(write_tiny_gguf(tmp_path / "embed.gguf", "embed", seed=44))
+    assert SpeculationRules(ngram=True).apply("e", embed, resolver).speculation is None

@@ -1,5 +1,6 @@
 """`/meshp2p/model/1.0.0` between real overlays on loopback: one peer, several at once, a peer whose chunks are
-bad, an outsider, and fetches interrupted again and again that resume where they stopped."""
+bad, an outsider, and fetches interrupted again and again that resume where they stopped; the files of a split model
+listed by their holders."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import trio
 from helpers.network import Node, network
 
-from meshp2p.p2p.model_fetch import FetchFailed, ModelFileServer, fetch_model_file
+from meshp2p.p2p.model_fetch import FetchFailed, ModelFileServer, fetch_model_file, list_parts
+from meshp2p.p2p.streams import FramedStream
 from meshp2p.wire import model_fetch as mf
 from meshp2p.wire.model_id import ContentId
 
@@ -236,3 +238,51 @@ async def test_a_fetch_slower_than_its_floor_stops_and_keeps_what_arrived(model,
         server.cap.bytes_per_s = None  # the holder's uplink frees up: no floor is missed now
         report = await fetch_model_file(b.overlay, cid, [slow.overlay.peer_id], target, min_bytes_per_s=2e6)
         assert report.path.read_bytes() == data and report.resumed_chunks >= 1
+
+
+async def test_holders_list_a_split_models_files_and_the_list_most_send_is_used(tmp_path: Path):
+    """`list`: two holders send the same three content ids; one lists another second file (blamed: bad_parts), one
+    does not take the dialer as a member, one is an older node that knows only `open` (it resets the stream); one
+    holds the file whole. Each listed file is then fetched on its own, from the holders that listed it."""
+    datas = [os.urandom(n) for n in (2 * mf.MIN_CHUNK_BYTES + 5, mf.MIN_CHUNK_BYTES, 7)]
+    ids = tuple(_content_id(d) for d in datas)
+    paths = []
+    for i, data in enumerate(datas):
+        paths.append(tmp_path / "holder" / f"split-{i + 1:05d}-of-00003.gguf")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_bytes(data)
+    files = dict(zip(ids, paths, strict=True))
+    lie = (ids[0], _content_id(b"another second file"), ids[2])
+    members: set[str] = set()
+
+    async def older(stream) -> None:
+        opened = mf.decode_message(await FramedStream(stream, max_bytes=mf.MAX_FRAME_BYTES).expect())
+        mf.expect(opened, mf.Open)  # an older listener's first step: `list` is not a message it knows
+
+    async with network() as net:
+        honest = [await net.start_overlay() for _ in range(2)]
+        liar, stranger, old, whole = [await net.start_overlay() for _ in range(4)]
+        for node, listed in ((honest[0], ids), (honest[1], ids), (liar, lie)):
+            ModelFileServer(node.overlay, is_member=lambda p: str(p) in members, files=files.get,
+                            parts={ids[0]: listed}.get).install()
+        ModelFileServer(stranger.overlay, is_member=lambda p: False, files=files.get,
+                        parts={ids[0]: ids}.get).install()
+        old.overlay.serve(mf.MODEL_FETCH_PROTOCOL_ID, older, rejects_as="model_fetch")
+        ModelFileServer(whole.overlay, is_member=lambda p: str(p) in members, files=files.get,
+                        parts={ids[1]: (ids[1],)}.get).install()
+        everyone = [*honest, liar, stranger, old, whole]
+        b = await _fetcher(net, everyone)
+        members.add(b.peer_id)
+        report = await list_parts(b.overlay, ids[0], [n.overlay.peer_id for n in everyone[:-1]])
+        assert report.ids == ids
+        assert sorted(map(str, report.holders)) == sorted(n.peer_id for n in honest)
+        assert report.dropped == {liar.peer_id: "bad_parts", stranger.peer_id: "not_member",
+                                  old.peer_id: "no_list"}
+        assert b.overlay.rejects.as_dict() == {"model_fetch:bad_parts": 1}
+        assert (await list_parts(b.overlay, ids[1], [whole.overlay.peer_id])).ids == (ids[1],)
+        nobody = await list_parts(b.overlay, ids[2], [whole.overlay.peer_id])
+        assert nobody.ids is None and nobody.dropped == {whole.peer_id: "not_found"}
+        for cid, data in zip(ids, datas, strict=True):
+            target = tmp_path / "got" / f"{cid.digest.hex()}.gguf"
+            got = await fetch_model_file(b.overlay, cid, list(report.holders), target)
+            assert got.path.read_bytes() == data

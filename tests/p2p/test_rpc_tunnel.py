@@ -13,14 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from helpers.network import network, port_is_free, wait_for
 from helpers.processes import pid_alive
 from make_tiny_gguf import write_tiny_gguf
 
+from meshp2p.app.local import OfferedModels
+from meshp2p.app.pipeline import PipelineWorker
 from meshp2p.hosts import LOOPBACK_HOST
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.llama_server import BackendState
+from meshp2p.inference.models import spec_from_gguf
 from meshp2p.inference.ports import free_loopback_port
 from meshp2p.inference.processes import stop_process
 from meshp2p.inference.rpc_server import OnDemandRpcServer, RpcServer
@@ -312,3 +316,53 @@ async def test_a_worker_with_the_model_loads_its_weights_from_its_own_file(
     # alloc-size queries, activations and one 321-byte hash offer per weight (~104 KB).
     assert all(load < 150_000 for load in loads), loads
     print("rpc bytes at load with local gguf:", loads)
+
+
+async def test_a_file_offered_after_the_rpc_server_started_is_read_from_disk_at_the_next_split(
+    tmp_path: Path, llama_binaries: LlamaBinaries, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recruited worker (app/recruitment.py) fetches the host's file while its RPC server already runs (it served
+    a split before): the next split connection restarts the server with the new file among its `--gguf` files, so
+    that load sends no weights (the first one, before the file was there, sent them all)."""
+    model = write_tiny_gguf(tmp_path / "tiny-dense.gguf", "dense", layers=LAYERS, seed=11)
+    other = write_tiny_gguf(tmp_path / "tiny-other.gguf", "dense", layers=LAYERS, seed=12)
+    monkeypatch.setenv("MESHP2P_HOME", str(tmp_path / "home"))  # the worker's RPC cache (tensor indexes) goes there
+    solo, _, _ = await run_llama_server(llama_binaries, model, tmp_path / "solo.log")
+    offered = OfferedModels([spec_from_gguf(other)])
+    loads: list[int] = []
+    async with network() as net:
+        worker = await net.start_overlay()
+        host = await net.start_overlay(bootstrap=(worker.overlay.addrs()[0],))
+        pipeline = PipelineWorker(llama_binaries, worker.overlay, is_member=lambda p: p == host.overlay.peer_id,
+                                  gguf_paths=offered.paths, threads=1, log_dir=tmp_path)
+        await net.nursery.start(pipeline.run)
+        rpc = pipeline.rpc.server
+        bridge = RpcTunnelClient(host.overlay)
+        bridge_port = await net.nursery.start(
+            functools.partial(bridge.serve_port, worker.overlay.peer_id, model="tiny-dense", threads=1))
+
+        async def split_load(name: str) -> None:
+            before = bridge.bytes_to_rpc
+
+            async def mark(stage: str) -> None:
+                if stage == "loaded":
+                    await wait_for(lambda: bridge.bytes_to_rpc == pipeline.bridge.bytes_to_rpc, "both ends to agree")
+                    loads.append(bridge.bytes_to_rpc - before)
+
+            split, _, _ = await run_llama_server(llama_binaries, model, tmp_path / f"split-{name}.log",
+                                                 *split_flags(bridge_port), during=mark)
+            assert split["tokens"] == solo["tokens"]
+            await wait_for(lambda: bridge.active == 0 and pipeline.bridge.active == 0, "the RPC connections to end")
+
+        await split_load("without-the-file")
+        first_pid = rpc.pid
+        assert rpc.started_with == (str(other),) and not rpc.stale()
+        offered.add(spec_from_gguf(model))  # what Recruitment does once the fetched file passed its checks
+        assert rpc.stale() and rpc.pid == first_pid, "nothing restarts before a split asks"
+        await split_load("with-the-file")
+        assert rpc.pid != first_pid and rpc.restarts == 0 and not rpc.stale()
+        assert rpc.started_with == (str(other), str(model))
+    rpc_log = (tmp_path / "ggml-rpc-server.log").read_text()
+    assert f"local gguf     : {model}" in rpc_log and "loaded from local files" in rpc_log
+    assert loads[0] > 400_000 and loads[1] < 150_000, loads
+    print("rpc bytes at load, before and after the file arrived:", loads)

@@ -192,3 +192,29 @@ def test_the_dialer_reader_refusal_and_steps_out_of_order() -> None:
     expect_reason("malformed", lambda: past.feed(manifest + mf.encode_chunk_header(4)))
     over = (mf.MAX_FRAME_BYTES + 1).to_bytes(FRAME_HEADER_BYTES, "big")
     expect_reason("oversized", lambda: mf.DialerReader(cid).feed(over))
+
+
+def test_a_split_models_files_are_listed_by_their_content_ids() -> None:
+    split = V["split"]
+    ids = tuple(parse_content_id(f["content_id"]) for f in split["files"])
+    for file, cid in zip(split["files"], ids, strict=True):
+        data = bytes((i * 7 + 3) % 251 for i in range(file["size"]))
+        assert cid.digest == hashlib.sha256(data).digest()[:16] and cid.size == len(data)
+    assert ids[0] == parse_content_id(FILE["content_id"]), "the first file is the `file` vector's"
+    reader = PayloadReader(max_bytes=mf.MAX_FRAME_BYTES)
+    asked, answer = (mf.decode_message(p) for step in split["session"]
+                     for p in reader.feed(bytes.fromhex(step["frame"])))
+    assert asked == mf.ListParts(ids[0]) and mf.encode_list(ids[0]).hex() == split["session"][0]["frame"]
+    assert mf.check_parts_for(ids[0], mf.expect(answer, mf.Parts)) == ids
+    assert mf.encode_parts(ids).hex() == split["session"][1]["frame"]
+    whole = mf.decode_message(bytes.fromhex(split["whole_file"]["frame"])[FRAME_HEADER_BYTES:])
+    assert whole == mf.Parts((ids[0],))
+    expect_reason("malformed", lambda: mf.encode_parts((ids[0], ids[0])))
+
+
+def test_the_majority_parts_list_wins_and_dissenters_are_named() -> None:
+    a, b, c = (parse_content_id(f["content_id"]) for f in V["split"]["files"])
+    chosen, dissenters = mf.majority_parts([("p1", (a, b)), ("p2", (a, c)), ("p3", (a, c))])
+    assert chosen == (a, c) and dissenters == ["p1"]
+    assert mf.majority_parts([("p1", (a, b)), ("p2", (a, c))]) == ((a, b), ["p2"]), "a tie: the first received"
+    assert mf.majority_parts([]) == (None, [])
