@@ -40,15 +40,16 @@ def break_off_event(path: str, exc: BackendError, *, sequence_number: int = 0) -
 
 
 async def ending_in_family_error(path: str, reply: Reply) -> AsyncIterator[bytes]:
-    """`reply`'s chunks, then `break_off_event` if it breaks. Failover hands on one event a chunk, so the chunks
-    counted are the events' next sequence number."""
+    """`reply`'s chunks, then `break_off_event` if it breaks. Failover hands on whole events (each ends in a blank
+    line, backends/streams/sse.py's `serialize`), so the blank lines sent count the events: the error event's
+    sequence number."""
     sent = 0
 
     def on_break(exc: BackendError) -> bytes:
         return break_off_event(path, exc, sequence_number=sent)
 
     async for chunk in passed_on(reply, on_break):
-        sent += 1
+        sent += chunk.count(b"\n\n")
         yield chunk
 
 

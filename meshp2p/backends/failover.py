@@ -78,28 +78,32 @@ class _Route:
 
 async def _stream_with_failover(route: _Route, request: BackendRequest, server: ServerCandidate,
                                 tracker: StreamTracker, current: list[Reply]) -> AsyncIterator[bytes]:
-    """The stream's events as the client reads them (one event a chunk), over as many servers as it takes."""
+    """The stream's events as the client reads them, over as many servers as it takes.
+
+    A chunk holds whole events: those of one read from the server, together. Each write to the client wakes it
+    (on this project's VMs ~0.1-0.6 ms a wake-up), and a Responses stream opens with four events in one read: one
+    chunk a read keeps them one write, where one chunk an event made the first token wait behind four writes.
+    """
     while True:
         reply, parser = current[0], SseParser()
         assert reply.chunks is not None
         try:
             async for chunk in reply.chunks:
-                for event in parser.feed(chunk):
-                    for out in tracker.take(event):
-                        yield serialize(out)
-            for event in parser.close():  # a last event without its blank line: the stream ended well
-                for out in tracker.take(event):
-                    yield serialize(out)
+                out = b"".join(serialize(o) for event in parser.feed(chunk) for o in tracker.take(event))
+                if out:
+                    yield out
+            ending = b"".join(serialize(o) for event in parser.close() for o in tracker.take(event))
+            if ending:  # a last event without its blank line: the stream ended well
+                yield ending
             return
         except BackendError as exc:
             route.failed.add(server.peer_id)
             log.warning("server %s broke mid-stream (%s)", server.peer_id, exc.message)
         finally:
             await reply.aclose()
-        ending = tracker.done()
-        if ending is not None:  # the answer was whole: only its last events were lost
-            for out in ending:
-                yield serialize(out)
+        finished = tracker.done()
+        if finished is not None:  # the answer was whole: only its last events were lost
+            yield b"".join(serialize(o) for o in finished)
             return
         body = tracker.continuation(request.payload)
         if body is None:

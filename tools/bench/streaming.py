@@ -20,6 +20,14 @@ class Sample:
     ttft_ms: float
     tokens_per_s: float
     tokens: int
+    #: llama-server's own time to the first token (`timings.prompt_ms` of the first token's event, sent when the
+    #: request asks `timings_per_token`); None where the API's events do not carry it.
+    server_ms: float | None = None
+
+    @property
+    def transport_ms(self) -> float | None:
+        """TTFT less llama-server's own part: what the way to and from it took, free of the model's variance."""
+        return None if self.server_ms is None else self.ttft_ms - self.server_ms
 
 
 def free_port() -> int:
@@ -53,6 +61,7 @@ def _stream_once(client: httpx.Client, url: str, body: dict[str, object], token:
     start = time.perf_counter()
     first = last = 0.0
     tokens = 0
+    server_ms = None
     with client.stream("POST", url, json=body, headers=headers) as response:
         response.raise_for_status()
         for line in response.iter_lines():
@@ -61,11 +70,23 @@ def _stream_once(client: httpx.Client, url: str, body: dict[str, object], token:
             now = time.perf_counter()
             if tokens == 0:
                 first = now
+                server_ms = _prompt_ms(line)
             last = now
             tokens += 1
     if tokens < 2:
         raise RuntimeError(f"only {tokens} tokens streamed from {url}")
-    return Sample((first - start) * 1000, (tokens - 1) / (last - first), tokens)
+    return Sample((first - start) * 1000, (tokens - 1) / (last - first), tokens, server_ms)
+
+
+def _prompt_ms(line: str) -> float | None:
+    """`timings.prompt_ms` of an SSE data line's event, if it has one."""
+    try:
+        event = json.loads(line[6:])
+    except ValueError:
+        return None
+    timings = event.get("timings") if isinstance(event, dict) else None
+    value = timings.get("prompt_ms") if isinstance(timings, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def is_token(line: str) -> bool:
