@@ -350,12 +350,8 @@ async def list_parts(overlay: Overlay, content_id: ContentId, peers: Sequence[ID
     dropped: dict[str, str] = {}
 
     async def ask(peer: ID) -> None:
-        try:
-            with trio.fail_after(OPEN_TIMEOUT_S):
-                stream = await overlay.open_stream(peer, mf.MODEL_FETCH_PROTOCOL_ID)
-        except Exception as exc:  # unreachable, or it does not speak the protocol (py-libp2p raises several types)
-            dropped[str(peer)] = "unreachable"
-            log.debug("model fetch: %s unreachable: %s", peer, exc)
+        stream = await _open_stream(overlay, peer, dropped)
+        if stream is None:
             return
         try:
             with trio.fail_after(PARTS_TIMEOUT_S):
@@ -387,14 +383,22 @@ async def list_parts(overlay: Overlay, content_id: ContentId, peers: Sequence[ID
     return PartsReport(ids, tuple(p for p, a in answers if a == ids), dropped)
 
 
-async def _open_session(overlay: Overlay, peer: ID, content_id: ContentId, sessions: list[_Session],
-                        dropped: dict[str, str]) -> None:
+async def _open_stream(overlay: Overlay, peer: ID, dropped: dict[str, str]) -> Any:
+    """A model-fetch stream to `peer` (libp2p's, untyped as `Overlay.open_stream`), or None with the peer noted
+    as unreachable in `dropped`."""
     try:
         with trio.fail_after(OPEN_TIMEOUT_S):
-            stream = await overlay.open_stream(peer, mf.MODEL_FETCH_PROTOCOL_ID)
+            return await overlay.open_stream(peer, mf.MODEL_FETCH_PROTOCOL_ID)
     except Exception as exc:  # unreachable, or it does not speak the protocol (py-libp2p raises several types)
         dropped[str(peer)] = "unreachable"
         log.debug("model fetch: %s unreachable: %s", peer, exc)
+        return None
+
+
+async def _open_session(overlay: Overlay, peer: ID, content_id: ContentId, sessions: list[_Session],
+                        dropped: dict[str, str]) -> None:
+    stream = await _open_stream(overlay, peer, dropped)
+    if stream is None:
         return
     session = _Session(peer, stream, mf.DialerReader(content_id))
     sessions.append(session)
