@@ -164,7 +164,9 @@ def add_blackboard_routes(app: QuartTrio, board: Blackboard | None, *, local_onl
                         yield _event(post)
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return Response(events(), status=200, headers=headers, content_type="text/event-stream")
+        response = Response(events(), status=200, headers=headers, content_type="text/event-stream")
+        response.timeout = None  # quart's RESPONSE_TIMEOUT (60 s) would end a watch that is meant to last
+        return response
 
 
 async def _next_post(posts: trio.MemoryReceiveChannel[Post]) -> Post | None:
