@@ -93,8 +93,12 @@ def usage_cache_file(content_id: ContentId) -> Path:
     return meshp2p_home() / "moe" / f"{content_id.digest.hex()}-{content_id.size}.usage.json"
 
 
-def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None) -> ExpertUsage:
-    """The model's expert usage: cached, else measured with `imatrix`, else estimated (blocking: run in a thread)."""
+def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None, *,
+                 alone: bool = True) -> ExpertUsage:
+    """The model's expert usage: cached, else measured with `imatrix`, else estimated (blocking: run in a thread).
+
+    `alone` False: this node cannot hold the model (the planner's rule 1), so llama-imatrix is not run here on its
+    own; the estimate stands until the model is calibrated over a layer split (app/split_calibration.py)."""
     header = read_gguf_header(model)
     n_layers, n_expert = header.block_count or 0, header.expert_count or 0
     cache = None if content_id is None else usage_cache_file(content_id)
@@ -104,7 +108,10 @@ def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None
         if cached is not None and (cached.source == SOURCE_IMATRIX or imatrix is None):
             return cached
     usage: ExpertUsage | None = None
-    if imatrix is None:
+    if imatrix is not None and not alone:
+        log.info("%s does not fit this node: router weight-norm estimate until it is calibrated over a layer split",
+                 model.name)
+    elif imatrix is None:
         log.warning("llama-imatrix is not in this llama.cpp build: expert usage of %s is estimated from router "
                     "weight norms (run `meshp2p llama build` for measured router statistics)", model.name)
     else:
@@ -144,13 +151,16 @@ class CalibrationFailed(MeshP2PError):
 
 
 def run_imatrix(imatrix: Path, model: Path, n_layers: int, n_expert: int, *,
-                text: Path | None = None) -> ExpertUsage:
-    """Run llama-imatrix on `model` over the calibration text and read its per-expert counts."""
+                text: Path | None = None, placement: tuple[str, ...] = ()) -> ExpertUsage:
+    """Run llama-imatrix on `model` over the calibration text and read its per-expert counts.
+
+    `placement`: where the layers go, as llama-server is given it for a layer split (app/pipeline.py's
+    `pipeline_args`: `--rpc` to tunnel ports, `-ngl`, `--tensor-split`, `-ot`); () runs it all here."""
     with tempfile.TemporaryDirectory(prefix="meshp2p-imatrix-") as tmp:
         out = Path(tmp) / "imatrix.gguf"
         argv = [str(imatrix), "-m", str(model), "-f", str(text or calibration_text()), "-o", str(out),
                 "-c", str(CALIBRATION_CTX_TOKENS), "--chunks", str(CALIBRATION_MAX_CHUNKS), "-t", "1",
-                "--no-ppl", "--output-frequency", "100000"]
+                "--no-ppl", "--output-frequency", "100000", *placement]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=CALIBRATION_TIMEOUT_S,
                                   check=False, stdin=subprocess.DEVNULL)
