@@ -9,7 +9,8 @@ routing's rendezvous hash of its session key (mesh/routing.py), moving to its se
    offers: app/local.py's `fits_alone`) does not run llama-imatrix alone: it starts from the estimate and, when
    mesh/split_calibration.py names it, runs llama-imatrix over a layer split of the file (app/split_calibration.py)
    and joins with those counts; the other members get them by step 3. A split calibration that fails (no plan,
-   the run gives no counts) is logged and tried again after SPLIT_RETRY_S; the estimate stands meanwhile.
+   the run gives no counts) is logged and tried again (PLAN_RETRY_S, SPLIT_RETRY_S); the estimate stands
+   meanwhile.
 2. Join: announce `moe_shards[content id] = {cap_bytes, usage}` in status (protocols/gossip.md). The group is the
    members that announce the same content id with the same usage tag. The tag, not the counts: the counts of a
    30B model are too big for status gossip, and calibration is deterministic (same file, same built-in text, one
@@ -79,7 +80,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPLAN_CHECK_S = 1.0
-#: After a failed calibration over a layer split (no workers yet, a run that gave no counts): wait this long.
+#: A calibration over a layer split: planned again this often while no split is possible (cheap, pure), and run
+#: again this long after a run that gave no counts (expensive: the whole text through the whole model).
+PLAN_RETRY_S = 2.0
 SPLIT_RETRY_S = 30.0
 #: Memory headroom a shard keeps, as for a solo model (app/local.py's fit rule).
 SHARD_HEADROOM = FIT_HEADROOM
@@ -234,6 +237,7 @@ class ShardGroupMember:
         """Step 1 for a model this node cannot hold: until this member plans with measured counts (its own or a
         peer's), calibrate over a layer split whenever mesh/split_calibration.py names this node and the members
         waiting have settled."""
+        split_error: str | None = None
         while self._usage().source != SOURCE_IMATRIX:
             own_status = self.view.peers[self.view.self_id].status
             own = Announced(self._usage().tag, own_status.vram_mb or own_status.ram_mb)
@@ -250,10 +254,17 @@ class ShardGroupMember:
             n_layers, n_expert = self.shape
             try:
                 measured = await split.calibrate(cid, n_layers, n_expert)
-            except (PlanError, CalibrationFailed) as exc:
-                log.warning("%s: calibrating over a layer split failed (%s%s): keeping the router weight-norm "
-                            "estimate, trying again in %g s", self.spec.id, exc.message,
-                            f"; {exc.hint}" if exc.hint else "", SPLIT_RETRY_S)
+            except PlanError as exc:
+                # No split yet (workers still hashing, their RTT not measured): planning again is cheap.
+                if exc.message != split_error:
+                    log.info("%s: cannot calibrate over a layer split yet (%s): the router weight-norm estimate "
+                             "stands meanwhile", self.spec.id, exc.message)
+                split_error = exc.message
+                await trio.sleep(PLAN_RETRY_S)
+                continue
+            except CalibrationFailed as exc:
+                log.warning("%s: calibrating over a layer split failed (%s): keeping the router weight-norm "
+                            "estimate, trying again in %g s", self.spec.id, exc.message, SPLIT_RETRY_S)
                 await trio.sleep(SPLIT_RETRY_S)
                 continue
             if self._usage().source == SOURCE_IMATRIX:
