@@ -239,8 +239,11 @@ class ShardGroupMember:
         waiting have settled."""
         split_error: str | None = None
         while self._usage().source != SOURCE_IMATRIX:
-            own_status = self.view.peers[self.view.self_id].status
-            own = Announced(self._usage().tag, own_status.vram_mb or own_status.ram_mb)
+            me = self.view.peers.get(self.view.self_id)
+            if me is None:  # this node's own status is not in its view yet: its capacity is what others see
+                await trio.sleep(REPLAN_CHECK_S)
+                continue
+            own = Announced(self._usage().tag, me.status.vram_mb or me.status.ram_mb)
             announced = {peer.peer_id: Announced(offer.usage, peer.status.vram_mb or peer.status.ram_mb)
                          for peer in self.view.peers.values() if (offer := peer.status.moe_shards.get(cid)) is not None}
             chosen = split_calibrator(self.view.self_id, own, announced)
