@@ -10,6 +10,11 @@ llama.cpp build), so members of a shard group that calibrate the same file get t
 cached per content id under `$MESHP2P_HOME/moe/`, and its digest travels in status gossip so members check that
 they plan from the same numbers (app/moe_shards.py).
 
+A model too big for this node is not run here alone (`expert_usage(..., alone=False)`): one member runs
+`run_imatrix` with a layer split's placement (`--rpc` to workers, app/split_calibration.py), whose counts are
+the same as a run on one node (the router statistics are the model's, wherever its layers run; the e2e test
+compares them on a tiny file: equal).
+
 When `llama-imatrix` is missing (a build made before shard mode) or fails, the estimate is the L2 norm of each
 expert's router row (`ffn_gate_inp`, one row of n_embd weights per expert): the router's logit for an expert is
 that row's dot product with the hidden state, so a row with a larger norm wins more often for typical inputs.
