@@ -14,13 +14,12 @@ hold the model alone and will serve it that way) is not run: the caller keeps th
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 
 import trio
 
 from meshp2p.app.pipeline import model_facts, open_bridge_ports, peer_facts, pipeline_args
-from meshp2p.inference.calibration import ExpertUsage, run_imatrix
+from meshp2p.inference.calibration import ExpertUsage, run_imatrix_placed
 from meshp2p.inference.models import ModelSpec
 from meshp2p.mesh.planner import PlanError, plan
 from meshp2p.mesh.view import MeshView
@@ -58,8 +57,8 @@ class SplitCalibration:
             ports = await open_bridge_ports(nursery, self.bridge, found, self.spec.id)
             placement = pipeline_args(found, ports, n_layers)
             try:
-                return await trio.to_thread.run_sync(partial(run_imatrix, self.imatrix, self.spec.path, n_layers,
-                                                             n_expert, placement=placement))
+                return await run_imatrix_placed(self.imatrix, self.spec.path, n_layers, n_expert,
+                                                placement=placement)
             finally:
                 nursery.cancel_scope.cancel()
 
