@@ -5,7 +5,12 @@ own id: the shards are one model id in /v1/models and in routing, and a session 
 routing's rendezvous hash of its session key (mesh/routing.py), moving to its second choice when its shard leaves.
 
 1. Calibrate: the expert usage of the file (inference/calibration.py: llama-imatrix, else the weight-norm
-   estimate), cached per content id.
+   estimate), cached per content id. A member that cannot hold the whole file (the planner's rule 1 over what it
+   offers: app/local.py's `fits_alone`) does not run llama-imatrix alone: it starts from the estimate and, when
+   mesh/split_calibration.py names it, runs llama-imatrix over a layer split of the file (app/split_calibration.py)
+   and joins with those counts; the other members get them by step 3. A split calibration that fails (no plan,
+   the run gives no counts) is logged and tried again (PLAN_RETRY_S, SPLIT_RETRY_S); the estimate stands
+   meanwhile.
 2. Join: announce `moe_shards[content id] = {cap_bytes, usage}` in status (protocols/gossip.md). The group is the
    members that announce the same content id with the same usage tag. The tag, not the counts: the counts of a
    30B model are too big for status gossip, and calibration is deterministic (same file, same built-in text, one
@@ -32,6 +37,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,6 +48,7 @@ from meshp2p.home import meshp2p_home
 from meshp2p.inference.calibration import (
     SOURCE_IMATRIX,
     SOURCE_WEIGHT_NORM,
+    CalibrationFailed,
     ExpertUsage,
     cached_usage,
     expert_usage,
@@ -61,6 +68,7 @@ from meshp2p.mesh.moe_shards import (
 )
 from meshp2p.mesh.moe_usage import AskBackoff, usage_to_ask
 from meshp2p.mesh.planner import FIT_HEADROOM, PlanError
+from meshp2p.mesh.split_calibration import Announced, split_calibrator
 from meshp2p.mesh.view import MeshView
 from meshp2p.wire.model_id import ContentId
 from meshp2p.wire.moe_usage import Counts, UsageAnswer
@@ -72,6 +80,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPLAN_CHECK_S = 1.0
+#: A calibration over a layer split: planned again this often while no split is possible (cheap, pure), and run
+#: again this long after a run that gave no counts (expensive: the whole text through the whole model).
+PLAN_RETRY_S = 2.0
+SPLIT_RETRY_S = 30.0
 #: Memory headroom a shard keeps, as for a solo model (app/local.py's fit rule).
 SHARD_HEADROOM = FIT_HEADROOM
 
@@ -91,6 +103,13 @@ def shard_capacity_bytes(config: MoeShardConfig, memory_mb: tuple[int, int]) -> 
         return config.capacity_bytes
     ram_mb, vram_mb = memory_mb
     return int((vram_mb or ram_mb) * 2**20 / SHARD_HEADROOM)
+
+
+class CalibrateOverSplit(Protocol):
+    """How a member that cannot hold the model measures its usage over a layer split (app/split_calibration.py):
+    the counts, or PlanError / CalibrationFailed."""
+
+    async def calibrate(self, cid: ContentId, n_layers: int, n_expert: int) -> ExpertUsage: ...
 
 
 class AskUsage(Protocol):
@@ -129,9 +148,12 @@ class ShardGroupMember:
                  content_id: Callable[[], ContentId | None], offers: dict[ContentId, ShardOffer],
                  imatrix: Path | None, capacity_bytes: int, min_fraction: float = DEFAULT_MIN_EXPERT_FRACTION,
                  announce: Callable[[], None] = lambda: None, ask: AskUsage | None = None,
-                 settle: GroupSettle | None = None) -> None:
+                 settle: GroupSettle | None = None, alone: bool = True,
+                 split: CalibrateOverSplit | None = None) -> None:
         """`ask`: how to get a peer's measured usage (step 3); None: this member plans with its own numbers.
-        `settle`: when the group is formed enough for a first plan (mesh/moe_settle.py; tests pass a shorter one)."""
+        `settle`: when the group is formed enough for a first plan (mesh/moe_settle.py; tests pass a shorter one).
+        `alone`: this node can hold the whole model, so it calibrates it alone; else, with `split`, over a layer
+        split when mesh/split_calibration.py names it (step 1)."""
         self.spec = spec
         self.fleet = fleet
         self.view = view
@@ -144,6 +166,10 @@ class ShardGroupMember:
         self.ask = ask
         self.backoff = AskBackoff()
         self.settle = settle if settle is not None else GroupSettle()
+        self.alone = alone
+        self.split = split
+        #: When the members waiting for a split calibration are formed (the same rule as the plan's, step 1).
+        self.split_settle = GroupSettle(self.settle.settle_s, self.settle.max_wait_s)
         #: The file's content id once hashed, and its (layers, experts) from its GGUF header.
         self.cid: ContentId | None = None
         self.shape = (0, 0)
@@ -173,7 +199,8 @@ class ShardGroupMember:
         self.cid = cid = await self._content_id()
         header = await trio.to_thread.run_sync(read_gguf_header, self.spec.path)
         self.shape = (header.block_count or 0, header.expert_count or 0)
-        usage = await trio.to_thread.run_sync(expert_usage, self.spec.path, cid, self.imatrix)
+        usage = await trio.to_thread.run_sync(partial(expert_usage, self.spec.path, cid, self.imatrix,
+                                                      alone=self.alone))
         if usage.source == SOURCE_WEIGHT_NORM:
             log.warning("%s: router weight-norm estimate only, until a member gives measured router statistics",
                         self.spec.id)
@@ -182,6 +209,9 @@ class ShardGroupMember:
             async with trio.open_nursery() as nursery:
                 if self.ask is not None:
                     nursery.start_soon(self._keep_asking, cid)
+                if not self.alone and self.split is not None and self.imatrix is not None \
+                        and usage.source != SOURCE_IMATRIX:
+                    nursery.start_soon(self._calibrate_over_split, cid, self.split)
                 while True:
                     await self._step(cid, self._usage())
                     await trio.sleep_until(self._next_look(trio.current_time()))
@@ -202,6 +232,49 @@ class ShardGroupMember:
         while True:
             await self._adopt(cid)
             await trio.sleep(REPLAN_CHECK_S)
+
+    async def _calibrate_over_split(self, cid: ContentId, split: CalibrateOverSplit) -> None:
+        """Step 1 for a model this node cannot hold: until this member plans with measured counts (its own or a
+        peer's), calibrate over a layer split whenever mesh/split_calibration.py names this node and the members
+        waiting have settled."""
+        split_error: str | None = None
+        while self._usage().source != SOURCE_IMATRIX:
+            me = self.view.peers.get(self.view.self_id)
+            if me is None:  # this node's own status is not in its view yet: its capacity is what others see
+                await trio.sleep(REPLAN_CHECK_S)
+                continue
+            own = Announced(self._usage().tag, me.status.vram_mb or me.status.ram_mb)
+            announced = {peer.peer_id: Announced(offer.usage, peer.status.vram_mb or peer.status.ram_mb)
+                         for peer in self.view.peers.values() if (offer := peer.status.moe_shards.get(cid)) is not None}
+            chosen = split_calibrator(self.view.self_id, own, announced)
+            if chosen is None:
+                return  # a member measured: step 3 takes its counts
+            settled = self.split_settle.observe(frozenset({**announced, self.view.self_id: own}.items()),
+                                                trio.current_time())
+            if chosen != self.view.self_id or not settled:
+                await trio.sleep(REPLAN_CHECK_S)
+                continue
+            n_layers, n_expert = self.shape
+            try:
+                measured = await split.calibrate(cid, n_layers, n_expert)
+            except PlanError as exc:
+                # No split yet (workers still hashing, their RTT not measured): planning again is cheap.
+                if exc.message != split_error:
+                    log.info("%s: cannot calibrate over a layer split yet (%s): the router weight-norm estimate "
+                             "stands meanwhile", self.spec.id, exc.message)
+                split_error = exc.message
+                await trio.sleep(PLAN_RETRY_S)
+                continue
+            except CalibrationFailed as exc:
+                log.warning("%s: calibrating over a layer split failed (%s): keeping the router weight-norm "
+                            "estimate, trying again in %g s", self.spec.id, exc.message, SPLIT_RETRY_S)
+                await trio.sleep(SPLIT_RETRY_S)
+                continue
+            if self._usage().source == SOURCE_IMATRIX:
+                return  # a peer's counts arrived meanwhile: the group already plans with them
+            await trio.to_thread.run_sync(store_usage, cid, measured)
+            log.info("%s: calibrated over a layer split (%s)", self.spec.id, measured.tag)
+            self._join(cid, measured)
 
     def _join(self, cid: ContentId, usage: ExpertUsage) -> None:
         """Plan with `usage` from now on, and announce its tag: the group is whoever announces the same."""

@@ -47,6 +47,7 @@ from meshp2p.app.local import (
     LocalStatus,
     ModelDropper,
     OfferedModels,
+    fits_alone,
     node_role,
     offered_file,
     offered_memory_mb,
@@ -65,6 +66,7 @@ from meshp2p.app.moe_shards import (
 from meshp2p.app.pipeline import PipelineWorker, SplitHost
 from meshp2p.app.promotion import PromotionService
 from meshp2p.app.recruitment import Recruitment
+from meshp2p.app.split_calibration import SplitCalibration
 from meshp2p.app.status import LlamaCppStatus, ModelStatus, NodeStatus, NodeSummary
 from meshp2p.backends.http11 import UpstreamPool
 from meshp2p.backends.local import tunnel_handler
@@ -262,12 +264,17 @@ class MeshParts:
         """This node's membership of `spec`'s shard group (started by the caller)."""
         local, binaries = self.local, self.local.config.binaries
         shard_cfg = local.config.moe_shard or MoeShardConfig()
+        imatrix = None if binaries is None else binaries.imatrix
+        # A model too big for this node is calibrated over a layer split, as a split host would run it.
+        split = None if imatrix is None else SplitCalibration(
+            spec, self.service.view, RpcTunnelClient(self.overlay, self.service.membership), self.service.rtt_ms,
+            imatrix=imatrix)
         return ShardGroupMember(
             spec, local.fleet, self.service.view, content_id=partial(local.file_ids.ids.get, spec.id),
             offers=self.shard_offers, imatrix=None if binaries is None else binaries.imatrix,
             capacity_bytes=shard_capacity_bytes(shard_cfg, self.service_memory()),
             min_fraction=shard_cfg.min_fraction, announce=self.service.announce_now,
-            ask=partial(ask_usage, self.overlay))
+            ask=partial(ask_usage, self.overlay), alone=fits_alone(spec, self.service_memory()), split=split)
 
     def paired(self, typed: str, spec: ModelSpec) -> ModelSpec:
         """A model got after the start, with the speculation the start's rules give it (blocking: GGUF headers)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,6 +102,26 @@ def pipeline_args(plan_: Plan, ports: list[int], n_layers: int) -> tuple[str, ..
             "--tensor-split", split, "-ot", r"^token_embd\.weight$=CPU,^output\.weight$=CPU,^output_norm\.weight$=CPU")
 
 
+def model_facts(spec: ModelSpec, n_layers: int, content_id: ContentId | None) -> ModelFacts:
+    """The planner's facts for `spec` (`n_layers` from its GGUF header)."""
+    layout = spec.layout
+    moe = layout is not None and layout.is_moe and len(layout.layer_bytes) == n_layers
+    # A MoE model is planned by its blocks' real bytes (mostly experts), the embeddings and head on the host.
+    return ModelFacts(spec.id, max(1, spec.size_bytes // (1024 * 1024)), n_layers, content_id,
+                      layer_bytes=layout.layer_bytes if moe and layout else (),
+                      host_bytes=layout.host_bytes if moe and layout else 0)
+
+
+async def open_bridge_ports(nursery: trio.Nursery, bridge: RpcTunnelClient, plan_: Plan, model_id: str) -> list[int]:
+    """One local loopback port per worker of `plan_`, in shard order, each leading to that worker's ggml-rpc-server
+    (step 2), served in `nursery` until it is cancelled: the ports for `pipeline_args`. Shared by the split host
+    and the split calibration (app/split_calibration.py), which runs llama-imatrix where llama-server would run."""
+    # The hello names the file, not just the name: the worker's log says which weights the split is for.
+    label = plan_.content_id.text if plan_.content_id is not None else model_id
+    return [await nursery.start(partial(bridge.serve_port, PeerID.from_base58(worker), model=label, threads=1))
+            for worker in plan_.workers]
+
+
 class SplitHost:
     """Keeps one model running as a pipeline over the mesh, re-planning when its workers change."""
 
@@ -134,12 +155,7 @@ class SplitHost:
         )
 
     def facts(self, content_id: ContentId | None) -> ModelFacts:
-        layout = self.spec.layout
-        moe = layout is not None and layout.is_moe and len(layout.layer_bytes) == self.n_layers
-        # A MoE model is planned by its blocks' real bytes (mostly experts), the embeddings and head on the host.
-        return ModelFacts(self.spec.id, max(1, self.spec.size_bytes // (1024 * 1024)), self.n_layers, content_id,
-                          layer_bytes=layout.layer_bytes if moe and layout else (),
-                          host_bytes=layout.host_bytes if moe and layout else 0)
+        return model_facts(self.spec, self.n_layers, content_id)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -203,7 +219,7 @@ class SplitHost:
         log.info("splitting %s: %s", self.spec.id,
                  ", ".join(f"{s.peer_id[-8:]} layers {s.first_layer}-{s.last_layer}" for s in current.shards))
         async with trio.open_nursery() as nursery:
-            ports = [await nursery.start(self._bridge_port, worker) for worker in current.workers]
+            ports = await open_bridge_ports(nursery, self.bridge, current, self.spec.id)
             placement = pipeline_args(current, ports, self.n_layers) if current.workers else ()
             server_spec = dataclasses.replace(
                 self.spec, extra_server_args=(*self.spec.extra_server_args, *placement))
@@ -222,12 +238,6 @@ class SplitHost:
                 self.plan = None
                 self.announce()
                 nursery.cancel_scope.cancel()
-
-    async def _bridge_port(self, worker: str, *, task_status: TaskStatus[int]) -> None:
-        # The hello names the file, not just the name: the worker's log says which weights the split is for.
-        cid = self.plan.content_id if self.plan is not None else None
-        await self.bridge.serve_port(PeerID.from_base58(worker), model=cid.text if cid else self.spec.id, threads=1,
-                                     task_status=task_status)
 
 
 class PipelineWorker:

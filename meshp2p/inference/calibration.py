@@ -10,6 +10,11 @@ llama.cpp build), so members of a shard group that calibrate the same file get t
 cached per content id under `$MESHP2P_HOME/moe/`, and its digest travels in status gossip so members check that
 they plan from the same numbers (app/moe_shards.py).
 
+A model too big for this node is not run here alone (`expert_usage(..., alone=False)`): one member runs
+`run_imatrix_placed` with a layer split's placement (`--rpc` to workers, app/split_calibration.py), whose counts are
+the same as a run on one node (the router statistics are the model's, wherever its layers run; the e2e test
+compares them on a tiny file: equal).
+
 When `llama-imatrix` is missing (a build made before shard mode) or fails, the estimate is the L2 norm of each
 expert's router row (`ffn_gate_inp`, one row of n_embd weights per expert): the router's logit for an expert is
 that row's dot product with the hidden state, so a row with a larger norm wins more often for typical inputs.
@@ -33,6 +38,8 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+import trio
 
 from meshp2p.errors import MeshP2PError
 from meshp2p.home import meshp2p_home
@@ -93,8 +100,12 @@ def usage_cache_file(content_id: ContentId) -> Path:
     return meshp2p_home() / "moe" / f"{content_id.digest.hex()}-{content_id.size}.usage.json"
 
 
-def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None) -> ExpertUsage:
-    """The model's expert usage: cached, else measured with `imatrix`, else estimated (blocking: run in a thread)."""
+def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None, *,
+                 alone: bool = True) -> ExpertUsage:
+    """The model's expert usage: cached, else measured with `imatrix`, else estimated (blocking: run in a thread).
+
+    `alone` False: this node cannot hold the model (the planner's rule 1), so llama-imatrix is not run here on its
+    own; the estimate stands until the model is calibrated over a layer split (app/split_calibration.py)."""
     header = read_gguf_header(model)
     n_layers, n_expert = header.block_count or 0, header.expert_count or 0
     cache = None if content_id is None else usage_cache_file(content_id)
@@ -104,7 +115,10 @@ def expert_usage(model: Path, content_id: ContentId | None, imatrix: Path | None
         if cached is not None and (cached.source == SOURCE_IMATRIX or imatrix is None):
             return cached
     usage: ExpertUsage | None = None
-    if imatrix is None:
+    if imatrix is not None and not alone:
+        log.info("%s does not fit this node: router weight-norm estimate until it is calibrated over a layer split",
+                 model.name)
+    elif imatrix is None:
         log.warning("llama-imatrix is not in this llama.cpp build: expert usage of %s is estimated from router "
                     "weight norms (run `meshp2p llama build` for measured router statistics)", model.name)
     else:
@@ -143,23 +157,53 @@ class CalibrationFailed(MeshP2PError):
     """llama-imatrix did not give counts; the caller falls back to the estimate (never raised past this module)."""
 
 
+def imatrix_argv(imatrix: Path, model: Path, out: Path, *, text: Path | None = None,
+                 placement: tuple[str, ...] = ()) -> list[str]:
+    """The llama-imatrix command line of a calibration writing `out`.
+
+    `placement`: where the layers go, as llama-server is given it for a layer split (app/pipeline.py's
+    `pipeline_args`: `--rpc` to tunnel ports, `-ngl`, `--tensor-split`, `-ot`); () runs it all here."""
+    return [str(imatrix), "-m", str(model), "-f", str(text or calibration_text()), "-o", str(out),
+            "-c", str(CALIBRATION_CTX_TOKENS), "--chunks", str(CALIBRATION_MAX_CHUNKS), "-t", "1",
+            "--no-ppl", "--output-frequency", "100000", *placement]
+
+
 def run_imatrix(imatrix: Path, model: Path, n_layers: int, n_expert: int, *,
                 text: Path | None = None) -> ExpertUsage:
-    """Run llama-imatrix on `model` over the calibration text and read its per-expert counts."""
+    """Run llama-imatrix on `model`, alone, over the calibration text and read its per-expert counts."""
     with tempfile.TemporaryDirectory(prefix="meshp2p-imatrix-") as tmp:
         out = Path(tmp) / "imatrix.gguf"
-        argv = [str(imatrix), "-m", str(model), "-f", str(text or calibration_text()), "-o", str(out),
-                "-c", str(CALIBRATION_CTX_TOKENS), "--chunks", str(CALIBRATION_MAX_CHUNKS), "-t", "1",
-                "--no-ppl", "--output-frequency", "100000"]
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=CALIBRATION_TIMEOUT_S,
-                                  check=False, stdin=subprocess.DEVNULL)
+            done = subprocess.run(imatrix_argv(imatrix, model, out, text=text), capture_output=True, text=True,
+                                  timeout=CALIBRATION_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise CalibrationFailed(str(exc)) from exc
-        if done.returncode != 0 or not out.is_file():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise CalibrationFailed(f"exit {done.returncode}: {tail[0][:200]}")
-        return ExpertUsage(SOURCE_IMATRIX, imatrix_counts(out, n_layers, n_expert))
+        return _read_output(out, done.returncode, done.stderr or done.stdout, n_layers, n_expert)
+
+
+async def run_imatrix_placed(imatrix: Path, model: Path, n_layers: int, n_expert: int, *,
+                             placement: tuple[str, ...]) -> ExpertUsage:
+    """`run_imatrix` with its layers placed by `placement` (a layer split), as a trio task: cancelling it (the
+    node stopping) kills llama-imatrix at once, and the RPC tunnels it talks through live in the caller's nursery
+    meanwhile. CalibrationFailed when it gives no counts, as `run_imatrix`."""
+    with tempfile.TemporaryDirectory(prefix="meshp2p-imatrix-") as tmp:
+        out = Path(tmp) / "imatrix.gguf"
+        try:
+            with trio.fail_after(CALIBRATION_TIMEOUT_S):
+                done = await trio.run_process(imatrix_argv(imatrix, model, out, placement=placement),
+                                              capture_stdout=True, capture_stderr=True, check=False,
+                                              stdin=subprocess.DEVNULL)
+        except (OSError, trio.TooSlowError) as exc:
+            raise CalibrationFailed(str(exc) or f"no counts after {CALIBRATION_TIMEOUT_S:g} s") from exc
+        output = (done.stderr or done.stdout or b"").decode(errors="replace")
+        return await trio.to_thread.run_sync(_read_output, out, done.returncode, output, n_layers, n_expert)
+
+
+def _read_output(out: Path, returncode: int, output: str, n_layers: int, n_expert: int) -> ExpertUsage:
+    if returncode != 0 or not out.is_file():
+        tail = output.strip().splitlines()[-1:] or ["no output"]
+        raise CalibrationFailed(f"exit {returncode}: {tail[0][:200]}")
+    return ExpertUsage(SOURCE_IMATRIX, imatrix_counts(out, n_layers, n_expert))
 
 
 def imatrix_counts(path: Path, n_layers: int, n_expert: int) -> tuple[tuple[int, ...], ...]:

@@ -18,6 +18,7 @@ from make_tiny_gguf import write_tiny_gguf
 from meshp2p.app.moe_shards import ShardGroupMember, measured_usage
 from meshp2p.inference.calibration import (
     SOURCE_IMATRIX,
+    CalibrationFailed,
     ExpertUsage,
     expert_usage,
     store_usage,
@@ -27,6 +28,7 @@ from meshp2p.inference.calibration import (
 from meshp2p.inference.content_id import hash_file
 from meshp2p.inference.models import ModelSpec, spec_from_parts
 from meshp2p.mesh.moe_settle import GroupSettle
+from meshp2p.mesh.planner import PlanError
 from meshp2p.mesh.view import MeshView
 from meshp2p.p2p.moe_usage import ASK_TIMEOUT_S, ask_usage
 from meshp2p.wire.model_id import ContentId
@@ -208,3 +210,51 @@ async def test_the_first_plan_waits_for_the_group_to_settle(model) -> None:
     await trio.sleep(0.3)
     await member._step(cid, usage)
     assert member.plan is not None and member.plan.shard_of(SELF) is not None and member.last_error is None
+
+
+class Split:
+    """Stands in for app/split_calibration.py: the counts a run over the layer split gives, or its failures."""
+
+    def __init__(self, *outcomes: ExpertUsage | Exception) -> None:
+        self.outcomes = list(outcomes)
+        self.runs = 0
+
+    async def calibrate(self, cid: ContentId, n_layers: int, n_expert: int) -> ExpertUsage:
+        self.runs += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def _too_big_member(path: Path, cid: ContentId, split: Split, announced: dict[str, str]) -> ShardGroupMember:
+    member = _member(path, cid, weight_norm_usage(path), Peers({}), announced)
+    member.view.update(SELF, status(), 0.0)
+    member.alone, member.split = False, split
+    member.split_settle = GroupSettle(settle_s=0.0)
+    return member
+
+
+async def test_the_named_member_calibrates_over_the_split_after_failures_and_joins_with_the_counts(
+        model, autojump_clock: Any) -> None:
+    path, cid = model
+    measured = ExpertUsage(SOURCE_IMATRIX, COUNTS)
+    split = Split(PlanError("no workers yet"), CalibrationFailed("exit 1"), measured)
+    member = _too_big_member(path, cid, split, {HIGH: weight_norm_usage(path).tag})
+    await member._calibrate_over_split(cid, split)
+    assert split.runs == 3 and member.usage == measured and member.usage.origin is None
+    assert member.offers[cid].usage == measured.tag
+    assert expert_usage(path, cid, None) == measured  # cached like a calibration made alone
+
+
+async def test_a_member_not_named_or_seeing_measured_counts_runs_nothing(model, autojump_clock: Any) -> None:
+    path, cid = model
+    estimate = weight_norm_usage(path).tag
+    split = Split()
+    member = _too_big_member(path, cid, split, {LOW: estimate})
+    with trio.move_on_after(30):
+        await member._calibrate_over_split(cid, split)  # LOW is named: this member waits for its counts
+    assert split.runs == 0
+    member = _too_big_member(path, cid, split, {LOW: _answer(COUNTS).tag})
+    await member._calibrate_over_split(cid, split)  # returns at once: step 3 takes LOW's counts
+    assert split.runs == 0 and member.usage is not None and member.usage.source == "weight-norm"

@@ -24,8 +24,10 @@ from helpers.processes import NodeProcess, clean_environ, pid_alive, wait_for
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.inference.binaries import IMATRIX_NAME, LLAMA_DIR_ENV, LlamaBinaries
+from meshp2p.inference.calibration import run_imatrix
 from meshp2p.inference.gguf_header import read_gguf_header
 from meshp2p.inference.moe import model_layout
+from meshp2p.mesh.planner import needed_mb
 from meshp2p.mesh.routing import rendezvous_weight
 
 GROUP_TIMEOUT_S = 90.0
@@ -256,3 +258,49 @@ def test_a_catalog_model_obtained_after_start_is_served_as_a_shard(node_factory,
     for node in (on_disk, later):
         assert complete(node, name)
         assert node.output().count("serving a shard with") == 1, node.output()
+
+
+def test_a_model_no_member_can_hold_is_calibrated_over_the_layer_split(
+        node_factory, bootstrap, tmp_path: Path, llama_binaries: LlamaBinaries) -> None:
+    """Two members that each offer less memory than the file needs (`--max-vram`, which caps RAM on a node without
+    a GPU: 2 MB each for a 3.6 MB file, whose 1.1 x is 4 MB) cannot calibrate alone. The one that
+    mesh/split_calibration.py names runs llama-imatrix over a layer split onto the other's ggml-rpc-server; the
+    other takes its counts over moe-usage. The counts are the ones llama-imatrix gives on the whole file alone."""
+    model = write_tiny_gguf(tmp_path / "tiny-moe-big.gguf", "moe", layers=4, seed=15)
+    layout = model_layout(read_gguf_header(model))
+    size = model.stat().st_size
+    assert 1.1 * size > 2 * 2**20 and needed_mb(size // 2**20) <= 4  # neither fits; both together do
+    args = ("--moe", "shard", "--moe-shard-mb", shard_mb(model, 5), "--max-vram", "0.002", "--model", str(model),
+            "--mesh-name", "split-calibration", "--bootstrap", bootstrap.addr, "--threads", "1")
+    nodes = [node_factory(*args, name=f"c{i}") for i in range(2)]
+    for node in nodes:
+        node.wait_ready()
+
+    def measured(node: NodeProcess) -> bool:
+        try:
+            return str(group(node)["calibration"]).startswith("imatrix")
+        except (httpx.HTTPError, AssertionError):
+            return False
+
+    for node in nodes:
+        wait_for(lambda node=node: measured(node), GROUP_TIMEOUT_S, "imatrix counts measured over the layer split")
+    for node in nodes:
+        wait_for(lambda node=node: serving(node, 2), GROUP_TIMEOUT_S, "one 2-way group on the split's counts")
+    ids = {n.status()["mesh"]["peer_id"]: n for n in nodes}
+    calibrator = ids[min(ids)]  # equal capacities: the lowest peer id (mesh/split_calibration.py rule 2)
+    other = next(n for n in nodes if n is not calibrator)
+    mine, theirs = group(calibrator), group(other)
+    assert (mine["calibration"], mine["calibration_from"]) == ("imatrix", None), mine
+    assert theirs["calibration"] == f"imatrix (from {min(ids)[-8:]})" and theirs["usage"] == mine["usage"]
+    assert "calibrated over a layer split" in calibrator.log_path.read_text(errors="replace")
+    assert other.status()["rpc_worker"]["connections"] >= 1  # its rpc-server held the split's layers
+
+    cached = [json.loads(p.read_text()) for n in nodes for p in (n.home / "moe").glob("*.usage.json")]
+    assert len(cached) == 2 and cached[0]["counts"] == cached[1]["counts"]
+    counts = cached[0]["counts"]
+    assert len(counts) == 4 and all(len(layer) == layout.experts for layer in counts)
+    # Every routed (token, slot) pair is counted once per layer, whichever node ran the layer.
+    assert len({sum(layer) for layer in counts}) == 1 and sum(counts[0]) > 0
+    assert llama_binaries.imatrix is not None
+    solo = run_imatrix(llama_binaries.imatrix, model, 4, layout.experts)
+    assert [list(layer) for layer in solo.counts] == counts

@@ -4,20 +4,24 @@ weight-norm estimate; the cache per content id."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
+import trio
 from make_tiny_gguf import write_tiny_gguf
 
 from meshp2p.inference.binaries import LlamaBinaries
 from meshp2p.inference.calibration import (
     SOURCE_IMATRIX,
     SOURCE_WEIGHT_NORM,
+    CalibrationFailed,
     ExpertUsage,
     cached_usage,
     calibration_text,
     expert_usage,
     run_imatrix,
+    run_imatrix_placed,
     store_usage,
     usage_cache_file,
     weight_norm_usage,
@@ -107,3 +111,22 @@ def test_old_builds_without_imatrix_still_load(tmp_path: Path) -> None:
     found = _in_dir(tmp_path, "test")
     assert found is not None and found.imatrix is None
     assert dataclasses.replace(found, imatrix=tmp_path / "x").imatrix == tmp_path / "x"
+
+
+async def test_a_placed_run_is_killed_when_cancelled_and_a_failed_one_says_why(tmp_path: Path) -> None:
+    """The split calibration's run (a trio task): the node stopping mid-run kills llama-imatrix, not waits for it."""
+    pid_file = tmp_path / "pid"
+    slow = tmp_path / "slow-imatrix"
+    slow.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    slow.chmod(0o755)
+    model = write_tiny_gguf(tmp_path / "moe.gguf", "moe", layers=2, seed=1)
+    with trio.move_on_after(1.0):
+        await run_imatrix_placed(slow, model, 2, 8, placement=("--rpc", "127.0.0.1:1"))
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped: no such process
+    failing = tmp_path / "failing-imatrix"
+    failing.write_text("#!/bin/sh\necho 'failed to connect to 127.0.0.1:1' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    with pytest.raises(CalibrationFailed, match="exit 1: failed to connect"):
+        await run_imatrix_placed(failing, model, 2, 8, placement=())
