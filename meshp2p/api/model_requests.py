@@ -50,10 +50,6 @@ ALLOWED = "POST, OPTIONS"
 _STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its request was whole: nothing to answer."""
-
-
 def answer_model_paths(app: QuartTrio, router: Router, metrics: ApiMetrics) -> None:
     """Put in front of `app` (quart's documented middleware seam, `app.asgi_app`) a handler answering ENDPOINTS'
     paths itself; every other request goes on to quart."""
@@ -75,9 +71,9 @@ def answer_model_paths(app: QuartTrio, router: Router, metrics: ApiMetrics) -> N
                                code="method_not_allowed", headers={"Allow": ALLOWED})
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             raw = await _read_body(receive, headers.get("content-length"))
+            if raw is None:  # the client left before its request was whole: nothing to answer
+                return
             reply = await _answer(router, metrics, path, raw, headers.get("x-session-id"))
-        except _ClientGone:
-            return
         except Exception as exc:
             await _send_error(send, exc, family)
             return
@@ -128,7 +124,8 @@ def session_key(payload: dict[str, Any], header: str | None) -> str | None:
     return None
 
 
-async def _read_body(receive: ASGIReceiveCallable, content_length: str | None) -> bytes:
+async def _read_body(receive: ASGIReceiveCallable, content_length: str | None) -> bytes | None:
+    """The whole body; None when the client disconnected before sending it."""
     too_large = ApiError(413, f"request body is larger than the {MAX_REQUEST_BYTES // (1024 * 1024)} MiB limit",
                          type=INVALID_REQUEST, code="request_entity_too_large")
     if content_length is not None and content_length.isdigit() and int(content_length) > MAX_REQUEST_BYTES:
@@ -139,7 +136,7 @@ async def _read_body(receive: ASGIReceiveCallable, content_length: str | None) -
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _ClientGone()
+                return None
             body = bytes(message.get("body", b""))  # type: ignore[call-overload]
             size += len(body)
             if size > MAX_REQUEST_BYTES:

@@ -2,7 +2,7 @@
 
 `Node` builds its services in the order they need each other, and `Node.run` starts them in that order with
 `nursery.start`, so readiness is explicit; everything it started is stopped (children reaped, ports closed) when it
-returns, however it returns. It decides nothing itself: the rules live in the services and in mesh/. (~480 lines:
+returns, however it returns. It decides nothing itself: the rules live in the services and in mesh/. (~500 lines:
 the config, the mesh parts and the status report are the three things every service is wired through; apart,
 the build order would have to be read across files.)
 

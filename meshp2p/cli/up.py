@@ -1,6 +1,6 @@
 """`meshp2p up`: resolve binaries and models, run a Node, show its progress until Ctrl-C.
 
-(~410 lines: the flags turned into a NodeConfig, and the terminal view of the node that runs; both read the same
+(~450 lines: the flags turned into a NodeConfig, and the terminal view of the node that runs; both read the same
 args and the same node, so they stay together.)
 """
 

@@ -9,7 +9,7 @@ languages need only a deterministic encoder (RFC 8949 §4.2.1), not cbor2's quir
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import cbor2
@@ -92,6 +92,19 @@ def check_keys(m: dict[str, Any], keys: Iterable[str], *, where: str = "top leve
         missing = sorted(expected - got)
         extra = sorted(got - expected)
         raise WireError("malformed", f"{where}: missing keys {missing}, unknown keys {extra}")
+
+
+def loads_typed_map(data: object, *, max_bytes: int, keys_by_type: Mapping[str, Iterable[str]],
+                    what: str = "message") -> tuple[str, dict[str, Any]]:
+    """A versioned map whose `t` names its type, with exactly that type's keys: (type, map). The order of the
+    checks is every such spec's: size, CBOR, `v`, `t`, keys."""
+    m = loads_map(data, max_bytes=max_bytes)
+    check_version(m)
+    kind = m.get("t")
+    if type(kind) is not str or kind not in keys_by_type:
+        raise WireError("malformed", f"unknown {what} type {str(kind)[:40]!r}")
+    check_keys(m, keys_by_type[kind])
+    return kind, m
 
 
 def require_keys(m: dict[str, Any], keys: Iterable[str], *, where: str) -> None:

@@ -3,7 +3,9 @@
 The spec's rules as pure code: the chunk rule (`chunk_bytes`, `chunk_count`), the manifest, the messages of a
 session (`open`, `manifest`, `refused`, `get`, `chunk`; `list` and `parts` for the files of a split model) and
 `ChunkPlan`, the dialer's bookkeeping of which chunk to ask which peer for, what is done and whom to blame. No I/O:
-p2p/model_fetch.py moves the bytes and touches the disk.
+p2p/model_fetch.py moves the bytes and touches the disk. One file (~420 lines) because the session's messages,
+the manifest and the plan are one protocol, each checked against the others (a chunk against its manifest entry,
+a manifest against the content id asked for).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from meshp2p.wire._cbor import check_keys, check_version, dumps, loads_map
+from meshp2p.wire._cbor import dumps, loads_typed_map
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.framing import FRAME_HEADER_BYTES, frame_bytes
 from meshp2p.wire.model_id import ContentId, parse_content_id
@@ -183,12 +185,7 @@ def _int(m: dict[str, Any], key: str) -> int:
 
 def decode_message(payload: bytes) -> Message:
     """One frame's payload as the message it is (any step's; the caller checks it is the one expected)."""
-    m = loads_map(payload, max_bytes=MAX_FRAME_BYTES)
-    check_version(m)
-    kind = m.get("t")
-    if type(kind) is not str or kind not in _KEYS:
-        raise WireError("malformed", f"unknown message type {str(kind)[:40]!r}")
-    check_keys(m, _KEYS[kind])
+    kind, m = loads_typed_map(payload, max_bytes=MAX_FRAME_BYTES, keys_by_type=_KEYS)
     if kind == "open":
         return Open(parse_content_id(m["id"]))
     if kind == "list":

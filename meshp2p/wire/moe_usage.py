@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from meshp2p.wire import framing
-from meshp2p.wire._cbor import INT64_MAX, check_keys, check_version, dumps, get_text, loads_map
+from meshp2p.wire._cbor import INT64_MAX, check_keys, check_version, dumps, get_text, loads_map, loads_typed_map
 from meshp2p.wire.errors import WireError
 from meshp2p.wire.framing import frame_bytes
 from meshp2p.wire.model_id import ContentId, parse_content_id
@@ -121,12 +121,7 @@ def encode_refused(reason: RefusalReason) -> bytes:
 
 def decode_answer(payload: bytes) -> UsageAnswer | UsageRefused:
     """Checks 1-2 of the spec's dialer rules: the map, its limits, and the digest recomputed from the counts."""
-    m = loads_map(payload, max_bytes=MAX_ANSWER_BYTES)
-    check_version(m)
-    kind = m.get("t")
-    if type(kind) is not str or kind not in _ANSWER_KEYS:
-        raise WireError("malformed", f"unknown answer type {str(kind)[:40]!r}")
-    check_keys(m, _ANSWER_KEYS[kind])
+    kind, m = loads_typed_map(payload, max_bytes=MAX_ANSWER_BYTES, keys_by_type=_ANSWER_KEYS, what="answer")
     if kind == "refused":
         reason = m["reason"]
         if type(reason) is not str or reason not in REFUSAL_REASONS:
